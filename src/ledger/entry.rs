@@ -1,0 +1,514 @@
+//! Entries: the immutable records of the ledger, their validation, canonical
+//! bytes (RFC 8785) and hash (`SHA-256(0x00 || canonical)`), as specified in
+//! `docs/FORMAT.md` §1.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::hash::Hash;
+use super::kind::{self, Class, KindDef};
+use super::merkle::leaf_hash;
+
+/// The entry format version written in every entry's `v`.
+pub const FORMAT_VERSION: u64 = 1;
+/// Largest canonical payload, in bytes.
+pub const PAYLOAD_MAX_BYTES: usize = 65_536;
+/// Most parents one entry may name.
+pub const PARENTS_MAX: usize = 64;
+/// Longest reason, in characters.
+pub const REASON_MAX_CHARS: usize = 4_000;
+
+/// Why an entry (or a field meant for one) is not acceptable. The message
+/// names the field and says what a valid value looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// The bytes are not a JSON object with exactly the entry's members.
+    #[error("not a valid entry object: {0}")]
+    Json(String),
+    /// One member has an invalid value.
+    #[error("`{field}` {problem}")]
+    Field {
+        /// The member's name.
+        field: &'static str,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+}
+
+fn field_error(field: &'static str, problem: impl Into<String>) -> EntryError {
+    EntryError::Field { field, problem: problem.into() }
+}
+
+fn printable_ascii(text: &str) -> bool {
+    text.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// The authenticated principal that caused an entry: `system:NAME`,
+/// `service:NAME` or `user:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Actor(String);
+
+impl Actor {
+    /// The actor Trailmark itself uses for entries it writes on its own.
+    pub fn system() -> Actor {
+        Actor("system:trailmark".into())
+    }
+
+    /// Parses an actor.
+    ///
+    /// # Errors
+    /// If the prefix is not `system:`, `service:` or `user:` or the name is
+    /// not 1 to 128 characters of `[A-Za-z0-9._@-]`.
+    pub fn parse(text: &str) -> Result<Actor, EntryError> {
+        let name = ["system:", "service:", "user:"]
+            .iter()
+            .find_map(|prefix| text.strip_prefix(prefix))
+            .ok_or_else(|| {
+                field_error("actor", "must start with `system:`, `service:` or `user:`")
+            })?;
+        let ok = (1..=128).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+        if !ok {
+            return Err(field_error(
+                "actor",
+                "name must be 1 to 128 characters of letters, digits, `.`, `_`, `@`, `-`",
+            ));
+        }
+        Ok(Actor(text.to_owned()))
+    }
+
+    /// The actor as written in entries.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The record an entry is about, `SCHEME:ID`, e.g. `qms:capa/CAPA-2026-014`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Subject(String);
+
+impl Subject {
+    /// Parses a subject.
+    ///
+    /// # Errors
+    /// If the scheme is not `[a-z][a-z0-9-]{0,31}` or the ID is not 1 to 512
+    /// printable ASCII characters.
+    pub fn parse(text: &str) -> Result<Subject, EntryError> {
+        let Some((scheme, id)) = text.split_once(':') else {
+            return Err(field_error("subject", "must be `SCHEME:ID`, e.g. `qms:capa/CAPA-2026-014`"));
+        };
+        let scheme_ok = (1..=32).contains(&scheme.len())
+            && scheme.as_bytes()[0].is_ascii_lowercase()
+            && scheme.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !scheme_ok {
+            return Err(field_error("subject", "scheme must be lowercase letters, digits and `-`, starting with a letter, at most 32"));
+        }
+        if !(1..=512).contains(&id.len()) || !printable_ascii(id) {
+            return Err(field_error("subject", "ID after the `:` must be 1 to 512 printable ASCII characters without spaces"));
+        }
+        Ok(Subject(text.to_owned()))
+    }
+
+    /// The subject as written in entries.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A UTC time with microsecond precision, written `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    /// Now, truncated to microseconds.
+    pub fn now() -> Timestamp {
+        Timestamp(Utc::now().trunc_subsecs(6))
+    }
+
+    /// Wraps a time, truncating it to microseconds.
+    pub fn from_datetime(time: DateTime<Utc>) -> Timestamp {
+        Timestamp(time.trunc_subsecs(6))
+    }
+
+    /// Parses exactly the 27-character form.
+    ///
+    /// # Errors
+    /// If the text is not `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    pub fn parse(text: &str) -> Result<Timestamp, EntryError> {
+        let problem = || field_error("recorded_at", "must be UTC `YYYY-MM-DDTHH:MM:SS.ffffffZ` (27 characters)");
+        if text.len() != 27 || !text.ends_with('Z') {
+            return Err(problem());
+        }
+        let parsed = DateTime::parse_from_rfc3339(text).map_err(|_| problem())?.with_timezone(&Utc);
+        let stamp = Timestamp(parsed);
+        if stamp.to_string() != text {
+            return Err(problem());
+        }
+        Ok(stamp)
+    }
+
+    /// The underlying time.
+    pub fn datetime(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    }
+}
+
+/// Checks an optional short identifier (`correlation_id`, `idempotency_key`).
+///
+/// # Errors
+/// If it is present but empty, too long or not printable ASCII.
+pub fn check_token_field(field: &'static str, value: Option<&str>, max: usize) -> Result<(), EntryError> {
+    match value {
+        Some(v) if v.is_empty() || v.len() > max || !printable_ascii(v) => Err(field_error(
+            field,
+            format!("must be 1 to {max} printable ASCII characters without spaces, or null"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks `reason` against the rules of the kind's class.
+///
+/// # Errors
+/// If a reason is required and missing, blank, or too long.
+pub fn check_reason(kind: &KindDef, reason: Option<&str>) -> Result<(), EntryError> {
+    match reason {
+        None if kind.class.requires_reason() => Err(field_error(
+            "reason",
+            format!("is required for `{}` ({} entries must say why)", kind.name, kind.class.as_str()),
+        )),
+        None => Ok(()),
+        Some(r) if kind.class == Class::Genesis => {
+            let _ = r;
+            Err(field_error("reason", "must be null for the genesis entry"))
+        }
+        Some(r) if r.trim().is_empty() => Err(field_error("reason", "must not be empty or only white space")),
+        Some(r) if r.chars().count() > REASON_MAX_CHARS => {
+            Err(field_error("reason", format!("must be at most {REASON_MAX_CHARS} characters")))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks the parent list's shape (existence is checked by the store).
+///
+/// # Errors
+/// Too many parents, duplicates, or a correction without a parent.
+pub fn check_parents(kind: &KindDef, parents: &[Hash]) -> Result<(), EntryError> {
+    if parents.len() > PARENTS_MAX {
+        return Err(field_error("parents", format!("may name at most {PARENTS_MAX} entries")));
+    }
+    for (i, p) in parents.iter().enumerate() {
+        if parents[..i].contains(p) {
+            return Err(field_error("parents", format!("names {p} twice")));
+        }
+    }
+    if kind.class == Class::Correction && parents.is_empty() {
+        return Err(field_error("parents", "must name the corrected entry first (a correction needs at least one parent)"));
+    }
+    if kind.class == Class::Genesis && !parents.is_empty() {
+        return Err(field_error("parents", "must be empty for the genesis entry"));
+    }
+    Ok(())
+}
+
+/// An entry as the ledger builds it, before canonicalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Position in the ledger, 0-based.
+    pub seq: u64,
+    /// Hash of entry `seq - 1`, or [`Hash::ZERO`] for entry 0.
+    pub prev: Hash,
+    /// When the ledger sequenced it.
+    pub recorded_at: Timestamp,
+    /// The registered kind.
+    pub kind: &'static KindDef,
+    /// Who caused it.
+    pub actor: Actor,
+    /// What it is about.
+    pub subject: Subject,
+    /// Groups entries of one business flow.
+    pub correlation_id: Option<String>,
+    /// The caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Entries it was derived from.
+    pub parents: Vec<Hash>,
+    /// Why (required for corrections and administrative changes).
+    pub reason: Option<String>,
+    /// Kind-specific content.
+    pub payload: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct Wire<'a> {
+    v: u64,
+    seq: u64,
+    prev: String,
+    recorded_at: String,
+    kind: &'a str,
+    actor: &'a str,
+    subject: &'a str,
+    correlation_id: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    parents: Vec<String>,
+    reason: Option<&'a str>,
+    payload: &'a Map<String, Value>,
+}
+
+impl Entry {
+    /// The RFC 8785 canonical bytes: what is stored, exported and hashed.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let wire = Wire {
+            v: FORMAT_VERSION,
+            seq: self.seq,
+            prev: self.prev.to_hex(),
+            recorded_at: self.recorded_at.to_string(),
+            kind: self.kind.name,
+            actor: self.actor.as_str(),
+            subject: self.subject.as_str(),
+            correlation_id: self.correlation_id.as_deref(),
+            idempotency_key: self.idempotency_key.as_deref(),
+            parents: self.parents.iter().map(Hash::to_hex).collect(),
+            reason: self.reason.as_deref(),
+            payload: &self.payload,
+        };
+        serde_json_canonicalizer::to_vec(&wire).expect("an entry of strings, integers and a JSON map always serialises")
+    }
+
+    /// Canonical bytes and their hash.
+    pub fn seal(&self) -> (Vec<u8>, Hash) {
+        let bytes = self.canonical_bytes();
+        let hash = leaf_hash(&bytes);
+        (bytes, hash)
+    }
+}
+
+fn nullable<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer)
+}
+
+/// An entry parsed back from its canonical bytes, borrowing from them.
+/// Every member must be present (`null` where empty) and no other member may be.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParsedEntry<'a> {
+    /// Format version.
+    pub v: u64,
+    /// Position.
+    pub seq: u64,
+    /// Previous hash, hex.
+    #[serde(borrow)]
+    pub prev: Cow<'a, str>,
+    /// Sequencing time.
+    #[serde(borrow)]
+    pub recorded_at: Cow<'a, str>,
+    /// Kind name.
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+    /// Actor.
+    #[serde(borrow)]
+    pub actor: Cow<'a, str>,
+    /// Subject.
+    #[serde(borrow)]
+    pub subject: Cow<'a, str>,
+    /// Correlation ID or null.
+    #[serde(borrow, deserialize_with = "nullable")]
+    pub correlation_id: Option<Cow<'a, str>>,
+    /// Idempotency key or null.
+    #[serde(borrow, deserialize_with = "nullable")]
+    pub idempotency_key: Option<Cow<'a, str>>,
+    /// Parent hashes, hex.
+    #[serde(borrow)]
+    pub parents: Vec<Cow<'a, str>>,
+    /// Reason or null.
+    #[serde(borrow, deserialize_with = "nullable")]
+    pub reason: Option<Cow<'a, str>>,
+    /// The payload's JSON text.
+    #[serde(borrow)]
+    pub payload: &'a RawValue,
+}
+
+/// The checked fields of a parsed entry that verifiers compare.
+#[derive(Debug, Clone)]
+pub struct CheckedFields {
+    /// `seq`.
+    pub seq: u64,
+    /// `prev`.
+    pub prev: Hash,
+    /// `recorded_at`.
+    pub recorded_at: Timestamp,
+    /// The kind's registry entry.
+    pub kind: &'static KindDef,
+    /// `parents`.
+    pub parents: Vec<Hash>,
+}
+
+impl<'a> ParsedEntry<'a> {
+    /// Parses canonical bytes into borrowed fields (no field checks yet).
+    ///
+    /// # Errors
+    /// If the bytes are not JSON of the entry's shape.
+    pub fn parse(bytes: &'a [u8]) -> Result<ParsedEntry<'a>, EntryError> {
+        serde_json::from_slice(bytes).map_err(|e| EntryError::Json(e.to_string()))
+    }
+
+    /// Checks every member against `docs/FORMAT.md` §1.
+    ///
+    /// # Errors
+    /// The first member that breaks a rule.
+    pub fn check(&self) -> Result<CheckedFields, EntryError> {
+        if self.v != FORMAT_VERSION {
+            return Err(field_error("v", format!("must be {FORMAT_VERSION}, found {}", self.v)));
+        }
+        if self.seq > (1 << 53) - 1 {
+            return Err(field_error("seq", "must be at most 2^53 - 1"));
+        }
+        let prev = Hash::parse_hex(&self.prev).map_err(|p| field_error("prev", p))?;
+        let recorded_at = Timestamp::parse(&self.recorded_at)?;
+        if !kind::is_well_formed(&self.kind) {
+            return Err(field_error("kind", "must be lowercase dotted segments, e.g. `qms.capa.opened`"));
+        }
+        let kind = kind::lookup(&self.kind)
+            .ok_or_else(|| field_error("kind", format!("`{}` is not a registered kind", self.kind)))?;
+        Actor::parse(&self.actor)?;
+        Subject::parse(&self.subject)?;
+        check_token_field("correlation_id", self.correlation_id.as_deref(), 128)?;
+        check_token_field("idempotency_key", self.idempotency_key.as_deref(), 256)?;
+        let parents = self
+            .parents
+            .iter()
+            .map(|p| Hash::parse_hex(p).map_err(|e| field_error("parents", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_parents(kind, &parents)?;
+        check_reason(kind, self.reason.as_deref())?;
+        let payload = self.payload.get();
+        if !payload.starts_with('{') {
+            return Err(field_error("payload", "must be a JSON object"));
+        }
+        if payload.len() > PAYLOAD_MAX_BYTES {
+            return Err(field_error("payload", format!("must be at most {PAYLOAD_MAX_BYTES} bytes in canonical form")));
+        }
+        Ok(CheckedFields { seq: self.seq, prev, recorded_at, kind, parents })
+    }
+}
+
+/// Whether `bytes` are exactly the RFC 8785 form of the JSON they contain.
+pub fn is_canonical(bytes: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<Value>(bytes) else { return false };
+    serde_json_canonicalizer::to_vec(&value).map(|c| c == bytes).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        let mut payload = Map::new();
+        payload.insert("document".into(), Value::from("SOP-017"));
+        payload.insert("version".into(), Value::from(4));
+        payload.insert("title".into(), Value::from("Reinigung der Abfüllanlage — Zoë"));
+        Entry {
+            seq: 1,
+            prev: Hash::sha256(&[b"x"]),
+            recorded_at: Timestamp::parse("2026-11-21T09:41:07.512311Z").unwrap(),
+            kind: kind::lookup("qms.document.revision_effective").unwrap(),
+            actor: Actor::parse("service:qms").unwrap(),
+            subject: Subject::parse("qms:sop/SOP-017@4").unwrap(),
+            correlation_id: Some("corr-1".into()),
+            idempotency_key: None,
+            parents: vec![],
+            reason: None,
+            payload,
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_are_sorted_compact_and_parse_back() {
+        let entry = sample();
+        let (bytes, hash) = entry.seal();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with(r#"{"actor":"service:qms","correlation_id":"corr-1","idempotency_key":null,"kind":"#));
+        assert!(text.ends_with(r#""seq":1,"subject":"qms:sop/SOP-017@4","v":1}"#));
+        assert!(is_canonical(&bytes));
+        assert_eq!(hash, leaf_hash(&bytes));
+        let parsed = ParsedEntry::parse(&bytes).unwrap();
+        let fields = parsed.check().unwrap();
+        assert_eq!(fields.seq, 1);
+        assert_eq!(fields.prev, entry.prev);
+        assert_eq!(fields.recorded_at, entry.recorded_at);
+    }
+
+    #[test]
+    fn missing_extra_or_mistyped_members_are_rejected() {
+        let (bytes, _) = sample().seal();
+        let mut value: Value = serde_json::from_slice(&bytes).unwrap();
+        value.as_object_mut().unwrap().remove("reason");
+        assert!(ParsedEntry::parse(&serde_json::to_vec(&value).unwrap()).is_err(), "missing reason must fail");
+        let mut value: Value = serde_json::from_slice(&bytes).unwrap();
+        value.as_object_mut().unwrap().insert("extra".into(), Value::Null);
+        assert!(ParsedEntry::parse(&serde_json::to_vec(&value).unwrap()).is_err());
+        let mut value: Value = serde_json::from_slice(&bytes).unwrap();
+        value["seq"] = Value::from("1");
+        assert!(ParsedEntry::parse(&serde_json::to_vec(&value).unwrap()).is_err());
+    }
+
+    #[test]
+    fn field_rules() {
+        assert!(Actor::parse("service:qms").is_ok());
+        assert!(Actor::parse("qms").is_err());
+        assert!(Actor::parse("user:bad name").is_err());
+        assert!(Subject::parse("qms:capa/CAPA-2026-014").is_ok());
+        assert!(Subject::parse("QMS:x").is_err());
+        assert!(Subject::parse("qms:").is_err());
+        assert!(Subject::parse("qms:has space").is_err());
+        assert!(Timestamp::parse("2026-11-21T09:41:07.512311Z").is_ok());
+        assert!(Timestamp::parse("2026-11-21T09:41:07.5123Z").is_err());
+        assert!(Timestamp::parse("2026-11-21T09:41:07.512311+00:00").is_err());
+        let correction = kind::lookup("ledger.correction").unwrap();
+        assert!(check_reason(correction, None).is_err());
+        assert!(check_reason(correction, Some("  ")).is_err());
+        assert!(check_reason(correction, Some("typo in lot number")).is_ok());
+        assert!(check_parents(correction, &[]).is_err());
+        let h = Hash::sha256(&[b"p"]);
+        assert!(check_parents(correction, &[h, h]).is_err());
+    }
+
+    #[test]
+    fn non_canonical_bytes_are_noticed() {
+        assert!(is_canonical(br#"{"a":1,"b":[1,2]}"#));
+        assert!(!is_canonical(br#"{"b":1,"a":2}"#));
+        assert!(!is_canonical(br#"{"a": 1}"#));
+        assert!(!is_canonical(br#"{"a":1.0}"#));
+    }
+}

@@ -1,0 +1,126 @@
+//! The registry of entry kinds: every `kind` the ledger accepts, with its class.
+//!
+//! The class decides the rules of `docs/FORMAT.md` §1.3 (whether `reason` is
+//! required, whether a first parent is required). A kind not in this list is
+//! rejected at the API and by `verify`.
+
+/// What sort of fact an entry records; decides which fields are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Entry 0 only.
+    Genesis,
+    /// A quality, training or integration fact.
+    Record,
+    /// Corrects an earlier entry (its first parent), with a reason.
+    Correction,
+    /// A change to configuration, principals, tokens or keys, with a reason.
+    Administrative,
+    /// An access-control event.
+    Security,
+}
+
+impl Class {
+    /// The class's name as written in `docs/FORMAT.md`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Genesis => "genesis",
+            Class::Record => "record",
+            Class::Correction => "correction",
+            Class::Administrative => "administrative",
+            Class::Security => "security",
+        }
+    }
+
+    /// Whether entries of this class must carry a non-null `reason`.
+    pub fn requires_reason(self) -> bool {
+        matches!(self, Class::Correction | Class::Administrative)
+    }
+}
+
+/// One registered kind.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KindDef {
+    /// Dotted name, e.g. `qms.document.revision_effective`.
+    pub name: &'static str,
+    /// Its class.
+    pub class: Class,
+    /// Whether an API caller may append it with `POST /v1/entries`; the
+    /// others are written only by Trailmark itself (genesis, token changes).
+    pub api_appendable: bool,
+    /// One line for people reading the registry (`GET /v1/kinds`).
+    pub description: &'static str,
+}
+
+const fn kind(
+    name: &'static str,
+    class: Class,
+    api_appendable: bool,
+    description: &'static str,
+) -> KindDef {
+    KindDef { name, class, api_appendable, description }
+}
+
+/// Every kind the ledger accepts, in the order shown to people.
+pub static KINDS: &[KindDef] = &[
+    kind("ledger.genesis", Class::Genesis, false, "the first entry: names the ledger's origin and verifier key"),
+    kind("ledger.correction", Class::Correction, true, "corrects the entry named as first parent; the earlier entry stays readable"),
+    kind("ledger.annotation", Class::Record, true, "a remark about the entries named as parents"),
+    kind("admin.token.created", Class::Administrative, false, "an API token was issued to a principal"),
+    kind("admin.token.revoked", Class::Administrative, false, "an API token was revoked"),
+    kind("admin.config.changed", Class::Administrative, true, "a configuration value changed (old and new value in the payload)"),
+    kind("security.auth.refused", Class::Security, false, "a request with a missing, unknown or revoked credential was refused"),
+    kind("qms.document.revision_effective", Class::Record, true, "a controlled document revision became effective"),
+    kind("qms.document.revision_retired", Class::Record, true, "a controlled document revision was retired"),
+    kind("qms.capa.opened", Class::Record, true, "a CAPA was opened"),
+    kind("qms.capa.training_action", Class::Record, true, "a CAPA named training as a corrective or preventive action"),
+    kind("qms.capa.closed", Class::Record, true, "a CAPA was closed"),
+    kind("qms.deviation.opened", Class::Record, true, "a deviation was reported"),
+    kind("qms.deviation.training_status", Class::Record, true, "training status of the people involved at the time of a deviation"),
+    kind("lms.assignment.created", Class::Record, true, "a training assignment was created in the LMS"),
+    kind("lms.assignment.cancelled", Class::Record, true, "a training assignment was cancelled"),
+    kind("lms.completion.recorded", Class::Record, true, "a person completed a training assignment"),
+    kind("hr.person.updated", Class::Record, true, "a person's master data changed"),
+    kind("hr.person.job_function_changed", Class::Record, true, "a person moved into or out of a job function"),
+    kind("integration.handover.sent", Class::Record, true, "a hand-over was sent to a target system"),
+    kind("integration.handover.delivered", Class::Record, true, "a target system acknowledged a hand-over"),
+    kind("integration.handover.failed", Class::Record, true, "a hand-over delivery attempt failed"),
+];
+
+/// Looks a kind up by its exact name.
+pub fn lookup(name: &str) -> Option<&'static KindDef> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// Whether `name` is shaped like a kind: lowercase dotted segments.
+pub fn is_well_formed(name: &str) -> bool {
+    name.len() <= 96
+        && name.split('.').count() >= 2
+        && name.split('.').all(|segment| {
+            let mut bytes = segment.bytes();
+            matches!(bytes.next(), Some(b'a'..=b'z'))
+                && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_names_are_well_formed_and_unique() {
+        for (i, k) in KINDS.iter().enumerate() {
+            assert!(is_well_formed(k.name), "{} is not well formed", k.name);
+            assert!(KINDS[..i].iter().all(|other| other.name != k.name), "{} twice", k.name);
+        }
+        assert!(!is_well_formed("Ledger.genesis"));
+        assert!(!is_well_formed("genesis"));
+        assert!(!is_well_formed("ledger..x"));
+    }
+
+    #[test]
+    fn genesis_is_not_appendable_and_corrections_need_reasons() {
+        assert!(!lookup("ledger.genesis").unwrap().api_appendable);
+        assert!(lookup("ledger.correction").unwrap().class.requires_reason());
+        assert!(lookup("no.such_kind").is_none());
+    }
+}
