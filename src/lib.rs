@@ -1,4 +1,14 @@
 //! Trailmark: an append-only, hash-chained, Merkle-checkpointed audit-trail
-//! ledger for the QMS-LMS integration. See `docs/ARCHITECTURE.md`.
+//! ledger for the QMS-LMS integration. See `docs/ARCHITECTURE.md` for the
+//! code map and `docs/FORMAT.md` for the byte formats.
 
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod identity;
 pub mod ledger;
+pub mod sequencer;
+pub mod store;
+pub mod telemetry;

@@ -74,8 +74,9 @@ impl VerifierKey {
     pub fn parse(text: &str) -> Result<VerifierKey, NoteError> {
         let text = text.trim_end_matches('\n');
         let err = |m: &str| NoteError::VerifierKey(format!("{m} (expected `name+keyid+base64key`)"));
-        let mut parts = text.rsplitn(3, '+');
-        let (Some(key_b64), Some(id_hex), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+        // Names never contain `+`, but base64 may: split from the left.
+        let mut parts = text.splitn(3, '+');
+        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(err("needs three parts separated by `+`"));
         };
         if name.is_empty() || name.chars().any(char::is_whitespace) || name.contains('+') {
@@ -107,6 +108,11 @@ impl VerifierKey {
         let mut raw = vec![ED25519_TYPE];
         raw.extend_from_slice(self.key.as_bytes());
         format!("{}+{}+{}", self.name, hex::encode(self.id), BASE64.encode(raw))
+    }
+
+    /// Whether `signature` is this key's Ed25519 signature over `body`.
+    pub fn verify_raw(&self, body: &str, signature: &[u8]) -> bool {
+        Signature::from_slice(signature).is_ok_and(|sig| self.key.verify(body.as_bytes(), &sig).is_ok())
     }
 
     /// Opens a signed note: checks its shape and that exactly this key signed
@@ -153,6 +159,7 @@ impl VerifierKey {
 }
 
 /// The ledger's signing key, named by the ledger's origin.
+#[derive(Clone)]
 pub struct LedgerKey {
     name: String,
     key: SigningKey,
@@ -188,6 +195,11 @@ impl LedgerKey {
     pub fn verifier(&self) -> VerifierKey {
         let public = self.key.verifying_key();
         VerifierKey { name: self.name.clone(), id: key_id(&self.name, public.as_bytes()), key: public }
+    }
+
+    /// The bare Ed25519 signature over `body` (a batch seal, FORMAT §3.5).
+    pub fn sign_raw(&self, body: &str) -> [u8; 64] {
+        self.key.sign(body.as_bytes()).to_bytes()
     }
 
     /// Signs `body` (which must end in a newline) as a signed note.
@@ -271,6 +283,19 @@ mod tests {
         assert!(matches!(Checkpoint::open(&tampered, &vkey), Err(NoteError::BadSignature(_))));
         let other = LedgerKey::from_seed("trailmark.test/unit", &[8; 32]).unwrap().verifier();
         assert!(matches!(Checkpoint::open(&note, &other), Err(NoteError::NoSignature(_))));
+    }
+
+    #[test]
+    fn verifier_keys_whose_base64_holds_a_plus_parse() {
+        let with_plus = (0u8..=255)
+            .map(|i| LedgerKey::from_seed("trailmark.test/plus", &[i; 32]).unwrap().verifier().to_text())
+            .find(|t| t.splitn(3, '+').nth(2).is_some_and(|b| b.contains('+')))
+            .expect("some seed gives a key with `+` in its base64");
+        assert_eq!(VerifierKey::parse(&with_plus).unwrap().to_text(), with_plus);
+        assert!(VerifierKey::parse("a+b+c").is_err());
+        let mut wrong_id = with_plus.clone();
+        wrong_id.replace_range(20..21, if &with_plus[20..21] == "0" { "1" } else { "0" });
+        assert!(VerifierKey::parse(&wrong_id).is_err(), "a key ID that does not match must be refused");
     }
 
     #[test]

@@ -1,1 +1,328 @@
-//! placeholder
+//! Streaming verification of a ledger: entries are fed in seq order and
+//! checked one at a time against `docs/FORMAT.md` §5, with O(log n) memory
+//! (a tree frontier, the previous hash and time). The same checker serves the
+//! database (`trailmark verify`) and an export (`trailmark verify-export`).
+
+use super::entry::{self, ParsedEntry};
+use super::hash::Hash;
+use super::kind::Class;
+use super::merkle::{self, Frontier};
+use super::note::{Checkpoint, VerifierKey};
+use super::Timestamp;
+
+/// The first thing found wrong, with the seq where it was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// An entry is missing: the next one has a higher seq.
+    #[error("seq {expected}: entry is missing (the next stored entry is seq {found})")]
+    Gap {
+        /// The seq that should come next.
+        expected: u64,
+        /// The seq found instead.
+        found: u64,
+    },
+    /// The entry's bytes do not hash to the stored hash.
+    #[error("seq {seq}: the entry's bytes hash to {computed}, but {stored} is stored: the entry was changed")]
+    HashMismatch {
+        /// Where.
+        seq: u64,
+        /// Stored hash.
+        stored: String,
+        /// Recomputed hash.
+        computed: String,
+    },
+    /// `prev` does not name the previous entry.
+    #[error("seq {seq}: `prev` is {found} but the previous entry's hash is {expected}: the chain is broken")]
+    ChainBroken {
+        /// Where.
+        seq: u64,
+        /// Hash of the previous entry.
+        expected: String,
+        /// `prev` found.
+        found: String,
+    },
+    /// The entry is not a valid entry.
+    #[error("seq {seq}: {problem}")]
+    Malformed {
+        /// Where.
+        seq: u64,
+        /// What.
+        problem: String,
+    },
+    /// The entry's own `seq` is not its position.
+    #[error("seq {position}: the entry says it is seq {claimed}: entries were reordered or replaced")]
+    WrongPosition {
+        /// Position in the stream.
+        position: u64,
+        /// `seq` inside the entry.
+        claimed: u64,
+    },
+    /// `recorded_at` went backwards.
+    #[error("seq {seq}: recorded_at {found} is earlier than the previous entry's {previous}")]
+    TimeWentBack {
+        /// Where.
+        seq: u64,
+        /// Previous time.
+        previous: String,
+        /// This time.
+        found: String,
+    },
+    /// A database index column disagrees with the entry's bytes.
+    #[error("seq {seq}: the `{column}` column holds {stored:?} but the entry says {entry:?}: the database row was changed")]
+    IndexMismatch {
+        /// Where.
+        seq: u64,
+        /// Which column.
+        column: &'static str,
+        /// Stored value.
+        stored: String,
+        /// Value in the entry.
+        entry: String,
+    },
+    /// A parent is not an earlier entry.
+    #[error("seq {seq}: parent {parent} is not an earlier entry of this ledger")]
+    BadParent {
+        /// Where.
+        seq: u64,
+        /// The parent hash.
+        parent: String,
+    },
+    /// Entry 0 is not a valid genesis for this key.
+    #[error("seq 0: {0}")]
+    Genesis(String),
+    /// A checkpoint's signature or body fails.
+    #[error("checkpoint of size {size}: {problem}")]
+    Checkpoint {
+        /// Its size.
+        size: u64,
+        /// What.
+        problem: String,
+    },
+    /// A checkpoint's root is not the root of the entries.
+    #[error("checkpoint of size {size}: root {signed} is signed but the entries give {computed}: an entry before seq {size} was changed, removed or inserted")]
+    RootMismatch {
+        /// Its size.
+        size: u64,
+        /// Signed root.
+        signed: String,
+        /// Computed root.
+        computed: String,
+    },
+    /// The ledger has fewer entries than a checkpoint attests.
+    #[error("the ledger has {entries} entries but a signed checkpoint attests {size}: entries from seq {entries} on were removed (truncation)")]
+    Truncated {
+        /// Entries found.
+        entries: u64,
+        /// Checkpoint size.
+        size: u64,
+    },
+    /// The newest entry lacks a valid batch seal.
+    #[error("seq {seq}: the newest entry carries no valid batch seal: it was not written by this ledger's sequencer (entries were added around the application)")]
+    Unsealed {
+        /// The newest seq.
+        seq: u64,
+    },
+    /// Entries beyond the newest checkpoint that no checkpoint attests.
+    #[error("seq {from}..{to}: {count} entries are not covered by any signed checkpoint (the server signs one within its checkpoint interval; entries that stay unattested were added outside the ledger)", count = .to - .from + 1)]
+    Unattested {
+        /// First unattested seq.
+        from: u64,
+        /// Last unattested seq.
+        to: u64,
+    },
+}
+
+/// What one verified entry told the verifier (for the caller's own checks).
+#[derive(Debug)]
+pub struct Verified {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash,
+    /// Its parents.
+    pub parents: Vec<Hash>,
+}
+
+/// The database's index columns of one entry, compared with the entry's bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexColumns<'a> {
+    /// `recorded_at` column.
+    pub recorded_at: &'a str,
+    /// `kind` column.
+    pub kind: &'a str,
+    /// `actor` column.
+    pub actor: &'a str,
+    /// `subject` column.
+    pub subject: &'a str,
+    /// `correlation_id` column.
+    pub correlation_id: Option<&'a str>,
+    /// `idempotency_key` column.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// The streaming checker.
+pub struct ChainVerifier {
+    key: VerifierKey,
+    check_canonical: bool,
+    next: u64,
+    prev: Hash,
+    prev_time: Option<Timestamp>,
+    frontier: Frontier,
+}
+
+impl ChainVerifier {
+    /// A checker for a ledger signed by `key`. With `check_canonical`, every
+    /// entry's bytes must also be exactly RFC 8785 (slower; `verify` does it).
+    pub fn new(key: VerifierKey, check_canonical: bool) -> ChainVerifier {
+        ChainVerifier { key, check_canonical, next: 0, prev: Hash::ZERO, prev_time: None, frontier: Frontier::default() }
+    }
+
+    /// Entries checked so far.
+    pub fn size(&self) -> u64 {
+        self.next
+    }
+
+    /// Root of the entries checked so far.
+    pub fn root(&self) -> Hash {
+        self.frontier.root()
+    }
+
+    /// Checks the next entry. `stored_seq` and `stored_hash` are what the
+    /// database claims (for an export: the line number and `None`).
+    ///
+    /// # Errors
+    /// The first rule this entry breaks.
+    pub fn push(&mut self, stored_seq: u64, stored_hash: Option<&[u8]>, canonical: &[u8], index: Option<IndexColumns<'_>>) -> Result<Verified, VerifyError> {
+        let position = self.next;
+        if stored_seq != position {
+            return Err(VerifyError::Gap { expected: position, found: stored_seq });
+        }
+        let hash = merkle::leaf_hash(canonical);
+        if let Some(stored) = stored_hash
+            && stored != hash.0.as_slice()
+        {
+            return Err(VerifyError::HashMismatch { seq: position, stored: hex::encode(stored), computed: hash.to_hex() });
+        }
+        let malformed = |problem: String| VerifyError::Malformed { seq: position, problem };
+        let parsed = ParsedEntry::parse(canonical).map_err(|e| malformed(e.to_string()))?;
+        let fields = parsed.check().map_err(|e| malformed(e.to_string()))?;
+        if fields.seq != position {
+            return Err(VerifyError::WrongPosition { position, claimed: fields.seq });
+        }
+        if fields.prev != self.prev {
+            return Err(VerifyError::ChainBroken { seq: position, expected: self.prev.to_hex(), found: fields.prev.to_hex() });
+        }
+        if let Some(previous) = self.prev_time
+            && fields.recorded_at < previous
+        {
+            return Err(VerifyError::TimeWentBack { seq: position, previous: previous.to_string(), found: fields.recorded_at.to_string() });
+        }
+        if let Some(index) = index {
+            let pairs: [(&'static str, Option<&str>, Option<&str>); 6] = [
+                ("recorded_at", Some(index.recorded_at), Some(&parsed.recorded_at)),
+                ("kind", Some(index.kind), Some(&parsed.kind)),
+                ("actor", Some(index.actor), Some(&parsed.actor)),
+                ("subject", Some(index.subject), Some(&parsed.subject)),
+                ("correlation_id", index.correlation_id, parsed.correlation_id.as_deref()),
+                ("idempotency_key", index.idempotency_key, parsed.idempotency_key.as_deref()),
+            ];
+            for (column, stored, in_entry) in pairs {
+                if stored != in_entry {
+                    return Err(VerifyError::IndexMismatch {
+                        seq: position,
+                        column,
+                        stored: stored.unwrap_or("NULL").to_owned(),
+                        entry: in_entry.unwrap_or("null").to_owned(),
+                    });
+                }
+            }
+        }
+        if self.check_canonical && !entry::is_canonical(canonical) {
+            return Err(malformed("the bytes are not in RFC 8785 canonical form".into()));
+        }
+        if position == 0 {
+            self.check_genesis(&parsed, fields.kind.class)?;
+        } else if fields.kind.class == Class::Genesis {
+            return Err(malformed("only entry 0 may be a genesis entry".into()));
+        }
+        self.frontier.push(hash);
+        self.prev = hash;
+        self.prev_time = Some(fields.recorded_at);
+        self.next += 1;
+        Ok(Verified { seq: position, hash, parents: fields.parents })
+    }
+
+    fn check_genesis(&self, parsed: &ParsedEntry<'_>, class: Class) -> Result<(), VerifyError> {
+        let fail = |m: String| Err(VerifyError::Genesis(m));
+        if class != Class::Genesis {
+            return fail(format!("entry 0 is `{}`, not `ledger.genesis`", parsed.kind));
+        }
+        if parsed.actor != "system:trailmark" || parsed.subject != format!("ledger:{}", self.key.name()) {
+            return fail(format!("genesis must be by `system:trailmark` about `ledger:{}`", self.key.name()));
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct GenesisPayload {
+            origin: String,
+            verifier_key: String,
+            software: String,
+        }
+        let payload: GenesisPayload = serde_json::from_str(parsed.payload.get()).map_err(|e| VerifyError::Genesis(format!("payload: {e}")))?;
+        if payload.origin != self.key.name() {
+            return fail(format!("origin `{}` is not the key's name `{}`", payload.origin, self.key.name()));
+        }
+        if payload.verifier_key != self.key.to_text() {
+            return fail(format!("the genesis names verifier key {} but the ledger is being checked with {}", payload.verifier_key, self.key.to_text()));
+        }
+        if !payload.software.starts_with("trailmark ") {
+            return fail("`software` must name the trailmark version".into());
+        }
+        Ok(())
+    }
+
+    /// Checks a signed checkpoint note whose size equals the entries pushed so
+    /// far; `stored` (size, root) are the database columns, if any.
+    ///
+    /// # Errors
+    /// If the signature, origin or root does not hold.
+    pub fn check_checkpoint_here(&self, note: &str, stored: Option<(u64, &[u8])>) -> Result<Checkpoint, VerifyError> {
+        let checkpoint = self.open_checkpoint(note, stored)?;
+        if checkpoint.size != self.next {
+            return Err(VerifyError::Checkpoint { size: checkpoint.size, problem: format!("checked at {} entries", self.next) });
+        }
+        let computed = self.frontier.root();
+        if checkpoint.root != computed {
+            return Err(VerifyError::RootMismatch { size: checkpoint.size, signed: checkpoint.root.to_hex(), computed: computed.to_hex() });
+        }
+        Ok(checkpoint)
+    }
+
+    /// Checks the batch seal of the newest entry pushed: the key's signature
+    /// over the checkpoint body of the tree so far (docs/FORMAT.md §3.5).
+    ///
+    /// # Errors
+    /// [`VerifyError::Unsealed`] if it is missing or does not verify.
+    pub fn check_seal(&self, seal: Option<&[u8]>) -> Result<(), VerifyError> {
+        let body = Checkpoint { origin: self.key.name().to_owned(), size: self.next, root: self.frontier.root() }.body();
+        match seal {
+            Some(sig) if self.next > 0 && self.key.verify_raw(&body, sig) => Ok(()),
+            _ => Err(VerifyError::Unsealed { seq: self.next.saturating_sub(1) }),
+        }
+    }
+
+    /// Opens a signed checkpoint note with the key; `stored` (size, root) are
+    /// the database's columns, which must match the note.
+    ///
+    /// # Errors
+    /// If the note fails or disagrees with the stored columns.
+    pub fn open_checkpoint(&self, note: &str, stored: Option<(u64, &[u8])>) -> Result<Checkpoint, VerifyError> {
+        let size_hint = stored.map_or(0, |s| s.0);
+        let checkpoint = Checkpoint::open(note, &self.key).map_err(|e| VerifyError::Checkpoint { size: size_hint, problem: e.to_string() })?;
+        if let Some((size, root)) = stored
+            && (checkpoint.size != size || checkpoint.root.0.as_slice() != root)
+        {
+            return Err(VerifyError::Checkpoint { size, problem: "the database row's size or root differs from its signed note".into() });
+        }
+        Ok(checkpoint)
+    }
+}

@@ -1,1 +1,12 @@
+//! Trailmark's integration tests: one binary, so the suite links once.
+//!
+//! Storage tests run against SQLite by default and against PostgreSQL when
+//! `TRAILMARK_TEST_DATABASE_URL` is set (a fresh database per test on that
+//! server); `.ci/run` runs the suite both ways.
 
+mod api;
+mod crash;
+mod harness;
+mod property;
+mod tamper;
+mod vectors;

@@ -1,0 +1,419 @@
+//! Whole-ledger checks and copies: `verify` (the database), `export` (the
+//! complete electronic copy of docs/FORMAT.md §4), `verify-export` (the
+//! inspector's offline check) and portable inclusion proofs.
+//!
+//! Verification streams the ledger in pages through
+//! [`ChainVerifier`](crate::ledger::verify::ChainVerifier), with the next page
+//! fetched while the current one is checked; memory stays flat as the ledger
+//! grows (one page of rows, the tree frontier, the checkpoint cursor).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ledger::merkle::{self, ProofPlan};
+use crate::ledger::verify::{ChainVerifier, IndexColumns, VerifyError};
+use crate::ledger::{Checkpoint, Hash, VerifierKey};
+use crate::store::{STREAM_PAGE_ROWS, Store, StoreError, StoredEntry};
+
+/// Why a check could not finish or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The ledger is not intact: the first problem found.
+    #[error(transparent)]
+    Broken(#[from] VerifyError),
+    /// The database failed while reading.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The input is not usable (missing file, bad key, bad checkpoint file).
+    #[error("{0}")]
+    Input(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io { path: path.to_owned(), source }
+}
+
+/// What a successful verification checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Entries checked (hash, chain, fields, index columns, parents).
+    pub entries: u64,
+    /// Signed checkpoints checked (signature and root).
+    pub checkpoints: u64,
+    /// Root of all entries.
+    pub root: String,
+    /// Entries after the newest checkpoint, covered by the head's batch seal
+    /// (a running server publishes their checkpoint within its interval).
+    pub pending_unattested: u64,
+    /// The external checkpoint's size, if one was given and checked.
+    pub external_checkpoint: Option<u64>,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+impl VerifyReport {
+    /// Entries per second.
+    pub fn rate(&self) -> f64 {
+        self.entries as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Options of [`verify_store`].
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Also require every entry's bytes to be RFC 8785 canonical.
+    pub check_canonical: bool,
+    /// A signed checkpoint note kept outside the database.
+    pub external_checkpoint: Option<String>,
+}
+
+/// Streams the whole stored ledger through every check of docs/FORMAT.md §5.
+/// `progress` is called with the number of entries checked so far.
+///
+/// # Errors
+/// [`AuditError::Broken`] with the first bad seq, or a read failure.
+pub async fn verify_store(store: &Store, key: &VerifierKey, options: &VerifyOptions, mut progress: impl FnMut(u64)) -> Result<VerifyReport, AuditError> {
+    let started = Instant::now();
+    let mut verifier = ChainVerifier::new(key.clone(), options.check_canonical);
+    let external = options
+        .external_checkpoint
+        .as_deref()
+        .map(|note| Checkpoint::open(note, key).map_err(|e| AuditError::Input(format!("the saved checkpoint does not verify with {}: {e}", key.to_text()))))
+        .transpose()?;
+
+    // Checkpoints, ascending by size, fetched page by page.
+    let mut checkpoints = store.checkpoints_page(0, STREAM_PAGE_ROWS).await?.into_iter().peekable();
+    let mut checkpoint_count = 0u64;
+    let mut last_checkpoint_size = 0u64;
+    let mut head_seal: Option<Vec<u8>> = None;
+
+    // Prefetch: while one page is checked the next is read.
+    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Result<Vec<StoredEntry>, StoreError>>(2);
+    let reader_store = store.clone();
+    let reader = tokio::spawn(async move {
+        let mut from = 0u64;
+        loop {
+            let page = reader_store.entries_page(from, STREAM_PAGE_ROWS).await;
+            let last = match &page {
+                Ok(rows) if rows.is_empty() => None,
+                Ok(rows) => Some(rows[rows.len() - 1].seq),
+                Err(_) => None,
+            };
+            let stop = last.is_none();
+            if pages_tx.send(page).await.is_err() || stop {
+                break;
+            }
+            from = last.expect("checked") + 1;
+        }
+    });
+
+    while let Some(page) = pages_rx.recv().await {
+        let page = page?;
+        if page.is_empty() {
+            break;
+        }
+        let mut parent_refs: Vec<(u64, Hash)> = Vec::new();
+        for row in &page {
+            let index = IndexColumns {
+                recorded_at: &row.recorded_at,
+                kind: &row.kind,
+                actor: &row.actor,
+                subject: &row.subject,
+                correlation_id: row.correlation_id.as_deref(),
+                idempotency_key: row.idempotency_key.as_deref(),
+            };
+            let verified = verifier.push(row.seq, Some(&row.hash), &row.canonical, Some(index))?;
+            parent_refs.extend(verified.parents.iter().map(|p| (verified.seq, *p)));
+            while let Some(cp) = checkpoints.peek() {
+                if cp.size > verifier.size() {
+                    break;
+                }
+                let cp = checkpoints.next().expect("peeked");
+                verifier.check_checkpoint_here(&cp.note, Some((cp.size, &cp.root)))?;
+                checkpoint_count += 1;
+                last_checkpoint_size = cp.size;
+                if checkpoints.peek().is_none() {
+                    checkpoints = store.checkpoints_page(cp.size, STREAM_PAGE_ROWS).await?.into_iter().peekable();
+                }
+            }
+            if let Some(ext) = &external
+                && ext.size == verifier.size()
+                && ext.root != verifier.root()
+            {
+                return Err(VerifyError::RootMismatch { size: ext.size, signed: ext.root.to_hex(), computed: verifier.root().to_hex() }.into());
+            }
+        }
+        head_seal = page.last().and_then(|r| r.seal.clone());
+        if !parent_refs.is_empty() {
+            let hashes: Vec<Hash> = parent_refs.iter().map(|(_, h)| *h).collect();
+            let found = store.seqs_of(&hashes).await?;
+            for (child, parent) in parent_refs {
+                match found.get(&parent) {
+                    Some(seq) if *seq < child => {}
+                    _ => return Err(VerifyError::BadParent { seq: child, parent: parent.to_hex() }.into()),
+                }
+            }
+        }
+        progress(verifier.size());
+    }
+    reader.await.map_err(|e| AuditError::Input(format!("the reader task failed: {e}")))?;
+
+    let entries = verifier.size();
+    if let Some(cp) = checkpoints.next() {
+        // Re-open to report the signed size, not only the row.
+        let size = verifier.open_checkpoint(&cp.note, Some((cp.size, &cp.root)))?.size;
+        return Err(VerifyError::Truncated { entries, size }.into());
+    }
+    if let Some(ext) = &external {
+        if ext.size > entries {
+            return Err(VerifyError::Truncated { entries, size: ext.size }.into());
+        }
+        let plan = ProofPlan::consistency(ext.size, entries).map_err(|e| AuditError::Input(e.to_string()))?;
+        let proof = store.proof(&plan, &HashMap::new()).await?;
+        merkle::verify_consistency(ext.size, entries, &ext.root, &verifier.root(), &proof)
+            .map_err(|e| VerifyError::Checkpoint { size: ext.size, problem: format!("the stored tree has no valid consistency proof from the saved checkpoint to the head: {e}") })?;
+    }
+    let mut pending = 0;
+    if last_checkpoint_size < entries {
+        // Not yet in a published checkpoint: the head's batch seal must cover them.
+        verifier.check_seal(head_seal.as_deref())?;
+        pending = entries - last_checkpoint_size;
+    }
+    Ok(VerifyReport {
+        entries,
+        checkpoints: checkpoint_count,
+        root: verifier.root().to_hex(),
+        pending_unattested: pending,
+        external_checkpoint: external.map(|c| c.size),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// Entries written (the checkpoint's size).
+    pub entries: u64,
+    /// Bytes of `entries.jsonl`.
+    pub bytes: u64,
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+/// Writes the complete electronic copy (docs/FORMAT.md §4): the entries the
+/// newest checkpoint attests, the checkpoint and the verifier key.
+///
+/// # Errors
+/// A read or write failure, or an empty ledger.
+pub async fn export(store: &Store, key: &VerifierKey, dir: &Path, mut progress: impl FnMut(u64)) -> Result<ExportReport, AuditError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let cp = store.latest_checkpoint().await?.ok_or_else(|| AuditError::Input("the ledger has no checkpoint; run `trailmark init`".into()))?;
+    let path = dir.join("entries.jsonl");
+    let file = fs::File::create(&path).map_err(io(&path))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let (mut next, mut bytes) = (0u64, 0u64);
+    while next < cp.size {
+        let page = store.entries_page(next, STREAM_PAGE_ROWS).await?;
+        if page.is_empty() {
+            return Err(VerifyError::Truncated { entries: next, size: cp.size }.into());
+        }
+        for row in page.into_iter().take_while(|r| r.seq < cp.size) {
+            if row.seq != next {
+                return Err(VerifyError::Gap { expected: next, found: row.seq }.into());
+            }
+            out.write_all(&row.canonical).map_err(io(&path))?;
+            out.write_all(b"\n").map_err(io(&path))?;
+            bytes += row.canonical.len() as u64 + 1;
+            next += 1;
+        }
+        progress(next);
+    }
+    let file = out.into_inner().map_err(|e| AuditError::Io { path: path.clone(), source: e.into_error() })?;
+    file.sync_all().map_err(io(&path))?;
+    let cp_path = dir.join("checkpoint");
+    fs::write(&cp_path, &cp.note).map_err(io(&cp_path))?;
+    let key_path = dir.join("verifier-key");
+    fs::write(&key_path, format!("{}\n", key.to_text())).map_err(io(&key_path))?;
+    Ok(ExportReport { entries: cp.size, bytes, dir: dir.to_owned() })
+}
+
+/// Reads a verifier key given as the key text or as a file holding it.
+///
+/// # Errors
+/// If neither parses.
+pub fn read_verifier_key(arg: &str) -> Result<VerifierKey, AuditError> {
+    let text = if Path::new(arg).is_file() { fs::read_to_string(arg).map_err(io(Path::new(arg)))? } else { arg.to_owned() };
+    VerifierKey::parse(text.trim()).map_err(|e| AuditError::Input(format!("--key: {e}")))
+}
+
+/// The inspector's check of an export directory, needing nothing else but
+/// the verifier key obtained out of band.
+///
+/// Memory: a set of entry hashes (for the parents check) grows with the
+/// ledger, about 48 bytes an entry; everything else is constant.
+///
+/// # Errors
+/// [`AuditError::Broken`] with the first bad seq, or a missing file.
+pub fn verify_export(dir: &Path, key: &VerifierKey, mut progress: impl FnMut(u64)) -> Result<VerifyReport, AuditError> {
+    let started = Instant::now();
+    let key_path = dir.join("verifier-key");
+    let shipped = fs::read_to_string(&key_path).map_err(io(&key_path))?;
+    if shipped.trim() != key.to_text() {
+        return Err(AuditError::Input(format!(
+            "the export's verifier-key ({}) is not the key you trust ({}): do not accept this export",
+            shipped.trim(),
+            key.to_text()
+        )));
+    }
+    let cp_path = dir.join("checkpoint");
+    let note = fs::read_to_string(&cp_path).map_err(io(&cp_path))?;
+    let mut verifier = ChainVerifier::new(key.clone(), true);
+    let checkpoint = verifier.open_checkpoint(&note, None)?;
+    let path = dir.join("entries.jsonl");
+    let reader = BufReader::with_capacity(1 << 20, fs::File::open(&path).map_err(io(&path))?);
+    let mut seen: HashSet<Hash> = HashSet::new();
+    let mut line = Vec::new();
+    let mut reader = reader;
+    let mut seq = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io(&path))?;
+        if n == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(VerifyError::Malformed { seq, problem: "the last line of entries.jsonl does not end with a newline (the file was cut)".into() }.into());
+        }
+        let verified = verifier.push(seq, None, &line[..line.len() - 1], None)?;
+        for parent in &verified.parents {
+            if !seen.contains(parent) {
+                return Err(VerifyError::BadParent { seq, parent: parent.to_hex() }.into());
+            }
+        }
+        seen.insert(verified.hash);
+        seq += 1;
+        if seq % 65_536 == 0 {
+            progress(seq);
+        }
+    }
+    progress(seq);
+    if checkpoint.size > seq {
+        return Err(VerifyError::Truncated { entries: seq, size: checkpoint.size }.into());
+    }
+    if checkpoint.size < seq {
+        return Err(VerifyError::Unattested { from: checkpoint.size, to: seq - 1 }.into());
+    }
+    verifier.check_checkpoint_here(&note, None)?;
+    Ok(VerifyReport {
+        entries: seq,
+        checkpoints: 1,
+        root: verifier.root().to_hex(),
+        pending_unattested: 0,
+        external_checkpoint: None,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The portable inclusion proof of docs/FORMAT.md §2.1.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InclusionProof {
+    /// `trailmark-inclusion-proof-v1`.
+    pub format: String,
+    /// The entry's canonical bytes.
+    pub entry: String,
+    /// Its seq.
+    pub leaf_index: u64,
+    /// The tree the proof is for.
+    pub tree_size: u64,
+    /// The entry's hash (hex).
+    pub leaf_hash: String,
+    /// RFC 9162 inclusion path (hex), leaf to root.
+    pub path: Vec<String>,
+    /// A signed checkpoint of exactly `tree_size`, when one exists.
+    pub checkpoint: Option<String>,
+}
+
+/// Why an inclusion proof cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofRequestError {
+    /// The parameters are out of range.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// Entry missing or not yet covered by a checkpoint.
+    #[error("{0}")]
+    NotFound(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Builds the inclusion proof of `seq` in the tree of `size`, or (without a
+/// size) in the smallest signed checkpoint that covers it.
+///
+/// # Errors
+/// See [`ProofRequestError`].
+pub async fn inclusion_proof(store: &Store, seq: u64, size: Option<u64>) -> Result<InclusionProof, ProofRequestError> {
+    let tree = store.size().await?;
+    let (size, checkpoint) = match size {
+        Some(size) => {
+            if size > tree || seq >= size {
+                return Err(ProofRequestError::OutOfRange(format!("need seq < size <= {tree} (the ledger's size), got seq {seq} size {size}")));
+            }
+            (size, store.checkpoint_at_least(size).await?.filter(|c| c.size == size).map(|c| c.note))
+        }
+        None => {
+            let cp = store.checkpoint_at_least(seq + 1).await?.ok_or_else(|| {
+                ProofRequestError::NotFound(format!("entry {seq} does not exist or is not covered by a signed checkpoint yet; retry in a moment"))
+            })?;
+            (cp.size, Some(cp.note))
+        }
+    };
+    let entry = store.entry(seq).await?.ok_or_else(|| ProofRequestError::NotFound(format!("there is no entry {seq}")))?;
+    let plan = ProofPlan::inclusion(seq, size).map_err(|e| ProofRequestError::OutOfRange(e.to_string()))?;
+    let path = store.proof(&plan, &HashMap::new()).await?;
+    Ok(InclusionProof {
+        format: "trailmark-inclusion-proof-v1".into(),
+        entry: String::from_utf8(entry.canonical).map_err(|e| StoreError::Corrupt(format!("entry {seq} is not UTF-8: {e}")))?,
+        leaf_index: seq,
+        tree_size: size,
+        leaf_hash: hex::encode(entry.hash),
+        path: path.iter().map(Hash::to_hex).collect(),
+        checkpoint,
+    })
+}
+
+/// Checks a portable inclusion proof offline (docs/FORMAT.md §2.1).
+///
+/// # Errors
+/// A message naming the check that failed.
+pub fn check_inclusion_proof(proof: &InclusionProof, key: &VerifierKey) -> Result<(), String> {
+    let leaf = merkle::leaf_hash(proof.entry.as_bytes());
+    if leaf.to_hex() != proof.leaf_hash {
+        return Err("the entry's bytes do not hash to leaf_hash".into());
+    }
+    let parsed = crate::ledger::entry::ParsedEntry::parse(proof.entry.as_bytes()).map_err(|e| e.to_string())?;
+    if parsed.seq != proof.leaf_index {
+        return Err(format!("the entry is seq {}, the proof says leaf {}", parsed.seq, proof.leaf_index));
+    }
+    let note = proof.checkpoint.as_deref().ok_or("the proof carries no checkpoint")?;
+    let cp = Checkpoint::open(note, key).map_err(|e| e.to_string())?;
+    if cp.size != proof.tree_size {
+        return Err(format!("the checkpoint is for size {}, the proof for {}", cp.size, proof.tree_size));
+    }
+    let path = proof.path.iter().map(|h| Hash::parse_hex(h)).collect::<Result<Vec<_>, _>>()?;
+    merkle::verify_inclusion(proof.leaf_index, proof.tree_size, &leaf, &path, &cp.root).map_err(|e| e.to_string())
+}

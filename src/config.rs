@@ -1,0 +1,241 @@
+//! The data directory and configuration: where the database, the ledger key
+//! and `trailmark.toml` live, and how `DATABASE_URL` / `TRAILMARK_DATA`
+//! override them.
+//!
+//! Layout of a data directory (`./trailmark-data` by default):
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `trailmark.toml` | configuration (origin, listen address, sequencer limits) |
+//! | `ledger.key` | the ledger's Ed25519 seed, hex, mode 0600: signs checkpoints |
+//! | `verifier-key` | the matching verifier key, for inspectors |
+//! | `ledger.db` | the SQLite database (unless a PostgreSQL URL is configured) |
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::LedgerKey;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "trailmark-data";
+
+/// What can go wrong reading or writing the data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory has not been initialised.
+    #[error("{0} is not an initialised data directory: run `trailmark init --data {0}` first")]
+    NotInitialised(String),
+    /// The data directory is initialised already.
+    #[error("{0} already holds a ledger; choose another --data directory")]
+    AlreadyInitialised(String),
+    /// A file's content is invalid.
+    #[error("{path}: {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Group-commit settings of the sequencer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SequencerConfig {
+    /// Most appends waiting for the sequencer; beyond it, 503 with Retry-After.
+    pub queue_max_entries: usize,
+    /// Most entries in one transaction.
+    pub batch_max_entries: usize,
+    /// How long the sequencer waits to fill a batch after the first append.
+    pub batch_max_wait_ms: u64,
+    /// Minimum interval between signed checkpoints.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        SequencerConfig { queue_max_entries: 8_192, batch_max_entries: 512, batch_max_wait_ms: 1, checkpoint_interval_ms: 100 }
+    }
+}
+
+/// `trailmark.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The ledger's origin (also its key name).
+    pub origin: String,
+    /// Address `serve` listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// PostgreSQL URL; absent means SQLite inside the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Largest accepted request body.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+    /// Sequencer limits.
+    #[serde(default)]
+    pub sequencer: SequencerConfig,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_body() -> usize {
+    256 * 1024
+}
+
+/// An initialised data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    path: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
+    move |source| ConfigError::Io { path: path.to_owned(), source }
+}
+
+impl DataDir {
+    /// The directory (not checked).
+    pub fn at(path: impl Into<PathBuf>) -> DataDir {
+        DataDir { path: path.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Path of a file inside it.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Whether `init` has run here.
+    pub fn is_initialised(&self) -> bool {
+        self.file("trailmark.toml").exists()
+    }
+
+    /// Creates the directory with a new random key and the config.
+    ///
+    /// # Errors
+    /// If it is already initialised or a file cannot be written.
+    pub fn create(&self, config: &Config) -> Result<LedgerKey, ConfigError> {
+        if self.is_initialised() {
+            return Err(ConfigError::AlreadyInitialised(self.path.display().to_string()));
+        }
+        fs::create_dir_all(&self.path).map_err(io(&self.path))?;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| ConfigError::Invalid { path: self.file("ledger.key"), problem: format!("no randomness: {e}") })?;
+        let key = LedgerKey::from_seed(&config.origin, &seed)
+            .map_err(|e| ConfigError::Invalid { path: self.file("trailmark.toml"), problem: e.to_string() })?;
+        write_secret(&self.file("ledger.key"), &format!("{}\n", hex::encode(seed)))?;
+        let vkey = self.file("verifier-key");
+        fs::write(&vkey, format!("{}\n", key.verifier().to_text())).map_err(io(&vkey))?;
+        let toml_path = self.file("trailmark.toml");
+        let text = toml::to_string(config).map_err(|e| ConfigError::Invalid { path: toml_path.clone(), problem: e.to_string() })?;
+        fs::write(&toml_path, format!("# Trailmark configuration; see README.md\n{text}")).map_err(io(&toml_path))?;
+        Ok(key)
+    }
+
+    /// Reads `trailmark.toml`.
+    ///
+    /// # Errors
+    /// If the directory is not initialised or the file is invalid.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        if !self.is_initialised() {
+            return Err(ConfigError::NotInitialised(self.path.display().to_string()));
+        }
+        let path = self.file("trailmark.toml");
+        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid { path, problem: e.to_string() })
+    }
+
+    /// Reads the ledger key.
+    ///
+    /// # Errors
+    /// If the key file is missing or malformed.
+    pub fn ledger_key(&self, origin: &str) -> Result<LedgerKey, ConfigError> {
+        let path = self.file("ledger.key");
+        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut seed)
+            .map_err(|_| ConfigError::Invalid { path: path.clone(), problem: "must hold 64 hex digits (an Ed25519 seed)".into() })?;
+        LedgerKey::from_seed(origin, &seed).map_err(|e| ConfigError::Invalid { path, problem: e.to_string() })
+    }
+
+    /// The database URL: `DATABASE_URL`-style override, else the config's,
+    /// else SQLite in the directory.
+    pub fn database_url(&self, config: &Config, override_url: Option<&str>) -> String {
+        override_url
+            .map(str::to_owned)
+            .or_else(|| config.database_url.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", self.file("ledger.db").display()))
+    }
+}
+
+fn write_secret(path: &Path, content: &str) -> Result<(), ConfigError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io(path))?;
+    file.write_all(content.as_bytes()).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+/// A database URL with any password replaced by `***`, safe for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "<unparseable URL>".into() };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') { format!("{scheme}://{user}:***@{host}") } else { format!("{scheme}://{user}@{host}") }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
+
+    #[test]
+    fn create_then_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::at(dir.path().join("d"));
+        let config = Config { origin: "trailmark.test/cfg".into(), listen: default_listen(), database_url: None, max_body_bytes: default_body(), sequencer: SequencerConfig::default() };
+        let key = data.create(&config).unwrap();
+        assert_eq!(data.config().unwrap(), config);
+        assert_eq!(data.ledger_key(&config.origin).unwrap().seed(), key.seed());
+        assert!(matches!(data.create(&config), Err(ConfigError::AlreadyInitialised(_))));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(data.file("ledger.key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

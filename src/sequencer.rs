@@ -1,0 +1,788 @@
+//! The single writer: takes appends from a bounded queue, batches them into
+//! one transaction (group commit), assigns contiguous seqs in arrival order,
+//! hashes, extends the Merkle tree, signs checkpoints, commits, and only then
+//! acknowledges each caller.
+//!
+//! ```text
+//!  callers --try_send--> [bounded queue] --> sequencer task
+//!                                              | prepare: validate, idempotency, parents,
+//!                                              |          seq/prev/recorded_at, hash, tree nodes
+//!                                              | checkpoint due? consistency-check, sign
+//!                                              | Store::write_batch (one transaction)
+//!                                              v
+//!                                   acknowledge (seq, hash, tree_size)
+//! ```
+//!
+//! Crash windows:
+//! - Before `write_batch` commits, nothing is durable and nobody was
+//!   acknowledged: a crash loses only unacknowledged appends, which callers
+//!   retry (with the same idempotency key, safely).
+//! - After commit and before the acknowledgement, the entries are durable but
+//!   the caller saw an error or nothing; a retry with the same idempotency key
+//!   returns the original entry.
+//! - A batch that commits without a checkpoint (one was signed less than
+//!   `checkpoint_interval_ms` ago) leaves an unattested tail; the timer signs
+//!   it within the interval. If the process dies first, [`Sequencer::start`]
+//!   re-verifies the tail from its canonical bytes and signs it. Known gap:
+//!   entries forged into the tail by someone with write access to the
+//!   database while no server runs would be attested the same way; `verify`
+//!   with a checkpoint saved outside the database and the `ledger.tail_attested`
+//!   log line are the controls (see docs/ARCHITECTURE.md).
+//!
+//! Another writer (a second server, a CLI command) is harmless: the store
+//! takes a writer lock and checks the head inside the transaction, so a stale
+//! writer finds the head moved, writes nothing, reloads and rebuilds its batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::SequencerConfig;
+use crate::ledger::entry::{self, EntryError};
+use crate::ledger::kind::{self, Class, KindDef};
+use crate::ledger::merkle::{self, Frontier, NodeId, ProofPlan};
+use crate::ledger::{Actor, Checkpoint, Entry, Hash, LedgerKey, Subject, Timestamp};
+use crate::store::{BatchWrite, Head, NewCheckpoint, NewEntry, NewToken, Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// How often a batch is rebuilt after another writer moved the head.
+const HEAD_MOVED_RETRIES: usize = 5;
+
+/// Something a ledger entry brings about in the same transaction.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Store an API token (its `admin.token.created` entry is the record).
+    CreateToken {
+        /// Public token ID.
+        id: String,
+        /// Principal it authenticates as.
+        principal: String,
+        /// SHA-256 of the secret.
+        secret_hash: Hash,
+    },
+    /// Mark a token revoked (its `admin.token.revoked` entry is the record).
+    RevokeToken {
+        /// Public token ID.
+        id: String,
+    },
+}
+
+/// One append, validated field by field but not yet sequenced.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// Registered kind.
+    pub kind: &'static KindDef,
+    /// Authenticated principal.
+    pub actor: Actor,
+    /// What it is about.
+    pub subject: Subject,
+    /// Flow grouping.
+    pub correlation_id: Option<String>,
+    /// Caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Hashes of earlier entries it derives from.
+    pub parents: Vec<Hash>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Content.
+    pub payload: Map<String, Value>,
+    /// Side effect written in the same transaction.
+    pub effect: Option<Effect>,
+}
+
+impl AppendRequest {
+    /// Checks the request against the entry rules that do not need the
+    /// database (the sequencer checks parents and idempotency).
+    ///
+    /// # Errors
+    /// The first rule broken.
+    pub fn check(&self) -> Result<(), EntryError> {
+        entry::check_token_field("correlation_id", self.correlation_id.as_deref(), 128)?;
+        entry::check_token_field("idempotency_key", self.idempotency_key.as_deref(), 256)?;
+        entry::check_parents(self.kind, &self.parents)?;
+        entry::check_reason(self.kind, self.reason.as_deref())?;
+        let size = serde_json_canonicalizer::to_vec(&self.payload).map(|b| b.len()).unwrap_or(usize::MAX);
+        if size > entry::PAYLOAD_MAX_BYTES {
+            return Err(EntryError::Field {
+                field: "payload",
+                problem: format!("is {size} bytes in canonical form; the limit is {}", entry::PAYLOAD_MAX_BYTES),
+            });
+        }
+        Ok(())
+    }
+
+    /// The digest that tells a replay (same content) from a conflict.
+    pub fn digest(&self) -> Hash {
+        let content = json!({
+            "kind": self.kind.name,
+            "actor": self.actor.as_str(),
+            "subject": self.subject.as_str(),
+            "correlation_id": self.correlation_id,
+            "parents": self.parents.iter().map(Hash::to_hex).collect::<Vec<_>>(),
+            "reason": self.reason,
+            "payload": self.payload,
+        });
+        let bytes = serde_json_canonicalizer::to_vec(&content).expect("JSON values always serialise");
+        Hash::sha256(&[&bytes])
+    }
+}
+
+/// What the caller gets once its entry is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The entry's seq.
+    pub seq: u64,
+    /// The entry's hash.
+    pub hash: Hash,
+    /// When it was recorded.
+    pub recorded_at: String,
+    /// Tree size after the batch that holds it (a checkpoint of at least this
+    /// size is signed within the checkpoint interval).
+    pub tree_size: u64,
+    /// True when an earlier entry with the same idempotency key and content
+    /// was returned instead of appending.
+    pub replayed: bool,
+}
+
+/// Why an append was not done. Nothing was written in any of these cases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The queue is full; retry after a moment.
+    #[error("the ledger's append queue is full; retry after a moment")]
+    QueueFull,
+    /// The key was used before for different content.
+    #[error("idempotency key `{key}` was already used for different content by entry {original_seq}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The entry that used it.
+        original_seq: u64,
+    },
+    /// A parent hash names no earlier entry.
+    #[error("parent {0} is not an entry of this ledger")]
+    UnknownParent(Hash),
+    /// A field is invalid.
+    #[error(transparent)]
+    Invalid(#[from] EntryError),
+    /// The sequencer cannot write now (database down, integrity failure).
+    #[error("the ledger cannot accept writes: {0}")]
+    Unavailable(String),
+}
+
+impl AppendError {
+    /// Whether retrying the same request later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AppendError::QueueFull | AppendError::Unavailable(_))
+    }
+}
+
+/// Why the sequencer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database has no genesis entry.
+    #[error("the ledger is empty: run `trailmark init` first")]
+    NotInitialised,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored ledger does not match the key or fails its own checks.
+    #[error("ledger integrity: {0}")]
+    Integrity(String),
+}
+
+struct Job {
+    request: AppendRequest,
+    respond: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+/// A handle for appending; cheap to clone.
+#[derive(Clone)]
+pub struct SequencerHandle {
+    queue: mpsc::Sender<Job>,
+    halted: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+impl SequencerHandle {
+    /// Appends one entry and waits until it is durable.
+    ///
+    /// # Errors
+    /// See [`AppendError`]; nothing is written when an error is returned,
+    /// except [`AppendError::Unavailable`] after a lost connection, where the
+    /// caller should retry with the same idempotency key.
+    pub async fn append(&self, request: AppendRequest) -> Result<Receipt, AppendError> {
+        if let Err(e) = request.check() {
+            self.metrics.refusals.inc();
+            return Err(e.into());
+        }
+        let (respond, answer) = oneshot::channel();
+        match self.queue.try_send(Job { request, respond }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.refusals.inc();
+                return Err(AppendError::QueueFull);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(AppendError::Unavailable("the sequencer has stopped".into()));
+            }
+        }
+        let result = answer.await.unwrap_or_else(|_| Err(AppendError::Unavailable("the sequencer stopped before answering".into())));
+        match &result {
+            Ok(r) if r.replayed => {
+                self.metrics.replays.inc();
+            }
+            Ok(_) => {}
+            Err(_) => {
+                self.metrics.refusals.inc();
+            }
+        }
+        result
+    }
+
+    /// True once the sequencer refused to continue (integrity failure).
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::SeqCst)
+    }
+
+    /// Appends waiting now.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+/// The running sequencer task.
+pub struct Sequencer {
+    handle: SequencerHandle,
+    task: JoinHandle<()>,
+}
+
+struct State {
+    store: Store,
+    key: LedgerKey,
+    config: SequencerConfig,
+    metrics: Metrics,
+    halted: Arc<AtomicBool>,
+    head: Head,
+    frontier: Frontier,
+    /// Size and root of the newest signed checkpoint.
+    checkpoint: (u64, Hash),
+    checkpoint_at: Instant,
+}
+
+/// Writes the genesis entry and the first checkpoint of a new ledger.
+///
+/// # Errors
+/// If the ledger is not empty or the database fails.
+pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, StartError> {
+    if store.head().await?.is_some() {
+        return Err(StartError::Integrity("the database already holds a ledger".into()));
+    }
+    let mut payload = Map::new();
+    payload.insert("origin".into(), key.name().into());
+    payload.insert("verifier_key".into(), key.verifier().to_text().into());
+    payload.insert("software".into(), format!("trailmark {}", env!("CARGO_PKG_VERSION")).into());
+    let genesis = Entry {
+        seq: 0,
+        prev: Hash::ZERO,
+        recorded_at: Timestamp::now(),
+        kind: kind::lookup("ledger.genesis").expect("registered"),
+        actor: Actor::system(),
+        subject: Subject::parse(&format!("ledger:{}", key.name())).map_err(|e| StartError::Integrity(e.to_string()))?,
+        correlation_id: None,
+        idempotency_key: None,
+        parents: vec![],
+        reason: None,
+        payload,
+    };
+    let (canonical, hash) = genesis.seal();
+    let checkpoint = Checkpoint { origin: key.name().to_owned(), size: 1, root: hash };
+    let batch = BatchWrite {
+        expected_head: None,
+        entries: vec![NewEntry {
+            seq: 0,
+            hash,
+            canonical,
+            recorded_at: genesis.recorded_at.to_string(),
+            kind: genesis.kind.name,
+            actor: genesis.actor.to_string(),
+            subject: genesis.subject.to_string(),
+            correlation_id: None,
+            idempotency_key: None,
+            request_digest: hash,
+            parent_seqs: vec![],
+            seal: Some(key.sign_raw(&checkpoint.body()).to_vec()),
+        }],
+        nodes: vec![],
+        checkpoint: Some(NewCheckpoint { size: 1, root: hash, note: key.sign_note(&checkpoint.body()), signed_at: Timestamp::now().to_string() }),
+        tokens: vec![],
+        revocations: vec![],
+    };
+    store.write_batch(&batch).await?;
+    Ok(Receipt { seq: 0, hash, recorded_at: genesis.recorded_at.to_string(), tree_size: 1, replayed: false })
+}
+
+impl Sequencer {
+    /// Loads the head, tree and last checkpoint, checks them against each
+    /// other and the key, attests an unattested tail, and starts the task.
+    ///
+    /// # Errors
+    /// If the ledger is empty, the database fails, or the stored ledger is
+    /// inconsistent with its last checkpoint or the key.
+    pub async fn start(store: Store, key: LedgerKey, config: SequencerConfig, metrics: Metrics) -> Result<Sequencer, StartError> {
+        let halted = Arc::new(AtomicBool::new(false));
+        let mut state = State::load(store, key, config.clone(), metrics.clone(), halted.clone()).await?;
+        if state.checkpoint.0 < state.head.seq + 1 {
+            state.attest_tail().await?;
+        }
+        let (queue, receiver) = mpsc::channel(config.queue_max_entries.max(1));
+        let handle = SequencerHandle { queue, halted, metrics };
+        let task = tokio::spawn(run(state, receiver, config));
+        Ok(Sequencer { handle, task })
+    }
+
+    /// A handle for appending.
+    pub fn handle(&self) -> SequencerHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting appends once every handle is dropped, signs a final
+    /// checkpoint over anything unattested, and waits for the task.
+    pub async fn shutdown(self) {
+        drop(self.handle);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "sequencer task ended abnormally");
+        }
+    }
+}
+
+impl State {
+    async fn load(store: Store, key: LedgerKey, config: SequencerConfig, metrics: Metrics, halted: Arc<AtomicBool>) -> Result<State, StartError> {
+        let head = store.head().await?.ok_or(StartError::NotInitialised)?;
+        let verifier = key.verifier();
+        let genesis = store.entry(0).await?.ok_or_else(|| StartError::Integrity("entry 0 is missing".into()))?;
+        let genesis_key = serde_json::from_slice::<Value>(&genesis.canonical)
+            .ok()
+            .and_then(|v| v["payload"]["verifier_key"].as_str().map(str::to_owned));
+        if genesis_key.as_deref() != Some(verifier.to_text().as_str()) {
+            return Err(StartError::Integrity(format!(
+                "the ledger key in the data directory ({}) is not the key named by the genesis entry ({})",
+                verifier.to_text(),
+                genesis_key.unwrap_or_else(|| "none".into())
+            )));
+        }
+        let frontier = store.frontier(head.seq + 1).await?;
+        let head_row = store.entry(head.seq).await?.ok_or_else(|| StartError::Integrity(format!("entry {} vanished", head.seq)))?;
+        let seal_body = Checkpoint { origin: key.name().to_owned(), size: head.seq + 1, root: frontier.root() }.body();
+        if !head_row.seal.as_deref().is_some_and(|seal| verifier.verify_raw(&seal_body, seal)) {
+            return Err(StartError::Integrity(format!(
+                "the newest entry (seq {}) carries no valid batch seal: it was written around the sequencer, not by this ledger; run `trailmark verify`",
+                head.seq
+            )));
+        }
+        let stored = store.latest_checkpoint().await?.ok_or_else(|| StartError::Integrity("no checkpoint is stored".into()))?;
+        let signed = Checkpoint::open(&stored.note, &verifier).map_err(|e| StartError::Integrity(format!("checkpoint {}: {e}", stored.size)))?;
+        if signed.size != stored.size || signed.root.0.as_slice() != stored.root.as_slice() {
+            return Err(StartError::Integrity(format!("checkpoint {} row does not match its signed note", stored.size)));
+        }
+        if signed.size > head.seq + 1 {
+            return Err(StartError::Integrity(format!(
+                "the newest checkpoint attests {} entries but the ledger holds {}: entries were removed; run `trailmark verify`",
+                signed.size,
+                head.seq + 1
+            )));
+        }
+        let proof = store.proof(&ProofPlan::consistency(signed.size, head.seq + 1).map_err(|e| StartError::Integrity(e.to_string()))?, &HashMap::new()).await?;
+        merkle::verify_consistency(signed.size, head.seq + 1, &signed.root, &frontier.root(), &proof).map_err(|e| {
+            StartError::Integrity(format!("the stored tree is not consistent with checkpoint {}: {e}; run `trailmark verify`", signed.size))
+        })?;
+        metrics.ledger_size.set(i64::try_from(head.seq + 1).unwrap_or(i64::MAX));
+        Ok(State { store, key, config, metrics, halted, head, frontier, checkpoint: (signed.size, signed.root), checkpoint_at: Instant::now() })
+    }
+
+    /// Re-derives the unattested tail's hashes from the canonical bytes,
+    /// checks the chain, and signs a checkpoint over it.
+    async fn attest_tail(&mut self) -> Result<(), StartError> {
+        let (from, to) = (self.checkpoint.0, self.head.seq + 1);
+        let mut frontier = self.store.frontier(from).await?;
+        let mut prev = self.store.entry(from - 1).await?.map(|e| e.hash).unwrap_or_default();
+        let mut next = from;
+        while next < to {
+            let page = self.store.entries_page(next, crate::store::STREAM_PAGE_ROWS).await?;
+            if page.is_empty() {
+                break;
+            }
+            for row in page {
+                let hash = merkle::leaf_hash(&row.canonical);
+                let parsed = entry::ParsedEntry::parse(&row.canonical).and_then(|p| p.check()).map_err(|e| StartError::Integrity(format!("entry {}: {e}", row.seq)))?;
+                if row.seq != next || parsed.seq != next || hash.0.as_slice() != row.hash.as_slice() || parsed.prev.0.as_slice() != prev.as_slice() {
+                    return Err(StartError::Integrity(format!("unattested entry {} does not chain; run `trailmark verify`", row.seq)));
+                }
+                prev = row.hash;
+                frontier.push(hash);
+                next += 1;
+            }
+        }
+        if frontier.size() != to || frontier.root() != self.frontier.root() {
+            return Err(StartError::Integrity("the unattested tail does not match the stored tree; run `trailmark verify`".into()));
+        }
+        tracing::warn!(from_seq = from, to_seq = to - 1, "ledger.tail_attested: signing entries committed before the last stop without a checkpoint");
+        let cp = self.sign_checkpoint(to, self.frontier.root(), &HashMap::new()).await.map_err(StartError::Integrity)?;
+        self.store.write_checkpoint((self.head.seq, self.head.hash), cp).await?;
+        self.checkpoint = (to, self.frontier.root());
+        self.metrics.checkpoints.inc();
+        Ok(())
+    }
+
+    /// Checks the new tree against the last signed checkpoint with a
+    /// consistency proof from the stored tree (plus `extra` uncommitted
+    /// nodes), then signs. Never signs a fork.
+    async fn sign_checkpoint(&self, size: u64, root: Hash, extra: &HashMap<NodeId, Hash>) -> Result<NewCheckpoint, String> {
+        let (old_size, old_root) = self.checkpoint;
+        let plan = ProofPlan::consistency(old_size, size).map_err(|e| e.to_string())?;
+        let proof = self.store.proof(&plan, extra).await.map_err(|e| e.to_string())?;
+        merkle::verify_consistency(old_size, size, &old_root, &root, &proof)
+            .map_err(|e| format!("refusing to sign checkpoint {size}: not consistent with checkpoint {old_size}: {e}"))?;
+        let body = Checkpoint { origin: self.key.name().to_owned(), size, root }.body();
+        Ok(NewCheckpoint { size, root, note: self.key.sign_note(&body), signed_at: Timestamp::now().to_string() })
+    }
+
+    async fn reload(&mut self) -> Result<(), StartError> {
+        let fresh = State::load(self.store.clone(), self.key.clone(), self.config.clone(), self.metrics.clone(), self.halted.clone()).await?;
+        self.head = fresh.head;
+        self.frontier = fresh.frontier;
+        self.checkpoint = fresh.checkpoint;
+        Ok(())
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.checkpoint_at.elapsed() >= Duration::from_millis(self.config.checkpoint_interval_ms)
+    }
+
+    /// Signs and writes a checkpoint over everything committed, if anything is unattested.
+    async fn checkpoint_tail(&mut self) {
+        let size = self.head.seq + 1;
+        if self.checkpoint.0 >= size || self.halted.load(Ordering::SeqCst) {
+            return;
+        }
+        let root = self.frontier.root();
+        match self.sign_checkpoint(size, root, &HashMap::new()).await {
+            Ok(cp) => match self.store.write_checkpoint((self.head.seq, self.head.hash), cp).await {
+                Ok(()) => {
+                    self.checkpoint = (size, root);
+                    self.checkpoint_at = Instant::now();
+                    self.metrics.checkpoints.inc();
+                }
+                Err(StoreError::HeadMoved { .. }) => {
+                    self.metrics.head_moved.inc();
+                    if let Err(e) = self.reload().await {
+                        self.halt(&e.to_string());
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "writing a checkpoint failed; will retry"),
+            },
+            Err(e) => self.halt(&e),
+        }
+    }
+
+    fn halt(&self, why: &str) {
+        tracing::error!(reason = why, "the sequencer stops accepting writes: the stored ledger failed an integrity check; run `trailmark verify`");
+        self.halted.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One job's fate while a batch is prepared.
+enum Planned {
+    /// Answer now (replay of a committed entry, or an error).
+    Answer(Result<Receipt, AppendError>),
+    /// Gets the entry at this index of the batch.
+    New(usize),
+    /// Same key and content as the entry at this index of the batch.
+    SameAs(usize),
+}
+
+struct Prepared {
+    write: BatchWrite,
+    plans: Vec<Planned>,
+    new_head: Head,
+    new_frontier: Frontier,
+}
+
+async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, StoreError> {
+    let keys: Vec<&str> = jobs.iter().filter_map(|j| j.request.idempotency_key.as_deref()).collect();
+    let hits = if keys.is_empty() { HashMap::new() } else { state.store.idempotent_hits(&keys).await? };
+    let parent_hashes: Vec<Hash> = jobs.iter().flat_map(|j| j.request.parents.iter().copied()).collect();
+    let known_parents = if parent_hashes.is_empty() { HashMap::new() } else { state.store.seqs_of(&parent_hashes).await? };
+
+    let mut write = BatchWrite { expected_head: Some((state.head.seq, state.head.hash)), ..BatchWrite::default() };
+    let mut plans = Vec::with_capacity(jobs.len());
+    let mut frontier = state.frontier.clone();
+    let mut extra: HashMap<NodeId, Hash> = HashMap::new();
+    let mut head = state.head.clone();
+    let mut in_batch_keys: HashMap<(String, String), (usize, Hash)> = HashMap::new();
+    let mut in_batch_hashes: HashMap<Hash, u64> = HashMap::new();
+    let now = Timestamp::now();
+    let recorded_at = if now < head.recorded_at { head.recorded_at } else { now };
+    if now < head.recorded_at {
+        tracing::warn!(clock = %now, previous = %head.recorded_at, "the clock is behind the newest entry; recording with the newest entry's time");
+    }
+
+    for job in jobs {
+        let request = &job.request;
+        let digest = request.digest();
+        if let Some(key) = &request.idempotency_key {
+            let id = (key.clone(), request.actor.to_string());
+            if let Some(hit) = hits.get(&id) {
+                plans.push(Planned::Answer(if hit.request_digest == digest {
+                    Ok(Receipt { seq: hit.seq, hash: hit.hash, recorded_at: hit.recorded_at.clone(), tree_size: state.head.seq + 1, replayed: true })
+                } else {
+                    Err(AppendError::Conflict { key: key.clone(), original_seq: hit.seq })
+                }));
+                continue;
+            }
+            if let Some((index, earlier)) = in_batch_keys.get(&id) {
+                plans.push(if *earlier == digest {
+                    Planned::SameAs(*index)
+                } else {
+                    Planned::Answer(Err(AppendError::Conflict { key: key.clone(), original_seq: write.entries[*index].seq }))
+                });
+                continue;
+            }
+        }
+        let mut parent_seqs = Vec::with_capacity(request.parents.len());
+        let mut missing = None;
+        for p in &request.parents {
+            match known_parents.get(p).or_else(|| in_batch_hashes.get(p)) {
+                Some(seq) => parent_seqs.push(*seq),
+                None => {
+                    missing = Some(*p);
+                    break;
+                }
+            }
+        }
+        if let Some(p) = missing {
+            plans.push(Planned::Answer(Err(AppendError::UnknownParent(p))));
+            continue;
+        }
+        let entry = Entry {
+            seq: head.seq + 1,
+            prev: head.hash,
+            recorded_at,
+            kind: request.kind,
+            actor: request.actor.clone(),
+            subject: request.subject.clone(),
+            correlation_id: request.correlation_id.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            parents: request.parents.clone(),
+            reason: request.reason.clone(),
+            payload: request.payload.clone(),
+        };
+        let (canonical, hash) = entry.seal();
+        extra.insert(NodeId { level: 0, index: entry.seq }, hash);
+        frontier.push_with(hash, |id, node| {
+            write.nodes.push((id, node));
+            extra.insert(id, node);
+        });
+        match &request.effect {
+            Some(Effect::CreateToken { id, principal, secret_hash }) => write.tokens.push(NewToken {
+                id: id.clone(),
+                principal: principal.clone(),
+                secret_hash: *secret_hash,
+                created_at: recorded_at.to_string(),
+                created_seq: entry.seq,
+            }),
+            Some(Effect::RevokeToken { id }) => write.revocations.push((id.clone(), entry.seq, recorded_at.to_string())),
+            None => {}
+        }
+        if let Some(key) = &request.idempotency_key {
+            in_batch_keys.insert((key.clone(), request.actor.to_string()), (write.entries.len(), digest));
+        }
+        in_batch_hashes.insert(hash, entry.seq);
+        plans.push(Planned::New(write.entries.len()));
+        write.entries.push(NewEntry {
+            seq: entry.seq,
+            hash,
+            canonical,
+            recorded_at: recorded_at.to_string(),
+            kind: request.kind.name,
+            actor: request.actor.to_string(),
+            subject: request.subject.to_string(),
+            correlation_id: request.correlation_id.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            request_digest: digest,
+            parent_seqs,
+            seal: None,
+        });
+        head = Head { seq: entry.seq, hash, recorded_at };
+    }
+    if let Some(last) = write.entries.last_mut() {
+        // The batch seal: only the ledger key can make one, so entries
+        // written around the sequencer are recognisable (FORMAT §3.5).
+        let body = Checkpoint { origin: state.key.name().to_owned(), size: frontier.size(), root: frontier.root() }.body();
+        last.seal = Some(state.key.sign_raw(&body).to_vec());
+    }
+    if sign && !write.entries.is_empty() {
+        match state.sign_checkpoint(frontier.size(), frontier.root(), &extra).await {
+            Ok(cp) => write.checkpoint = Some(cp),
+            Err(e) => return Err(StoreError::Corrupt(e)),
+        }
+    }
+    Ok(Prepared { write, plans, new_head: head, new_frontier: frontier })
+}
+
+async fn commit(state: &mut State, jobs: Vec<Job>) {
+    if state.halted.load(Ordering::SeqCst) {
+        for job in jobs {
+            let _ = job.respond.send(Err(AppendError::Unavailable("the ledger failed an integrity check; writes are stopped until an administrator runs `trailmark verify`".into())));
+        }
+        return;
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let sign = state.checkpoint_due();
+        let prepared = match prepare(state, &jobs, sign).await {
+            Ok(p) => p,
+            Err(StoreError::Corrupt(why)) => {
+                state.halt(&why);
+                for job in jobs {
+                    let _ = job.respond.send(Err(AppendError::Unavailable(why.clone())));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "preparing a batch failed");
+                for job in jobs {
+                    let _ = job.respond.send(Err(AppendError::Unavailable("the database is not answering; retry".into())));
+                }
+                return;
+            }
+        };
+        let started = Instant::now();
+        let written = if prepared.write.entries.is_empty() { Ok(()) } else { state.store.write_batch(&prepared.write).await };
+        match written {
+            Ok(()) => {
+                state.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                let count = prepared.write.entries.len();
+                if count > 0 {
+                    state.metrics.batch_entries.observe(count as f64);
+                    state.metrics.appends.inc_by(count as u64);
+                }
+                state.head = prepared.new_head;
+                state.frontier = prepared.new_frontier;
+                let tree_size = state.head.seq + 1;
+                state.metrics.ledger_size.set(i64::try_from(tree_size).unwrap_or(i64::MAX));
+                if let Some(cp) = &prepared.write.checkpoint {
+                    state.checkpoint = (cp.size, cp.root);
+                    state.checkpoint_at = Instant::now();
+                    state.metrics.checkpoints.inc();
+                }
+                let entries = &prepared.write.entries;
+                let receipt = |i: usize, replayed: bool| Receipt {
+                    seq: entries[i].seq,
+                    hash: entries[i].hash,
+                    recorded_at: entries[i].recorded_at.clone(),
+                    tree_size,
+                    replayed,
+                };
+                for (job, plan) in jobs.into_iter().zip(prepared.plans) {
+                    let answer = match plan {
+                        Planned::Answer(a) => a,
+                        Planned::New(i) => Ok(receipt(i, false)),
+                        Planned::SameAs(i) => Ok(receipt(i, true)),
+                    };
+                    let _ = job.respond.send(answer);
+                }
+                return;
+            }
+            Err(StoreError::HeadMoved { expected, found }) if attempt <= HEAD_MOVED_RETRIES => {
+                state.metrics.head_moved.inc();
+                tracing::warn!(%expected, %found, "another writer appended to this ledger; reloading and rebuilding the batch");
+                if let Err(e) = state.reload().await {
+                    state.halt(&e.to_string());
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "committing a batch failed; nothing was written");
+                for job in jobs {
+                    let _ = job.respond.send(Err(AppendError::Unavailable("the batch could not be committed; nothing was written; retry".into())));
+                }
+                if let Err(e) = state.reload().await {
+                    state.halt(&e.to_string());
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn run(mut state: State, mut receiver: mpsc::Receiver<Job>, config: SequencerConfig) {
+    let interval = Duration::from_millis(config.checkpoint_interval_ms);
+    loop {
+        let unattested = state.checkpoint.0 < state.head.seq + 1;
+        let due = tokio::time::Instant::from_std(state.checkpoint_at + interval);
+        let first = tokio::select! {
+            job = receiver.recv() => job,
+            () = tokio::time::sleep_until(due), if unattested => {
+                state.checkpoint_tail().await;
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(config.batch_max_wait_ms);
+        while jobs.len() < config.batch_max_entries.max(1) {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(mpsc::error::TryRecvError::Empty) if config.batch_max_wait_ms > 0 => {
+                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(job)) => jobs.push(job),
+                        _ => break,
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        state.metrics.queue_depth.set(i64::try_from(receiver.len()).unwrap_or(i64::MAX));
+        commit(&mut state, jobs).await;
+    }
+    state.checkpoint_tail().await;
+}
+
+/// A request for a record entry, as the API and CLI build it.
+///
+/// # Errors
+/// If the kind is unknown, not appendable by callers, or a field is invalid.
+pub fn record_request(
+    kind_name: &str,
+    actor: Actor,
+    subject: &str,
+    payload: Map<String, Value>,
+    api: bool,
+) -> Result<AppendRequest, EntryError> {
+    let kind = kind::lookup(kind_name).ok_or_else(|| EntryError::Field {
+        field: "kind",
+        problem: format!("`{kind_name}` is not a registered kind; GET /v1/kinds lists them"),
+    })?;
+    if api && !kind.api_appendable {
+        return Err(EntryError::Field { field: "kind", problem: format!("`{kind_name}` is written by Trailmark itself and cannot be appended by callers") });
+    }
+    if kind.class == Class::Genesis {
+        return Err(EntryError::Field { field: "kind", problem: "there is only one genesis entry".into() });
+    }
+    Ok(AppendRequest {
+        kind,
+        actor,
+        subject: Subject::parse(subject)?,
+        correlation_id: None,
+        idempotency_key: None,
+        parents: vec![],
+        reason: None,
+        payload,
+        effect: None,
+    })
+}

@@ -1,0 +1,786 @@
+//! The only code that talks SQL. One [`Store`] over SQLite (the embedded
+//! default) or PostgreSQL, the single insert path into the ledger
+//! ([`Store::write_batch`]) and the reads the API, proofs and `verify` need.
+//!
+//! Every query is written once and runs on both backends: the `on_pool!`
+//! macro expands the same body for each pool type, and all SQL uses `$N`
+//! placeholders, which both drivers accept.
+//!
+//! Durability: SQLite runs in WAL mode with `synchronous=FULL`, PostgreSQL
+//! with `synchronous_commit=on`, so a committed batch survives a crash of the
+//! process or the machine; the sequencer acknowledges only after commit.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row};
+
+use crate::ledger::merkle::{Frontier, NodeId, ProofPlan};
+use crate::ledger::{Hash, Timestamp};
+
+/// Key of the PostgreSQL advisory lock that serialises ledger writers
+/// ("TRLMARK1" as a big-endian integer).
+pub const WRITER_LOCK_KEY: i64 = 0x5452_4C4D_4152_4B31;
+/// Rows per page when streaming the ledger (verify, export).
+pub const STREAM_PAGE_ROWS: u32 = 8_192;
+/// Largest page the entry listing returns.
+pub const LIST_LIMIT_MAX: u32 = 1_000;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a query.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed or the schema does not match the migrations.
+    #[error("schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names no supported database.
+    #[error("unsupported database URL `{0}`: use `sqlite://PATH` or `postgres://...`")]
+    UnsupportedUrl(String),
+    /// Another writer appended since this writer last looked; nothing was written.
+    #[error("the ledger head moved (expected {expected}, found {found}); another writer appended")]
+    HeadMoved {
+        /// What the writer expected.
+        expected: String,
+        /// What the database holds.
+        found: String,
+    },
+    /// A stored value is not what the ledger wrote (tampering or corruption).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A handle on the ledger database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The newest entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash,
+    /// Its `recorded_at`.
+    pub recorded_at: Timestamp,
+}
+
+/// An entry as stored: canonical bytes plus the index columns derived from them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// Position.
+    pub seq: u64,
+    /// Entry hash as stored.
+    pub hash: Vec<u8>,
+    /// Canonical bytes as stored.
+    pub canonical: Vec<u8>,
+    /// Index column.
+    pub recorded_at: String,
+    /// Index column.
+    pub kind: String,
+    /// Index column.
+    pub actor: String,
+    /// Index column.
+    pub subject: String,
+    /// Index column.
+    pub correlation_id: Option<String>,
+    /// Index column.
+    pub idempotency_key: Option<String>,
+    /// The batch seal, on the last entry of each committed batch.
+    pub seal: Option<Vec<u8>>,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root as stored.
+    pub root: Vec<u8>,
+    /// The signed note.
+    pub note: String,
+    /// When it was signed.
+    pub signed_at: String,
+}
+
+/// An entry ready to be written by [`Store::write_batch`].
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Position.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash,
+    /// Canonical bytes.
+    pub canonical: Vec<u8>,
+    /// `recorded_at` text.
+    pub recorded_at: String,
+    /// Kind name.
+    pub kind: &'static str,
+    /// Actor text.
+    pub actor: String,
+    /// Subject text.
+    pub subject: String,
+    /// Correlation ID.
+    pub correlation_id: Option<String>,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Digest of the request content, to tell a replay from a conflict.
+    pub request_digest: Hash,
+    /// Seqs of the parents, in `parents` order.
+    pub parent_seqs: Vec<u64>,
+    /// The batch seal, on the batch's last entry only.
+    pub seal: Option<Vec<u8>>,
+}
+
+/// A checkpoint ready to be written.
+#[derive(Debug, Clone)]
+pub struct NewCheckpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root.
+    pub root: Hash,
+    /// Signed note.
+    pub note: String,
+    /// Signing time.
+    pub signed_at: String,
+}
+
+/// An API token row written together with its `admin.token.created` entry.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Public token ID.
+    pub id: String,
+    /// The principal it authenticates as.
+    pub principal: String,
+    /// SHA-256 of the secret.
+    pub secret_hash: Hash,
+    /// Creation time.
+    pub created_at: String,
+    /// Seq of its ledger entry.
+    pub created_seq: u64,
+}
+
+/// A stored API token.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    /// Public token ID.
+    pub id: String,
+    /// The principal.
+    pub principal: String,
+    /// SHA-256 of the secret.
+    pub secret_hash: Vec<u8>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+/// Everything one ledger transaction writes.
+#[derive(Debug, Default)]
+pub struct BatchWrite {
+    /// The head the writer built on: `None` only for the genesis batch.
+    pub expected_head: Option<(u64, Hash)>,
+    /// New entries, contiguous from `expected_head.seq + 1`.
+    pub entries: Vec<NewEntry>,
+    /// Interior Merkle nodes completed by these entries.
+    pub nodes: Vec<(NodeId, Hash)>,
+    /// A checkpoint signed over the resulting tree, if one is due.
+    pub checkpoint: Option<NewCheckpoint>,
+    /// Token rows created by entries of this batch.
+    pub tokens: Vec<NewToken>,
+    /// Tokens revoked by entries of this batch: (token ID, seq, time).
+    pub revocations: Vec<(String, u64, String)>,
+}
+
+/// Filters of the entry listing; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter {
+    /// Exact subject.
+    pub subject: Option<String>,
+    /// Exact kind.
+    pub kind: Option<String>,
+    /// Exact actor.
+    pub actor: Option<String>,
+    /// Exact correlation ID.
+    pub correlation_id: Option<String>,
+    /// `recorded_at >= from`.
+    pub from: Option<String>,
+    /// `recorded_at < to`.
+    pub to: Option<String>,
+    /// Only entries with `seq > after_seq` (the cursor).
+    pub after_seq: Option<u64>,
+    /// Page size, at most [`LIST_LIMIT_MAX`].
+    pub limit: u32,
+}
+
+/// An earlier entry with the same idempotency key.
+#[derive(Debug, Clone)]
+pub struct IdempotentHit {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash,
+    /// Its `recorded_at`.
+    pub recorded_at: String,
+    /// Digest of the request that created it.
+    pub request_digest: Hash,
+}
+
+fn u64_of(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what} {value}")))
+}
+
+fn i64_of(value: u64) -> i64 {
+    i64::try_from(value).expect("seqs and sizes stay below 2^53")
+}
+
+fn hash_of(bytes: &[u8], what: &str) -> Result<Hash, StoreError> {
+    Hash::from_slice(bytes).map_err(|m| StoreError::Corrupt(format!("{what}: {m}")))
+}
+
+const ENTRY_COLUMNS: &str =
+    "seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, seal";
+
+fn entry_from_row<R: Row>(row: &R) -> Result<StoredEntry, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredEntry {
+        seq: u64_of(row.try_get(0)?, "seq")?,
+        hash: row.try_get(1)?,
+        canonical: row.try_get(2)?,
+        recorded_at: row.try_get(3)?,
+        kind: row.try_get(4)?,
+        actor: row.try_get(5)?,
+        subject: row.try_get(6)?,
+        correlation_id: row.try_get(7)?,
+        idempotency_key: row.try_get(8)?,
+        seal: row.try_get(9)?,
+    })
+}
+
+/// Writes everything of one batch through an open transaction `$tx`.
+/// Expanded once per backend by `write_batch`.
+macro_rules! write_batch_body {
+    ($tx:ident, $batch:expr, $db:ty) => {{
+        let batch: &BatchWrite = $batch;
+        // The head check makes a second writer harmless: it cannot fork the
+        // chain, it only finds the head moved and rebuilds its batch.
+        let found: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *$tx)
+                .await?;
+        let found = match found {
+            Some((seq, hash)) => Some((u64_of(seq, "seq")?, hash_of(&hash, "head hash")?)),
+            None => None,
+        };
+        if found != batch.expected_head {
+            let show = |h: &Option<(u64, Hash)>| match h {
+                Some((s, h)) => format!("seq {s} hash {h}"),
+                None => "an empty ledger".to_owned(),
+            };
+            return Err(StoreError::HeadMoved { expected: show(&batch.expected_head), found: show(&found) });
+        }
+        for chunk in batch.entries.chunks(64) {
+            let mut qb: QueryBuilder<$db> = QueryBuilder::new(
+                "INSERT INTO entries (seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, request_digest, seal) ",
+            );
+            qb.push_values(chunk, |mut row, e| {
+                row.push_bind(i64_of(e.seq))
+                    .push_bind(e.hash.0.to_vec())
+                    .push_bind(e.canonical.clone())
+                    .push_bind(e.recorded_at.clone())
+                    .push_bind(e.kind)
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.subject.clone())
+                    .push_bind(e.correlation_id.clone())
+                    .push_bind(e.idempotency_key.clone())
+                    .push_bind(e.request_digest.0.to_vec())
+                    .push_bind(e.seal.clone());
+            });
+            qb.build().execute(&mut *$tx).await?;
+        }
+        let parents: Vec<(u64, u64, usize)> = batch
+            .entries
+            .iter()
+            .flat_map(|e| e.parent_seqs.iter().enumerate().map(move |(i, p)| (e.seq, *p, i)))
+            .collect();
+        for chunk in parents.chunks(256) {
+            let mut qb: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO entry_parents (seq, parent_seq, position) ");
+            qb.push_values(chunk, |mut row, (seq, parent, position)| {
+                row.push_bind(i64_of(*seq)).push_bind(i64_of(*parent)).push_bind(*position as i64);
+            });
+            qb.build().execute(&mut *$tx).await?;
+        }
+        for chunk in batch.nodes.chunks(256) {
+            let mut qb: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO merkle_nodes (level, idx, hash) ");
+            qb.push_values(chunk, |mut row, (id, hash)| {
+                row.push_bind(id.level as i64).push_bind(i64_of(id.index)).push_bind(hash.0.to_vec());
+            });
+            qb.build().execute(&mut *$tx).await?;
+        }
+        if let Some(cp) = &batch.checkpoint {
+            sqlx::query("INSERT INTO checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4)")
+                .bind(i64_of(cp.size))
+                .bind(cp.root.0.to_vec())
+                .bind(cp.note.clone())
+                .bind(cp.signed_at.clone())
+                .execute(&mut *$tx)
+                .await?;
+        }
+        for t in &batch.tokens {
+            sqlx::query("INSERT INTO api_tokens (id, principal, secret_hash, created_at, created_seq) VALUES ($1, $2, $3, $4, $5)")
+                .bind(t.id.clone())
+                .bind(t.principal.clone())
+                .bind(t.secret_hash.0.to_vec())
+                .bind(t.created_at.clone())
+                .bind(i64_of(t.created_seq))
+                .execute(&mut *$tx)
+                .await?;
+        }
+        for (id, seq, at) in &batch.revocations {
+            sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_seq = $2 WHERE id = $3 AND revoked_at IS NULL")
+                .bind(at.clone())
+                .bind(i64_of(*seq))
+                .bind(id.clone())
+                .execute(&mut *$tx)
+                .await?;
+        }
+        Ok::<(), StoreError>(())
+    }};
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite ledger at `path` and migrates it.
+    ///
+    /// # Errors
+    /// If the file cannot be opened or the schema cannot be migrated.
+    pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Store { backend: Backend::Sqlite(pool) })
+    }
+
+    /// Opens a PostgreSQL ledger and migrates it.
+    ///
+    /// # Errors
+    /// If the server cannot be reached or the schema cannot be migrated.
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        POSTGRES_MIGRATIONS.run(&pool).await?;
+        Ok(Store { backend: Backend::Postgres(pool) })
+    }
+
+    /// Opens a database by URL: `postgres://...`, `postgresql://...` or `sqlite://PATH`.
+    ///
+    /// # Errors
+    /// As [`Store::open_sqlite`] and [`Store::open_postgres`].
+    pub async fn open_url(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Store::open_postgres(url).await
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            Store::open_sqlite(Path::new(path)).await
+        } else {
+            Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    /// The single insert path into the ledger: writes a whole batch in one
+    /// transaction that first takes the writer lock and checks the head.
+    ///
+    /// Crash safety: the batch is one transaction, so after a crash either all
+    /// of it (entries, nodes, checkpoint, token rows) is there or none is.
+    ///
+    /// # Errors
+    /// [`StoreError::HeadMoved`] if another writer appended (nothing written),
+    /// or a database error (nothing written).
+    pub async fn write_batch(&self, batch: &BatchWrite) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                // BEGIN IMMEDIATE takes SQLite's write lock up front, so the
+                // head check and the inserts see no concurrent writer.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                write_batch_body!(tx, batch, sqlx::Sqlite)?;
+                tx.commit().await?;
+            }
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITER_LOCK_KEY).execute(&mut *tx).await?;
+                write_batch_body!(tx, batch, sqlx::Postgres)?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes only a checkpoint (when one falls due between batches).
+    ///
+    /// # Errors
+    /// [`StoreError::HeadMoved`] if the head is not `head`, or a database error.
+    pub async fn write_checkpoint(&self, head: (u64, Hash), checkpoint: NewCheckpoint) -> Result<(), StoreError> {
+        self.write_batch(&BatchWrite { expected_head: Some(head), checkpoint: Some(checkpoint), ..BatchWrite::default() })
+            .await
+    }
+
+    /// The newest entry, or `None` for an empty (uninitialised) ledger.
+    ///
+    /// # Errors
+    /// A database error, or a stored value that cannot be what was written.
+    pub async fn head(&self) -> Result<Option<Head>, StoreError> {
+        let row: Option<(i64, Vec<u8>, String)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT seq, hash, recorded_at FROM entries ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(|(seq, hash, at)| {
+            Ok(Head {
+                seq: u64_of(seq, "seq")?,
+                hash: hash_of(&hash, "head hash")?,
+                recorded_at: Timestamp::parse(&at).map_err(|e| StoreError::Corrupt(format!("head recorded_at: {e}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Number of entries (head seq + 1).
+    ///
+    /// # Errors
+    /// As [`Store::head`].
+    pub async fn size(&self) -> Result<u64, StoreError> {
+        Ok(self.head().await?.map_or(0, |h| h.seq + 1))
+    }
+
+    /// Hashes of the given tree nodes; level 0 comes from `entries.hash`.
+    /// Missing nodes are absent from the map.
+    ///
+    /// # Errors
+    /// A database error or a malformed stored hash.
+    pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        let leaves: Vec<i64> = ids.iter().filter(|id| id.level == 0).map(|id| i64_of(id.index)).collect();
+        let interior: Vec<&NodeId> = ids.iter().filter(|id| id.level > 0).collect();
+        for chunk in leaves.chunks(500) {
+            let rows: Vec<(i64, Vec<u8>)> = on_pool!(self, pool => {
+                let mut qb = QueryBuilder::new("SELECT seq, hash FROM entries WHERE seq IN (");
+                let mut sep = qb.separated(", ");
+                for seq in chunk {
+                    sep.push_bind(*seq);
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await?
+            });
+            for (seq, hash) in rows {
+                out.insert(NodeId { level: 0, index: u64_of(seq, "seq")? }, hash_of(&hash, "leaf")?);
+            }
+        }
+        for chunk in interior.chunks(200) {
+            let rows: Vec<(i64, i64, Vec<u8>)> = on_pool!(self, pool => {
+                let mut qb = QueryBuilder::new("SELECT level, idx, hash FROM merkle_nodes WHERE ");
+                for (i, id) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" OR ");
+                    }
+                    qb.push("(level = ").push_bind(id.level as i64).push(" AND idx = ").push_bind(i64_of(id.index)).push(")");
+                }
+                qb.build_query_as().fetch_all(pool).await?
+            });
+            for (level, idx, hash) in rows {
+                let level = u8::try_from(level).map_err(|_| StoreError::Corrupt(format!("node level {level}")))?;
+                out.insert(NodeId { level, index: u64_of(idx, "node index")? }, hash_of(&hash, "node")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds the tree frontier of the first `size` entries from stored nodes.
+    ///
+    /// # Errors
+    /// If a node is missing (corruption) or on a database error.
+    pub async fn frontier(&self, size: u64) -> Result<Frontier, StoreError> {
+        let ids = Frontier::node_ids(size);
+        let nodes = self.nodes(&ids).await?;
+        let hashes = ids
+            .iter()
+            .map(|id| nodes.get(id).copied().ok_or_else(|| StoreError::Corrupt(format!("tree node level {} index {} is missing", id.level, id.index))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Frontier::from_nodes(size, hashes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Computes a proof from stored nodes, with `extra` nodes (not yet
+    /// committed) taking precedence.
+    ///
+    /// # Errors
+    /// If a node is missing or on a database error.
+    pub async fn proof(&self, plan: &ProofPlan, extra: &HashMap<NodeId, Hash>) -> Result<Vec<Hash>, StoreError> {
+        let needed: Vec<NodeId> = plan.needed().into_iter().filter(|id| !extra.contains_key(id)).collect();
+        let mut nodes = self.nodes(&needed).await?;
+        nodes.extend(extra.iter().map(|(k, v)| (*k, *v)));
+        plan.assemble(&nodes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// The newest signed checkpoint.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let row: Option<(i64, Vec<u8>, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT size, root, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(|(size, root, note, signed_at)| Ok(StoredCheckpoint { size: u64_of(size, "size")?, root, note, signed_at }))
+            .transpose()
+    }
+
+    /// The smallest stored checkpoint whose size is at least `size`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn checkpoint_at_least(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let row: Option<(i64, Vec<u8>, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT size, root, note, signed_at FROM checkpoints WHERE size >= $1 ORDER BY size LIMIT 1")
+                .bind(i64_of(size))
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(|(size, root, note, signed_at)| Ok(StoredCheckpoint { size: u64_of(size, "size")?, root, note, signed_at }))
+            .transpose()
+    }
+
+    /// Checkpoints with `size > after`, ascending, at most `limit`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn checkpoints_page(&self, after: u64, limit: u32) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT size, root, note, signed_at FROM checkpoints WHERE size > $1 ORDER BY size LIMIT $2")
+                .bind(i64_of(after))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(size, root, note, signed_at)| Ok(StoredCheckpoint { size: u64_of(size, "size")?, root, note, signed_at }))
+            .collect()
+    }
+
+    /// One entry by seq.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn entry(&self, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
+        on_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, seal FROM entries WHERE seq = $1",
+            )
+            .bind(i64_of(seq))
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| entry_from_row(&r)).transpose()
+        })
+    }
+
+    /// Entries with `seq >= from`, ascending, at most `limit`: the streaming
+    /// read of `verify` and `export`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn entries_page(&self, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, seal FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(i64_of(from))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(entry_from_row).collect()
+        })
+    }
+
+    /// A filtered page of entries, ascending by seq.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn list(&self, filter: &EntryFilter) -> Result<Vec<StoredEntry>, StoreError> {
+        let limit = i64::from(filter.limit.clamp(1, LIST_LIMIT_MAX));
+        on_pool!(self, pool => {
+            let mut qb = QueryBuilder::new("SELECT ");
+            qb.push(ENTRY_COLUMNS).push(" FROM entries WHERE 1 = 1");
+            if let Some(v) = &filter.subject {
+                qb.push(" AND subject = ").push_bind(v.clone());
+            }
+            if let Some(v) = &filter.kind {
+                qb.push(" AND kind = ").push_bind(v.clone());
+            }
+            if let Some(v) = &filter.actor {
+                qb.push(" AND actor = ").push_bind(v.clone());
+            }
+            if let Some(v) = &filter.correlation_id {
+                qb.push(" AND correlation_id = ").push_bind(v.clone());
+            }
+            if let Some(v) = &filter.from {
+                qb.push(" AND recorded_at >= ").push_bind(v.clone());
+            }
+            if let Some(v) = &filter.to {
+                qb.push(" AND recorded_at < ").push_bind(v.clone());
+            }
+            if let Some(v) = filter.after_seq {
+                qb.push(" AND seq > ").push_bind(i64_of(v));
+            }
+            qb.push(" ORDER BY seq LIMIT ").push_bind(limit);
+            let rows = qb.build().fetch_all(pool).await?;
+            rows.iter().map(entry_from_row).collect()
+        })
+    }
+
+    /// Seqs of the entries that name `seq` as a parent (corrections,
+    /// annotations, derived entries), ascending.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn children(&self, seq: u64) -> Result<Vec<u64>, StoreError> {
+        let rows: Vec<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT seq FROM entry_parents WHERE parent_seq = $1 ORDER BY seq LIMIT 1000")
+                .bind(i64_of(seq))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(|(s,)| u64_of(s, "seq")).collect()
+    }
+
+    /// Seqs of the entries with these hashes (those that exist).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn seqs_of(&self, hashes: &[Hash]) -> Result<HashMap<Hash, u64>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in hashes.chunks(500) {
+            let rows: Vec<(Vec<u8>, i64)> = on_pool!(self, pool => {
+                let mut qb = QueryBuilder::new("SELECT hash, seq FROM entries WHERE hash IN (");
+                let mut sep = qb.separated(", ");
+                for h in chunk {
+                    sep.push_bind(h.0.to_vec());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await?
+            });
+            for (hash, seq) in rows {
+                out.insert(hash_of(&hash, "entry hash")?, u64_of(seq, "seq")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Earlier entries carrying any of these idempotency keys, keyed by
+    /// (key, actor).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn idempotent_hits(&self, keys: &[&str]) -> Result<HashMap<(String, String), IdempotentHit>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(500) {
+            let rows: Vec<(String, String, i64, Vec<u8>, String, Vec<u8>)> = on_pool!(self, pool => {
+                let mut qb = QueryBuilder::new(
+                    "SELECT idempotency_key, actor, seq, hash, recorded_at, request_digest FROM entries WHERE idempotency_key IN (",
+                );
+                let mut sep = qb.separated(", ");
+                for k in chunk {
+                    sep.push_bind(k.to_string());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await?
+            });
+            for (key, actor, seq, hash, recorded_at, digest) in rows {
+                out.insert(
+                    (key, actor),
+                    IdempotentHit {
+                        seq: u64_of(seq, "seq")?,
+                        hash: hash_of(&hash, "entry hash")?,
+                        recorded_at,
+                        request_digest: hash_of(&digest, "request digest")?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// An API token by its public ID.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        let row: Option<(String, String, Vec<u8>, Option<String>)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id, principal, secret_hash, revoked_at FROM api_tokens WHERE id = $1")
+                .bind(id.to_owned())
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(id, principal, secret_hash, revoked_at)| TokenRow { id, principal, secret_hash, revoked: revoked_at.is_some() }))
+    }
+
+    /// Runs `SELECT 1`: is the database answering?
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+}

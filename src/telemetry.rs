@@ -1,0 +1,76 @@
+//! Logs and metrics: the tracing subscriber and the Prometheus registry
+//! served at `GET /metrics` (appends, batch sizes, queue depth, commit
+//! latency, checkpoints).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The ledger's metrics; cheap to clone (every metric is an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: std::sync::Arc<Registry>,
+    /// Entries appended.
+    pub appends: Counter,
+    /// Appends answered from an earlier entry with the same idempotency key.
+    pub replays: Counter,
+    /// Appends refused (validation, conflict, full queue, unavailable).
+    pub refusals: Counter,
+    /// Entries per committed batch.
+    pub batch_entries: Histogram,
+    /// Seconds from BEGIN to COMMIT of a batch.
+    pub commit_seconds: Histogram,
+    /// Appends waiting for the sequencer.
+    pub queue_depth: Gauge,
+    /// Checkpoints signed.
+    pub checkpoints: Counter,
+    /// Entries in the ledger.
+    pub ledger_size: Gauge,
+    /// Batches rebuilt because another writer appended first.
+    pub head_moved: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: std::sync::Arc::new(Registry::default()),
+            appends: Counter::default(),
+            replays: Counter::default(),
+            refusals: Counter::default(),
+            batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 14)),
+            queue_depth: Gauge::default(),
+            checkpoints: Counter::default(),
+            ledger_size: Gauge::default(),
+            head_moved: Counter::default(),
+        };
+        registry.register("trailmark_appends", "Entries appended to the ledger", m.appends.clone());
+        registry.register("trailmark_append_replays", "Appends answered from an earlier entry with the same idempotency key", m.replays.clone());
+        registry.register("trailmark_append_refusals", "Appends refused (invalid, conflict, queue full, unavailable)", m.refusals.clone());
+        registry.register("trailmark_batch_entries", "Entries per committed batch", m.batch_entries.clone());
+        registry.register("trailmark_commit_seconds", "Time from BEGIN to COMMIT of a batch", m.commit_seconds.clone());
+        registry.register("trailmark_queue_depth", "Appends waiting for the sequencer", m.queue_depth.clone());
+        registry.register("trailmark_checkpoints", "Checkpoints signed", m.checkpoints.clone());
+        registry.register("trailmark_ledger_entries", "Entries in the ledger", m.ledger_size.clone());
+        registry.register("trailmark_head_moved", "Batches rebuilt because another writer appended first", m.head_moved.clone());
+        Metrics { registry: std::sync::Arc::new(registry), ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Installs the log subscriber: `RUST_LOG` or `info`, to stderr.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,100 @@
+//! Crash safety: `kill -9` the real server process in the middle of a load;
+//! after a restart every acknowledged entry is present and the ledger verifies.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::harness::{TestLedger, record};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn spawn_server(ledger: &TestLedger, port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args(["serve", "--data"])
+        .arg(ledger.data_dir())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("DATABASE_URL")
+        .env_remove("TRAILMARK_DATA")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+            && r.status() == 200
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not become ready on port {port}");
+}
+
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_load_loses_no_acknowledged_entry() {
+    let ledger = TestLedger::new().await;
+    let port = free_port();
+    let mut child = spawn_server(&ledger, port).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..16 {
+        let (base, token, stop) = (base.clone(), ledger.admin_token.clone(), stop.clone());
+        tasks.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut acknowledged = Vec::new();
+            let mut n = worker * 100_000;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let sent = client.post(format!("{base}/v1/entries")).bearer_auth(&token).json(&record(n)).send().await;
+                let Ok(response) = sent else { break };
+                if response.status() != 201 {
+                    break;
+                }
+                let Ok(body) = response.json::<serde_json::Value>().await else { break };
+                acknowledged.push((body["seq"].as_u64().unwrap(), body["hash"].as_str().unwrap().to_owned()));
+            }
+            acknowledged
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    child.start_kill().unwrap(); // SIGKILL: no shutdown, no final checkpoint
+    child.wait().await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let mut acknowledged = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        acknowledged.extend(done.unwrap());
+    }
+    assert!(acknowledged.len() > 20, "the load ran before the kill ({} acknowledged)", acknowledged.len());
+
+    let port = free_port();
+    let mut child = spawn_server(&ledger, port).await;
+    let client = reqwest::Client::new();
+    for (seq, hash) in &acknowledged {
+        let entry: serde_json::Value = client
+            .get(format!("http://127.0.0.1:{port}/v1/entries/{seq}"))
+            .bearer_auth(&ledger.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(entry["hash"].as_str(), Some(hash.as_str()), "acknowledged entry {seq} must survive the crash");
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let report = ledger.verify().await.unwrap();
+    assert!(report.entries >= acknowledged.len() as u64 + 2);
+    assert_eq!(report.pending_unattested, 0, "the restart attested the tail left by the crash");
+    ledger.finish().await;
+}

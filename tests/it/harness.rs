@@ -1,0 +1,214 @@
+//! Test harness: a fresh ledger on a fresh database, the real server on
+//! port 0, an HTTP client, and raw SQL that goes around the application.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use sqlx::{Connection as _, PgConnection, SqliteConnection};
+use trailmark::api::Server;
+use trailmark::cli::{self, Opened};
+use trailmark::config::Config;
+
+/// Which database the storage tests use, as a short label for messages.
+pub fn backend() -> &'static str {
+    if std::env::var("TRAILMARK_TEST_DATABASE_URL").is_ok() { "postgres" } else { "sqlite" }
+}
+
+/// A fresh database: a SQLite file in the test's temp dir, or a new
+/// PostgreSQL database on the server named by `TRAILMARK_TEST_DATABASE_URL`.
+pub struct TestDb {
+    /// URL to open it.
+    pub url: String,
+    pg_admin: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(dir: &std::path::Path) -> TestDb {
+        match std::env::var("TRAILMARK_TEST_DATABASE_URL") {
+            Ok(base) => {
+                let mut id = [0u8; 6];
+                getrandom::fill(&mut id).unwrap();
+                let name = format!("trailmark_t_{}", hex::encode(id));
+                let mut admin = PgConnection::connect(&base).await.expect("TRAILMARK_TEST_DATABASE_URL must reach a PostgreSQL server");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+                let (prefix, _) = base.rsplit_once('/').expect("the URL names a database");
+                TestDb { url: format!("{prefix}/{name}"), pg_admin: Some((base, name)) }
+            }
+            // The file `trailmark init` creates inside the data directory.
+            Err(_) => TestDb { url: format!("sqlite://{}", dir.join("data").join("ledger.db").display()), pg_admin: None },
+        }
+    }
+
+    /// Drops the PostgreSQL database (SQLite files go with the temp dir).
+    pub async fn drop_db(&self) {
+        if let Some((base, name)) = &self.pg_admin {
+            let mut admin = PgConnection::connect(base).await.unwrap();
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+        }
+    }
+
+    /// A raw connection that bypasses Trailmark entirely.
+    pub async fn raw(&self) -> Raw {
+        if self.pg_admin.is_some() {
+            Raw::Pg(PgConnection::connect(&self.url).await.unwrap())
+        } else {
+            Raw::Sqlite(SqliteConnection::connect(&self.url).await.unwrap())
+        }
+    }
+}
+
+/// Raw SQL for tampering, the same statements on both backends where possible.
+pub enum Raw {
+    Sqlite(SqliteConnection),
+    Pg(PgConnection),
+}
+
+macro_rules! on_conn {
+    ($raw:expr, $c:ident => $body:expr) => {
+        match $raw {
+            Raw::Sqlite($c) => $body,
+            Raw::Pg($c) => $body,
+        }
+    };
+}
+
+impl Raw {
+    pub fn is_pg(&self) -> bool {
+        matches!(self, Raw::Pg(_))
+    }
+
+    /// Runs SQL; returns the database's error text on failure.
+    pub async fn exec(&mut self, sql: &str) -> Result<(), String> {
+        let sql = sql.to_owned();
+        on_conn!(self, c => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await.map(|_| ()).map_err(|e| e.to_string()))
+    }
+
+    /// Removes the append-only triggers, as a database administrator could.
+    pub async fn drop_triggers(&mut self) {
+        let sql = if self.is_pg() {
+            "ALTER TABLE entries DISABLE TRIGGER USER; ALTER TABLE checkpoints DISABLE TRIGGER USER; ALTER TABLE merkle_nodes DISABLE TRIGGER USER; ALTER TABLE entry_parents DISABLE TRIGGER USER;"
+        } else {
+            "DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete; DROP TRIGGER checkpoints_no_update; DROP TRIGGER checkpoints_no_delete; DROP TRIGGER merkle_nodes_no_update; DROP TRIGGER merkle_nodes_no_delete; DROP TRIGGER entry_parents_no_delete; DROP TRIGGER entry_parents_no_update;"
+        };
+        self.exec(sql).await.unwrap();
+    }
+
+    pub async fn canonical(&mut self, seq: i64) -> Vec<u8> {
+        on_conn!(self, c => sqlx::query_scalar("SELECT canonical FROM entries WHERE seq = $1").bind(seq).fetch_one(c).await.unwrap())
+    }
+
+    pub async fn set_canonical(&mut self, seq: i64, bytes: Vec<u8>) -> Result<(), String> {
+        on_conn!(self, c => sqlx::query("UPDATE entries SET canonical = $1 WHERE seq = $2").bind(bytes).bind(seq).execute(c).await.map(|_| ()).map_err(|e| e.to_string()))
+    }
+
+    pub async fn set_hash(&mut self, seq: i64, hash: Vec<u8>) {
+        on_conn!(self, c => sqlx::query("UPDATE entries SET hash = $1 WHERE seq = $2").bind(hash).bind(seq).execute(c).await.map(|_| ()).unwrap());
+    }
+
+    pub async fn set_recorded_at(&mut self, seq: i64, value: &str) {
+        on_conn!(self, c => sqlx::query("UPDATE entries SET recorded_at = $1 WHERE seq = $2").bind(value.to_owned()).bind(seq).execute(c).await.map(|_| ()).unwrap());
+    }
+
+    pub async fn insert_entry(&mut self, seq: i64, hash: Vec<u8>, canonical: Vec<u8>, recorded_at: &str, kind: &str, actor: &str, subject: &str) {
+        on_conn!(self, c => sqlx::query("INSERT INTO entries (seq, hash, canonical, recorded_at, kind, actor, subject, request_digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $2)")
+            .bind(seq).bind(hash).bind(canonical).bind(recorded_at.to_owned()).bind(kind.to_owned()).bind(actor.to_owned()).bind(subject.to_owned())
+            .execute(c).await.map(|_| ()).unwrap());
+    }
+
+    pub async fn count(&mut self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        on_conn!(self, c => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(c).await.unwrap())
+    }
+}
+
+/// A ledger on a fresh database, initialised like `trailmark init` does.
+pub struct TestLedger {
+    pub dir: tempfile::TempDir,
+    pub db: TestDb,
+    pub opened: Opened,
+    /// The administrator token `init` printed.
+    pub admin_token: String,
+}
+
+impl TestLedger {
+    pub async fn new() -> TestLedger {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::new(dir.path()).await;
+        let url = (backend() == "postgres").then(|| db.url.clone());
+        let (opened, admin_token) = cli::initialise(&dir.path().join("data"), Some("trailmark.test/it".into()), url.as_deref()).await.unwrap();
+        TestLedger { dir, db, opened, admin_token }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config(&self) -> Config {
+        self.opened.config.clone()
+    }
+
+    pub async fn start(&self) -> Server {
+        self.start_with(&self.config()).await
+    }
+
+    pub async fn start_with(&self, config: &Config) -> Server {
+        Server::start(self.opened.store.clone(), self.opened.key.clone(), config, "127.0.0.1:0").await.unwrap()
+    }
+
+    /// Verifies the stored ledger as `trailmark verify` does.
+    pub async fn verify(&self) -> Result<trailmark::audit::VerifyReport, trailmark::audit::AuditError> {
+        trailmark::audit::verify_store(&self.opened.store, &self.opened.key.verifier(), &trailmark::audit::VerifyOptions { check_canonical: true, external_checkpoint: None }, |_| {}).await
+    }
+
+    pub async fn finish(self) {
+        self.opened.store.close().await;
+        self.db.drop_db().await;
+    }
+}
+
+/// An HTTP client bound to a server and a token.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    pub fn new(server: &Server, token: &str) -> Api {
+        Api { http: reqwest::Client::new(), base: server.url(), token: token.to_owned() }
+    }
+
+    pub async fn post(&self, body: &Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}/v1/entries", self.base)).bearer_auth(&self.token).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A valid record append.
+pub fn record(n: usize) -> Value {
+    serde_json::json!({
+        "kind": "lms.completion.recorded",
+        "subject": format!("person:E{:04}", n % 50),
+        "correlation_id": format!("corr-{}", n % 7),
+        "payload": {"n": n, "document": "SOP-017", "version": 4, "score": 0.95, "name": "Zoë Łukasz 李雷"}
+    })
+}
+
+/// Waits until the newest checkpoint covers `size` entries.
+pub async fn wait_for_checkpoint(opened: &Opened, size: u64) {
+    for _ in 0..100 {
+        if opened.store.latest_checkpoint().await.unwrap().is_some_and(|c| c.size >= size) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no checkpoint of size {size} within 2 s");
+}
