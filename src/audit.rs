@@ -44,7 +44,10 @@ pub enum AuditError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
-    move |source| AuditError::Io { path: path.to_owned(), source }
+    move |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What a successful verification checked.
@@ -86,23 +89,40 @@ pub struct VerifyOptions {
 ///
 /// # Errors
 /// [`AuditError::Broken`] with the first bad seq, or a read failure.
-pub async fn verify_store(store: &Store, key: &VerifierKey, options: &VerifyOptions, mut progress: impl FnMut(u64)) -> Result<VerifyReport, AuditError> {
+pub async fn verify_store(
+    store: &Store,
+    key: &VerifierKey,
+    options: &VerifyOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<VerifyReport, AuditError> {
     let started = Instant::now();
     let mut verifier = ChainVerifier::new(key.clone(), options.check_canonical);
     let external = options
         .external_checkpoint
         .as_deref()
-        .map(|note| Checkpoint::open(note, key).map_err(|e| AuditError::Input(format!("the saved checkpoint does not verify with {}: {e}", key.to_text()))))
+        .map(|note| {
+            Checkpoint::open(note, key).map_err(|e| {
+                AuditError::Input(format!(
+                    "the saved checkpoint does not verify with {}: {e}",
+                    key.to_text()
+                ))
+            })
+        })
         .transpose()?;
 
     // Checkpoints, ascending by size, fetched page by page.
-    let mut checkpoints = store.checkpoints_page(0, STREAM_PAGE_ROWS).await?.into_iter().peekable();
+    let mut checkpoints = store
+        .checkpoints_page(0, STREAM_PAGE_ROWS)
+        .await?
+        .into_iter()
+        .peekable();
     let mut checkpoint_count = 0u64;
     let mut last_checkpoint_size = 0u64;
     let mut head_seal: Option<Vec<u8>> = None;
 
     // Prefetch: while one page is checked the next is read.
-    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Result<Vec<StoredEntry>, StoreError>>(2);
+    let (pages_tx, mut pages_rx) =
+        tokio::sync::mpsc::channel::<Result<Vec<StoredEntry>, StoreError>>(2);
     let reader_store = store.clone();
     let reader = tokio::spawn(async move {
         let mut from = 0u64;
@@ -147,14 +167,23 @@ pub async fn verify_store(store: &Store, key: &VerifierKey, options: &VerifyOpti
                 checkpoint_count += 1;
                 last_checkpoint_size = cp.size;
                 if checkpoints.peek().is_none() {
-                    checkpoints = store.checkpoints_page(cp.size, STREAM_PAGE_ROWS).await?.into_iter().peekable();
+                    checkpoints = store
+                        .checkpoints_page(cp.size, STREAM_PAGE_ROWS)
+                        .await?
+                        .into_iter()
+                        .peekable();
                 }
             }
             if let Some(ext) = &external
                 && ext.size == verifier.size()
                 && ext.root != verifier.root()
             {
-                return Err(VerifyError::RootMismatch { size: ext.size, signed: ext.root.to_hex(), computed: verifier.root().to_hex() }.into());
+                return Err(VerifyError::RootMismatch {
+                    size: ext.size,
+                    signed: ext.root.to_hex(),
+                    computed: verifier.root().to_hex(),
+                }
+                .into());
             }
         }
         head_seal = page.last().and_then(|r| r.seal.clone());
@@ -164,25 +193,40 @@ pub async fn verify_store(store: &Store, key: &VerifierKey, options: &VerifyOpti
             for (child, parent) in parent_refs {
                 match found.get(&parent) {
                     Some(seq) if *seq < child => {}
-                    _ => return Err(VerifyError::BadParent { seq: child, parent: parent.to_hex() }.into()),
+                    _ => {
+                        return Err(VerifyError::BadParent {
+                            seq: child,
+                            parent: parent.to_hex(),
+                        }
+                        .into());
+                    }
                 }
             }
         }
         progress(verifier.size());
     }
-    reader.await.map_err(|e| AuditError::Input(format!("the reader task failed: {e}")))?;
+    reader
+        .await
+        .map_err(|e| AuditError::Input(format!("the reader task failed: {e}")))?;
 
     let entries = verifier.size();
     if let Some(cp) = checkpoints.next() {
         // Re-open to report the signed size, not only the row.
-        let size = verifier.open_checkpoint(&cp.note, Some((cp.size, &cp.root)))?.size;
+        let size = verifier
+            .open_checkpoint(&cp.note, Some((cp.size, &cp.root)))?
+            .size;
         return Err(VerifyError::Truncated { entries, size }.into());
     }
     if let Some(ext) = &external {
         if ext.size > entries {
-            return Err(VerifyError::Truncated { entries, size: ext.size }.into());
+            return Err(VerifyError::Truncated {
+                entries,
+                size: ext.size,
+            }
+            .into());
         }
-        let plan = ProofPlan::consistency(ext.size, entries).map_err(|e| AuditError::Input(e.to_string()))?;
+        let plan = ProofPlan::consistency(ext.size, entries)
+            .map_err(|e| AuditError::Input(e.to_string()))?;
         let proof = store.proof(&plan, &HashMap::new()).await?;
         merkle::verify_consistency(ext.size, entries, &ext.root, &verifier.root(), &proof)
             .map_err(|e| VerifyError::Checkpoint { size: ext.size, problem: format!("the stored tree has no valid consistency proof from the saved checkpoint to the head: {e}") })?;
@@ -219,9 +263,16 @@ pub struct ExportReport {
 ///
 /// # Errors
 /// A read or write failure, or an empty ledger.
-pub async fn export(store: &Store, key: &VerifierKey, dir: &Path, mut progress: impl FnMut(u64)) -> Result<ExportReport, AuditError> {
+pub async fn export(
+    store: &Store,
+    key: &VerifierKey,
+    dir: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<ExportReport, AuditError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let cp = store.latest_checkpoint().await?.ok_or_else(|| AuditError::Input("the ledger has no checkpoint; run `trailmark init`".into()))?;
+    let cp = store.latest_checkpoint().await?.ok_or_else(|| {
+        AuditError::Input("the ledger has no checkpoint; run `trailmark init`".into())
+    })?;
     let path = dir.join("entries.jsonl");
     let file = fs::File::create(&path).map_err(io(&path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -229,11 +280,19 @@ pub async fn export(store: &Store, key: &VerifierKey, dir: &Path, mut progress: 
     while next < cp.size {
         let page = store.entries_page(next, STREAM_PAGE_ROWS).await?;
         if page.is_empty() {
-            return Err(VerifyError::Truncated { entries: next, size: cp.size }.into());
+            return Err(VerifyError::Truncated {
+                entries: next,
+                size: cp.size,
+            }
+            .into());
         }
         for row in page.into_iter().take_while(|r| r.seq < cp.size) {
             if row.seq != next {
-                return Err(VerifyError::Gap { expected: next, found: row.seq }.into());
+                return Err(VerifyError::Gap {
+                    expected: next,
+                    found: row.seq,
+                }
+                .into());
             }
             out.write_all(&row.canonical).map_err(io(&path))?;
             out.write_all(b"\n").map_err(io(&path))?;
@@ -242,13 +301,20 @@ pub async fn export(store: &Store, key: &VerifierKey, dir: &Path, mut progress: 
         }
         progress(next);
     }
-    let file = out.into_inner().map_err(|e| AuditError::Io { path: path.clone(), source: e.into_error() })?;
+    let file = out.into_inner().map_err(|e| AuditError::Io {
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
     file.sync_all().map_err(io(&path))?;
     let cp_path = dir.join("checkpoint");
     fs::write(&cp_path, &cp.note).map_err(io(&cp_path))?;
     let key_path = dir.join("verifier-key");
     fs::write(&key_path, format!("{}\n", key.to_text())).map_err(io(&key_path))?;
-    Ok(ExportReport { entries: cp.size, bytes, dir: dir.to_owned() })
+    Ok(ExportReport {
+        entries: cp.size,
+        bytes,
+        dir: dir.to_owned(),
+    })
 }
 
 /// Reads a verifier key given as the key text or as a file holding it.
@@ -256,7 +322,11 @@ pub async fn export(store: &Store, key: &VerifierKey, dir: &Path, mut progress: 
 /// # Errors
 /// If neither parses.
 pub fn read_verifier_key(arg: &str) -> Result<VerifierKey, AuditError> {
-    let text = if Path::new(arg).is_file() { fs::read_to_string(arg).map_err(io(Path::new(arg)))? } else { arg.to_owned() };
+    let text = if Path::new(arg).is_file() {
+        fs::read_to_string(arg).map_err(io(Path::new(arg)))?
+    } else {
+        arg.to_owned()
+    };
     VerifierKey::parse(text.trim()).map_err(|e| AuditError::Input(format!("--key: {e}")))
 }
 
@@ -268,7 +338,11 @@ pub fn read_verifier_key(arg: &str) -> Result<VerifierKey, AuditError> {
 ///
 /// # Errors
 /// [`AuditError::Broken`] with the first bad seq, or a missing file.
-pub fn verify_export(dir: &Path, key: &VerifierKey, mut progress: impl FnMut(u64)) -> Result<VerifyReport, AuditError> {
+pub fn verify_export(
+    dir: &Path,
+    key: &VerifierKey,
+    mut progress: impl FnMut(u64),
+) -> Result<VerifyReport, AuditError> {
     let started = Instant::now();
     let key_path = dir.join("verifier-key");
     let shipped = fs::read_to_string(&key_path).map_err(io(&key_path))?;
@@ -296,26 +370,44 @@ pub fn verify_export(dir: &Path, key: &VerifierKey, mut progress: impl FnMut(u64
             break;
         }
         if line.last() != Some(&b'\n') {
-            return Err(VerifyError::Malformed { seq, problem: "the last line of entries.jsonl does not end with a newline (the file was cut)".into() }.into());
+            return Err(VerifyError::Malformed {
+                seq,
+                problem:
+                    "the last line of entries.jsonl does not end with a newline (the file was cut)"
+                        .into(),
+            }
+            .into());
         }
         let verified = verifier.push(seq, None, &line[..line.len() - 1], None)?;
         for parent in &verified.parents {
             if !seen.contains(parent) {
-                return Err(VerifyError::BadParent { seq, parent: parent.to_hex() }.into());
+                return Err(VerifyError::BadParent {
+                    seq,
+                    parent: parent.to_hex(),
+                }
+                .into());
             }
         }
         seen.insert(verified.hash);
         seq += 1;
-        if seq % 65_536 == 0 {
+        if seq.is_multiple_of(65_536) {
             progress(seq);
         }
     }
     progress(seq);
     if checkpoint.size > seq {
-        return Err(VerifyError::Truncated { entries: seq, size: checkpoint.size }.into());
+        return Err(VerifyError::Truncated {
+            entries: seq,
+            size: checkpoint.size,
+        }
+        .into());
     }
     if checkpoint.size < seq {
-        return Err(VerifyError::Unattested { from: checkpoint.size, to: seq - 1 }.into());
+        return Err(VerifyError::Unattested {
+            from: checkpoint.size,
+            to: seq - 1,
+        }
+        .into());
     }
     verifier.check_checkpoint_here(&note, None)?;
     Ok(VerifyReport {
@@ -366,14 +458,27 @@ pub enum ProofRequestError {
 ///
 /// # Errors
 /// See [`ProofRequestError`].
-pub async fn inclusion_proof(store: &Store, seq: u64, size: Option<u64>) -> Result<InclusionProof, ProofRequestError> {
+pub async fn inclusion_proof(
+    store: &Store,
+    seq: u64,
+    size: Option<u64>,
+) -> Result<InclusionProof, ProofRequestError> {
     let tree = store.size().await?;
     let (size, checkpoint) = match size {
         Some(size) => {
             if size > tree || seq >= size {
-                return Err(ProofRequestError::OutOfRange(format!("need seq < size <= {tree} (the ledger's size), got seq {seq} size {size}")));
+                return Err(ProofRequestError::OutOfRange(format!(
+                    "need seq < size <= {tree} (the ledger's size), got seq {seq} size {size}"
+                )));
             }
-            (size, store.checkpoint_at_least(size).await?.filter(|c| c.size == size).map(|c| c.note))
+            (
+                size,
+                store
+                    .checkpoint_at_least(size)
+                    .await?
+                    .filter(|c| c.size == size)
+                    .map(|c| c.note),
+            )
         }
         None => {
             let cp = store.checkpoint_at_least(seq + 1).await?.ok_or_else(|| {
@@ -382,12 +487,17 @@ pub async fn inclusion_proof(store: &Store, seq: u64, size: Option<u64>) -> Resu
             (cp.size, Some(cp.note))
         }
     };
-    let entry = store.entry(seq).await?.ok_or_else(|| ProofRequestError::NotFound(format!("there is no entry {seq}")))?;
-    let plan = ProofPlan::inclusion(seq, size).map_err(|e| ProofRequestError::OutOfRange(e.to_string()))?;
+    let entry = store
+        .entry(seq)
+        .await?
+        .ok_or_else(|| ProofRequestError::NotFound(format!("there is no entry {seq}")))?;
+    let plan = ProofPlan::inclusion(seq, size)
+        .map_err(|e| ProofRequestError::OutOfRange(e.to_string()))?;
     let path = store.proof(&plan, &HashMap::new()).await?;
     Ok(InclusionProof {
         format: "trailmark-inclusion-proof-v1".into(),
-        entry: String::from_utf8(entry.canonical).map_err(|e| StoreError::Corrupt(format!("entry {seq} is not UTF-8: {e}")))?,
+        entry: String::from_utf8(entry.canonical)
+            .map_err(|e| StoreError::Corrupt(format!("entry {seq} is not UTF-8: {e}")))?,
         leaf_index: seq,
         tree_size: size,
         leaf_hash: hex::encode(entry.hash),
@@ -405,15 +515,30 @@ pub fn check_inclusion_proof(proof: &InclusionProof, key: &VerifierKey) -> Resul
     if leaf.to_hex() != proof.leaf_hash {
         return Err("the entry's bytes do not hash to leaf_hash".into());
     }
-    let parsed = crate::ledger::entry::ParsedEntry::parse(proof.entry.as_bytes()).map_err(|e| e.to_string())?;
+    let parsed = crate::ledger::entry::ParsedEntry::parse(proof.entry.as_bytes())
+        .map_err(|e| e.to_string())?;
     if parsed.seq != proof.leaf_index {
-        return Err(format!("the entry is seq {}, the proof says leaf {}", parsed.seq, proof.leaf_index));
+        return Err(format!(
+            "the entry is seq {}, the proof says leaf {}",
+            parsed.seq, proof.leaf_index
+        ));
     }
-    let note = proof.checkpoint.as_deref().ok_or("the proof carries no checkpoint")?;
+    let note = proof
+        .checkpoint
+        .as_deref()
+        .ok_or("the proof carries no checkpoint")?;
     let cp = Checkpoint::open(note, key).map_err(|e| e.to_string())?;
     if cp.size != proof.tree_size {
-        return Err(format!("the checkpoint is for size {}, the proof for {}", cp.size, proof.tree_size));
+        return Err(format!(
+            "the checkpoint is for size {}, the proof for {}",
+            cp.size, proof.tree_size
+        ));
     }
-    let path = proof.path.iter().map(|h| Hash::parse_hex(h)).collect::<Result<Vec<_>, _>>()?;
-    merkle::verify_inclusion(proof.leaf_index, proof.tree_size, &leaf, &path, &cp.root).map_err(|e| e.to_string())
+    let path = proof
+        .path
+        .iter()
+        .map(|h| Hash::parse_hex(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    merkle::verify_inclusion(proof.leaf_index, proof.tree_size, &leaf, &path, &cp.root)
+        .map_err(|e| e.to_string())
 }

@@ -152,7 +152,10 @@ fn failure(e: impl Into<anyhow::Error>) -> Exit {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     crate::telemetry::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -179,7 +182,9 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Export { out } => export(g, &out).await,
         Command::VerifyExport { dir, key } => verify_export(&dir, &key),
         Command::Proof { seq, size } => proof(g, seq, size).await,
-        Command::Token(TokenCommand::Create { principal, reason }) => token_create(g, &principal, &reason).await,
+        Command::Token(TokenCommand::Create { principal, reason }) => {
+            token_create(g, &principal, &reason).await
+        }
     }
 }
 
@@ -202,7 +207,9 @@ pub async fn open(data: &Path, database_url: Option<&str>) -> anyhow::Result<Ope
     let config = dir.config()?;
     let key = dir.ledger_key(&config.origin)?;
     let url = dir.database_url(&config, database_url);
-    let store = Store::open_url(&url).await.with_context(|| format!("opening {}", crate::config::redact_url(&url)))?;
+    let store = Store::open_url(&url)
+        .await
+        .with_context(|| format!("opening {}", crate::config::redact_url(&url)))?;
     Ok(Opened { config, store, key })
 }
 
@@ -217,7 +224,11 @@ fn random_origin() -> String {
 ///
 /// # Errors
 /// If the directory exists, the origin is invalid or the database fails.
-pub async fn initialise(data: &Path, origin: Option<String>, database_url: Option<&str>) -> anyhow::Result<(Opened, String)> {
+pub async fn initialise(
+    data: &Path,
+    origin: Option<String>,
+    database_url: Option<&str>,
+) -> anyhow::Result<(Opened, String)> {
     let origin = origin.unwrap_or_else(random_origin);
     crate::ledger::note::check_origin(&origin)?;
     let config = Config {
@@ -230,10 +241,17 @@ pub async fn initialise(data: &Path, origin: Option<String>, database_url: Optio
     let dir = DataDir::at(data);
     let key = dir.create(&config)?;
     let url = dir.database_url(&config, database_url);
-    let store = Store::open_url(&url).await.with_context(|| format!("opening {}", crate::config::redact_url(&url)))?;
+    let store = Store::open_url(&url)
+        .await
+        .with_context(|| format!("opening {}", crate::config::redact_url(&url)))?;
     write_genesis(&store, &key).await?;
     let opened = Opened { config, store, key };
-    let token = issue_token(&opened, "admin", "initial administrator token created by `trailmark init`").await?;
+    let token = issue_token(
+        &opened,
+        "admin",
+        "initial administrator token created by `trailmark init`",
+    )
+    .await?;
     Ok((opened, token))
 }
 
@@ -245,8 +263,15 @@ pub async fn initialise(data: &Path, origin: Option<String>, database_url: Optio
 pub async fn issue_token(opened: &Opened, principal: &str, reason: &str) -> anyhow::Result<String> {
     let principal = identity::principal_actor(principal)?;
     let issued = identity::issue_token();
-    let sequencer = Sequencer::start(opened.store.clone(), opened.key.clone(), opened.config.sequencer.clone(), Metrics::default()).await?;
-    let request = identity::token_created_request(Actor::parse("system:cli")?, &principal, &issued, reason)?;
+    let sequencer = Sequencer::start(
+        opened.store.clone(),
+        opened.key.clone(),
+        opened.config.sequencer.clone(),
+        Metrics::default(),
+    )
+    .await?;
+    let request =
+        identity::token_created_request(Actor::parse("system:cli")?, &principal, &issued, reason)?;
     let result = sequencer.handle().append(request).await;
     sequencer.shutdown().await;
     result?;
@@ -254,12 +279,21 @@ pub async fn issue_token(opened: &Opened, principal: &str, reason: &str) -> anyh
 }
 
 async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
-    let (opened, token) = initialise(&g.data, origin, g.database_url.as_deref()).await.map_err(usage)?;
+    let (opened, token) = initialise(&g.data, origin, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
     let vkey = opened.key.verifier().to_text();
     opened.store.close().await;
-    println!("Initialised ledger `{}` in {}", opened.config.origin, g.data.display());
+    println!(
+        "Initialised ledger `{}` in {}",
+        opened.config.origin,
+        g.data.display()
+    );
     println!();
-    println!("Verifier key (give it to QA and inspectors; also in {}):", g.data.join("verifier-key").display());
+    println!(
+        "Verifier key (give it to QA and inspectors; also in {}):",
+        g.data.join("verifier-key").display()
+    );
     println!("  {vkey}");
     println!();
     println!("Administrator API token (shown once; store it in a secret manager):");
@@ -268,12 +302,25 @@ async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
 }
 
 async fn serve(g: &Global, listen: Option<String>) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref()).await.map_err(usage)?;
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
     let listen = listen.unwrap_or_else(|| opened.config.listen.clone());
     let backend = opened.store.backend_name();
-    let server = Server::start(opened.store.clone(), opened.key.clone(), &opened.config, &listen).await.map_err(failure)?;
+    let server = Server::start(
+        opened.store.clone(),
+        opened.key.clone(),
+        &opened.config,
+        &listen,
+    )
+    .await
+    .map_err(failure)?;
     tracing::info!(addr = %server.addr, backend, origin = %opened.config.origin, "trailmark is serving");
-    eprintln!("trailmark serving {} on {} ({backend})", opened.config.origin, server.url());
+    eprintln!(
+        "trailmark serving {} on {} ({backend})",
+        opened.config.origin,
+        server.url()
+    );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests, signing a final checkpoint");
     server.stop().await;
@@ -284,13 +331,14 @@ async fn serve(g: &Global, listen: Option<String>) -> Result<(), Exit> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -303,7 +351,8 @@ async fn shutdown_signal() {
 }
 
 async fn append(args: AppendArgs) -> Result<(), Exit> {
-    let payload: Map<String, Value> = serde_json::from_str(&args.payload).map_err(|e| usage(anyhow::anyhow!("--payload must be a JSON object: {e}")))?;
+    let payload: Map<String, Value> = serde_json::from_str(&args.payload)
+        .map_err(|e| usage(anyhow::anyhow!("--payload must be a JSON object: {e}")))?;
     let mut body = Map::new();
     body.insert("kind".into(), args.kind.into());
     body.insert("subject".into(), args.subject.into());
@@ -333,7 +382,9 @@ async fn append(args: AppendArgs) -> Result<(), Exit> {
         println!("{text}");
         Ok(())
     } else {
-        Err(usage(anyhow::anyhow!("the server refused the entry ({status}): {text}")))
+        Err(usage(anyhow::anyhow!(
+            "the server refused the entry ({status}): {text}"
+        )))
     }
 }
 
@@ -343,8 +394,10 @@ fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} entries ({{per_sec}}, {{eta}} left)"))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}} entries ({{per_sec}}, {{eta}} left)"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
 }
@@ -358,62 +411,116 @@ fn audit_exit(e: AuditError) -> Exit {
 }
 
 async fn verify(g: &Global, checkpoint: Option<&Path>, json: bool) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref()).await.map_err(usage)?;
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
     let external = checkpoint
-        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading the saved checkpoint {}", p.display())))
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the saved checkpoint {}", p.display()))
+        })
         .transpose()
         .map_err(usage)?;
     let total = opened.store.size().await.map_err(failure)?;
     let bar = progress_bar(total, "verifying");
-    let options = VerifyOptions { check_canonical: true, external_checkpoint: external };
-    let result = audit::verify_store(&opened.store, &opened.key.verifier(), &options, |n| bar.set_position(n)).await;
+    let options = VerifyOptions {
+        check_canonical: true,
+        external_checkpoint: external,
+    };
+    let result = audit::verify_store(&opened.store, &opened.key.verifier(), &options, |n| {
+        bar.set_position(n)
+    })
+    .await;
     indicatif::ProgressBar::finish_and_clear(&bar);
     opened.store.close().await;
     let report = result.map_err(audit_exit)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(failure)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(failure)?
+        );
     } else {
         println!("OK: ledger `{}` is intact", opened.config.origin);
-        println!("  entries checked     {} (hash, chain, fields, canonical form, index columns, parents)", report.entries);
-        println!("  checkpoints checked {} (signature and root)", report.checkpoints);
+        println!(
+            "  entries checked     {} (hash, chain, fields, canonical form, index columns, parents)",
+            report.entries
+        );
+        println!(
+            "  checkpoints checked {} (signature and root)",
+            report.checkpoints
+        );
         if let Some(size) = report.external_checkpoint {
-            println!("  saved checkpoint    size {size}: signature, root and consistency with the head");
+            println!(
+                "  saved checkpoint    size {size}: signature, root and consistency with the head"
+            );
         }
         if report.pending_unattested > 0 {
-            println!("  pending             {} newest entries await their checkpoint (signed within 100 ms by the running server)", report.pending_unattested);
+            println!(
+                "  pending             {} newest entries await their checkpoint (signed within 100 ms by the running server)",
+                report.pending_unattested
+            );
         }
         println!("  root                {}", report.root);
-        println!("  took                {:.2} s ({:.0} entries/s)", report.seconds, report.rate());
+        println!(
+            "  took                {:.2} s ({:.0} entries/s)",
+            report.seconds,
+            report.rate()
+        );
     }
     Ok(())
 }
 
 async fn export(g: &Global, out: &Path) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref()).await.map_err(usage)?;
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
     let total = opened.store.size().await.map_err(failure)?;
     let bar = progress_bar(total, "exporting");
-    let result = audit::export(&opened.store, &opened.key.verifier(), out, |n| bar.set_position(n)).await;
+    let result = audit::export(&opened.store, &opened.key.verifier(), out, |n| {
+        bar.set_position(n)
+    })
+    .await;
     indicatif::ProgressBar::finish_and_clear(&bar);
     opened.store.close().await;
     let report = result.map_err(audit_exit)?;
-    println!("Exported {} entries ({} bytes) to {}", report.entries, report.bytes, report.dir.display());
-    println!("Check it with: trailmark verify-export {} --key {}", report.dir.display(), report.dir.join("verifier-key").display());
+    println!(
+        "Exported {} entries ({} bytes) to {}",
+        report.entries,
+        report.bytes,
+        report.dir.display()
+    );
+    println!(
+        "Check it with: trailmark verify-export {} --key {}",
+        report.dir.display(),
+        report.dir.join("verifier-key").display()
+    );
     Ok(())
 }
 
 fn verify_export(dir: &Path, key: &str) -> Result<(), Exit> {
     let key = audit::read_verifier_key(key).map_err(audit_exit)?;
     let report = audit::verify_export(dir, &key, |_| {}).map_err(audit_exit)?;
-    println!("OK: the export in {} is intact and complete up to its checkpoint", dir.display());
+    println!(
+        "OK: the export in {} is intact and complete up to its checkpoint",
+        dir.display()
+    );
     println!("  key          {}", key.to_text());
-    println!("  entries      {} (hash, chain, fields, canonical form, parents)", report.entries);
-    println!("  checkpoint   size {} signature and root verified", report.entries);
+    println!(
+        "  entries      {} (hash, chain, fields, canonical form, parents)",
+        report.entries
+    );
+    println!(
+        "  checkpoint   size {} signature and root verified",
+        report.entries
+    );
     println!("  root         {}", report.root);
     Ok(())
 }
 
 async fn proof(g: &Global, seq: u64, size: Option<u64>) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref()).await.map_err(usage)?;
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
     let result = audit::inclusion_proof(&opened.store, seq, size).await;
     opened.store.close().await;
     let proof = result.map_err(|e| match e {
@@ -425,7 +532,9 @@ async fn proof(g: &Global, seq: u64, size: Option<u64>) -> Result<(), Exit> {
 }
 
 async fn token_create(g: &Global, principal: &str, reason: &str) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref()).await.map_err(usage)?;
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
     let token = issue_token(&opened, principal, reason).await;
     opened.store.close().await;
     let token = token.map_err(usage)?;
@@ -433,4 +542,3 @@ async fn token_create(g: &Global, principal: &str, reason: &str) -> Result<(), E
     println!("{token}");
     Ok(())
 }
-

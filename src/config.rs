@@ -65,7 +65,12 @@ pub struct SequencerConfig {
 
 impl Default for SequencerConfig {
     fn default() -> Self {
-        SequencerConfig { queue_max_entries: 8_192, batch_max_entries: 512, batch_max_wait_ms: 1, checkpoint_interval_ms: 100 }
+        SequencerConfig {
+            queue_max_entries: 8_192,
+            batch_max_entries: 512,
+            batch_max_wait_ms: 1,
+            checkpoint_interval_ms: 100,
+        }
     }
 }
 
@@ -104,7 +109,10 @@ pub struct DataDir {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
-    move |source| ConfigError::Io { path: path.to_owned(), source }
+    move |source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 impl DataDir {
@@ -134,19 +142,37 @@ impl DataDir {
     /// If it is already initialised or a file cannot be written.
     pub fn create(&self, config: &Config) -> Result<LedgerKey, ConfigError> {
         if self.is_initialised() {
-            return Err(ConfigError::AlreadyInitialised(self.path.display().to_string()));
+            return Err(ConfigError::AlreadyInitialised(
+                self.path.display().to_string(),
+            ));
         }
         fs::create_dir_all(&self.path).map_err(io(&self.path))?;
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| ConfigError::Invalid { path: self.file("ledger.key"), problem: format!("no randomness: {e}") })?;
-        let key = LedgerKey::from_seed(&config.origin, &seed)
-            .map_err(|e| ConfigError::Invalid { path: self.file("trailmark.toml"), problem: e.to_string() })?;
-        write_secret(&self.file("ledger.key"), &format!("{}\n", hex::encode(seed)))?;
+        getrandom::fill(&mut seed).map_err(|e| ConfigError::Invalid {
+            path: self.file("ledger.key"),
+            problem: format!("no randomness: {e}"),
+        })?;
+        let key =
+            LedgerKey::from_seed(&config.origin, &seed).map_err(|e| ConfigError::Invalid {
+                path: self.file("trailmark.toml"),
+                problem: e.to_string(),
+            })?;
+        write_secret(
+            &self.file("ledger.key"),
+            &format!("{}\n", hex::encode(seed)),
+        )?;
         let vkey = self.file("verifier-key");
         fs::write(&vkey, format!("{}\n", key.verifier().to_text())).map_err(io(&vkey))?;
         let toml_path = self.file("trailmark.toml");
-        let text = toml::to_string(config).map_err(|e| ConfigError::Invalid { path: toml_path.clone(), problem: e.to_string() })?;
-        fs::write(&toml_path, format!("# Trailmark configuration; see README.md\n{text}")).map_err(io(&toml_path))?;
+        let text = toml::to_string(config).map_err(|e| ConfigError::Invalid {
+            path: toml_path.clone(),
+            problem: e.to_string(),
+        })?;
+        fs::write(
+            &toml_path,
+            format!("# Trailmark configuration; see README.md\n{text}"),
+        )
+        .map_err(io(&toml_path))?;
         Ok(key)
     }
 
@@ -160,7 +186,10 @@ impl DataDir {
         }
         let path = self.file("trailmark.toml");
         let text = fs::read_to_string(&path).map_err(io(&path))?;
-        toml::from_str(&text).map_err(|e| ConfigError::Invalid { path, problem: e.to_string() })
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path,
+            problem: e.to_string(),
+        })
     }
 
     /// Reads the ledger key.
@@ -171,9 +200,14 @@ impl DataDir {
         let path = self.file("ledger.key");
         let text = fs::read_to_string(&path).map_err(io(&path))?;
         let mut seed = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut seed)
-            .map_err(|_| ConfigError::Invalid { path: path.clone(), problem: "must hold 64 hex digits (an Ed25519 seed)".into() })?;
-        LedgerKey::from_seed(origin, &seed).map_err(|e| ConfigError::Invalid { path, problem: e.to_string() })
+        hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| ConfigError::Invalid {
+            path: path.clone(),
+            problem: "must hold 64 hex digits (an Ed25519 seed)".into(),
+        })?;
+        LedgerKey::from_seed(origin, &seed).map_err(|e| ConfigError::Invalid {
+            path,
+            problem: e.to_string(),
+        })
     }
 
     /// The database URL: `DATABASE_URL`-style override, else the config's,
@@ -201,11 +235,17 @@ fn write_secret(path: &Path, content: &str) -> Result<(), ConfigError> {
 
 /// A database URL with any password replaced by `***`, safe for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "<unparseable URL>".into() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparseable URL>".into();
+    };
     match rest.split_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') { format!("{scheme}://{user}:***@{host}") } else { format!("{scheme}://{user}@{host}") }
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
         }
         None => url.to_owned(),
     }
@@ -217,7 +257,10 @@ mod tests {
 
     #[test]
     fn passwords_never_survive_redaction() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
     }
@@ -226,15 +269,27 @@ mod tests {
     fn create_then_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::at(dir.path().join("d"));
-        let config = Config { origin: "trailmark.test/cfg".into(), listen: default_listen(), database_url: None, max_body_bytes: default_body(), sequencer: SequencerConfig::default() };
+        let config = Config {
+            origin: "trailmark.test/cfg".into(),
+            listen: default_listen(),
+            database_url: None,
+            max_body_bytes: default_body(),
+            sequencer: SequencerConfig::default(),
+        };
         let key = data.create(&config).unwrap();
         assert_eq!(data.config().unwrap(), config);
         assert_eq!(data.ledger_key(&config.origin).unwrap().seed(), key.seed());
-        assert!(matches!(data.create(&config), Err(ConfigError::AlreadyInitialised(_))));
+        assert!(matches!(
+            data.create(&config),
+            Err(ConfigError::AlreadyInitialised(_))
+        ));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(data.file("ledger.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(data.file("ledger.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -23,13 +23,22 @@ struct Client {
 
 impl Client {
     async fn append(&self, body: Value) -> anyhow::Result<(u64, String)> {
-        let response = self.http.post(format!("{}/v1/entries", self.base)).bearer_auth(&self.token).json(&body).send().await?;
+        let response = self
+            .http
+            .post(format!("{}/v1/entries", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
         let status = response.status();
         let value: Value = response.json().await?;
         if !status.is_success() {
             bail!("append refused ({status}): {value}");
         }
-        Ok((value["seq"].as_u64().unwrap_or_default(), value["hash"].as_str().unwrap_or_default().to_owned()))
+        Ok((
+            value["seq"].as_u64().unwrap_or_default(),
+            value["hash"].as_str().unwrap_or_default().to_owned(),
+        ))
     }
 }
 
@@ -49,12 +58,37 @@ const PEOPLE: &[(&str, &str, &str)] = &[
 ];
 
 const SOPS: &[(&str, u32, &str, &[&str])] = &[
-    ("SOP-017", 4, "Aseptic filling line set-up", &["filling-operator", "maintenance-technician"]),
-    ("SOP-022", 7, "Environmental monitoring of grade A/B areas", &["qc-analyst", "filling-operator"]),
-    ("SOP-031", 2, "Line clearance for packaging", &["packaging-operator"]),
+    (
+        "SOP-017",
+        4,
+        "Aseptic filling line set-up",
+        &["filling-operator", "maintenance-technician"],
+    ),
+    (
+        "SOP-022",
+        7,
+        "Environmental monitoring of grade A/B areas",
+        &["qc-analyst", "filling-operator"],
+    ),
+    (
+        "SOP-031",
+        2,
+        "Line clearance for packaging",
+        &["packaging-operator"],
+    ),
     ("SOP-040", 5, "HPLC system suitability", &["qc-analyst"]),
-    ("SOP-052", 3, "Preventive maintenance of the capping machine", &["maintenance-technician", "packaging-operator"]),
-    ("SOP-017", 5, "Aseptic filling line set-up", &["filling-operator", "maintenance-technician"]),
+    (
+        "SOP-052",
+        3,
+        "Preventive maintenance of the capping machine",
+        &["maintenance-technician", "packaging-operator"],
+    ),
+    (
+        "SOP-017",
+        5,
+        "Aseptic filling line set-up",
+        &["filling-operator", "maintenance-technician"],
+    ),
 ];
 
 /// Runs the demo in `data` (created fresh; a previous demo there is replaced).
@@ -65,24 +99,61 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     if data.exists() {
         if !data.join(MARKER).exists() {
-            bail!("{} exists and is not a demo directory; pass --data with a new directory for the demo", data.display());
+            bail!(
+                "{} exists and is not a demo directory; pass --data with a new directory for the demo",
+                data.display()
+            );
         }
-        std::fs::remove_dir_all(data).with_context(|| format!("removing the previous demo in {}", data.display()))?;
+        std::fs::remove_dir_all(data)
+            .with_context(|| format!("removing the previous demo in {}", data.display()))?;
     }
     let mut origin_bytes = [0u8; 4];
     getrandom::fill(&mut origin_bytes).expect("the OS provides randomness");
-    let (opened, _admin) = cli::initialise(data, Some(format!("demo.trailmark.local/{}", hex::encode(origin_bytes))), None).await?;
-    std::fs::write(data.join(MARKER), "created by `trailmark demo`; the demo replaces this directory when run again\n")?;
+    let (opened, _admin) = cli::initialise(
+        data,
+        Some(format!(
+            "demo.trailmark.local/{}",
+            hex::encode(origin_bytes)
+        )),
+        None,
+    )
+    .await?;
+    std::fs::write(
+        data.join(MARKER),
+        "created by `trailmark demo`; the demo replaces this directory when run again\n",
+    )?;
     let qms = cli::issue_token(&opened, "qms", "demo: the QMS sends quality events").await?;
-    let lms = cli::issue_token(&opened, "lms", "demo: the LMS sends assignments and completions").await?;
+    let lms = cli::issue_token(
+        &opened,
+        "lms",
+        "demo: the LMS sends assignments and completions",
+    )
+    .await?;
     let hr = cli::issue_token(&opened, "hr", "demo: HR sends people and job functions").await?;
-    println!("1. Initialised ledger `{}` in {} (SQLite)", opened.config.origin, data.display());
+    println!(
+        "1. Initialised ledger `{}` in {} (SQLite)",
+        opened.config.origin,
+        data.display()
+    );
 
-    let server = Server::start(opened.store.clone(), opened.key.clone(), &opened.config, "127.0.0.1:0").await?;
+    let server = Server::start(
+        opened.store.clone(),
+        opened.key.clone(),
+        &opened.config,
+        "127.0.0.1:0",
+    )
+    .await?;
     let http = reqwest::Client::new();
-    let client = |token: &str| Client { http: http.clone(), base: server.url(), token: token.to_owned() };
+    let client = |token: &str| Client {
+        http: http.clone(),
+        base: server.url(),
+        token: token.to_owned(),
+    };
     let (qms, lms, hr) = (client(&qms), client(&lms), client(&hr));
-    println!("2. Serving on {}; the QMS, LMS and HR now send their events over HTTP", server.url());
+    println!(
+        "2. Serving on {}; the QMS, LMS and HR now send their events over HTTP",
+        server.url()
+    );
 
     let mut count = 0usize;
     for (id, name, function) in PEOPLE {
@@ -103,7 +174,11 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
             let body = json!({"kind": "lms.assignment.created", "subject": format!("lms:assignment/A-{}{:02}", 900 + n, i),
                 "correlation_id": corr, "parents": [revision], "idempotency_key": format!("lms-asg-{}-{pid}", corr),
                 "payload": {"person_id": pid, "document": doc, "version": version, "due_on": "2026-12-07", "window_days": 14}});
-            let c = Client { http: lms.http.clone(), base: lms.base.clone(), token: lms.token.clone() };
+            let c = Client {
+                http: lms.http.clone(),
+                base: lms.base.clone(),
+                token: lms.token.clone(),
+            };
             let pid = pid.to_string();
             tasks.spawn(async move { c.append(body).await.map(|r| (r, pid)) });
         }
@@ -139,44 +214,100 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     let _ = (capa_seq, action, deviation);
     count += 3;
     if let Some((seq, hash)) = &correction_target {
-        lms.append(json!({"kind": "ledger.correction", "subject": "person:E1001", "parents": [hash],
+        lms.append(
+            json!({"kind": "ledger.correction", "subject": "person:E1001", "parents": [hash],
             "reason": "score was transcribed from the wrong attempt; the LMS record shows 0.92",
-            "payload": {"corrects_seq": seq, "field": "score", "old": 0.72, "new": 0.92}})).await?;
+            "payload": {"corrects_seq": seq, "field": "score", "old": 0.72, "new": 0.92}}),
+        )
+        .await?;
         count += 1;
     }
     // A retry of an event the QMS already sent: acknowledged, not applied twice.
     let replay = qms.append(json!({"kind": "qms.document.revision_effective", "subject": "qms:sop/SOP-017@4", "correlation_id": "rev-SOP-017-4",
         "idempotency_key": "qms-evt-88100", "payload": {"document": "SOP-017", "version": 4, "title": "Aseptic filling line set-up", "effective_on": "2026-11-23", "category": "SOP", "job_functions": ["filling-operator", "maintenance-technician"]}})).await?;
-    println!("3. Appended {count} entries over HTTP (people, SOP revisions, assignments, hand-overs, completions, a CAPA, a deviation, a correction with its reason)");
-    println!("   A redelivered QMS event (idempotency key qms-evt-88100) returned the original entry, seq {}", replay.0);
+    println!(
+        "3. Appended {count} entries over HTTP (people, SOP revisions, assignments, hand-overs, completions, a CAPA, a deviation, a correction with its reason)"
+    );
+    println!(
+        "   A redelivered QMS event (idempotency key qms-evt-88100) returned the original entry, seq {}",
+        replay.0
+    );
 
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    let note = http.get(format!("{}/v1/checkpoint", server.url())).send().await?.text().await?;
+    let note = http
+        .get(format!("{}/v1/checkpoint", server.url()))
+        .send()
+        .await?
+        .text()
+        .await?;
     let target = correction_target.map_or(1, |(s, _)| s);
-    let proof: audit::InclusionProof = http.get(format!("{}/v1/proofs/inclusion?seq={target}", server.url())).send().await?.json().await?;
+    let proof: audit::InclusionProof = http
+        .get(format!("{}/v1/proofs/inclusion?seq={target}", server.url()))
+        .send()
+        .await?
+        .json()
+        .await?;
     let vkey = opened.key.verifier();
-    audit::check_inclusion_proof(&proof, &vkey).map_err(|e| anyhow::anyhow!("the demo's inclusion proof did not verify: {e}"))?;
-    println!("4. Inclusion proof of entry {target} in the signed checkpoint of size {} verified offline", proof.tree_size);
+    audit::check_inclusion_proof(&proof, &vkey)
+        .map_err(|e| anyhow::anyhow!("the demo's inclusion proof did not verify: {e}"))?;
+    println!(
+        "4. Inclusion proof of entry {target} in the signed checkpoint of size {} verified offline",
+        proof.tree_size
+    );
     server.stop().await;
 
     let saved = data.join("saved-checkpoint");
     std::fs::write(&saved, &note)?;
-    let report = audit::verify_store(&opened.store, &vkey, &VerifyOptions { check_canonical: true, external_checkpoint: Some(note) }, |_| {}).await?;
-    println!("5. verify: {} entries and {} checkpoints intact; consistent with the saved checkpoint", report.entries, report.checkpoints);
+    let report = audit::verify_store(
+        &opened.store,
+        &vkey,
+        &VerifyOptions {
+            check_canonical: true,
+            external_checkpoint: Some(note),
+        },
+        |_| {},
+    )
+    .await?;
+    println!(
+        "5. verify: {} entries and {} checkpoints intact; consistent with the saved checkpoint",
+        report.entries, report.checkpoints
+    );
     let export_dir = data.join("export");
     let exported = audit::export(&opened.store, &vkey, &export_dir, |_| {}).await?;
     let checked = audit::verify_export(&export_dir, &vkey, |_| {})?;
-    println!("6. export: {} entries written to {}; the inspector's offline check passed (root {})", exported.entries, export_dir.display(), &checked.root[..16]);
+    println!(
+        "6. export: {} entries written to {}; the inspector's offline check passed (root {})",
+        exported.entries,
+        export_dir.display(),
+        &checked.root[..16]
+    );
     opened.store.close().await;
     println!();
-    println!("Done in {:.1} s. Where things are:", started.elapsed().as_secs_f64());
+    println!(
+        "Done in {:.1} s. Where things are:",
+        started.elapsed().as_secs_f64()
+    );
     println!("  database          {}", data.join("ledger.db").display());
-    println!("  verifier key      {}", data.join("verifier-key").display());
+    println!(
+        "  verifier key      {}",
+        data.join("verifier-key").display()
+    );
     println!("  saved checkpoint  {}", saved.display());
     println!("  export            {}", export_dir.display());
     println!("Try:");
-    println!("  cargo run --release -- verify --data {} --checkpoint {}", data.display(), saved.display());
-    println!("  cargo run --release -- verify-export {} --key {}", export_dir.display(), data.join("verifier-key").display());
-    println!("  cargo run --release -- proof --data {} --seq {target}", data.display());
+    println!(
+        "  cargo run --release -- verify --data {} --checkpoint {}",
+        data.display(),
+        saved.display()
+    );
+    println!(
+        "  cargo run --release -- verify-export {} --key {}",
+        export_dir.display(),
+        data.join("verifier-key").display()
+    );
+    println!(
+        "  cargo run --release -- proof --data {} --seq {target}",
+        data.display()
+    );
     Ok(())
 }

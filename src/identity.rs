@@ -27,7 +27,10 @@ pub struct IssuedToken {
 
 impl std::fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedToken").field("id", &self.id).field("token", &"<secret>").finish()
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("token", &"<secret>")
+            .finish()
     }
 }
 
@@ -42,7 +45,11 @@ pub fn issue_token() -> IssuedToken {
     getrandom::fill(&mut secret).expect("the OS provides randomness");
     let secret_text = URL_SAFE_NO_PAD.encode(secret);
     let id = hex::encode(id);
-    IssuedToken { token: format!("tmk_{id}_{secret_text}"), secret_hash: Hash::sha256(&[secret_text.as_bytes()]), id }
+    IssuedToken {
+        token: format!("tmk_{id}_{secret_text}"),
+        secret_hash: Hash::sha256(&[secret_text.as_bytes()]),
+        id,
+    }
 }
 
 /// Splits a presented bearer token into its ID and the hash of its secret.
@@ -67,14 +74,23 @@ pub fn secret_matches(presented: &Hash, stored: &[u8]) -> bool {
 /// # Errors
 /// If the result is not a valid actor.
 pub fn principal_actor(principal: &str) -> Result<Actor, crate::ledger::EntryError> {
-    if principal.contains(':') { Actor::parse(principal) } else { Actor::parse(&format!("service:{principal}")) }
+    if principal.contains(':') {
+        Actor::parse(principal)
+    } else {
+        Actor::parse(&format!("service:{principal}"))
+    }
 }
 
 /// The `admin.token.created` append that records and stores a new token.
 ///
 /// # Errors
 /// If the principal or reason is invalid.
-pub fn token_created_request(by: Actor, principal: &Actor, issued: &IssuedToken, reason: &str) -> Result<AppendRequest, crate::ledger::EntryError> {
+pub fn token_created_request(
+    by: Actor,
+    principal: &Actor,
+    issued: &IssuedToken,
+    reason: &str,
+) -> Result<AppendRequest, crate::ledger::EntryError> {
     let mut payload = Map::new();
     payload.insert("token_id".into(), issued.id.clone().into());
     payload.insert("principal".into(), principal.to_string().into());
@@ -87,7 +103,11 @@ pub fn token_created_request(by: Actor, principal: &Actor, issued: &IssuedToken,
         parents: vec![],
         reason: Some(reason.to_owned()),
         payload,
-        effect: Some(Effect::CreateToken { id: issued.id.clone(), principal: principal.to_string(), secret_hash: issued.secret_hash }),
+        effect: Some(Effect::CreateToken {
+            id: issued.id.clone(),
+            principal: principal.to_string(),
+            secret_hash: issued.secret_hash,
+        }),
     })
 }
 
@@ -104,13 +124,19 @@ mod tests {
         assert!(secret_matches(&hash, &a.secret_hash.0));
         assert!(!secret_matches(&hash, &b.secret_hash.0));
         assert!(parse_token("Bearer nonsense").is_none());
-        assert!(!format!("{a:?}").contains(&a.token[20..]), "Debug must not print the secret");
+        assert!(
+            !format!("{a:?}").contains(&a.token[20..]),
+            "Debug must not print the secret"
+        );
     }
 
     #[test]
     fn principals_become_service_actors() {
         assert_eq!(principal_actor("qms").unwrap().as_str(), "service:qms");
-        assert_eq!(principal_actor("user:E1042").unwrap().as_str(), "user:E1042");
+        assert_eq!(
+            principal_actor("user:E1042").unwrap().as_str(),
+            "user:E1042"
+        );
         assert!(principal_actor("bad name").is_err());
     }
 }

@@ -106,11 +106,16 @@ impl AppendRequest {
         entry::check_token_field("idempotency_key", self.idempotency_key.as_deref(), 256)?;
         entry::check_parents(self.kind, &self.parents)?;
         entry::check_reason(self.kind, self.reason.as_deref())?;
-        let size = serde_json_canonicalizer::to_vec(&self.payload).map(|b| b.len()).unwrap_or(usize::MAX);
+        let size = serde_json_canonicalizer::to_vec(&self.payload)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
         if size > entry::PAYLOAD_MAX_BYTES {
             return Err(EntryError::Field {
                 field: "payload",
-                problem: format!("is {size} bytes in canonical form; the limit is {}", entry::PAYLOAD_MAX_BYTES),
+                problem: format!(
+                    "is {size} bytes in canonical form; the limit is {}",
+                    entry::PAYLOAD_MAX_BYTES
+                ),
             });
         }
         Ok(())
@@ -127,7 +132,8 @@ impl AppendRequest {
             "reason": self.reason,
             "payload": self.payload,
         });
-        let bytes = serde_json_canonicalizer::to_vec(&content).expect("JSON values always serialise");
+        let bytes =
+            serde_json_canonicalizer::to_vec(&content).expect("JSON values always serialise");
         Hash::sha256(&[&bytes])
     }
 }
@@ -156,7 +162,9 @@ pub enum AppendError {
     #[error("the ledger's append queue is full; retry after a moment")]
     QueueFull,
     /// The key was used before for different content.
-    #[error("idempotency key `{key}` was already used for different content by entry {original_seq}")]
+    #[error(
+        "idempotency key `{key}` was already used for different content by entry {original_seq}"
+    )]
     Conflict {
         /// The key.
         key: String,
@@ -231,7 +239,11 @@ impl SequencerHandle {
                 return Err(AppendError::Unavailable("the sequencer has stopped".into()));
             }
         }
-        let result = answer.await.unwrap_or_else(|_| Err(AppendError::Unavailable("the sequencer stopped before answering".into())));
+        let result = answer.await.unwrap_or_else(|_| {
+            Err(AppendError::Unavailable(
+                "the sequencer stopped before answering".into(),
+            ))
+        });
         match &result {
             Ok(r) if r.replayed => {
                 self.metrics.replays.inc();
@@ -280,19 +292,25 @@ struct State {
 /// If the ledger is not empty or the database fails.
 pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, StartError> {
     if store.head().await?.is_some() {
-        return Err(StartError::Integrity("the database already holds a ledger".into()));
+        return Err(StartError::Integrity(
+            "the database already holds a ledger".into(),
+        ));
     }
     let mut payload = Map::new();
     payload.insert("origin".into(), key.name().into());
     payload.insert("verifier_key".into(), key.verifier().to_text().into());
-    payload.insert("software".into(), format!("trailmark {}", env!("CARGO_PKG_VERSION")).into());
+    payload.insert(
+        "software".into(),
+        format!("trailmark {}", env!("CARGO_PKG_VERSION")).into(),
+    );
     let genesis = Entry {
         seq: 0,
         prev: Hash::ZERO,
         recorded_at: Timestamp::now(),
         kind: kind::lookup("ledger.genesis").expect("registered"),
         actor: Actor::system(),
-        subject: Subject::parse(&format!("ledger:{}", key.name())).map_err(|e| StartError::Integrity(e.to_string()))?,
+        subject: Subject::parse(&format!("ledger:{}", key.name()))
+            .map_err(|e| StartError::Integrity(e.to_string()))?,
         correlation_id: None,
         idempotency_key: None,
         parents: vec![],
@@ -300,7 +318,11 @@ pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, St
         payload,
     };
     let (canonical, hash) = genesis.seal();
-    let checkpoint = Checkpoint { origin: key.name().to_owned(), size: 1, root: hash };
+    let checkpoint = Checkpoint {
+        origin: key.name().to_owned(),
+        size: 1,
+        root: hash,
+    };
     let batch = BatchWrite {
         expected_head: None,
         entries: vec![NewEntry {
@@ -318,12 +340,23 @@ pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, St
             seal: Some(key.sign_raw(&checkpoint.body()).to_vec()),
         }],
         nodes: vec![],
-        checkpoint: Some(NewCheckpoint { size: 1, root: hash, note: key.sign_note(&checkpoint.body()), signed_at: Timestamp::now().to_string() }),
+        checkpoint: Some(NewCheckpoint {
+            size: 1,
+            root: hash,
+            note: key.sign_note(&checkpoint.body()),
+            signed_at: Timestamp::now().to_string(),
+        }),
         tokens: vec![],
         revocations: vec![],
     };
     store.write_batch(&batch).await?;
-    Ok(Receipt { seq: 0, hash, recorded_at: genesis.recorded_at.to_string(), tree_size: 1, replayed: false })
+    Ok(Receipt {
+        seq: 0,
+        hash,
+        recorded_at: genesis.recorded_at.to_string(),
+        tree_size: 1,
+        replayed: false,
+    })
 }
 
 impl Sequencer {
@@ -333,14 +366,24 @@ impl Sequencer {
     /// # Errors
     /// If the ledger is empty, the database fails, or the stored ledger is
     /// inconsistent with its last checkpoint or the key.
-    pub async fn start(store: Store, key: LedgerKey, config: SequencerConfig, metrics: Metrics) -> Result<Sequencer, StartError> {
+    pub async fn start(
+        store: Store,
+        key: LedgerKey,
+        config: SequencerConfig,
+        metrics: Metrics,
+    ) -> Result<Sequencer, StartError> {
         let halted = Arc::new(AtomicBool::new(false));
-        let mut state = State::load(store, key, config.clone(), metrics.clone(), halted.clone()).await?;
+        let mut state =
+            State::load(store, key, config.clone(), metrics.clone(), halted.clone()).await?;
         if state.checkpoint.0 < state.head.seq + 1 {
             state.attest_tail().await?;
         }
         let (queue, receiver) = mpsc::channel(config.queue_max_entries.max(1));
-        let handle = SequencerHandle { queue, halted, metrics };
+        let handle = SequencerHandle {
+            queue,
+            halted,
+            metrics,
+        };
         let task = tokio::spawn(run(state, receiver, config));
         Ok(Sequencer { handle, task })
     }
@@ -361,10 +404,19 @@ impl Sequencer {
 }
 
 impl State {
-    async fn load(store: Store, key: LedgerKey, config: SequencerConfig, metrics: Metrics, halted: Arc<AtomicBool>) -> Result<State, StartError> {
+    async fn load(
+        store: Store,
+        key: LedgerKey,
+        config: SequencerConfig,
+        metrics: Metrics,
+        halted: Arc<AtomicBool>,
+    ) -> Result<State, StartError> {
         let head = store.head().await?.ok_or(StartError::NotInitialised)?;
         let verifier = key.verifier();
-        let genesis = store.entry(0).await?.ok_or_else(|| StartError::Integrity("entry 0 is missing".into()))?;
+        let genesis = store
+            .entry(0)
+            .await?
+            .ok_or_else(|| StartError::Integrity("entry 0 is missing".into()))?;
         let genesis_key = serde_json::from_slice::<Value>(&genesis.canonical)
             .ok()
             .and_then(|v| v["payload"]["verifier_key"].as_str().map(str::to_owned));
@@ -376,18 +428,37 @@ impl State {
             )));
         }
         let frontier = store.frontier(head.seq + 1).await?;
-        let head_row = store.entry(head.seq).await?.ok_or_else(|| StartError::Integrity(format!("entry {} vanished", head.seq)))?;
-        let seal_body = Checkpoint { origin: key.name().to_owned(), size: head.seq + 1, root: frontier.root() }.body();
-        if !head_row.seal.as_deref().is_some_and(|seal| verifier.verify_raw(&seal_body, seal)) {
+        let head_row = store
+            .entry(head.seq)
+            .await?
+            .ok_or_else(|| StartError::Integrity(format!("entry {} vanished", head.seq)))?;
+        let seal_body = Checkpoint {
+            origin: key.name().to_owned(),
+            size: head.seq + 1,
+            root: frontier.root(),
+        }
+        .body();
+        if !head_row
+            .seal
+            .as_deref()
+            .is_some_and(|seal| verifier.verify_raw(&seal_body, seal))
+        {
             return Err(StartError::Integrity(format!(
                 "the newest entry (seq {}) carries no valid batch seal: it was written around the sequencer, not by this ledger; run `trailmark verify`",
                 head.seq
             )));
         }
-        let stored = store.latest_checkpoint().await?.ok_or_else(|| StartError::Integrity("no checkpoint is stored".into()))?;
-        let signed = Checkpoint::open(&stored.note, &verifier).map_err(|e| StartError::Integrity(format!("checkpoint {}: {e}", stored.size)))?;
+        let stored = store
+            .latest_checkpoint()
+            .await?
+            .ok_or_else(|| StartError::Integrity("no checkpoint is stored".into()))?;
+        let signed = Checkpoint::open(&stored.note, &verifier)
+            .map_err(|e| StartError::Integrity(format!("checkpoint {}: {e}", stored.size)))?;
         if signed.size != stored.size || signed.root.0.as_slice() != stored.root.as_slice() {
-            return Err(StartError::Integrity(format!("checkpoint {} row does not match its signed note", stored.size)));
+            return Err(StartError::Integrity(format!(
+                "checkpoint {} row does not match its signed note",
+                stored.size
+            )));
         }
         if signed.size > head.seq + 1 {
             return Err(StartError::Integrity(format!(
@@ -396,12 +467,40 @@ impl State {
                 head.seq + 1
             )));
         }
-        let proof = store.proof(&ProofPlan::consistency(signed.size, head.seq + 1).map_err(|e| StartError::Integrity(e.to_string()))?, &HashMap::new()).await?;
-        merkle::verify_consistency(signed.size, head.seq + 1, &signed.root, &frontier.root(), &proof).map_err(|e| {
-            StartError::Integrity(format!("the stored tree is not consistent with checkpoint {}: {e}; run `trailmark verify`", signed.size))
+        let proof = store
+            .proof(
+                &ProofPlan::consistency(signed.size, head.seq + 1)
+                    .map_err(|e| StartError::Integrity(e.to_string()))?,
+                &HashMap::new(),
+            )
+            .await?;
+        merkle::verify_consistency(
+            signed.size,
+            head.seq + 1,
+            &signed.root,
+            &frontier.root(),
+            &proof,
+        )
+        .map_err(|e| {
+            StartError::Integrity(format!(
+                "the stored tree is not consistent with checkpoint {}: {e}; run `trailmark verify`",
+                signed.size
+            ))
         })?;
-        metrics.ledger_size.set(i64::try_from(head.seq + 1).unwrap_or(i64::MAX));
-        Ok(State { store, key, config, metrics, halted, head, frontier, checkpoint: (signed.size, signed.root), checkpoint_at: Instant::now() })
+        metrics
+            .ledger_size
+            .set(i64::try_from(head.seq + 1).unwrap_or(i64::MAX));
+        Ok(State {
+            store,
+            key,
+            config,
+            metrics,
+            halted,
+            head,
+            frontier,
+            checkpoint: (signed.size, signed.root),
+            checkpoint_at: Instant::now(),
+        })
     }
 
     /// Re-derives the unattested tail's hashes from the canonical bytes,
@@ -409,18 +508,35 @@ impl State {
     async fn attest_tail(&mut self) -> Result<(), StartError> {
         let (from, to) = (self.checkpoint.0, self.head.seq + 1);
         let mut frontier = self.store.frontier(from).await?;
-        let mut prev = self.store.entry(from - 1).await?.map(|e| e.hash).unwrap_or_default();
+        let mut prev = self
+            .store
+            .entry(from - 1)
+            .await?
+            .map(|e| e.hash)
+            .unwrap_or_default();
         let mut next = from;
         while next < to {
-            let page = self.store.entries_page(next, crate::store::STREAM_PAGE_ROWS).await?;
+            let page = self
+                .store
+                .entries_page(next, crate::store::STREAM_PAGE_ROWS)
+                .await?;
             if page.is_empty() {
                 break;
             }
             for row in page {
                 let hash = merkle::leaf_hash(&row.canonical);
-                let parsed = entry::ParsedEntry::parse(&row.canonical).and_then(|p| p.check()).map_err(|e| StartError::Integrity(format!("entry {}: {e}", row.seq)))?;
-                if row.seq != next || parsed.seq != next || hash.0.as_slice() != row.hash.as_slice() || parsed.prev.0.as_slice() != prev.as_slice() {
-                    return Err(StartError::Integrity(format!("unattested entry {} does not chain; run `trailmark verify`", row.seq)));
+                let parsed = entry::ParsedEntry::parse(&row.canonical)
+                    .and_then(|p| p.check())
+                    .map_err(|e| StartError::Integrity(format!("entry {}: {e}", row.seq)))?;
+                if row.seq != next
+                    || parsed.seq != next
+                    || hash.0.as_slice() != row.hash.as_slice()
+                    || parsed.prev.0.as_slice() != prev.as_slice()
+                {
+                    return Err(StartError::Integrity(format!(
+                        "unattested entry {} does not chain; run `trailmark verify`",
+                        row.seq
+                    )));
                 }
                 prev = row.hash;
                 frontier.push(hash);
@@ -428,11 +544,22 @@ impl State {
             }
         }
         if frontier.size() != to || frontier.root() != self.frontier.root() {
-            return Err(StartError::Integrity("the unattested tail does not match the stored tree; run `trailmark verify`".into()));
+            return Err(StartError::Integrity(
+                "the unattested tail does not match the stored tree; run `trailmark verify`".into(),
+            ));
         }
-        tracing::warn!(from_seq = from, to_seq = to - 1, "ledger.tail_attested: signing entries committed before the last stop without a checkpoint");
-        let cp = self.sign_checkpoint(to, self.frontier.root(), &HashMap::new()).await.map_err(StartError::Integrity)?;
-        self.store.write_checkpoint((self.head.seq, self.head.hash), cp).await?;
+        tracing::warn!(
+            from_seq = from,
+            to_seq = to - 1,
+            "ledger.tail_attested: signing entries committed before the last stop without a checkpoint"
+        );
+        let cp = self
+            .sign_checkpoint(to, self.frontier.root(), &HashMap::new())
+            .await
+            .map_err(StartError::Integrity)?;
+        self.store
+            .write_checkpoint((self.head.seq, self.head.hash), cp)
+            .await?;
         self.checkpoint = (to, self.frontier.root());
         self.metrics.checkpoints.inc();
         Ok(())
@@ -441,18 +568,47 @@ impl State {
     /// Checks the new tree against the last signed checkpoint with a
     /// consistency proof from the stored tree (plus `extra` uncommitted
     /// nodes), then signs. Never signs a fork.
-    async fn sign_checkpoint(&self, size: u64, root: Hash, extra: &HashMap<NodeId, Hash>) -> Result<NewCheckpoint, String> {
+    async fn sign_checkpoint(
+        &self,
+        size: u64,
+        root: Hash,
+        extra: &HashMap<NodeId, Hash>,
+    ) -> Result<NewCheckpoint, String> {
         let (old_size, old_root) = self.checkpoint;
         let plan = ProofPlan::consistency(old_size, size).map_err(|e| e.to_string())?;
-        let proof = self.store.proof(&plan, extra).await.map_err(|e| e.to_string())?;
-        merkle::verify_consistency(old_size, size, &old_root, &root, &proof)
-            .map_err(|e| format!("refusing to sign checkpoint {size}: not consistent with checkpoint {old_size}: {e}"))?;
-        let body = Checkpoint { origin: self.key.name().to_owned(), size, root }.body();
-        Ok(NewCheckpoint { size, root, note: self.key.sign_note(&body), signed_at: Timestamp::now().to_string() })
+        let proof = self
+            .store
+            .proof(&plan, extra)
+            .await
+            .map_err(|e| e.to_string())?;
+        merkle::verify_consistency(old_size, size, &old_root, &root, &proof).map_err(|e| {
+            format!(
+                "refusing to sign checkpoint {size}: not consistent with checkpoint {old_size}: {e}"
+            )
+        })?;
+        let body = Checkpoint {
+            origin: self.key.name().to_owned(),
+            size,
+            root,
+        }
+        .body();
+        Ok(NewCheckpoint {
+            size,
+            root,
+            note: self.key.sign_note(&body),
+            signed_at: Timestamp::now().to_string(),
+        })
     }
 
     async fn reload(&mut self) -> Result<(), StartError> {
-        let fresh = State::load(self.store.clone(), self.key.clone(), self.config.clone(), self.metrics.clone(), self.halted.clone()).await?;
+        let fresh = State::load(
+            self.store.clone(),
+            self.key.clone(),
+            self.config.clone(),
+            self.metrics.clone(),
+            self.halted.clone(),
+        )
+        .await?;
         self.head = fresh.head;
         self.frontier = fresh.frontier;
         self.checkpoint = fresh.checkpoint;
@@ -471,7 +627,11 @@ impl State {
         }
         let root = self.frontier.root();
         match self.sign_checkpoint(size, root, &HashMap::new()).await {
-            Ok(cp) => match self.store.write_checkpoint((self.head.seq, self.head.hash), cp).await {
+            Ok(cp) => match self
+                .store
+                .write_checkpoint((self.head.seq, self.head.hash), cp)
+                .await
+            {
                 Ok(()) => {
                     self.checkpoint = (size, root);
                     self.checkpoint_at = Instant::now();
@@ -490,7 +650,10 @@ impl State {
     }
 
     fn halt(&self, why: &str) {
-        tracing::error!(reason = why, "the sequencer stops accepting writes: the stored ledger failed an integrity check; run `trailmark verify`");
+        tracing::error!(
+            reason = why,
+            "the sequencer stops accepting writes: the stored ledger failed an integrity check; run `trailmark verify`"
+        );
         self.halted.store(true, Ordering::SeqCst);
     }
 }
@@ -513,12 +676,29 @@ struct Prepared {
 }
 
 async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, StoreError> {
-    let keys: Vec<&str> = jobs.iter().filter_map(|j| j.request.idempotency_key.as_deref()).collect();
-    let hits = if keys.is_empty() { HashMap::new() } else { state.store.idempotent_hits(&keys).await? };
-    let parent_hashes: Vec<Hash> = jobs.iter().flat_map(|j| j.request.parents.iter().copied()).collect();
-    let known_parents = if parent_hashes.is_empty() { HashMap::new() } else { state.store.seqs_of(&parent_hashes).await? };
+    let keys: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| j.request.idempotency_key.as_deref())
+        .collect();
+    let hits = if keys.is_empty() {
+        HashMap::new()
+    } else {
+        state.store.idempotent_hits(&keys).await?
+    };
+    let parent_hashes: Vec<Hash> = jobs
+        .iter()
+        .flat_map(|j| j.request.parents.iter().copied())
+        .collect();
+    let known_parents = if parent_hashes.is_empty() {
+        HashMap::new()
+    } else {
+        state.store.seqs_of(&parent_hashes).await?
+    };
 
-    let mut write = BatchWrite { expected_head: Some((state.head.seq, state.head.hash)), ..BatchWrite::default() };
+    let mut write = BatchWrite {
+        expected_head: Some((state.head.seq, state.head.hash)),
+        ..BatchWrite::default()
+    };
     let mut plans = Vec::with_capacity(jobs.len());
     let mut frontier = state.frontier.clone();
     let mut extra: HashMap<NodeId, Hash> = HashMap::new();
@@ -526,7 +706,11 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
     let mut in_batch_keys: HashMap<(String, String), (usize, Hash)> = HashMap::new();
     let mut in_batch_hashes: HashMap<Hash, u64> = HashMap::new();
     let now = Timestamp::now();
-    let recorded_at = if now < head.recorded_at { head.recorded_at } else { now };
+    let recorded_at = if now < head.recorded_at {
+        head.recorded_at
+    } else {
+        now
+    };
     if now < head.recorded_at {
         tracing::warn!(clock = %now, previous = %head.recorded_at, "the clock is behind the newest entry; recording with the newest entry's time");
     }
@@ -538,9 +722,18 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
             let id = (key.clone(), request.actor.to_string());
             if let Some(hit) = hits.get(&id) {
                 plans.push(Planned::Answer(if hit.request_digest == digest {
-                    Ok(Receipt { seq: hit.seq, hash: hit.hash, recorded_at: hit.recorded_at.clone(), tree_size: state.head.seq + 1, replayed: true })
+                    Ok(Receipt {
+                        seq: hit.seq,
+                        hash: hit.hash,
+                        recorded_at: hit.recorded_at.clone(),
+                        tree_size: state.head.seq + 1,
+                        replayed: true,
+                    })
                 } else {
-                    Err(AppendError::Conflict { key: key.clone(), original_seq: hit.seq })
+                    Err(AppendError::Conflict {
+                        key: key.clone(),
+                        original_seq: hit.seq,
+                    })
                 }));
                 continue;
             }
@@ -548,7 +741,10 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
                 plans.push(if *earlier == digest {
                     Planned::SameAs(*index)
                 } else {
-                    Planned::Answer(Err(AppendError::Conflict { key: key.clone(), original_seq: write.entries[*index].seq }))
+                    Planned::Answer(Err(AppendError::Conflict {
+                        key: key.clone(),
+                        original_seq: write.entries[*index].seq,
+                    }))
                 });
                 continue;
             }
@@ -582,24 +778,41 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
             payload: request.payload.clone(),
         };
         let (canonical, hash) = entry.seal();
-        extra.insert(NodeId { level: 0, index: entry.seq }, hash);
+        extra.insert(
+            NodeId {
+                level: 0,
+                index: entry.seq,
+            },
+            hash,
+        );
         frontier.push_with(hash, |id, node| {
             write.nodes.push((id, node));
             extra.insert(id, node);
         });
         match &request.effect {
-            Some(Effect::CreateToken { id, principal, secret_hash }) => write.tokens.push(NewToken {
+            Some(Effect::CreateToken {
+                id,
+                principal,
+                secret_hash,
+            }) => write.tokens.push(NewToken {
                 id: id.clone(),
                 principal: principal.clone(),
                 secret_hash: *secret_hash,
                 created_at: recorded_at.to_string(),
                 created_seq: entry.seq,
             }),
-            Some(Effect::RevokeToken { id }) => write.revocations.push((id.clone(), entry.seq, recorded_at.to_string())),
+            Some(Effect::RevokeToken { id }) => {
+                write
+                    .revocations
+                    .push((id.clone(), entry.seq, recorded_at.to_string()))
+            }
             None => {}
         }
         if let Some(key) = &request.idempotency_key {
-            in_batch_keys.insert((key.clone(), request.actor.to_string()), (write.entries.len(), digest));
+            in_batch_keys.insert(
+                (key.clone(), request.actor.to_string()),
+                (write.entries.len(), digest),
+            );
         }
         in_batch_hashes.insert(hash, entry.seq);
         plans.push(Planned::New(write.entries.len()));
@@ -617,21 +830,38 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
             parent_seqs,
             seal: None,
         });
-        head = Head { seq: entry.seq, hash, recorded_at };
+        head = Head {
+            seq: entry.seq,
+            hash,
+            recorded_at,
+        };
     }
     if let Some(last) = write.entries.last_mut() {
         // The batch seal: only the ledger key can make one, so entries
         // written around the sequencer are recognisable (FORMAT §3.5).
-        let body = Checkpoint { origin: state.key.name().to_owned(), size: frontier.size(), root: frontier.root() }.body();
+        let body = Checkpoint {
+            origin: state.key.name().to_owned(),
+            size: frontier.size(),
+            root: frontier.root(),
+        }
+        .body();
         last.seal = Some(state.key.sign_raw(&body).to_vec());
     }
     if sign && !write.entries.is_empty() {
-        match state.sign_checkpoint(frontier.size(), frontier.root(), &extra).await {
+        match state
+            .sign_checkpoint(frontier.size(), frontier.root(), &extra)
+            .await
+        {
             Ok(cp) => write.checkpoint = Some(cp),
             Err(e) => return Err(StoreError::Corrupt(e)),
         }
     }
-    Ok(Prepared { write, plans, new_head: head, new_frontier: frontier })
+    Ok(Prepared {
+        write,
+        plans,
+        new_head: head,
+        new_frontier: frontier,
+    })
 }
 
 async fn commit(state: &mut State, jobs: Vec<Job>) {
@@ -657,16 +887,25 @@ async fn commit(state: &mut State, jobs: Vec<Job>) {
             Err(e) => {
                 tracing::error!(error = %e, "preparing a batch failed");
                 for job in jobs {
-                    let _ = job.respond.send(Err(AppendError::Unavailable("the database is not answering; retry".into())));
+                    let _ = job.respond.send(Err(AppendError::Unavailable(
+                        "the database is not answering; retry".into(),
+                    )));
                 }
                 return;
             }
         };
         let started = Instant::now();
-        let written = if prepared.write.entries.is_empty() { Ok(()) } else { state.store.write_batch(&prepared.write).await };
+        let written = if prepared.write.entries.is_empty() {
+            Ok(())
+        } else {
+            state.store.write_batch(&prepared.write).await
+        };
         match written {
             Ok(()) => {
-                state.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                state
+                    .metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 let count = prepared.write.entries.len();
                 if count > 0 {
                     state.metrics.batch_entries.observe(count as f64);
@@ -675,7 +914,10 @@ async fn commit(state: &mut State, jobs: Vec<Job>) {
                 state.head = prepared.new_head;
                 state.frontier = prepared.new_frontier;
                 let tree_size = state.head.seq + 1;
-                state.metrics.ledger_size.set(i64::try_from(tree_size).unwrap_or(i64::MAX));
+                state
+                    .metrics
+                    .ledger_size
+                    .set(i64::try_from(tree_size).unwrap_or(i64::MAX));
                 if let Some(cp) = &prepared.write.checkpoint {
                     state.checkpoint = (cp.size, cp.root);
                     state.checkpoint_at = Instant::now();
@@ -709,7 +951,9 @@ async fn commit(state: &mut State, jobs: Vec<Job>) {
             Err(e) => {
                 tracing::error!(error = %e, "committing a batch failed; nothing was written");
                 for job in jobs {
-                    let _ = job.respond.send(Err(AppendError::Unavailable("the batch could not be committed; nothing was written; retry".into())));
+                    let _ = job.respond.send(Err(AppendError::Unavailable(
+                        "the batch could not be committed; nothing was written; retry".into(),
+                    )));
                 }
                 if let Err(e) = state.reload().await {
                     state.halt(&e.to_string());
@@ -734,7 +978,8 @@ async fn run(mut state: State, mut receiver: mpsc::Receiver<Job>, config: Sequen
         };
         let Some(first) = first else { break };
         let mut jobs = vec![first];
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(config.batch_max_wait_ms);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(config.batch_max_wait_ms);
         while jobs.len() < config.batch_max_entries.max(1) {
             match receiver.try_recv() {
                 Ok(job) => jobs.push(job),
@@ -747,7 +992,10 @@ async fn run(mut state: State, mut receiver: mpsc::Receiver<Job>, config: Sequen
                 Err(_) => break,
             }
         }
-        state.metrics.queue_depth.set(i64::try_from(receiver.len()).unwrap_or(i64::MAX));
+        state
+            .metrics
+            .queue_depth
+            .set(i64::try_from(receiver.len()).unwrap_or(i64::MAX));
         commit(&mut state, jobs).await;
     }
     state.checkpoint_tail().await;
@@ -769,10 +1017,18 @@ pub fn record_request(
         problem: format!("`{kind_name}` is not a registered kind; GET /v1/kinds lists them"),
     })?;
     if api && !kind.api_appendable {
-        return Err(EntryError::Field { field: "kind", problem: format!("`{kind_name}` is written by Trailmark itself and cannot be appended by callers") });
+        return Err(EntryError::Field {
+            field: "kind",
+            problem: format!(
+                "`{kind_name}` is written by Trailmark itself and cannot be appended by callers"
+            ),
+        });
     }
     if kind.class == Class::Genesis {
-        return Err(EntryError::Field { field: "kind", problem: "there is only one genesis entry".into() });
+        return Err(EntryError::Field {
+            field: "kind",
+            problem: "there is only one genesis entry".into(),
+        });
     }
     Ok(AppendRequest {
         kind,

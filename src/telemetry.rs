@@ -47,16 +47,55 @@ impl Default for Metrics {
             ledger_size: Gauge::default(),
             head_moved: Counter::default(),
         };
-        registry.register("trailmark_appends", "Entries appended to the ledger", m.appends.clone());
-        registry.register("trailmark_append_replays", "Appends answered from an earlier entry with the same idempotency key", m.replays.clone());
-        registry.register("trailmark_append_refusals", "Appends refused (invalid, conflict, queue full, unavailable)", m.refusals.clone());
-        registry.register("trailmark_batch_entries", "Entries per committed batch", m.batch_entries.clone());
-        registry.register("trailmark_commit_seconds", "Time from BEGIN to COMMIT of a batch", m.commit_seconds.clone());
-        registry.register("trailmark_queue_depth", "Appends waiting for the sequencer", m.queue_depth.clone());
-        registry.register("trailmark_checkpoints", "Checkpoints signed", m.checkpoints.clone());
-        registry.register("trailmark_ledger_entries", "Entries in the ledger", m.ledger_size.clone());
-        registry.register("trailmark_head_moved", "Batches rebuilt because another writer appended first", m.head_moved.clone());
-        Metrics { registry: std::sync::Arc::new(registry), ..m }
+        registry.register(
+            "trailmark_appends",
+            "Entries appended to the ledger",
+            m.appends.clone(),
+        );
+        registry.register(
+            "trailmark_append_replays",
+            "Appends answered from an earlier entry with the same idempotency key",
+            m.replays.clone(),
+        );
+        registry.register(
+            "trailmark_append_refusals",
+            "Appends refused (invalid, conflict, queue full, unavailable)",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "trailmark_batch_entries",
+            "Entries per committed batch",
+            m.batch_entries.clone(),
+        );
+        registry.register(
+            "trailmark_commit_seconds",
+            "Time from BEGIN to COMMIT of a batch",
+            m.commit_seconds.clone(),
+        );
+        registry.register(
+            "trailmark_queue_depth",
+            "Appends waiting for the sequencer",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "trailmark_checkpoints",
+            "Checkpoints signed",
+            m.checkpoints.clone(),
+        );
+        registry.register(
+            "trailmark_ledger_entries",
+            "Entries in the ledger",
+            m.ledger_size.clone(),
+        );
+        registry.register(
+            "trailmark_head_moved",
+            "Batches rebuilt because another writer appended first",
+            m.head_moved.clone(),
+        );
+        Metrics {
+            registry: std::sync::Arc::new(registry),
+            ..m
+        }
     }
 }
 
@@ -71,6 +110,10 @@ impl Metrics {
 
 /// Installs the log subscriber: `RUST_LOG` or `info`, to stderr.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -104,14 +104,26 @@ pub struct ListQuery {
 }
 
 fn view(row: StoredEntry, children: Option<Vec<u64>>) -> Result<EntryView, Problem> {
-    let entry: Value = serde_json::from_slice(&row.canonical).map_err(|e| Problem::internal(&format!("stored entry {} is not JSON: {e}", row.seq)))?;
+    let entry: Value = serde_json::from_slice(&row.canonical)
+        .map_err(|e| Problem::internal(&format!("stored entry {} is not JSON: {e}", row.seq)))?;
     let canonical = String::from_utf8(row.canonical).map_err(|e| Problem::internal(&e))?;
-    Ok(EntryView { seq: row.seq, hash: hex::encode(&row.hash), entry, canonical, children })
+    Ok(EntryView {
+        seq: row.seq,
+        hash: hex::encode(&row.hash),
+        entry,
+        canonical,
+        children,
+    })
 }
 
 fn body_problem(rejection: BytesRejection) -> Problem {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "The request body is too large", "the body exceeds the server's limit (max_body_bytes); send smaller payloads (an entry's payload may be at most 64 KiB)")
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "The request body is too large",
+            "the body exceeds the server's limit (max_body_bytes); send smaller payloads (an entry's payload may be at most 64 KiB)",
+        )
     } else {
         Problem::bad_json(format!("the request body could not be read: {rejection}"))
     }
@@ -131,25 +143,53 @@ fn body_problem(rejection: BytesRejection) -> Problem {
         (status = 503, description = "queue full or ledger unavailable; see Retry-After"),
     ),
     security(("bearer" = [])))]
-pub async fn append(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, Problem> {
+pub async fn append(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
     let body = body.map_err(body_problem)?;
     if let Some(ct) = headers.get(header::CONTENT_TYPE)
         && !ct.to_str().unwrap_or("").starts_with("application/json")
     {
-        return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "The body must be JSON", "send `Content-Type: application/json`"));
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "The body must be JSON",
+            "send `Content-Type: application/json`",
+        ));
     }
-    let body: AppendBody = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(|e| {
-        let at = e.path().to_string();
-        let detail = if at == "." { e.inner().to_string() } else { format!("`{at}`: {}", e.inner()) };
-        Problem::bad_json(format!("{detail}; see GET /openapi.json for the AppendBody schema"))
-    })?;
+    let body: AppendBody =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
+            .map_err(|e| {
+                let at = e.path().to_string();
+                let detail = if at == "." {
+                    e.inner().to_string()
+                } else {
+                    format!("`{at}`: {}", e.inner())
+                };
+                Problem::bad_json(format!(
+                    "{detail}; see GET /openapi.json for the AppendBody schema"
+                ))
+            })?;
     let header_key = match headers.get("idempotency-key") {
-        Some(v) => Some(v.to_str().map_err(|_| Problem::bad_json("the Idempotency-Key header must be printable ASCII"))?.to_owned()),
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    Problem::bad_json("the Idempotency-Key header must be printable ASCII")
+                })?
+                .to_owned(),
+        ),
         None => None,
     };
     let idempotency_key = match (body.idempotency_key, header_key) {
         (Some(b), Some(h)) if b != h => {
-            return Err(Problem::from(crate::ledger::EntryError::Field { field: "idempotency_key", problem: "differs from the Idempotency-Key header; send one or make them equal".into() }));
+            return Err(Problem::from(crate::ledger::EntryError::Field {
+                field: "idempotency_key",
+                problem: "differs from the Idempotency-Key header; send one or make them equal"
+                    .into(),
+            }));
         }
         (b, h) => b.or(h),
     };
@@ -160,15 +200,34 @@ pub async fn append(State(state): State<AppState>, caller: Caller, headers: Head
     request.parents = body
         .parents
         .iter()
-        .map(|p| Hash::parse_hex(p).map_err(|m| crate::ledger::EntryError::Field { field: "parents", problem: format!("`{p}`: {m}") }))
+        .map(|p| {
+            Hash::parse_hex(p).map_err(|m| crate::ledger::EntryError::Field {
+                field: "parents",
+                problem: format!("`{p}`: {m}"),
+            })
+        })
         .collect::<Result<_, _>>()?;
     let receipt = state.sequencer.append(request).await?;
-    let status = if receipt.replayed { StatusCode::OK } else { StatusCode::CREATED };
-    let response = AppendResponse { seq: receipt.seq, hash: receipt.hash.to_hex(), recorded_at: receipt.recorded_at, tree_size: receipt.tree_size, replayed: receipt.replayed };
+    let status = if receipt.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let response = AppendResponse {
+        seq: receipt.seq,
+        hash: receipt.hash.to_hex(),
+        recorded_at: receipt.recorded_at,
+        tree_size: receipt.tree_size,
+        replayed: receipt.replayed,
+    };
     let mut out = (status, Json(response)).into_response();
-    out.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&format!("/v1/entries/{}", receipt.seq)).expect("ASCII"));
+    out.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/v1/entries/{}", receipt.seq)).expect("ASCII"),
+    );
     if receipt.replayed {
-        out.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        out.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(out)
 }
@@ -178,7 +237,11 @@ fn time_bound(name: &str, value: Option<String>) -> Result<Option<String>, Probl
         .map(|v| {
             chrono::DateTime::parse_from_rfc3339(&v)
                 .map(|t| Timestamp::from_datetime(t.with_timezone(&chrono::Utc)).to_string())
-                .map_err(|_| Problem::bad_query(format!("`{name}` must be an RFC 3339 time such as 2026-11-21T09:00:00Z, got `{v}`")))
+                .map_err(|_| {
+                    Problem::bad_query(format!(
+                        "`{name}` must be an RFC 3339 time such as 2026-11-21T09:00:00Z, got `{v}`"
+                    ))
+                })
         })
         .transpose()
 }
@@ -187,15 +250,30 @@ fn time_bound(name: &str, value: Option<String>) -> Result<Option<String>, Probl
 #[utoipa::path(get, path = "/v1/entries", params(ListQuery),
     responses((status = 200, body = EntryPage), (status = 400, description = "invalid filter"), (status = 401, description = "missing or invalid token")),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, _caller: Caller, query: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<EntryPage>, Problem> {
-    let Query(q) = query.map_err(|e| Problem::bad_query(format!("{}; allowed: subject, kind, actor, correlation_id, from, to, cursor, limit", e.body_text())))?;
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<EntryPage>, Problem> {
+    let Query(q) = query.map_err(|e| {
+        Problem::bad_query(format!(
+            "{}; allowed: subject, kind, actor, correlation_id, from, to, cursor, limit",
+            e.body_text()
+        ))
+    })?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=LIST_LIMIT_MAX).contains(&limit) {
-        return Err(Problem::bad_query(format!("`limit` must be between 1 and {LIST_LIMIT_MAX}")));
+        return Err(Problem::bad_query(format!(
+            "`limit` must be between 1 and {LIST_LIMIT_MAX}"
+        )));
     }
     let after_seq = q
         .cursor
-        .map(|c| c.parse::<u64>().map_err(|_| Problem::bad_query("`cursor` must be the next_cursor of a previous page")))
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| {
+                Problem::bad_query("`cursor` must be the next_cursor of a previous page")
+            })
+        })
         .transpose()?;
     let filter = EntryFilter {
         subject: q.subject,
@@ -208,18 +286,36 @@ pub async fn list(State(state): State<AppState>, _caller: Caller, query: Result<
         limit,
     };
     let rows = state.store.list(&filter).await?;
-    let next_cursor = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
-    let entries = rows.into_iter().map(|r| view(r, None)).collect::<Result<_, _>>()?;
-    Ok(Json(EntryPage { entries, next_cursor }))
+    let next_cursor = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.seq.to_string()))
+        .flatten();
+    let entries = rows
+        .into_iter()
+        .map(|r| view(r, None))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(EntryPage {
+        entries,
+        next_cursor,
+    }))
 }
 
 /// One entry, with the seqs of the entries that name it as a parent.
 #[utoipa::path(get, path = "/v1/entries/{seq}", params(("seq" = u64, Path, description = "the entry's seq")),
     responses((status = 200, body = EntryView), (status = 404, description = "no such entry"), (status = 401, description = "missing or invalid token")),
     security(("bearer" = [])))]
-pub async fn get_entry(State(state): State<AppState>, _caller: Caller, seq: Result<Path<u64>, axum::extract::rejection::PathRejection>) -> Result<Json<EntryView>, Problem> {
-    let Path(seq) = seq.map_err(|_| Problem::bad_query("the path must be /v1/entries/{seq} with seq a non-negative integer"))?;
-    let row = state.store.entry(seq).await?.ok_or_else(|| Problem::not_found(format!("there is no entry {seq}")))?;
+pub async fn get_entry(
+    State(state): State<AppState>,
+    _caller: Caller,
+    seq: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<EntryView>, Problem> {
+    let Path(seq) = seq.map_err(|_| {
+        Problem::bad_query("the path must be /v1/entries/{seq} with seq a non-negative integer")
+    })?;
+    let row = state
+        .store
+        .entry(seq)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("there is no entry {seq}")))?;
     let children = state.store.children(seq).await?;
     Ok(Json(view(row, Some(children))?))
 }

@@ -49,8 +49,19 @@ pub struct AppState {
 
 impl AppState {
     /// Shared state for the router.
-    pub fn new(store: Store, sequencer: SequencerHandle, metrics: Metrics, verifier: VerifierKey) -> AppState {
-        AppState { store, sequencer, metrics, verifier, tokens: Arc::new(Mutex::new(HashMap::new())) }
+    pub fn new(
+        store: Store,
+        sequencer: SequencerHandle,
+        metrics: Metrics,
+        verifier: VerifierKey,
+    ) -> AppState {
+        AppState {
+            store,
+            sequencer,
+            metrics,
+            verifier,
+            tokens: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRow>, Problem> {
@@ -86,14 +97,20 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| Problem::unauthorized("send `Authorization: Bearer <token>`; `trailmark token create --principal NAME` issues one"))?;
-        let text = header.to_str().map_err(|_| Problem::unauthorized("the Authorization header is not ASCII"))?;
-        let token = text
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| Problem::unauthorized("the Authorization header must use the Bearer scheme"))?;
-        let (id, presented) =
-            identity::parse_token(token.trim()).ok_or_else(|| Problem::unauthorized("the bearer token is not a Trailmark API token (tmk_...)"))?;
+        let text = header
+            .to_str()
+            .map_err(|_| Problem::unauthorized("the Authorization header is not ASCII"))?;
+        let token = text.strip_prefix("Bearer ").ok_or_else(|| {
+            Problem::unauthorized("the Authorization header must use the Bearer scheme")
+        })?;
+        let (id, presented) = identity::parse_token(token.trim()).ok_or_else(|| {
+            Problem::unauthorized("the bearer token is not a Trailmark API token (tmk_...)")
+        })?;
         let refused = || {
-            tracing::warn!(token_id = id, "refused a request with an unknown, wrong or revoked API token");
+            tracing::warn!(
+                token_id = id,
+                "refused a request with an unknown, wrong or revoked API token"
+            );
             Problem::unauthorized("the API token is unknown, wrong or revoked")
         };
         let row = state.token(id).await?.ok_or_else(refused)?;
@@ -127,7 +144,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -169,13 +189,27 @@ impl Server {
     ///
     /// # Errors
     /// If the ledger cannot be loaded or the address cannot be bound.
-    pub async fn start(store: Store, key: crate::ledger::LedgerKey, config: &crate::config::Config, listen: &str) -> anyhow::Result<Server> {
+    pub async fn start(
+        store: Store,
+        key: crate::ledger::LedgerKey,
+        config: &crate::config::Config,
+        listen: &str,
+    ) -> anyhow::Result<Server> {
         let metrics = Metrics::default();
         let verifier = key.verifier();
-        let sequencer = crate::sequencer::Sequencer::start(store.clone(), key, config.sequencer.clone(), metrics.clone()).await?;
+        let sequencer = crate::sequencer::Sequencer::start(
+            store.clone(),
+            key,
+            config.sequencer.clone(),
+            metrics.clone(),
+        )
+        .await?;
         let state = AppState::new(store, sequencer.handle(), metrics, verifier);
-        let app = router(state, config.max_body_bytes).layer(tower_http::trace::TraceLayer::new_for_http());
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let app = router(state, config.max_body_bytes)
+            .layer(tower_http::trace::TraceLayer::new_for_http());
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(async move {
@@ -185,7 +219,12 @@ impl Server {
                 })
                 .await
         });
-        Ok(Server { addr, stop, http, sequencer })
+        Ok(Server {
+            addr,
+            stop,
+            http,
+            sequencer,
+        })
     }
 
     /// The base URL, `http://ADDR`.

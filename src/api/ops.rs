@@ -26,7 +26,13 @@ pub async fn kinds() -> Json<Vec<KindView>> {
     Json(
         KINDS
             .iter()
-            .map(|k| KindView { name: k.name, class: k.class.as_str(), api_appendable: k.api_appendable, reason_required: k.class.requires_reason(), description: k.description })
+            .map(|k| KindView {
+                name: k.name,
+                class: k.class.as_str(),
+                api_appendable: k.api_appendable,
+                reason_required: k.class.requires_reason(),
+                description: k.description,
+            })
             .collect(),
     )
 }
@@ -42,10 +48,20 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, Problem> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: database not answering");
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Not ready", "the database is not answering")
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Not ready",
+            "the database is not answering",
+        )
     })?;
     if state.sequencer.is_halted() {
-        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Not ready", "the ledger failed an integrity check and accepts no writes; run `trailmark verify`"));
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Not ready",
+            "the ledger failed an integrity check and accepts no writes; run `trailmark verify`",
+        ));
     }
     Ok("ready\n")
 }
@@ -53,16 +69,31 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, Probl
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state.metrics.queue_depth.set(i64::try_from(state.sequencer.queue_depth()).unwrap_or(i64::MAX));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+    state
+        .metrics
+        .queue_depth
+        .set(i64::try_from(state.sequencer.queue_depth()).unwrap_or(i64::MAX));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// The OpenAPI 3.1 document.
 pub async fn openapi_json() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], super::openapi().to_json().unwrap_or_default())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi().to_json().unwrap_or_default(),
+    )
 }
 
 /// Any unknown path.
 pub async fn not_found(uri: Uri) -> Problem {
-    Problem::not_found(format!("{} is not a Trailmark endpoint; GET /openapi.json lists them", uri.path()))
+    Problem::not_found(format!(
+        "{} is not a Trailmark endpoint; GET /openapi.json lists them",
+        uri.path()
+    ))
 }

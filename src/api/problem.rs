@@ -29,8 +29,20 @@ pub struct Problem {
 
 impl Problem {
     /// A problem with no extension members.
-    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Problem {
-        Problem { status, slug, title, detail: detail.into(), extra: Map::new(), retry_after_s: None }
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            extra: Map::new(),
+            retry_after_s: None,
+        }
     }
 
     /// Adds an extension member.
@@ -41,34 +53,64 @@ impl Problem {
 
     /// 400: the body is not JSON of the expected shape.
     pub fn bad_json(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "The request body is not valid JSON of the expected shape", detail)
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "The request body is not valid JSON of the expected shape",
+            detail,
+        )
     }
 
     /// 400: a query parameter is invalid.
     pub fn bad_query(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "A query parameter is invalid", detail)
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "A query parameter is invalid",
+            detail,
+        )
     }
 
     /// 401: no valid credential.
     pub fn unauthorized(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "A valid API token is required", detail)
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "A valid API token is required",
+            detail,
+        )
     }
 
     /// 404.
     pub fn not_found(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource", detail)
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No such resource",
+            detail,
+        )
     }
 
     /// 500 for an internal failure; the cause is logged, not sent.
     pub fn internal(cause: &dyn std::fmt::Display) -> Problem {
         tracing::error!(error = %cause, "internal error");
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "the server failed; the cause is in its log. Nothing was written by this request.")
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the server failed; the cause is in its log. Nothing was written by this request.",
+        )
     }
 }
 
 impl From<EntryError> for Problem {
     fn from(e: EntryError) -> Problem {
-        let p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-entry", "The entry is not valid", e.to_string());
+        let p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-entry",
+            "The entry is not valid",
+            e.to_string(),
+        );
         match e {
             EntryError::Field { field, .. } => p.with("field", field),
             EntryError::Json(_) => p,
@@ -111,19 +153,32 @@ impl From<StoreError> for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut body = Map::new();
-        body.insert("type".into(), format!("urn:trailmark:problem:{}", self.slug).into());
+        body.insert(
+            "type".into(),
+            format!("urn:trailmark:problem:{}", self.slug).into(),
+        );
         body.insert("title".into(), self.title.into());
         body.insert("status".into(), self.status.as_u16().into());
         body.insert("detail".into(), self.detail.into());
         body.extend(self.extra);
-        let mut response = (self.status, serde_json::to_string(&Value::Object(body)).unwrap_or_default()).into_response();
+        let mut response = (
+            self.status,
+            serde_json::to_string(&Value::Object(body)).unwrap_or_default(),
+        )
+            .into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(s) = self.retry_after_s {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"trailmark\""));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"trailmark\""),
+            );
         }
         response
     }

@@ -50,8 +50,15 @@ pub struct ConsistencyQuery {
 /// The newest signed checkpoint, as a C2SP signed note.
 #[utoipa::path(get, path = "/v1/checkpoint", responses((status = 200, description = "signed note", content_type = "text/plain")))]
 pub async fn checkpoint(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
-    let cp = state.store.latest_checkpoint().await?.ok_or_else(|| Problem::not_found("the ledger has no checkpoint yet"))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], cp.note))
+    let cp = state
+        .store
+        .latest_checkpoint()
+        .await?
+        .ok_or_else(|| Problem::not_found("the ledger has no checkpoint yet"))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        cp.note,
+    ))
 }
 
 fn query_problem(e: QueryRejection, allowed: &str) -> Problem {
@@ -61,7 +68,10 @@ fn query_problem(e: QueryRejection, allowed: &str) -> Problem {
 /// Proves that entry `seq` is in the tree of `size` (portable form, docs/FORMAT.md §2.1).
 #[utoipa::path(get, path = "/v1/proofs/inclusion", params(InclusionQuery),
     responses((status = 200, body = InclusionProof), (status = 400, description = "bad parameters"), (status = 404, description = "no such entry or not yet checkpointed")))]
-pub async fn inclusion(State(state): State<AppState>, query: Result<Query<InclusionQuery>, QueryRejection>) -> Result<Json<InclusionProof>, Problem> {
+pub async fn inclusion(
+    State(state): State<AppState>,
+    query: Result<Query<InclusionQuery>, QueryRejection>,
+) -> Result<Json<InclusionProof>, Problem> {
     let Query(q) = query.map_err(|e| query_problem(e, "seq=N and optionally size=S"))?;
     match audit::inclusion_proof(&state.store, q.seq, q.size).await {
         Ok(proof) => Ok(Json(proof)),
@@ -74,20 +84,43 @@ pub async fn inclusion(State(state): State<AppState>, query: Result<Query<Inclus
 /// Proves that the tree of size `from` is a prefix of the tree of size `to`.
 #[utoipa::path(get, path = "/v1/proofs/consistency", params(ConsistencyQuery),
     responses((status = 200, body = ConsistencyProof), (status = 400, description = "bad parameters")))]
-pub async fn consistency(State(state): State<AppState>, query: Result<Query<ConsistencyQuery>, QueryRejection>) -> Result<Json<ConsistencyProof>, Problem> {
+pub async fn consistency(
+    State(state): State<AppState>,
+    query: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Result<Json<ConsistencyProof>, Problem> {
     let Query(q) = query.map_err(|e| query_problem(e, "from=M and optionally to=N"))?;
     let tree = state.store.size().await?;
     let (to, checkpoint) = match q.to {
-        Some(to) => (to, state.store.checkpoint_at_least(to).await?.filter(|c| c.size == to).map(|c| c.note)),
+        Some(to) => (
+            to,
+            state
+                .store
+                .checkpoint_at_least(to)
+                .await?
+                .filter(|c| c.size == to)
+                .map(|c| c.note),
+        ),
         None => {
-            let cp = state.store.latest_checkpoint().await?.ok_or_else(|| Problem::not_found("the ledger has no checkpoint yet"))?;
+            let cp = state
+                .store
+                .latest_checkpoint()
+                .await?
+                .ok_or_else(|| Problem::not_found("the ledger has no checkpoint yet"))?;
             (cp.size, Some(cp.note))
         }
     };
     if q.from == 0 || q.from > to || to > tree {
-        return Err(Problem::bad_query(format!("need 0 < from <= to <= {tree} (the ledger's size), got from {} to {to}", q.from)));
+        return Err(Problem::bad_query(format!(
+            "need 0 < from <= to <= {tree} (the ledger's size), got from {} to {to}",
+            q.from
+        )));
     }
     let plan = ProofPlan::consistency(q.from, to).map_err(|e| Problem::bad_query(e.to_string()))?;
     let proof = state.store.proof(&plan, &HashMap::new()).await?;
-    Ok(Json(ConsistencyProof { from: q.from, to, proof: proof.iter().map(|h| h.to_hex()).collect(), checkpoint }))
+    Ok(Json(ConsistencyProof {
+        from: q.from,
+        to,
+        proof: proof.iter().map(|h| h.to_hex()).collect(),
+        checkpoint,
+    }))
 }

@@ -41,7 +41,10 @@ pub enum EntryError {
 }
 
 fn field_error(field: &'static str, problem: impl Into<String>) -> EntryError {
-    EntryError::Field { field, problem: problem.into() }
+    EntryError::Field {
+        field,
+        problem: problem.into(),
+    }
 }
 
 fn printable_ascii(text: &str) -> bool {
@@ -110,16 +113,27 @@ impl Subject {
     /// printable ASCII characters.
     pub fn parse(text: &str) -> Result<Subject, EntryError> {
         let Some((scheme, id)) = text.split_once(':') else {
-            return Err(field_error("subject", "must be `SCHEME:ID`, e.g. `qms:capa/CAPA-2026-014`"));
+            return Err(field_error(
+                "subject",
+                "must be `SCHEME:ID`, e.g. `qms:capa/CAPA-2026-014`",
+            ));
         };
         let scheme_ok = (1..=32).contains(&scheme.len())
             && scheme.as_bytes()[0].is_ascii_lowercase()
-            && scheme.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !scheme_ok {
-            return Err(field_error("subject", "scheme must be lowercase letters, digits and `-`, starting with a letter, at most 32"));
+            return Err(field_error(
+                "subject",
+                "scheme must be lowercase letters, digits and `-`, starting with a letter, at most 32",
+            ));
         }
         if !(1..=512).contains(&id.len()) || !printable_ascii(id) {
-            return Err(field_error("subject", "ID after the `:` must be 1 to 512 printable ASCII characters without spaces"));
+            return Err(field_error(
+                "subject",
+                "ID after the `:` must be 1 to 512 printable ASCII characters without spaces",
+            ));
         }
         Ok(Subject(text.to_owned()))
     }
@@ -156,11 +170,18 @@ impl Timestamp {
     /// # Errors
     /// If the text is not `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
     pub fn parse(text: &str) -> Result<Timestamp, EntryError> {
-        let problem = || field_error("recorded_at", "must be UTC `YYYY-MM-DDTHH:MM:SS.ffffffZ` (27 characters)");
+        let problem = || {
+            field_error(
+                "recorded_at",
+                "must be UTC `YYYY-MM-DDTHH:MM:SS.ffffffZ` (27 characters)",
+            )
+        };
         if text.len() != 27 || !text.ends_with('Z') {
             return Err(problem());
         }
-        let parsed = DateTime::parse_from_rfc3339(text).map_err(|_| problem())?.with_timezone(&Utc);
+        let parsed = DateTime::parse_from_rfc3339(text)
+            .map_err(|_| problem())?
+            .with_timezone(&Utc);
         let stamp = Timestamp(parsed);
         if stamp.to_string() != text {
             return Err(problem());
@@ -184,7 +205,11 @@ impl fmt::Display for Timestamp {
 ///
 /// # Errors
 /// If it is present but empty, too long or not printable ASCII.
-pub fn check_token_field(field: &'static str, value: Option<&str>, max: usize) -> Result<(), EntryError> {
+pub fn check_token_field(
+    field: &'static str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<(), EntryError> {
     match value {
         Some(v) if v.is_empty() || v.len() > max || !printable_ascii(v) => Err(field_error(
             field,
@@ -202,17 +227,25 @@ pub fn check_reason(kind: &KindDef, reason: Option<&str>) -> Result<(), EntryErr
     match reason {
         None if kind.class.requires_reason() => Err(field_error(
             "reason",
-            format!("is required for `{}` ({} entries must say why)", kind.name, kind.class.as_str()),
+            format!(
+                "is required for `{}` ({} entries must say why)",
+                kind.name,
+                kind.class.as_str()
+            ),
         )),
         None => Ok(()),
         Some(r) if kind.class == Class::Genesis => {
             let _ = r;
             Err(field_error("reason", "must be null for the genesis entry"))
         }
-        Some(r) if r.trim().is_empty() => Err(field_error("reason", "must not be empty or only white space")),
-        Some(r) if r.chars().count() > REASON_MAX_CHARS => {
-            Err(field_error("reason", format!("must be at most {REASON_MAX_CHARS} characters")))
-        }
+        Some(r) if r.trim().is_empty() => Err(field_error(
+            "reason",
+            "must not be empty or only white space",
+        )),
+        Some(r) if r.chars().count() > REASON_MAX_CHARS => Err(field_error(
+            "reason",
+            format!("must be at most {REASON_MAX_CHARS} characters"),
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -223,7 +256,10 @@ pub fn check_reason(kind: &KindDef, reason: Option<&str>) -> Result<(), EntryErr
 /// Too many parents, duplicates, or a correction without a parent.
 pub fn check_parents(kind: &KindDef, parents: &[Hash]) -> Result<(), EntryError> {
     if parents.len() > PARENTS_MAX {
-        return Err(field_error("parents", format!("may name at most {PARENTS_MAX} entries")));
+        return Err(field_error(
+            "parents",
+            format!("may name at most {PARENTS_MAX} entries"),
+        ));
     }
     for (i, p) in parents.iter().enumerate() {
         if parents[..i].contains(p) {
@@ -231,10 +267,16 @@ pub fn check_parents(kind: &KindDef, parents: &[Hash]) -> Result<(), EntryError>
         }
     }
     if kind.class == Class::Correction && parents.is_empty() {
-        return Err(field_error("parents", "must name the corrected entry first (a correction needs at least one parent)"));
+        return Err(field_error(
+            "parents",
+            "must name the corrected entry first (a correction needs at least one parent)",
+        ));
     }
     if kind.class == Class::Genesis && !parents.is_empty() {
-        return Err(field_error("parents", "must be empty for the genesis entry"));
+        return Err(field_error(
+            "parents",
+            "must be empty for the genesis entry",
+        ));
     }
     Ok(())
 }
@@ -299,7 +341,8 @@ impl Entry {
             reason: self.reason.as_deref(),
             payload: &self.payload,
         };
-        serde_json_canonicalizer::to_vec(&wire).expect("an entry of strings, integers and a JSON map always serialises")
+        serde_json_canonicalizer::to_vec(&wire)
+            .expect("an entry of strings, integers and a JSON map always serialises")
     }
 
     /// Canonical bytes and their hash.
@@ -389,7 +432,10 @@ impl<'a> ParsedEntry<'a> {
     /// The first member that breaks a rule.
     pub fn check(&self) -> Result<CheckedFields, EntryError> {
         if self.v != FORMAT_VERSION {
-            return Err(field_error("v", format!("must be {FORMAT_VERSION}, found {}", self.v)));
+            return Err(field_error(
+                "v",
+                format!("must be {FORMAT_VERSION}, found {}", self.v),
+            ));
         }
         if self.seq > (1 << 53) - 1 {
             return Err(field_error("seq", "must be at most 2^53 - 1"));
@@ -397,10 +443,14 @@ impl<'a> ParsedEntry<'a> {
         let prev = Hash::parse_hex(&self.prev).map_err(|p| field_error("prev", p))?;
         let recorded_at = Timestamp::parse(&self.recorded_at)?;
         if !kind::is_well_formed(&self.kind) {
-            return Err(field_error("kind", "must be lowercase dotted segments, e.g. `qms.capa.opened`"));
+            return Err(field_error(
+                "kind",
+                "must be lowercase dotted segments, e.g. `qms.capa.opened`",
+            ));
         }
-        let kind = kind::lookup(&self.kind)
-            .ok_or_else(|| field_error("kind", format!("`{}` is not a registered kind", self.kind)))?;
+        let kind = kind::lookup(&self.kind).ok_or_else(|| {
+            field_error("kind", format!("`{}` is not a registered kind", self.kind))
+        })?;
         Actor::parse(&self.actor)?;
         Subject::parse(&self.subject)?;
         check_token_field("correlation_id", self.correlation_id.as_deref(), 128)?;
@@ -417,16 +467,29 @@ impl<'a> ParsedEntry<'a> {
             return Err(field_error("payload", "must be a JSON object"));
         }
         if payload.len() > PAYLOAD_MAX_BYTES {
-            return Err(field_error("payload", format!("must be at most {PAYLOAD_MAX_BYTES} bytes in canonical form")));
+            return Err(field_error(
+                "payload",
+                format!("must be at most {PAYLOAD_MAX_BYTES} bytes in canonical form"),
+            ));
         }
-        Ok(CheckedFields { seq: self.seq, prev, recorded_at, kind, parents })
+        Ok(CheckedFields {
+            seq: self.seq,
+            prev,
+            recorded_at,
+            kind,
+            parents,
+        })
     }
 }
 
 /// Whether `bytes` are exactly the RFC 8785 form of the JSON they contain.
 pub fn is_canonical(bytes: &[u8]) -> bool {
-    let Ok(value) = serde_json::from_slice::<Value>(bytes) else { return false };
-    serde_json_canonicalizer::to_vec(&value).map(|c| c == bytes).unwrap_or(false)
+    let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
+        return false;
+    };
+    serde_json_canonicalizer::to_vec(&value)
+        .map(|c| c == bytes)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -437,7 +500,10 @@ mod tests {
         let mut payload = Map::new();
         payload.insert("document".into(), Value::from("SOP-017"));
         payload.insert("version".into(), Value::from(4));
-        payload.insert("title".into(), Value::from("Reinigung der Abfüllanlage — Zoë"));
+        payload.insert(
+            "title".into(),
+            Value::from("Reinigung der Abfüllanlage — Zoë"),
+        );
         Entry {
             seq: 1,
             prev: Hash::sha256(&[b"x"]),
@@ -458,7 +524,9 @@ mod tests {
         let entry = sample();
         let (bytes, hash) = entry.seal();
         let text = std::str::from_utf8(&bytes).unwrap();
-        assert!(text.starts_with(r#"{"actor":"service:qms","correlation_id":"corr-1","idempotency_key":null,"kind":"#));
+        assert!(text.starts_with(
+            r#"{"actor":"service:qms","correlation_id":"corr-1","idempotency_key":null,"kind":"#
+        ));
         assert!(text.ends_with(r#""seq":1,"subject":"qms:sop/SOP-017@4","v":1}"#));
         assert!(is_canonical(&bytes));
         assert_eq!(hash, leaf_hash(&bytes));
@@ -474,9 +542,15 @@ mod tests {
         let (bytes, _) = sample().seal();
         let mut value: Value = serde_json::from_slice(&bytes).unwrap();
         value.as_object_mut().unwrap().remove("reason");
-        assert!(ParsedEntry::parse(&serde_json::to_vec(&value).unwrap()).is_err(), "missing reason must fail");
+        assert!(
+            ParsedEntry::parse(&serde_json::to_vec(&value).unwrap()).is_err(),
+            "missing reason must fail"
+        );
         let mut value: Value = serde_json::from_slice(&bytes).unwrap();
-        value.as_object_mut().unwrap().insert("extra".into(), Value::Null);
+        value
+            .as_object_mut()
+            .unwrap()
+            .insert("extra".into(), Value::Null);
         assert!(ParsedEntry::parse(&serde_json::to_vec(&value).unwrap()).is_err());
         let mut value: Value = serde_json::from_slice(&bytes).unwrap();
         value["seq"] = Value::from("1");

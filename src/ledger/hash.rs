@@ -26,9 +26,15 @@ impl Hash {
     /// Returns a message naming what is wrong (length, case, character).
     pub fn parse_hex(text: &str) -> Result<Hash, String> {
         if text.len() != 64 {
-            return Err(format!("a hash is 64 hex digits, got {} characters", text.len()));
+            return Err(format!(
+                "a hash is 64 hex digits, got {} characters",
+                text.len()
+            ));
         }
-        if text.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if text
+            .bytes()
+            .any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err("a hash is lowercase hex digits [0-9a-f] only".into());
         }
         let mut out = [0u8; 32];

@@ -57,33 +57,138 @@ const fn kind(
     api_appendable: bool,
     description: &'static str,
 ) -> KindDef {
-    KindDef { name, class, api_appendable, description }
+    KindDef {
+        name,
+        class,
+        api_appendable,
+        description,
+    }
 }
 
 /// Every kind the ledger accepts, in the order shown to people.
 pub static KINDS: &[KindDef] = &[
-    kind("ledger.genesis", Class::Genesis, false, "the first entry: names the ledger's origin and verifier key"),
-    kind("ledger.correction", Class::Correction, true, "corrects the entry named as first parent; the earlier entry stays readable"),
-    kind("ledger.annotation", Class::Record, true, "a remark about the entries named as parents"),
-    kind("admin.token.created", Class::Administrative, false, "an API token was issued to a principal"),
-    kind("admin.token.revoked", Class::Administrative, false, "an API token was revoked"),
-    kind("admin.config.changed", Class::Administrative, true, "a configuration value changed (old and new value in the payload)"),
-    kind("security.auth.refused", Class::Security, false, "a request with a missing, unknown or revoked credential was refused"),
-    kind("qms.document.revision_effective", Class::Record, true, "a controlled document revision became effective"),
-    kind("qms.document.revision_retired", Class::Record, true, "a controlled document revision was retired"),
+    kind(
+        "ledger.genesis",
+        Class::Genesis,
+        false,
+        "the first entry: names the ledger's origin and verifier key",
+    ),
+    kind(
+        "ledger.correction",
+        Class::Correction,
+        true,
+        "corrects the entry named as first parent; the earlier entry stays readable",
+    ),
+    kind(
+        "ledger.annotation",
+        Class::Record,
+        true,
+        "a remark about the entries named as parents",
+    ),
+    kind(
+        "admin.token.created",
+        Class::Administrative,
+        false,
+        "an API token was issued to a principal",
+    ),
+    kind(
+        "admin.token.revoked",
+        Class::Administrative,
+        false,
+        "an API token was revoked",
+    ),
+    kind(
+        "admin.config.changed",
+        Class::Administrative,
+        true,
+        "a configuration value changed (old and new value in the payload)",
+    ),
+    kind(
+        "security.auth.refused",
+        Class::Security,
+        false,
+        "a request with a missing, unknown or revoked credential was refused",
+    ),
+    kind(
+        "qms.document.revision_effective",
+        Class::Record,
+        true,
+        "a controlled document revision became effective",
+    ),
+    kind(
+        "qms.document.revision_retired",
+        Class::Record,
+        true,
+        "a controlled document revision was retired",
+    ),
     kind("qms.capa.opened", Class::Record, true, "a CAPA was opened"),
-    kind("qms.capa.training_action", Class::Record, true, "a CAPA named training as a corrective or preventive action"),
+    kind(
+        "qms.capa.training_action",
+        Class::Record,
+        true,
+        "a CAPA named training as a corrective or preventive action",
+    ),
     kind("qms.capa.closed", Class::Record, true, "a CAPA was closed"),
-    kind("qms.deviation.opened", Class::Record, true, "a deviation was reported"),
-    kind("qms.deviation.training_status", Class::Record, true, "training status of the people involved at the time of a deviation"),
-    kind("lms.assignment.created", Class::Record, true, "a training assignment was created in the LMS"),
-    kind("lms.assignment.cancelled", Class::Record, true, "a training assignment was cancelled"),
-    kind("lms.completion.recorded", Class::Record, true, "a person completed a training assignment"),
-    kind("hr.person.updated", Class::Record, true, "a person's master data changed"),
-    kind("hr.person.job_function_changed", Class::Record, true, "a person moved into or out of a job function"),
-    kind("integration.handover.sent", Class::Record, true, "a hand-over was sent to a target system"),
-    kind("integration.handover.delivered", Class::Record, true, "a target system acknowledged a hand-over"),
-    kind("integration.handover.failed", Class::Record, true, "a hand-over delivery attempt failed"),
+    kind(
+        "qms.deviation.opened",
+        Class::Record,
+        true,
+        "a deviation was reported",
+    ),
+    kind(
+        "qms.deviation.training_status",
+        Class::Record,
+        true,
+        "training status of the people involved at the time of a deviation",
+    ),
+    kind(
+        "lms.assignment.created",
+        Class::Record,
+        true,
+        "a training assignment was created in the LMS",
+    ),
+    kind(
+        "lms.assignment.cancelled",
+        Class::Record,
+        true,
+        "a training assignment was cancelled",
+    ),
+    kind(
+        "lms.completion.recorded",
+        Class::Record,
+        true,
+        "a person completed a training assignment",
+    ),
+    kind(
+        "hr.person.updated",
+        Class::Record,
+        true,
+        "a person's master data changed",
+    ),
+    kind(
+        "hr.person.job_function_changed",
+        Class::Record,
+        true,
+        "a person moved into or out of a job function",
+    ),
+    kind(
+        "integration.handover.sent",
+        Class::Record,
+        true,
+        "a hand-over was sent to a target system",
+    ),
+    kind(
+        "integration.handover.delivered",
+        Class::Record,
+        true,
+        "a target system acknowledged a hand-over",
+    ),
+    kind(
+        "integration.handover.failed",
+        Class::Record,
+        true,
+        "a hand-over delivery attempt failed",
+    ),
 ];
 
 /// Looks a kind up by its exact name.
@@ -110,7 +215,11 @@ mod tests {
     fn registry_names_are_well_formed_and_unique() {
         for (i, k) in KINDS.iter().enumerate() {
             assert!(is_well_formed(k.name), "{} is not well formed", k.name);
-            assert!(KINDS[..i].iter().all(|other| other.name != k.name), "{} twice", k.name);
+            assert!(
+                KINDS[..i].iter().all(|other| other.name != k.name),
+                "{} twice",
+                k.name
+            );
         }
         assert!(!is_well_formed("Ledger.genesis"));
         assert!(!is_well_formed("genesis"));

@@ -71,7 +71,10 @@ impl Frontier {
         let mut start = 0u64;
         for level in (0..64u8).rev() {
             if size & (1u64 << level) != 0 {
-                ids.push(NodeId { level, index: start >> level });
+                ids.push(NodeId {
+                    level,
+                    index: start >> level,
+                });
                 start += 1u64 << level;
             }
         }
@@ -105,10 +108,19 @@ impl Frontier {
         let mut hash = leaf;
         let mut level = 0u8;
         while (index >> level) & 1 == 1 {
-            let left = self.nodes.pop().expect("a set bit in the size has a frontier node");
+            let left = self
+                .nodes
+                .pop()
+                .expect("a set bit in the size has a frontier node");
             hash = node_hash(&left, &hash);
             level += 1;
-            completed(NodeId { level, index: index >> level }, hash);
+            completed(
+                NodeId {
+                    level,
+                    index: index >> level,
+                },
+                hash,
+            );
         }
         self.nodes.push(hash);
         self.size += 1;
@@ -122,7 +134,9 @@ impl Frontier {
     /// `MTH` of the leaves so far.
     pub fn root(&self) -> Hash {
         let mut iter = self.nodes.iter().rev();
-        let Some(last) = iter.next() else { return EMPTY_TREE_ROOT };
+        let Some(last) = iter.next() else {
+            return EMPTY_TREE_ROOT;
+        };
         iter.fold(*last, |acc, left| node_hash(left, &acc))
     }
 }
@@ -151,7 +165,10 @@ fn range_nodes(start: u64, end: u64, out: &mut Vec<NodeId>) {
     if n.is_power_of_two() {
         let level = n.trailing_zeros() as u8;
         debug_assert_eq!(start % n, 0, "RFC 9162 subtrees are aligned");
-        out.push(NodeId { level, index: start >> level });
+        out.push(NodeId {
+            level,
+            index: start >> level,
+        });
     } else {
         let k = largest_power_of_two_below(n);
         range_nodes(start, start + k, out);
@@ -163,11 +180,17 @@ fn range_hash(start: u64, end: u64, nodes: &HashMap<NodeId, Hash>) -> Result<Has
     let n = end - start;
     if n.is_power_of_two() {
         let level = n.trailing_zeros() as u8;
-        let id = NodeId { level, index: start >> level };
+        let id = NodeId {
+            level,
+            index: start >> level,
+        };
         nodes.get(&id).copied().ok_or(ProofError::MissingNode(id))
     } else {
         let k = largest_power_of_two_below(n);
-        Ok(node_hash(&range_hash(start, start + k, nodes)?, &range_hash(start + k, end, nodes)?))
+        Ok(node_hash(
+            &range_hash(start, start + k, nodes)?,
+            &range_hash(start + k, end, nodes)?,
+        ))
     }
 }
 
@@ -255,7 +278,10 @@ impl ProofPlan {
     /// # Errors
     /// If a needed node is missing.
     pub fn assemble(&self, nodes: &HashMap<NodeId, Hash>) -> Result<Vec<Hash>, ProofError> {
-        self.ranges.iter().map(|&(start, end)| range_hash(start, end, nodes)).collect()
+        self.ranges
+            .iter()
+            .map(|&(start, end)| range_hash(start, end, nodes))
+            .collect()
     }
 }
 
@@ -264,15 +290,25 @@ impl ProofPlan {
 ///
 /// # Errors
 /// [`ProofError::Invalid`] if it is not.
-pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, path: &[Hash], root: &Hash) -> Result<(), ProofError> {
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    path: &[Hash],
+    root: &Hash,
+) -> Result<(), ProofError> {
     if index >= size {
-        return Err(ProofError::Invalid("leaf index is not smaller than the tree size"));
+        return Err(ProofError::Invalid(
+            "leaf index is not smaller than the tree size",
+        ));
     }
     let (mut f_n, mut s_n) = (index, size - 1);
     let mut r = *leaf;
     for p in path {
         if s_n == 0 {
-            return Err(ProofError::Invalid("inclusion path is longer than the tree is high"));
+            return Err(ProofError::Invalid(
+                "inclusion path is longer than the tree is high",
+            ));
         }
         if f_n & 1 == 1 || f_n == s_n {
             r = node_hash(p, &r);
@@ -289,10 +325,14 @@ pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, path: &[Hash], root:
         s_n >>= 1;
     }
     if s_n != 0 {
-        return Err(ProofError::Invalid("inclusion path is shorter than the tree is high"));
+        return Err(ProofError::Invalid(
+            "inclusion path is shorter than the tree is high",
+        ));
     }
     if r != *root {
-        return Err(ProofError::Invalid("inclusion path leads to a different root"));
+        return Err(ProofError::Invalid(
+            "inclusion path leads to a different root",
+        ));
     }
     Ok(())
 }
@@ -314,7 +354,9 @@ pub fn verify_consistency(
     }
     if first == second {
         if !proof.is_empty() {
-            return Err(ProofError::Invalid("the proof between equal sizes must be empty"));
+            return Err(ProofError::Invalid(
+                "the proof between equal sizes must be empty",
+            ));
         }
         if first_root != second_root {
             return Err(ProofError::Invalid("two different roots for the same size"));
@@ -358,10 +400,14 @@ pub fn verify_consistency(
         return Err(ProofError::Invalid("consistency proof is too short"));
     }
     if fr != *first_root {
-        return Err(ProofError::Invalid("consistency proof does not lead to the first root"));
+        return Err(ProofError::Invalid(
+            "consistency proof does not lead to the first root",
+        ));
     }
     if sr != *second_root {
-        return Err(ProofError::Invalid("consistency proof does not lead to the second root"));
+        return Err(ProofError::Invalid(
+            "consistency proof does not lead to the second root",
+        ));
     }
     Ok(())
 }
@@ -371,7 +417,13 @@ pub fn all_nodes(leaves: &[Hash]) -> HashMap<NodeId, Hash> {
     let mut nodes = HashMap::new();
     let mut frontier = Frontier::default();
     for (i, leaf) in leaves.iter().enumerate() {
-        nodes.insert(NodeId { level: 0, index: i as u64 }, *leaf);
+        nodes.insert(
+            NodeId {
+                level: 0,
+                index: i as u64,
+            },
+            *leaf,
+        );
         frontier.push_with(*leaf, |id, hash| {
             nodes.insert(id, hash);
         });
@@ -384,7 +436,9 @@ mod tests {
     use super::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(format!("leaf {i}").as_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(format!("leaf {i}").as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -416,9 +470,14 @@ mod tests {
         for n in 1..=40u64 {
             let root = root_of(&all[..n as usize]);
             for m in 0..n {
-                let proof = ProofPlan::inclusion(m, n).unwrap().assemble(&nodes).unwrap();
+                let proof = ProofPlan::inclusion(m, n)
+                    .unwrap()
+                    .assemble(&nodes)
+                    .unwrap();
                 verify_inclusion(m, n, &all[m as usize], &proof, &root).unwrap();
-                assert!(verify_inclusion(m, n, &all[(m as usize + 1) % 40], &proof, &root).is_err());
+                assert!(
+                    verify_inclusion(m, n, &all[(m as usize + 1) % 40], &proof, &root).is_err()
+                );
                 if let Some(first) = proof.first() {
                     let mut bad = proof.clone();
                     bad[0] = node_hash(first, first);
@@ -427,7 +486,10 @@ mod tests {
             }
             for m in 1..=n {
                 let first_root = root_of(&all[..m as usize]);
-                let proof = ProofPlan::consistency(m, n).unwrap().assemble(&nodes).unwrap();
+                let proof = ProofPlan::consistency(m, n)
+                    .unwrap()
+                    .assemble(&nodes)
+                    .unwrap();
                 verify_consistency(m, n, &first_root, &root, &proof).unwrap();
                 if m < n {
                     let forked = leaf_hash(b"fork");
@@ -447,7 +509,13 @@ mod tests {
             let plan = ProofPlan::inclusion(index, size).unwrap();
             assert!(plan.needed().len() <= 2 * 24, "{}", plan.needed().len());
         }
-        assert!(ProofPlan::consistency(7_777_777, size).unwrap().needed().len() <= 2 * 24);
+        assert!(
+            ProofPlan::consistency(7_777_777, size)
+                .unwrap()
+                .needed()
+                .len()
+                <= 2 * 24
+        );
         assert!(ProofPlan::inclusion(5, 5).is_err());
         assert!(ProofPlan::consistency(0, 5).is_err());
     }

@@ -29,7 +29,9 @@ pub enum NoteError {
     #[error("the note carries no signature from key {0}")]
     NoSignature(String),
     /// A signature from the expected key is present but does not verify.
-    #[error("the signature of key {0} does not verify: the note was changed or signed by another key")]
+    #[error(
+        "the signature of key {0} does not verify: the note was changed or signed by another key"
+    )]
     BadSignature(String),
     /// The body is not a valid checkpoint.
     #[error("checkpoint body: {0}")]
@@ -43,7 +45,9 @@ pub enum NoteError {
 pub fn check_origin(origin: &str) -> Result<(), NoteError> {
     let ok = (1..=ORIGIN_MAX_BYTES).contains(&origin.len())
         && origin.as_bytes()[0].is_ascii_alphanumeric()
-        && origin.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
+        && origin
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -73,29 +77,44 @@ impl VerifierKey {
     /// If any part is malformed or the key ID does not match the key.
     pub fn parse(text: &str) -> Result<VerifierKey, NoteError> {
         let text = text.trim_end_matches('\n');
-        let err = |m: &str| NoteError::VerifierKey(format!("{m} (expected `name+keyid+base64key`)"));
+        let err =
+            |m: &str| NoteError::VerifierKey(format!("{m} (expected `name+keyid+base64key`)"));
         // Names never contain `+`, but base64 may: split from the left.
         let mut parts = text.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(err("needs three parts separated by `+`"));
         };
         if name.is_empty() || name.chars().any(char::is_whitespace) || name.contains('+') {
             return Err(err("the name must be non-empty without spaces or `+`"));
         }
-        if id_hex.len() != 8 || id_hex.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if id_hex.len() != 8
+            || id_hex
+                .bytes()
+                .any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(err("the key ID must be 8 lowercase hex digits"));
         }
-        let raw = BASE64.decode(key_b64).map_err(|_| err("the key is not valid base64"))?;
+        let raw = BASE64
+            .decode(key_b64)
+            .map_err(|_| err("the key is not valid base64"))?;
         if raw.len() != 33 || raw[0] != ED25519_TYPE {
-            return Err(err("the key must be 0x01 followed by a 32-byte Ed25519 public key"));
+            return Err(err(
+                "the key must be 0x01 followed by a 32-byte Ed25519 public key",
+            ));
         }
         let public: [u8; 32] = raw[1..].try_into().expect("length checked");
-        let key = VerifyingKey::from_bytes(&public).map_err(|_| err("not a valid Ed25519 public key"))?;
+        let key =
+            VerifyingKey::from_bytes(&public).map_err(|_| err("not a valid Ed25519 public key"))?;
         let id = key_id(name, &public);
         if hex::encode(id) != id_hex {
             return Err(err("the key ID does not match the name and key"));
         }
-        Ok(VerifierKey { name: name.to_owned(), id, key })
+        Ok(VerifierKey {
+            name: name.to_owned(),
+            id,
+            key,
+        })
     }
 
     /// The key's name (for a ledger, its origin).
@@ -107,12 +126,18 @@ impl VerifierKey {
     pub fn to_text(&self) -> String {
         let mut raw = vec![ED25519_TYPE];
         raw.extend_from_slice(self.key.as_bytes());
-        format!("{}+{}+{}", self.name, hex::encode(self.id), BASE64.encode(raw))
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex::encode(self.id),
+            BASE64.encode(raw)
+        )
     }
 
     /// Whether `signature` is this key's Ed25519 signature over `body`.
     pub fn verify_raw(&self, body: &str, signature: &[u8]) -> bool {
-        Signature::from_slice(signature).is_ok_and(|sig| self.key.verify(body.as_bytes(), &sig).is_ok())
+        Signature::from_slice(signature)
+            .is_ok_and(|sig| self.key.verify(body.as_bytes(), &sig).is_ok())
     }
 
     /// Opens a signed note: checks its shape and that exactly this key signed
@@ -123,9 +148,13 @@ impl VerifierKey {
     pub fn open<'a>(&self, note: &'a str) -> Result<&'a str, NoteError> {
         let malformed = |m: &str| NoteError::Malformed(m.to_owned());
         if note.chars().any(|c| c < ' ' && c != '\n') {
-            return Err(malformed("control characters other than newline are not allowed"));
+            return Err(malformed(
+                "control characters other than newline are not allowed",
+            ));
         }
-        let split = note.rfind("\n\n").ok_or_else(|| malformed("no empty line before the signatures"))?;
+        let split = note
+            .rfind("\n\n")
+            .ok_or_else(|| malformed("no empty line before the signatures"))?;
         let (body, signatures) = (&note[..split + 1], &note[split + 2..]);
         if !signatures.ends_with('\n') || signatures.len() < 2 {
             return Err(malformed("signature lines must end with a newline"));
@@ -136,25 +165,36 @@ impl VerifierKey {
         }
         let mut verified = false;
         for line in lines {
-            let rest = line.strip_prefix("\u{2014} ").ok_or_else(|| malformed("a signature line must start with `— `"))?;
-            let (name, sig_b64) = rest.split_once(' ').ok_or_else(|| malformed("a signature line is `— name base64`"))?;
+            let rest = line
+                .strip_prefix("\u{2014} ")
+                .ok_or_else(|| malformed("a signature line must start with `— `"))?;
+            let (name, sig_b64) = rest
+                .split_once(' ')
+                .ok_or_else(|| malformed("a signature line is `— name base64`"))?;
             if name.is_empty() || sig_b64.contains(' ') {
                 return Err(malformed("a signature line is `— name base64`"));
             }
-            let raw = BASE64.decode(sig_b64).map_err(|_| malformed("signature is not valid base64"))?;
+            let raw = BASE64
+                .decode(sig_b64)
+                .map_err(|_| malformed("signature is not valid base64"))?;
             if raw.len() < 5 {
                 return Err(malformed("signature is too short"));
             }
             if name != self.name || raw[..4] != self.id {
                 continue; // someone else's key: ignored, as signed-note requires
             }
-            let sig = Signature::from_slice(&raw[4..]).map_err(|_| NoteError::BadSignature(self.name.clone()))?;
+            let sig = Signature::from_slice(&raw[4..])
+                .map_err(|_| NoteError::BadSignature(self.name.clone()))?;
             self.key
                 .verify(body.as_bytes(), &sig)
                 .map_err(|_| NoteError::BadSignature(self.name.clone()))?;
             verified = true;
         }
-        if verified { Ok(body) } else { Err(NoteError::NoSignature(self.to_text())) }
+        if verified {
+            Ok(body)
+        } else {
+            Err(NoteError::NoSignature(self.to_text()))
+        }
     }
 }
 
@@ -167,7 +207,10 @@ pub struct LedgerKey {
 
 impl std::fmt::Debug for LedgerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LedgerKey").field("name", &self.name).field("key", &"<secret>").finish()
+        f.debug_struct("LedgerKey")
+            .field("name", &self.name)
+            .field("key", &"<secret>")
+            .finish()
     }
 }
 
@@ -178,7 +221,10 @@ impl LedgerKey {
     /// If `name` is not a valid origin.
     pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<LedgerKey, NoteError> {
         check_origin(name)?;
-        Ok(LedgerKey { name: name.to_owned(), key: SigningKey::from_bytes(seed) })
+        Ok(LedgerKey {
+            name: name.to_owned(),
+            key: SigningKey::from_bytes(seed),
+        })
     }
 
     /// The key's name.
@@ -194,7 +240,11 @@ impl LedgerKey {
     /// The matching verifier key.
     pub fn verifier(&self) -> VerifierKey {
         let public = self.key.verifying_key();
-        VerifierKey { name: self.name.clone(), id: key_id(&self.name, public.as_bytes()), key: public }
+        VerifierKey {
+            name: self.name.clone(),
+            id: key_id(&self.name, public.as_bytes()),
+            key: public,
+        }
     }
 
     /// The bare Ed25519 signature over `body` (a batch seal, FORMAT §3.5).
@@ -226,7 +276,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The three-line body.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, BASE64.encode(self.root.0))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            BASE64.encode(self.root.0)
+        )
     }
 
     /// Parses a three-line body (no extension lines).
@@ -235,19 +290,38 @@ impl Checkpoint {
     /// If a line is malformed or there are extension lines.
     pub fn parse_body(body: &str) -> Result<Checkpoint, NoteError> {
         let err = |m: &str| NoteError::Checkpoint(m.to_owned());
-        let lines: Vec<&str> = body.strip_suffix('\n').ok_or_else(|| err("must end with a newline"))?.split('\n').collect();
+        let lines: Vec<&str> = body
+            .strip_suffix('\n')
+            .ok_or_else(|| err("must end with a newline"))?
+            .split('\n')
+            .collect();
         if lines.len() != 3 {
-            return Err(err("must be exactly three lines: origin, size, root (no extension lines)"));
+            return Err(err(
+                "must be exactly three lines: origin, size, root (no extension lines)",
+            ));
         }
         check_origin(lines[0])?;
         let size_text = lines[1];
-        if size_text.is_empty() || size_text.bytes().any(|b| !b.is_ascii_digit()) || (size_text.len() > 1 && size_text.starts_with('0')) {
-            return Err(err("the size must be a decimal number without leading zeros"));
+        if size_text.is_empty()
+            || size_text.bytes().any(|b| !b.is_ascii_digit())
+            || (size_text.len() > 1 && size_text.starts_with('0'))
+        {
+            return Err(err(
+                "the size must be a decimal number without leading zeros",
+            ));
         }
-        let size = size_text.parse().map_err(|_| err("the size is too large"))?;
-        let root = BASE64.decode(lines[2]).map_err(|_| err("the root must be base64"))?;
+        let size = size_text
+            .parse()
+            .map_err(|_| err("the size is too large"))?;
+        let root = BASE64
+            .decode(lines[2])
+            .map_err(|_| err("the root must be base64"))?;
         let root = Hash::from_slice(&root).map_err(|m| err(&m))?;
-        Ok(Checkpoint { origin: lines[0].to_owned(), size, root })
+        Ok(Checkpoint {
+            origin: lines[0].to_owned(),
+            size,
+            root,
+        })
     }
 
     /// Opens a signed checkpoint note with `key` and parses its body; the
@@ -275,34 +349,59 @@ mod tests {
     #[test]
     fn sign_and_open_round_trip() {
         let key = LedgerKey::from_seed("trailmark.test/unit", &[7; 32]).unwrap();
-        let cp = Checkpoint { origin: "trailmark.test/unit".into(), size: 3, root: Hash::sha256(&[b"r"]) };
+        let cp = Checkpoint {
+            origin: "trailmark.test/unit".into(),
+            size: 3,
+            root: Hash::sha256(&[b"r"]),
+        };
         let note = key.sign_note(&cp.body());
         let vkey = VerifierKey::parse(&key.verifier().to_text()).unwrap();
         assert_eq!(Checkpoint::open(&note, &vkey).unwrap(), cp);
         let tampered = note.replacen("\n3\n", "\n4\n", 1);
-        assert!(matches!(Checkpoint::open(&tampered, &vkey), Err(NoteError::BadSignature(_))));
-        let other = LedgerKey::from_seed("trailmark.test/unit", &[8; 32]).unwrap().verifier();
-        assert!(matches!(Checkpoint::open(&note, &other), Err(NoteError::NoSignature(_))));
+        assert!(matches!(
+            Checkpoint::open(&tampered, &vkey),
+            Err(NoteError::BadSignature(_))
+        ));
+        let other = LedgerKey::from_seed("trailmark.test/unit", &[8; 32])
+            .unwrap()
+            .verifier();
+        assert!(matches!(
+            Checkpoint::open(&note, &other),
+            Err(NoteError::NoSignature(_))
+        ));
     }
 
     #[test]
     fn verifier_keys_whose_base64_holds_a_plus_parse() {
         let with_plus = (0u8..=255)
-            .map(|i| LedgerKey::from_seed("trailmark.test/plus", &[i; 32]).unwrap().verifier().to_text())
+            .map(|i| {
+                LedgerKey::from_seed("trailmark.test/plus", &[i; 32])
+                    .unwrap()
+                    .verifier()
+                    .to_text()
+            })
             .find(|t| t.splitn(3, '+').nth(2).is_some_and(|b| b.contains('+')))
             .expect("some seed gives a key with `+` in its base64");
         assert_eq!(VerifierKey::parse(&with_plus).unwrap().to_text(), with_plus);
         assert!(VerifierKey::parse("a+b+c").is_err());
         let mut wrong_id = with_plus.clone();
         wrong_id.replace_range(20..21, if &with_plus[20..21] == "0" { "1" } else { "0" });
-        assert!(VerifierKey::parse(&wrong_id).is_err(), "a key ID that does not match must be refused");
+        assert!(
+            VerifierKey::parse(&wrong_id).is_err(),
+            "a key ID that does not match must be refused"
+        );
     }
 
     #[test]
     fn checkpoint_body_rules() {
         assert!(Checkpoint::parse_body("o\n01\nAAAA\n").is_err());
-        assert!(Checkpoint::parse_body("o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\next\n").is_err());
-        assert!(Checkpoint::parse_body("o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n").is_ok());
+        assert!(
+            Checkpoint::parse_body("o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\next\n")
+                .is_err()
+        );
+        assert!(
+            Checkpoint::parse_body("o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n").is_ok()
+        );
         assert!(check_origin("has space").is_err());
         assert!(check_origin("a+b").is_err());
     }

@@ -3,12 +3,12 @@
 //! (a tree frontier, the previous hash and time). The same checker serves the
 //! database (`trailmark verify`) and an export (`trailmark verify-export`).
 
+use super::Timestamp;
 use super::entry::{self, ParsedEntry};
 use super::hash::Hash;
 use super::kind::Class;
 use super::merkle::{self, Frontier};
 use super::note::{Checkpoint, VerifierKey};
-use super::Timestamp;
 
 /// The first thing found wrong, with the seq where it was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,7 +22,9 @@ pub enum VerifyError {
         found: u64,
     },
     /// The entry's bytes do not hash to the stored hash.
-    #[error("seq {seq}: the entry's bytes hash to {computed}, but {stored} is stored: the entry was changed")]
+    #[error(
+        "seq {seq}: the entry's bytes hash to {computed}, but {stored} is stored: the entry was changed"
+    )]
     HashMismatch {
         /// Where.
         seq: u64,
@@ -32,7 +34,9 @@ pub enum VerifyError {
         computed: String,
     },
     /// `prev` does not name the previous entry.
-    #[error("seq {seq}: `prev` is {found} but the previous entry's hash is {expected}: the chain is broken")]
+    #[error(
+        "seq {seq}: `prev` is {found} but the previous entry's hash is {expected}: the chain is broken"
+    )]
     ChainBroken {
         /// Where.
         seq: u64,
@@ -50,7 +54,9 @@ pub enum VerifyError {
         problem: String,
     },
     /// The entry's own `seq` is not its position.
-    #[error("seq {position}: the entry says it is seq {claimed}: entries were reordered or replaced")]
+    #[error(
+        "seq {position}: the entry says it is seq {claimed}: entries were reordered or replaced"
+    )]
     WrongPosition {
         /// Position in the stream.
         position: u64,
@@ -68,7 +74,9 @@ pub enum VerifyError {
         found: String,
     },
     /// A database index column disagrees with the entry's bytes.
-    #[error("seq {seq}: the `{column}` column holds {stored:?} but the entry says {entry:?}: the database row was changed")]
+    #[error(
+        "seq {seq}: the `{column}` column holds {stored:?} but the entry says {entry:?}: the database row was changed"
+    )]
     IndexMismatch {
         /// Where.
         seq: u64,
@@ -99,7 +107,9 @@ pub enum VerifyError {
         problem: String,
     },
     /// A checkpoint's root is not the root of the entries.
-    #[error("checkpoint of size {size}: root {signed} is signed but the entries give {computed}: an entry before seq {size} was changed, removed or inserted")]
+    #[error(
+        "checkpoint of size {size}: root {signed} is signed but the entries give {computed}: an entry before seq {size} was changed, removed or inserted"
+    )]
     RootMismatch {
         /// Its size.
         size: u64,
@@ -109,7 +119,9 @@ pub enum VerifyError {
         computed: String,
     },
     /// The ledger has fewer entries than a checkpoint attests.
-    #[error("the ledger has {entries} entries but a signed checkpoint attests {size}: entries from seq {entries} on were removed (truncation)")]
+    #[error(
+        "the ledger has {entries} entries but a signed checkpoint attests {size}: entries from seq {entries} on were removed (truncation)"
+    )]
     Truncated {
         /// Entries found.
         entries: u64,
@@ -117,7 +129,9 @@ pub enum VerifyError {
         size: u64,
     },
     /// The newest entry lacks a valid batch seal.
-    #[error("seq {seq}: the newest entry carries no valid batch seal: it was not written by this ledger's sequencer (entries were added around the application)")]
+    #[error(
+        "seq {seq}: the newest entry carries no valid batch seal: it was not written by this ledger's sequencer (entries were added around the application)"
+    )]
     Unsealed {
         /// The newest seq.
         seq: u64,
@@ -174,7 +188,14 @@ impl ChainVerifier {
     /// A checker for a ledger signed by `key`. With `check_canonical`, every
     /// entry's bytes must also be exactly RFC 8785 (slower; `verify` does it).
     pub fn new(key: VerifierKey, check_canonical: bool) -> ChainVerifier {
-        ChainVerifier { key, check_canonical, next: 0, prev: Hash::ZERO, prev_time: None, frontier: Frontier::default() }
+        ChainVerifier {
+            key,
+            check_canonical,
+            next: 0,
+            prev: Hash::ZERO,
+            prev_time: None,
+            frontier: Frontier::default(),
+        }
     }
 
     /// Entries checked so far.
@@ -192,39 +213,78 @@ impl ChainVerifier {
     ///
     /// # Errors
     /// The first rule this entry breaks.
-    pub fn push(&mut self, stored_seq: u64, stored_hash: Option<&[u8]>, canonical: &[u8], index: Option<IndexColumns<'_>>) -> Result<Verified, VerifyError> {
+    pub fn push(
+        &mut self,
+        stored_seq: u64,
+        stored_hash: Option<&[u8]>,
+        canonical: &[u8],
+        index: Option<IndexColumns<'_>>,
+    ) -> Result<Verified, VerifyError> {
         let position = self.next;
         if stored_seq != position {
-            return Err(VerifyError::Gap { expected: position, found: stored_seq });
+            return Err(VerifyError::Gap {
+                expected: position,
+                found: stored_seq,
+            });
         }
         let hash = merkle::leaf_hash(canonical);
         if let Some(stored) = stored_hash
             && stored != hash.0.as_slice()
         {
-            return Err(VerifyError::HashMismatch { seq: position, stored: hex::encode(stored), computed: hash.to_hex() });
+            return Err(VerifyError::HashMismatch {
+                seq: position,
+                stored: hex::encode(stored),
+                computed: hash.to_hex(),
+            });
         }
-        let malformed = |problem: String| VerifyError::Malformed { seq: position, problem };
+        let malformed = |problem: String| VerifyError::Malformed {
+            seq: position,
+            problem,
+        };
         let parsed = ParsedEntry::parse(canonical).map_err(|e| malformed(e.to_string()))?;
         let fields = parsed.check().map_err(|e| malformed(e.to_string()))?;
         if fields.seq != position {
-            return Err(VerifyError::WrongPosition { position, claimed: fields.seq });
+            return Err(VerifyError::WrongPosition {
+                position,
+                claimed: fields.seq,
+            });
         }
         if fields.prev != self.prev {
-            return Err(VerifyError::ChainBroken { seq: position, expected: self.prev.to_hex(), found: fields.prev.to_hex() });
+            return Err(VerifyError::ChainBroken {
+                seq: position,
+                expected: self.prev.to_hex(),
+                found: fields.prev.to_hex(),
+            });
         }
         if let Some(previous) = self.prev_time
             && fields.recorded_at < previous
         {
-            return Err(VerifyError::TimeWentBack { seq: position, previous: previous.to_string(), found: fields.recorded_at.to_string() });
+            return Err(VerifyError::TimeWentBack {
+                seq: position,
+                previous: previous.to_string(),
+                found: fields.recorded_at.to_string(),
+            });
         }
         if let Some(index) = index {
             let pairs: [(&'static str, Option<&str>, Option<&str>); 6] = [
-                ("recorded_at", Some(index.recorded_at), Some(&parsed.recorded_at)),
+                (
+                    "recorded_at",
+                    Some(index.recorded_at),
+                    Some(&parsed.recorded_at),
+                ),
                 ("kind", Some(index.kind), Some(&parsed.kind)),
                 ("actor", Some(index.actor), Some(&parsed.actor)),
                 ("subject", Some(index.subject), Some(&parsed.subject)),
-                ("correlation_id", index.correlation_id, parsed.correlation_id.as_deref()),
-                ("idempotency_key", index.idempotency_key, parsed.idempotency_key.as_deref()),
+                (
+                    "correlation_id",
+                    index.correlation_id,
+                    parsed.correlation_id.as_deref(),
+                ),
+                (
+                    "idempotency_key",
+                    index.idempotency_key,
+                    parsed.idempotency_key.as_deref(),
+                ),
             ];
             for (column, stored, in_entry) in pairs {
                 if stored != in_entry {
@@ -238,7 +298,9 @@ impl ChainVerifier {
             }
         }
         if self.check_canonical && !entry::is_canonical(canonical) {
-            return Err(malformed("the bytes are not in RFC 8785 canonical form".into()));
+            return Err(malformed(
+                "the bytes are not in RFC 8785 canonical form".into(),
+            ));
         }
         if position == 0 {
             self.check_genesis(&parsed, fields.kind.class)?;
@@ -249,16 +311,28 @@ impl ChainVerifier {
         self.prev = hash;
         self.prev_time = Some(fields.recorded_at);
         self.next += 1;
-        Ok(Verified { seq: position, hash, parents: fields.parents })
+        Ok(Verified {
+            seq: position,
+            hash,
+            parents: fields.parents,
+        })
     }
 
     fn check_genesis(&self, parsed: &ParsedEntry<'_>, class: Class) -> Result<(), VerifyError> {
         let fail = |m: String| Err(VerifyError::Genesis(m));
         if class != Class::Genesis {
-            return fail(format!("entry 0 is `{}`, not `ledger.genesis`", parsed.kind));
+            return fail(format!(
+                "entry 0 is `{}`, not `ledger.genesis`",
+                parsed.kind
+            ));
         }
-        if parsed.actor != "system:trailmark" || parsed.subject != format!("ledger:{}", self.key.name()) {
-            return fail(format!("genesis must be by `system:trailmark` about `ledger:{}`", self.key.name()));
+        if parsed.actor != "system:trailmark"
+            || parsed.subject != format!("ledger:{}", self.key.name())
+        {
+            return fail(format!(
+                "genesis must be by `system:trailmark` about `ledger:{}`",
+                self.key.name()
+            ));
         }
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -267,12 +341,21 @@ impl ChainVerifier {
             verifier_key: String,
             software: String,
         }
-        let payload: GenesisPayload = serde_json::from_str(parsed.payload.get()).map_err(|e| VerifyError::Genesis(format!("payload: {e}")))?;
+        let payload: GenesisPayload = serde_json::from_str(parsed.payload.get())
+            .map_err(|e| VerifyError::Genesis(format!("payload: {e}")))?;
         if payload.origin != self.key.name() {
-            return fail(format!("origin `{}` is not the key's name `{}`", payload.origin, self.key.name()));
+            return fail(format!(
+                "origin `{}` is not the key's name `{}`",
+                payload.origin,
+                self.key.name()
+            ));
         }
         if payload.verifier_key != self.key.to_text() {
-            return fail(format!("the genesis names verifier key {} but the ledger is being checked with {}", payload.verifier_key, self.key.to_text()));
+            return fail(format!(
+                "the genesis names verifier key {} but the ledger is being checked with {}",
+                payload.verifier_key,
+                self.key.to_text()
+            ));
         }
         if !payload.software.starts_with("trailmark ") {
             return fail("`software` must name the trailmark version".into());
@@ -285,14 +368,25 @@ impl ChainVerifier {
     ///
     /// # Errors
     /// If the signature, origin or root does not hold.
-    pub fn check_checkpoint_here(&self, note: &str, stored: Option<(u64, &[u8])>) -> Result<Checkpoint, VerifyError> {
+    pub fn check_checkpoint_here(
+        &self,
+        note: &str,
+        stored: Option<(u64, &[u8])>,
+    ) -> Result<Checkpoint, VerifyError> {
         let checkpoint = self.open_checkpoint(note, stored)?;
         if checkpoint.size != self.next {
-            return Err(VerifyError::Checkpoint { size: checkpoint.size, problem: format!("checked at {} entries", self.next) });
+            return Err(VerifyError::Checkpoint {
+                size: checkpoint.size,
+                problem: format!("checked at {} entries", self.next),
+            });
         }
         let computed = self.frontier.root();
         if checkpoint.root != computed {
-            return Err(VerifyError::RootMismatch { size: checkpoint.size, signed: checkpoint.root.to_hex(), computed: computed.to_hex() });
+            return Err(VerifyError::RootMismatch {
+                size: checkpoint.size,
+                signed: checkpoint.root.to_hex(),
+                computed: computed.to_hex(),
+            });
         }
         Ok(checkpoint)
     }
@@ -303,10 +397,17 @@ impl ChainVerifier {
     /// # Errors
     /// [`VerifyError::Unsealed`] if it is missing or does not verify.
     pub fn check_seal(&self, seal: Option<&[u8]>) -> Result<(), VerifyError> {
-        let body = Checkpoint { origin: self.key.name().to_owned(), size: self.next, root: self.frontier.root() }.body();
+        let body = Checkpoint {
+            origin: self.key.name().to_owned(),
+            size: self.next,
+            root: self.frontier.root(),
+        }
+        .body();
         match seal {
             Some(sig) if self.next > 0 && self.key.verify_raw(&body, sig) => Ok(()),
-            _ => Err(VerifyError::Unsealed { seq: self.next.saturating_sub(1) }),
+            _ => Err(VerifyError::Unsealed {
+                seq: self.next.saturating_sub(1),
+            }),
         }
     }
 
@@ -315,13 +416,24 @@ impl ChainVerifier {
     ///
     /// # Errors
     /// If the note fails or disagrees with the stored columns.
-    pub fn open_checkpoint(&self, note: &str, stored: Option<(u64, &[u8])>) -> Result<Checkpoint, VerifyError> {
+    pub fn open_checkpoint(
+        &self,
+        note: &str,
+        stored: Option<(u64, &[u8])>,
+    ) -> Result<Checkpoint, VerifyError> {
         let size_hint = stored.map_or(0, |s| s.0);
-        let checkpoint = Checkpoint::open(note, &self.key).map_err(|e| VerifyError::Checkpoint { size: size_hint, problem: e.to_string() })?;
+        let checkpoint =
+            Checkpoint::open(note, &self.key).map_err(|e| VerifyError::Checkpoint {
+                size: size_hint,
+                problem: e.to_string(),
+            })?;
         if let Some((size, root)) = stored
             && (checkpoint.size != size || checkpoint.root.0.as_slice() != root)
         {
-            return Err(VerifyError::Checkpoint { size, problem: "the database row's size or root differs from its signed note".into() });
+            return Err(VerifyError::Checkpoint {
+                size,
+                problem: "the database row's size or root differs from its signed note".into(),
+            });
         }
         Ok(checkpoint)
     }

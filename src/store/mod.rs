@@ -16,7 +16,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row};
 
 use crate::ledger::merkle::{Frontier, NodeId, ProofPlan};
@@ -261,8 +263,10 @@ fn hash_of(bytes: &[u8], what: &str) -> Result<Hash, StoreError> {
     Hash::from_slice(bytes).map_err(|m| StoreError::Corrupt(format!("{what}: {m}")))
 }
 
-const ENTRY_COLUMNS: &str =
-    "seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, seal";
+/// (idempotency_key, actor, seq, hash, recorded_at, request_digest).
+type IdempotencyRow = (String, String, i64, Vec<u8>, String, Vec<u8>);
+
+const ENTRY_COLUMNS: &str = "seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, seal";
 
 fn entry_from_row<R: Row>(row: &R) -> Result<StoredEntry, StoreError>
 where
@@ -391,9 +395,14 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Store { backend: Backend::Sqlite(pool) })
+        Ok(Store {
+            backend: Backend::Sqlite(pool),
+        })
     }
 
     /// Opens a PostgreSQL ledger and migrates it.
@@ -408,7 +417,9 @@ impl Store {
             .connect_with(options)
             .await?;
         POSTGRES_MIGRATIONS.run(&pool).await?;
-        Ok(Store { backend: Backend::Postgres(pool) })
+        Ok(Store {
+            backend: Backend::Postgres(pool),
+        })
     }
 
     /// Opens a database by URL: `postgres://...`, `postgresql://...` or `sqlite://PATH`.
@@ -458,7 +469,10 @@ impl Store {
             }
             Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITER_LOCK_KEY).execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITER_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await?;
                 write_batch_body!(tx, batch, sqlx::Postgres)?;
                 tx.commit().await?;
             }
@@ -470,9 +484,17 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::HeadMoved`] if the head is not `head`, or a database error.
-    pub async fn write_checkpoint(&self, head: (u64, Hash), checkpoint: NewCheckpoint) -> Result<(), StoreError> {
-        self.write_batch(&BatchWrite { expected_head: Some(head), checkpoint: Some(checkpoint), ..BatchWrite::default() })
-            .await
+    pub async fn write_checkpoint(
+        &self,
+        head: (u64, Hash),
+        checkpoint: NewCheckpoint,
+    ) -> Result<(), StoreError> {
+        self.write_batch(&BatchWrite {
+            expected_head: Some(head),
+            checkpoint: Some(checkpoint),
+            ..BatchWrite::default()
+        })
+        .await
     }
 
     /// The newest entry, or `None` for an empty (uninitialised) ledger.
@@ -489,7 +511,8 @@ impl Store {
             Ok(Head {
                 seq: u64_of(seq, "seq")?,
                 hash: hash_of(&hash, "head hash")?,
-                recorded_at: Timestamp::parse(&at).map_err(|e| StoreError::Corrupt(format!("head recorded_at: {e}")))?,
+                recorded_at: Timestamp::parse(&at)
+                    .map_err(|e| StoreError::Corrupt(format!("head recorded_at: {e}")))?,
             })
         })
         .transpose()
@@ -510,7 +533,11 @@ impl Store {
     /// A database error or a malformed stored hash.
     pub async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
-        let leaves: Vec<i64> = ids.iter().filter(|id| id.level == 0).map(|id| i64_of(id.index)).collect();
+        let leaves: Vec<i64> = ids
+            .iter()
+            .filter(|id| id.level == 0)
+            .map(|id| i64_of(id.index))
+            .collect();
         let interior: Vec<&NodeId> = ids.iter().filter(|id| id.level > 0).collect();
         for chunk in leaves.chunks(500) {
             let rows: Vec<(i64, Vec<u8>)> = on_pool!(self, pool => {
@@ -523,7 +550,13 @@ impl Store {
                 qb.build_query_as().fetch_all(pool).await?
             });
             for (seq, hash) in rows {
-                out.insert(NodeId { level: 0, index: u64_of(seq, "seq")? }, hash_of(&hash, "leaf")?);
+                out.insert(
+                    NodeId {
+                        level: 0,
+                        index: u64_of(seq, "seq")?,
+                    },
+                    hash_of(&hash, "leaf")?,
+                );
             }
         }
         for chunk in interior.chunks(200) {
@@ -538,8 +571,15 @@ impl Store {
                 qb.build_query_as().fetch_all(pool).await?
             });
             for (level, idx, hash) in rows {
-                let level = u8::try_from(level).map_err(|_| StoreError::Corrupt(format!("node level {level}")))?;
-                out.insert(NodeId { level, index: u64_of(idx, "node index")? }, hash_of(&hash, "node")?);
+                let level = u8::try_from(level)
+                    .map_err(|_| StoreError::Corrupt(format!("node level {level}")))?;
+                out.insert(
+                    NodeId {
+                        level,
+                        index: u64_of(idx, "node index")?,
+                    },
+                    hash_of(&hash, "node")?,
+                );
             }
         }
         Ok(out)
@@ -554,7 +594,14 @@ impl Store {
         let nodes = self.nodes(&ids).await?;
         let hashes = ids
             .iter()
-            .map(|id| nodes.get(id).copied().ok_or_else(|| StoreError::Corrupt(format!("tree node level {} index {} is missing", id.level, id.index))))
+            .map(|id| {
+                nodes.get(id).copied().ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "tree node level {} index {} is missing",
+                        id.level, id.index
+                    ))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Frontier::from_nodes(size, hashes).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
@@ -564,11 +611,20 @@ impl Store {
     ///
     /// # Errors
     /// If a node is missing or on a database error.
-    pub async fn proof(&self, plan: &ProofPlan, extra: &HashMap<NodeId, Hash>) -> Result<Vec<Hash>, StoreError> {
-        let needed: Vec<NodeId> = plan.needed().into_iter().filter(|id| !extra.contains_key(id)).collect();
+    pub async fn proof(
+        &self,
+        plan: &ProofPlan,
+        extra: &HashMap<NodeId, Hash>,
+    ) -> Result<Vec<Hash>, StoreError> {
+        let needed: Vec<NodeId> = plan
+            .needed()
+            .into_iter()
+            .filter(|id| !extra.contains_key(id))
+            .collect();
         let mut nodes = self.nodes(&needed).await?;
         nodes.extend(extra.iter().map(|(k, v)| (*k, *v)));
-        plan.assemble(&nodes).map_err(|e| StoreError::Corrupt(e.to_string()))
+        plan.assemble(&nodes)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     /// The newest signed checkpoint.
@@ -581,30 +637,51 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|(size, root, note, signed_at)| Ok(StoredCheckpoint { size: u64_of(size, "size")?, root, note, signed_at }))
-            .transpose()
+        row.map(|(size, root, note, signed_at)| {
+            Ok(StoredCheckpoint {
+                size: u64_of(size, "size")?,
+                root,
+                note,
+                signed_at,
+            })
+        })
+        .transpose()
     }
 
     /// The smallest stored checkpoint whose size is at least `size`.
     ///
     /// # Errors
     /// A database error.
-    pub async fn checkpoint_at_least(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+    pub async fn checkpoint_at_least(
+        &self,
+        size: u64,
+    ) -> Result<Option<StoredCheckpoint>, StoreError> {
         let row: Option<(i64, Vec<u8>, String, String)> = on_pool!(self, pool => {
             sqlx::query_as("SELECT size, root, note, signed_at FROM checkpoints WHERE size >= $1 ORDER BY size LIMIT 1")
                 .bind(i64_of(size))
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|(size, root, note, signed_at)| Ok(StoredCheckpoint { size: u64_of(size, "size")?, root, note, signed_at }))
-            .transpose()
+        row.map(|(size, root, note, signed_at)| {
+            Ok(StoredCheckpoint {
+                size: u64_of(size, "size")?,
+                root,
+                note,
+                signed_at,
+            })
+        })
+        .transpose()
     }
 
     /// Checkpoints with `size > after`, ascending, at most `limit`.
     ///
     /// # Errors
     /// A database error.
-    pub async fn checkpoints_page(&self, after: u64, limit: u32) -> Result<Vec<StoredCheckpoint>, StoreError> {
+    pub async fn checkpoints_page(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
         let rows: Vec<(i64, Vec<u8>, String, String)> = on_pool!(self, pool => {
             sqlx::query_as("SELECT size, root, note, signed_at FROM checkpoints WHERE size > $1 ORDER BY size LIMIT $2")
                 .bind(i64_of(after))
@@ -613,7 +690,14 @@ impl Store {
                 .await?
         });
         rows.into_iter()
-            .map(|(size, root, note, signed_at)| Ok(StoredCheckpoint { size: u64_of(size, "size")?, root, note, signed_at }))
+            .map(|(size, root, note, signed_at)| {
+                Ok(StoredCheckpoint {
+                    size: u64_of(size, "size")?,
+                    root,
+                    note,
+                    signed_at,
+                })
+            })
             .collect()
     }
 
@@ -638,7 +722,11 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn entries_page(&self, from: u64, limit: u32) -> Result<Vec<StoredEntry>, StoreError> {
+    pub async fn entries_page(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEntry>, StoreError> {
         on_pool!(self, pool => {
             let rows = sqlx::query(
                 "SELECT seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, seal FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
@@ -730,10 +818,13 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn idempotent_hits(&self, keys: &[&str]) -> Result<HashMap<(String, String), IdempotentHit>, StoreError> {
+    pub async fn idempotent_hits(
+        &self,
+        keys: &[&str],
+    ) -> Result<HashMap<(String, String), IdempotentHit>, StoreError> {
         let mut out = HashMap::new();
         for chunk in keys.chunks(500) {
-            let rows: Vec<(String, String, i64, Vec<u8>, String, Vec<u8>)> = on_pool!(self, pool => {
+            let rows: Vec<IdempotencyRow> = on_pool!(self, pool => {
                 let mut qb = QueryBuilder::new(
                     "SELECT idempotency_key, actor, seq, hash, recorded_at, request_digest FROM entries WHERE idempotency_key IN (",
                 );
@@ -770,7 +861,14 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        Ok(row.map(|(id, principal, secret_hash, revoked_at)| TokenRow { id, principal, secret_hash, revoked: revoked_at.is_some() }))
+        Ok(
+            row.map(|(id, principal, secret_hash, revoked_at)| TokenRow {
+                id,
+                principal,
+                secret_hash,
+                revoked: revoked_at.is_some(),
+            }),
+        )
     }
 
     /// Runs `SELECT 1`: is the database answering?

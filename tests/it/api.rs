@@ -19,15 +19,34 @@ async fn an_appended_entry_reads_back_with_its_hash_and_a_verifiable_proof() {
     let (status, entry) = api.get(&format!("/v1/entries/{seq}")).await;
     assert_eq!(status, 200);
     let canonical = entry["canonical"].as_str().unwrap();
-    assert_eq!(leaf_hash(canonical.as_bytes()).to_hex(), receipt["hash"].as_str().unwrap());
+    assert_eq!(
+        leaf_hash(canonical.as_bytes()).to_hex(),
+        receipt["hash"].as_str().unwrap()
+    );
     assert_eq!(entry["entry"]["actor"], "service:admin");
     assert_eq!(entry["entry"]["payload"]["name"], "Zoë Łukasz 李雷");
     assert_eq!(entry["entry"]["recorded_at"].as_str().unwrap().len(), 27);
 
     wait_for_checkpoint(&ledger.opened, seq + 1).await;
-    let proof: InclusionProof = api.http.get(format!("{}/v1/proofs/inclusion?seq={seq}", api.base)).send().await.unwrap().json().await.unwrap();
+    let proof: InclusionProof = api
+        .http
+        .get(format!("{}/v1/proofs/inclusion?seq={seq}", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     audit::check_inclusion_proof(&proof, &ledger.opened.key.verifier()).unwrap();
-    let note = api.http.get(format!("{}/v1/checkpoint", api.base)).send().await.unwrap().text().await.unwrap();
+    let note = api
+        .http
+        .get(format!("{}/v1/checkpoint", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(note.starts_with("trailmark.test/it\n"), "{note}");
     assert!(note.contains("\n\n\u{2014} trailmark.test/it "));
     server.stop().await;
@@ -50,16 +69,25 @@ async fn a_thousand_concurrent_appends_get_contiguous_seqs_and_a_valid_chain() {
     while let Some(done) = tasks.join_next().await {
         let (status, receipt) = done.unwrap();
         assert_eq!(status, 201, "{receipt}");
-        assert!(seqs.insert(receipt["seq"].as_u64().unwrap()), "a seq was handed out twice");
+        assert!(
+            seqs.insert(receipt["seq"].as_u64().unwrap()),
+            "a seq was handed out twice"
+        );
     }
     let expected: BTreeSet<u64> = (before..before + 1000).collect();
     assert_eq!(seqs, expected, "seqs must be contiguous");
     server.stop().await;
     let report = ledger.verify().await.unwrap();
     assert_eq!(report.entries, before + 1000);
-    assert_eq!(report.pending_unattested, 0, "stopping the server signs the tail");
+    assert_eq!(
+        report.pending_unattested, 0,
+        "stopping the server signs the tail"
+    );
     let metrics = reqwest_metrics_after_restart(&ledger).await;
-    assert!(metrics.contains("trailmark_batch_entries_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("trailmark_batch_entries_bucket"),
+        "{metrics}"
+    );
     ledger.finish().await;
 }
 
@@ -67,10 +95,21 @@ async fn reqwest_metrics_after_restart(ledger: &TestLedger) -> String {
     let server = ledger.start().await;
     let api = Api::new(&server, &ledger.admin_token);
     api.post(&record(5000)).await;
-    let text = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     server.stop().await;
     text
 }
+
+/// (what, body text, token, expected status, problem slug, a word the detail must contain)
+type BadCase<'a> = (&'a str, String, Option<&'a str>, u16, &'a str, &'a str);
 
 #[tokio::test]
 async fn bad_input_gets_a_problem_that_says_what_to_fix_and_appends_nothing() {
@@ -82,7 +121,7 @@ async fn bad_input_gets_a_problem_that_says_what_to_fix_and_appends_nothing() {
     let huge = "x".repeat(300 * 1024);
     let no_hash = "0".repeat(64);
     // (what, body text, token, expected status, expected problem slug, a word the detail must contain)
-    let cases: Vec<(&str, String, Option<&str>, u16, &str, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         ("malformed JSON", "{\"kind\": ".into(), Some(&ledger.admin_token), 400, "malformed-json", "EOF"),
         ("wrong type", json!({"kind": 5, "subject": "qms:x", "payload": {}}).to_string(), Some(&ledger.admin_token), 400, "malformed-json", "kind"),
         ("payload not an object", json!({"kind": "qms.capa.opened", "subject": "qms:x", "payload": [1]}).to_string(), Some(&ledger.admin_token), 400, "malformed-json", "payload"),
@@ -98,23 +137,45 @@ async fn bad_input_gets_a_problem_that_says_what_to_fix_and_appends_nothing() {
         ("replayed key, new content", json!({"kind": "qms.capa.opened", "subject": "qms:capa/CAPA-1", "payload": {"a": 2}, "idempotency_key": "evt-1"}).to_string(), Some(&ledger.admin_token), 409, "idempotency-conflict", "different content"),
     ];
     for (what, body, token, status, slug, word) in cases {
-        let mut request = api.http.post(format!("{}/v1/entries", api.base)).header("content-type", "application/json").body(body);
+        let mut request = api
+            .http
+            .post(format!("{}/v1/entries", api.base))
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(t) = token {
             request = request.bearer_auth(t);
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{what}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json", "{what}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
         let problem: Value = response.json().await.unwrap();
-        assert_eq!(problem["type"], format!("urn:trailmark:problem:{slug}"), "{what}: {problem}");
+        assert_eq!(
+            problem["type"],
+            format!("urn:trailmark:problem:{slug}"),
+            "{what}: {problem}"
+        );
         assert_eq!(problem["status"], status, "{what}");
         let detail = problem["detail"].as_str().unwrap();
-        assert!(detail.contains(word), "{what}: detail {detail:?} should mention {word:?}");
+        assert!(
+            detail.contains(word),
+            "{what}: detail {detail:?} should mention {word:?}"
+        );
         if slug == "idempotency-conflict" {
-            assert_eq!(problem["original_seq"], first["seq"], "{what}: the conflict names the original seq");
+            assert_eq!(
+                problem["original_seq"], first["seq"],
+                "{what}: the conflict names the original seq"
+            );
         }
     }
-    assert_eq!(ledger.opened.store.size().await.unwrap(), size_before, "nothing may be appended by bad input");
+    assert_eq!(
+        ledger.opened.store.size().await.unwrap(),
+        size_before,
+        "nothing may be appended by bad input"
+    );
     server.stop().await;
     ledger.verify().await.unwrap();
     ledger.finish().await;
@@ -127,7 +188,14 @@ async fn the_same_key_and_content_returns_the_original_entry() {
     let api = Api::new(&server, &ledger.admin_token);
     let body = json!({"kind": "qms.document.revision_effective", "subject": "qms:sop/SOP-017@4", "payload": {"version": 4}, "idempotency_key": "qms-evt-1"});
     let (s1, r1) = api.post(&body).await;
-    let response = api.http.post(format!("{}/v1/entries", api.base)).bearer_auth(&api.token).json(&body).send().await.unwrap();
+    let response = api
+        .http
+        .post(format!("{}/v1/entries", api.base))
+        .bearer_auth(&api.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(s1, 201);
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.headers()["idempotent-replayed"], "true");
@@ -147,7 +215,11 @@ async fn the_same_key_and_content_returns_the_original_entry() {
         assert!(status == 200 || status == 201, "{v}");
         seqs.insert(v["seq"].as_u64().unwrap());
     }
-    assert_eq!(seqs.len(), 1, "twenty deliveries of one event make one entry");
+    assert_eq!(
+        seqs.len(),
+        1,
+        "twenty deliveries of one event make one entry"
+    );
     server.stop().await;
     ledger.finish().await;
 }
@@ -164,13 +236,27 @@ async fn listing_filters_and_pages_with_a_cursor() {
     let (_, page) = api.get("/v1/entries?correlation_id=corr-3&limit=2").await;
     let entries = page["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
-    assert!(entries.iter().all(|e| e["entry"]["correlation_id"] == "corr-3"));
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["entry"]["correlation_id"] == "corr-3")
+    );
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (_, page2) = api.get(&format!("/v1/entries?correlation_id=corr-3&limit=2&cursor={cursor}")).await;
+    let (_, page2) = api
+        .get(&format!(
+            "/v1/entries?correlation_id=corr-3&limit=2&cursor={cursor}"
+        ))
+        .await;
     let first_of_2 = page2["entries"][0]["seq"].as_u64().unwrap();
     assert!(first_of_2 > entries[1]["seq"].as_u64().unwrap());
-    let (_, all) = api.get("/v1/entries?correlation_id=corr-3&limit=1000").await;
-    assert_eq!(all["entries"].as_array().unwrap().len(), 4, "records 3, 10, 17 and 24 carry corr-3");
+    let (_, all) = api
+        .get("/v1/entries?correlation_id=corr-3&limit=1000")
+        .await;
+    assert_eq!(
+        all["entries"].as_array().unwrap().len(),
+        4,
+        "records 3, 10, 17 and 24 carry corr-3"
+    );
     assert!(all["next_cursor"].is_null());
     let (_, by_kind) = api.get("/v1/entries?kind=admin.token.created").await;
     assert_eq!(by_kind["entries"].as_array().unwrap().len(), 1);
@@ -181,7 +267,9 @@ async fn listing_filters_and_pages_with_a_cursor() {
     assert_eq!(status, 400);
     let (status, _) = api.get("/v1/entries/999999").await;
     assert_eq!(status, 404);
-    let reader = reqwest::get(format!("{}/v1/entries", api.base)).await.unwrap();
+    let reader = reqwest::get(format!("{}/v1/entries", api.base))
+        .await
+        .unwrap();
     assert_eq!(reader.status().as_u16(), 401, "entry content needs a token");
     server.stop().await;
     ledger.finish().await;
@@ -200,7 +288,10 @@ async fn a_correction_names_the_corrected_entry_which_stays_readable() {
     assert_eq!(status, 201, "{correction}");
     let (_, view) = api.get(&format!("/v1/entries/{}", original["seq"])).await;
     assert_eq!(view["children"], json!([correction["seq"]]));
-    assert_eq!(view["entry"]["payload"]["score"], 0.95, "the earlier value stays readable");
+    assert_eq!(
+        view["entry"]["payload"]["score"], 0.95,
+        "the earlier value stays readable"
+    );
     server.stop().await;
     ledger.verify().await.unwrap();
     ledger.finish().await;
@@ -222,15 +313,33 @@ async fn consistency_proofs_between_sizes_verify() {
     let vkey = ledger.opened.key.verifier();
     let new = trailmark::ledger::Checkpoint::open(note, &vkey).unwrap();
     let (_, incl) = api.get("/v1/proofs/inclusion?seq=3&size=7").await;
-    let path: Vec<_> = proof["proof"].as_array().unwrap().iter().map(|h| trailmark::ledger::Hash::parse_hex(h.as_str().unwrap()).unwrap()).collect();
+    let path: Vec<_> = proof["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| trailmark::ledger::Hash::parse_hex(h.as_str().unwrap()).unwrap())
+        .collect();
     // Root of size 7 from the stored leaves, independently of the server's proof code.
-    let leaves: Vec<_> = ledger.opened.store.entries_page(0, 7).await.unwrap().iter().map(|e| leaf_hash(&e.canonical)).collect();
+    let leaves: Vec<_> = ledger
+        .opened
+        .store
+        .entries_page(0, 7)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| leaf_hash(&e.canonical))
+        .collect();
     let root7 = trailmark::ledger::merkle::root_of(&leaves);
     trailmark::ledger::merkle::verify_consistency(7, to, &root7, &new.root, &path).unwrap();
-    assert_eq!(incl["tree_size"], 7, "an inclusion proof for a caller-chosen size");
+    assert_eq!(
+        incl["tree_size"], 7,
+        "an inclusion proof for a caller-chosen size"
+    );
     let (status, _) = api.get("/v1/proofs/consistency?from=0").await;
     assert_eq!(status, 400);
-    let (status, _) = api.get(&format!("/v1/proofs/consistency?from=1&to={}", to + 1000)).await;
+    let (status, _) = api
+        .get(&format!("/v1/proofs/consistency?from=1&to={}", to + 1000))
+        .await;
     assert_eq!(status, 400);
     server.stop().await;
     ledger.finish().await;
@@ -241,10 +350,17 @@ async fn a_second_writer_on_the_same_database_cannot_fork_the_chain() {
     let ledger = TestLedger::new().await;
     let a = ledger.start().await;
     let b = ledger.start().await;
-    let (api_a, api_b) = (Api::new(&a, &ledger.admin_token), Api::new(&b, &ledger.admin_token));
+    let (api_a, api_b) = (
+        Api::new(&a, &ledger.admin_token),
+        Api::new(&b, &ledger.admin_token),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..200 {
-        let api = if n % 2 == 0 { api_a.clone() } else { api_b.clone() };
+        let api = if n % 2 == 0 {
+            api_a.clone()
+        } else {
+            api_b.clone()
+        };
         tasks.spawn(async move { api.post(&record(n)).await });
     }
     let mut seqs = BTreeSet::new();
@@ -254,7 +370,11 @@ async fn a_second_writer_on_the_same_database_cannot_fork_the_chain() {
         assert!(seqs.insert(receipt["seq"].as_u64().unwrap()));
     }
     assert_eq!(seqs.len(), 200);
-    assert_eq!(*seqs.last().unwrap() - *seqs.first().unwrap(), 199, "one contiguous chain across both writers");
+    assert_eq!(
+        *seqs.last().unwrap() - *seqs.first().unwrap(),
+        199,
+        "one contiguous chain across both writers"
+    );
     a.stop().await;
     b.stop().await;
     ledger.verify().await.unwrap();
@@ -273,8 +393,20 @@ async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing() {
     for n in 0..300 {
         let api = api.clone();
         tasks.spawn(async move {
-            let r = api.http.post(format!("{}/v1/entries", api.base)).bearer_auth(&api.token).json(&record(n)).send().await.unwrap();
-            (r.status().as_u16(), r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()))
+            let r = api
+                .http
+                .post(format!("{}/v1/entries", api.base))
+                .bearer_auth(&api.token)
+                .json(&record(n))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            )
         });
     }
     let (mut ok, mut busy) = (0, 0);
@@ -285,9 +417,16 @@ async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing() {
             other => panic!("unexpected answer {other:?}"),
         }
     }
-    assert!(busy > 0, "300 simultaneous appends into a queue of one must overflow");
+    assert!(
+        busy > 0,
+        "300 simultaneous appends into a queue of one must overflow"
+    );
     server.stop().await;
-    assert_eq!(ledger.opened.store.size().await.unwrap(), 2 + ok, "exactly the acknowledged appends were written");
+    assert_eq!(
+        ledger.opened.store.size().await.unwrap(),
+        2 + ok,
+        "exactly the acknowledged appends were written"
+    );
     ledger.verify().await.unwrap();
     ledger.finish().await;
 }
@@ -297,20 +436,70 @@ async fn operational_endpoints_answer() {
     let ledger = TestLedger::new().await;
     let server = ledger.start().await;
     let base = server.url();
-    assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().status(), 200);
-    assert_eq!(reqwest::get(format!("{base}/readyz")).await.unwrap().status(), 200);
-    let openapi: Value = reqwest::get(format!("{base}/openapi.json")).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let openapi: Value = reqwest::get(format!("{base}/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/v1/entries", "/v1/entries/{seq}", "/v1/checkpoint", "/v1/proofs/inclusion", "/v1/proofs/consistency", "/healthz", "/readyz", "/metrics"] {
+    for path in [
+        "/v1/entries",
+        "/v1/entries/{seq}",
+        "/v1/checkpoint",
+        "/v1/proofs/inclusion",
+        "/v1/proofs/consistency",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
         assert!(openapi["paths"][path].is_object(), "OpenAPI lacks {path}");
     }
-    let kinds: Value = reqwest::get(format!("{base}/v1/kinds")).await.unwrap().json().await.unwrap();
-    assert!(kinds.as_array().unwrap().iter().any(|k| k["name"] == "ledger.correction" && k["reason_required"] == true));
+    let kinds: Value = reqwest::get(format!("{base}/v1/kinds"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        kinds
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == "ledger.correction" && k["reason_required"] == true)
+    );
     let missing = reqwest::get(format!("{base}/nope")).await.unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(missing.headers()["content-type"], "application/problem+json");
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    for name in ["trailmark_appends_total", "trailmark_queue_depth", "trailmark_commit_seconds", "trailmark_batch_entries"] {
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "trailmark_appends_total",
+        "trailmark_queue_depth",
+        "trailmark_commit_seconds",
+        "trailmark_batch_entries",
+    ] {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
     server.stop().await;

@@ -11,7 +11,11 @@ use tokio::process::{Child, Command};
 use crate::harness::{TestLedger, record};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn spawn_server(ledger: &TestLedger, port: u16) -> Child {
@@ -29,7 +33,10 @@ async fn spawn_server(ledger: &TestLedger, port: u16) -> Child {
         .unwrap();
     let client = reqwest::Client::new();
     for _ in 0..200 {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
             && r.status() == 200
         {
             return child;
@@ -55,13 +62,23 @@ async fn kill_9_in_the_middle_of_a_load_loses_no_acknowledged_entry() {
             let mut n = worker * 100_000;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let sent = client.post(format!("{base}/v1/entries")).bearer_auth(&token).json(&record(n)).send().await;
+                let sent = client
+                    .post(format!("{base}/v1/entries"))
+                    .bearer_auth(&token)
+                    .json(&record(n))
+                    .send()
+                    .await;
                 let Ok(response) = sent else { break };
                 if response.status() != 201 {
                     break;
                 }
-                let Ok(body) = response.json::<serde_json::Value>().await else { break };
-                acknowledged.push((body["seq"].as_u64().unwrap(), body["hash"].as_str().unwrap().to_owned()));
+                let Ok(body) = response.json::<serde_json::Value>().await else {
+                    break;
+                };
+                acknowledged.push((
+                    body["seq"].as_u64().unwrap(),
+                    body["hash"].as_str().unwrap().to_owned(),
+                ));
             }
             acknowledged
         });
@@ -74,7 +91,11 @@ async fn kill_9_in_the_middle_of_a_load_loses_no_acknowledged_entry() {
     while let Some(done) = tasks.join_next().await {
         acknowledged.extend(done.unwrap());
     }
-    assert!(acknowledged.len() > 20, "the load ran before the kill ({} acknowledged)", acknowledged.len());
+    assert!(
+        acknowledged.len() > 20,
+        "the load ran before the kill ({} acknowledged)",
+        acknowledged.len()
+    );
 
     let port = free_port();
     let mut child = spawn_server(&ledger, port).await;
@@ -89,12 +110,19 @@ async fn kill_9_in_the_middle_of_a_load_loses_no_acknowledged_entry() {
             .json()
             .await
             .unwrap();
-        assert_eq!(entry["hash"].as_str(), Some(hash.as_str()), "acknowledged entry {seq} must survive the crash");
+        assert_eq!(
+            entry["hash"].as_str(),
+            Some(hash.as_str()),
+            "acknowledged entry {seq} must survive the crash"
+        );
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let report = ledger.verify().await.unwrap();
     assert!(report.entries >= acknowledged.len() as u64 + 2);
-    assert_eq!(report.pending_unattested, 0, "the restart attested the tail left by the crash");
+    assert_eq!(
+        report.pending_unattested, 0,
+        "the restart attested the tail left by the crash"
+    );
     ledger.finish().await;
 }

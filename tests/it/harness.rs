@@ -11,7 +11,11 @@ use trailmark::config::Config;
 
 /// Which database the storage tests use, as a short label for messages.
 pub fn backend() -> &'static str {
-    if std::env::var("TRAILMARK_TEST_DATABASE_URL").is_ok() { "postgres" } else { "sqlite" }
+    if std::env::var("TRAILMARK_TEST_DATABASE_URL").is_ok() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
 }
 
 /// A fresh database: a SQLite file in the test's temp dir, or a new
@@ -29,13 +33,24 @@ impl TestDb {
                 let mut id = [0u8; 6];
                 getrandom::fill(&mut id).unwrap();
                 let name = format!("trailmark_t_{}", hex::encode(id));
-                let mut admin = PgConnection::connect(&base).await.expect("TRAILMARK_TEST_DATABASE_URL must reach a PostgreSQL server");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+                let mut admin = PgConnection::connect(&base)
+                    .await
+                    .expect("TRAILMARK_TEST_DATABASE_URL must reach a PostgreSQL server");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
                 let (prefix, _) = base.rsplit_once('/').expect("the URL names a database");
-                TestDb { url: format!("{prefix}/{name}"), pg_admin: Some((base, name)) }
+                TestDb {
+                    url: format!("{prefix}/{name}"),
+                    pg_admin: Some((base, name)),
+                }
             }
             // The file `trailmark init` creates inside the data directory.
-            Err(_) => TestDb { url: format!("sqlite://{}", dir.join("data").join("ledger.db").display()), pg_admin: None },
+            Err(_) => TestDb {
+                url: format!("sqlite://{}", dir.join("data").join("ledger.db").display()),
+                pg_admin: None,
+            },
         }
     }
 
@@ -43,7 +58,11 @@ impl TestDb {
     pub async fn drop_db(&self) {
         if let Some((base, name)) = &self.pg_admin {
             let mut admin = PgConnection::connect(base).await.unwrap();
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
         }
     }
 
@@ -109,9 +128,22 @@ impl Raw {
         on_conn!(self, c => sqlx::query("UPDATE entries SET recorded_at = $1 WHERE seq = $2").bind(value.to_owned()).bind(seq).execute(c).await.map(|_| ()).unwrap());
     }
 
-    pub async fn insert_entry(&mut self, seq: i64, hash: Vec<u8>, canonical: Vec<u8>, recorded_at: &str, kind: &str, actor: &str, subject: &str) {
+    /// Inserts an entry row from its canonical text, index columns taken from it.
+    pub async fn insert_entry(&mut self, canonical: &str) {
+        let v: Value = serde_json::from_str(canonical).unwrap();
+        let hash = trailmark::ledger::merkle::leaf_hash(canonical.as_bytes())
+            .0
+            .to_vec();
+        let (seq, at, kind, actor, subject) = (
+            v["seq"].as_i64().unwrap(),
+            v["recorded_at"].as_str().unwrap().to_owned(),
+            v["kind"].as_str().unwrap().to_owned(),
+            v["actor"].as_str().unwrap().to_owned(),
+            v["subject"].as_str().unwrap().to_owned(),
+        );
+        let bytes = canonical.as_bytes().to_vec();
         on_conn!(self, c => sqlx::query("INSERT INTO entries (seq, hash, canonical, recorded_at, kind, actor, subject, request_digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $2)")
-            .bind(seq).bind(hash).bind(canonical).bind(recorded_at.to_owned()).bind(kind.to_owned()).bind(actor.to_owned()).bind(subject.to_owned())
+            .bind(seq).bind(hash).bind(bytes).bind(at).bind(kind).bind(actor).bind(subject)
             .execute(c).await.map(|_| ()).unwrap());
     }
 
@@ -135,8 +167,19 @@ impl TestLedger {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::new(dir.path()).await;
         let url = (backend() == "postgres").then(|| db.url.clone());
-        let (opened, admin_token) = cli::initialise(&dir.path().join("data"), Some("trailmark.test/it".into()), url.as_deref()).await.unwrap();
-        TestLedger { dir, db, opened, admin_token }
+        let (opened, admin_token) = cli::initialise(
+            &dir.path().join("data"),
+            Some("trailmark.test/it".into()),
+            url.as_deref(),
+        )
+        .await
+        .unwrap();
+        TestLedger {
+            dir,
+            db,
+            opened,
+            admin_token,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -152,12 +195,30 @@ impl TestLedger {
     }
 
     pub async fn start_with(&self, config: &Config) -> Server {
-        Server::start(self.opened.store.clone(), self.opened.key.clone(), config, "127.0.0.1:0").await.unwrap()
+        Server::start(
+            self.opened.store.clone(),
+            self.opened.key.clone(),
+            config,
+            "127.0.0.1:0",
+        )
+        .await
+        .unwrap()
     }
 
     /// Verifies the stored ledger as `trailmark verify` does.
-    pub async fn verify(&self) -> Result<trailmark::audit::VerifyReport, trailmark::audit::AuditError> {
-        trailmark::audit::verify_store(&self.opened.store, &self.opened.key.verifier(), &trailmark::audit::VerifyOptions { check_canonical: true, external_checkpoint: None }, |_| {}).await
+    pub async fn verify(
+        &self,
+    ) -> Result<trailmark::audit::VerifyReport, trailmark::audit::AuditError> {
+        trailmark::audit::verify_store(
+            &self.opened.store,
+            &self.opened.key.verifier(),
+            &trailmark::audit::VerifyOptions {
+                check_canonical: true,
+                external_checkpoint: None,
+            },
+            |_| {},
+        )
+        .await
     }
 
     pub async fn finish(self) {
@@ -176,17 +237,34 @@ pub struct Api {
 
 impl Api {
     pub fn new(server: &Server, token: &str) -> Api {
-        Api { http: reqwest::Client::new(), base: server.url(), token: token.to_owned() }
+        Api {
+            http: reqwest::Client::new(),
+            base: server.url(),
+            token: token.to_owned(),
+        }
     }
 
     pub async fn post(&self, body: &Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}/v1/entries", self.base)).bearer_auth(&self.token).json(body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}/v1/entries", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -205,7 +283,13 @@ pub fn record(n: usize) -> Value {
 /// Waits until the newest checkpoint covers `size` entries.
 pub async fn wait_for_checkpoint(opened: &Opened, size: u64) {
     for _ in 0..100 {
-        if opened.store.latest_checkpoint().await.unwrap().is_some_and(|c| c.size >= size) {
+        if opened
+            .store
+            .latest_checkpoint()
+            .await
+            .unwrap()
+            .is_some_and(|c| c.size >= size)
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

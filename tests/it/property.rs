@@ -6,12 +6,21 @@ use trailmark::ledger::verify::ChainVerifier;
 
 use crate::vectors::vector_ledger;
 
-fn verify_lines(lines: &[Vec<u8>], note: &str, key: &trailmark::ledger::VerifierKey) -> Result<(), String> {
+fn verify_lines(
+    lines: &[Vec<u8>],
+    note: &str,
+    key: &trailmark::ledger::VerifierKey,
+) -> Result<(), String> {
     let mut verifier = ChainVerifier::new(key.clone(), true);
     for (seq, line) in lines.iter().enumerate() {
-        verifier.push(seq as u64, None, line, None).map_err(|e| e.to_string())?;
+        verifier
+            .push(seq as u64, None, line, None)
+            .map_err(|e| e.to_string())?;
     }
-    verifier.check_checkpoint_here(note, None).map(|_| ()).map_err(|e| e.to_string())
+    verifier
+        .check_checkpoint_here(note, None)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[test]

@@ -33,12 +33,18 @@ async fn triggers_reject_update_delete_and_truncate_from_any_connection() {
     let ledger = ledger_with(3).await;
     let mut raw = ledger.db.raw().await;
     for (sql, what) in [
-        ("UPDATE entries SET kind = 'x.y' WHERE seq = 1", "UPDATE entries"),
+        (
+            "UPDATE entries SET kind = 'x.y' WHERE seq = 1",
+            "UPDATE entries",
+        ),
         ("DELETE FROM entries WHERE seq = 4", "DELETE entries"),
         ("UPDATE checkpoints SET note = 'x'", "UPDATE checkpoints"),
         ("DELETE FROM checkpoints", "DELETE checkpoints"),
         ("DELETE FROM merkle_nodes", "DELETE merkle_nodes"),
-        ("UPDATE merkle_nodes SET level = level", "UPDATE merkle_nodes"),
+        (
+            "UPDATE merkle_nodes SET level = level",
+            "UPDATE merkle_nodes",
+        ),
     ] {
         let err = raw.exec(sql).await.expect_err(what);
         assert!(err.contains("append-only"), "{what}: {err}");
@@ -55,7 +61,15 @@ async fn triggers_reject_update_delete_and_truncate_from_any_connection() {
 #[tokio::test]
 async fn verify_names_the_first_bad_seq_for_each_manipulation() {
     // Entries: 0 genesis, 1 token, 2..21 records.
-    let cases: &[&str] = &["payload byte", "timestamp column", "timestamp in entry", "delete middle", "swap two", "forged tail", "newest deleted"];
+    let cases: &[&str] = &[
+        "payload byte",
+        "timestamp column",
+        "timestamp in entry",
+        "delete middle",
+        "swap two",
+        "forged tail",
+        "newest deleted",
+    ];
     for case in cases {
         let ledger = ledger_with(20).await;
         let mut raw = ledger.db.raw().await;
@@ -63,7 +77,10 @@ async fn verify_names_the_first_bad_seq_for_each_manipulation() {
         let found = match *case {
             "payload byte" => {
                 let mut bytes = raw.canonical(10).await;
-                let at = bytes.windows(12).position(|w| w == b"\"score\":0.95").unwrap();
+                let at = bytes
+                    .windows(12)
+                    .position(|w| w == b"\"score\":0.95")
+                    .unwrap();
                 bytes[at + 11] = b'6';
                 raw.set_canonical(10, bytes).await.unwrap();
                 broken(ledger.verify().await)
@@ -78,13 +95,18 @@ async fn verify_names_the_first_bad_seq_for_each_manipulation() {
                 let start = text.find("\"recorded_at\":\"").unwrap() + 15;
                 let mut changed = text.clone();
                 changed.replace_range(start..start + 4, "2027");
-                raw.set_canonical(12, changed.clone().into_bytes()).await.unwrap();
-                raw.set_hash(12, leaf_hash(changed.as_bytes()).0.to_vec()).await;
+                raw.set_canonical(12, changed.clone().into_bytes())
+                    .await
+                    .unwrap();
+                raw.set_hash(12, leaf_hash(changed.as_bytes()).0.to_vec())
+                    .await;
                 raw.set_recorded_at(12, &changed[start..start + 27]).await;
                 broken(ledger.verify().await)
             }
             "delete middle" => {
-                raw.exec("DELETE FROM entries WHERE seq = 15").await.unwrap();
+                raw.exec("DELETE FROM entries WHERE seq = 15")
+                    .await
+                    .unwrap();
                 broken(ledger.verify().await)
             }
             "swap two" => {
@@ -98,13 +120,17 @@ async fn verify_names_the_first_bad_seq_for_each_manipulation() {
                 let head = ledger.opened.store.head().await.unwrap().unwrap();
                 let forged = format!(
                     r#"{{"actor":"service:admin","correlation_id":null,"idempotency_key":null,"kind":"qms.capa.closed","parents":[],"payload":{{}},"prev":"{}","reason":null,"recorded_at":"{}","seq":{},"subject":"qms:capa/CAPA-1","v":1}}"#,
-                    head.hash, head.recorded_at, head.seq + 1
+                    head.hash,
+                    head.recorded_at,
+                    head.seq + 1
                 );
-                raw.insert_entry((head.seq + 1) as i64, leaf_hash(forged.as_bytes()).0.to_vec(), forged.clone().into_bytes(), &head.recorded_at.to_string(), "qms.capa.closed", "service:admin", "qms:capa/CAPA-1").await;
+                raw.insert_entry(&forged).await;
                 broken(ledger.verify().await)
             }
             "newest deleted" => {
-                raw.exec("DELETE FROM entries WHERE seq >= 18").await.unwrap();
+                raw.exec("DELETE FROM entries WHERE seq >= 18")
+                    .await
+                    .unwrap();
                 broken(ledger.verify().await)
             }
             _ => unreachable!(),
@@ -112,15 +138,37 @@ async fn verify_names_the_first_bad_seq_for_each_manipulation() {
         let text = found.to_string();
         match (*case, &found) {
             ("payload byte", VerifyError::HashMismatch { seq: 10, .. }) => {}
-            ("timestamp column", VerifyError::IndexMismatch { seq: 12, column: "recorded_at", .. }) => {}
+            (
+                "timestamp column",
+                VerifyError::IndexMismatch {
+                    seq: 12,
+                    column: "recorded_at",
+                    ..
+                },
+            ) => {}
             ("timestamp in entry", VerifyError::ChainBroken { seq: 13, .. }) => {}
-            ("delete middle", VerifyError::Gap { expected: 15, found: 16 }) => {}
+            (
+                "delete middle",
+                VerifyError::Gap {
+                    expected: 15,
+                    found: 16,
+                },
+            ) => {}
             ("swap two", VerifyError::HashMismatch { seq: 7, .. }) => {}
             ("forged tail", VerifyError::Unsealed { seq: 22 }) => {}
-            ("newest deleted", VerifyError::Truncated { entries: 18, size: 22 }) => {}
+            (
+                "newest deleted",
+                VerifyError::Truncated {
+                    entries: 18,
+                    size: 22,
+                },
+            ) => {}
             _ => panic!("{case}: unexpected finding: {text}"),
         }
-        assert!(text.contains("seq"), "{case}: the message names a seq: {text}");
+        assert!(
+            text.contains("seq"),
+            "{case}: the message names a seq: {text}"
+        );
         ledger.finish().await;
     }
 }
@@ -128,30 +176,53 @@ async fn verify_names_the_first_bad_seq_for_each_manipulation() {
 #[tokio::test]
 async fn truncation_with_checkpoints_removed_too_is_caught_by_a_saved_checkpoint() {
     let ledger = ledger_with(20).await;
-    let saved = ledger.opened.store.latest_checkpoint().await.unwrap().unwrap().note;
+    let saved = ledger
+        .opened
+        .store
+        .latest_checkpoint()
+        .await
+        .unwrap()
+        .unwrap()
+        .note;
     let mut raw = ledger.db.raw().await;
     raw.drop_triggers().await;
     // The attacker deletes the newest entries and every checkpoint and tree node that mentions them.
-    raw.exec("DELETE FROM entries WHERE seq >= 17; DELETE FROM checkpoints WHERE size > 17; DELETE FROM merkle_nodes WHERE (idx + 1) * (1 << level) > 17;")
+    raw.exec("DELETE FROM entries WHERE seq >= 17; DELETE FROM checkpoints WHERE size > 17; DELETE FROM merkle_nodes WHERE ((idx + 1) << CAST(level AS INTEGER)) > 17;")
         .await
         .unwrap();
-    let remaining = ledger.opened.store.latest_checkpoint().await.unwrap().map(|c| c.size).unwrap_or(0);
+    let remaining = ledger
+        .opened
+        .store
+        .latest_checkpoint()
+        .await
+        .unwrap()
+        .map(|c| c.size)
+        .unwrap_or(0);
     if remaining < 17 {
         // Give the shortened ledger a checkpoint again, as a start of the server would.
         let server = ledger.start().await;
         server.stop().await;
     }
     let without_anchor = ledger.verify().await;
-    assert!(without_anchor.is_ok(), "a consistent shortened ledger is indistinguishable without an outside anchor: {without_anchor:?}");
+    assert!(
+        without_anchor.is_ok(),
+        "a consistent shortened ledger is indistinguishable without an outside anchor: {without_anchor:?}"
+    );
     let with_anchor = trailmark::audit::verify_store(
         &ledger.opened.store,
         &ledger.opened.key.verifier(),
-        &VerifyOptions { check_canonical: true, external_checkpoint: Some(saved) },
+        &VerifyOptions {
+            check_canonical: true,
+            external_checkpoint: Some(saved),
+        },
         |_| {},
     )
     .await;
     match with_anchor {
-        Err(AuditError::Broken(VerifyError::Truncated { entries: 17, size: 22 })) => {}
+        Err(AuditError::Broken(VerifyError::Truncated {
+            entries: 17,
+            size: 22,
+        })) => {}
         other => panic!("the saved checkpoint must prove truncation: {other:?}"),
     }
     ledger.finish().await;
@@ -162,8 +233,16 @@ async fn the_server_refuses_to_start_on_a_truncated_ledger() {
     let ledger = ledger_with(10).await;
     let mut raw = ledger.db.raw().await;
     raw.drop_triggers().await;
-    raw.exec("DELETE FROM entries WHERE seq >= 9").await.unwrap();
-    let started = trailmark::api::Server::start(ledger.opened.store.clone(), ledger.opened.key.clone(), &ledger.config(), "127.0.0.1:0").await;
+    raw.exec("DELETE FROM entries WHERE seq >= 9")
+        .await
+        .unwrap();
+    let started = trailmark::api::Server::start(
+        ledger.opened.store.clone(),
+        ledger.opened.key.clone(),
+        &ledger.config(),
+        "127.0.0.1:0",
+    )
+    .await;
     let err = started.err().expect("must refuse").to_string();
     assert!(err.contains("entries were removed"), "{err}");
     ledger.finish().await;
@@ -190,7 +269,10 @@ async fn every_single_byte_change_to_stored_entries_is_detected_and_restoring_it
         changed[at] ^= 1 + (next() % 255) as u8;
         raw.set_canonical(seq, changed).await.unwrap();
         let finding = broken(ledger.verify().await);
-        assert!(finding.to_string().starts_with(&format!("seq {seq}:")), "byte {at} of seq {seq}: {finding}");
+        assert!(
+            finding.to_string().starts_with(&format!("seq {seq}:")),
+            "byte {at} of seq {seq}: {finding}"
+        );
         raw.set_canonical(seq, original).await.unwrap();
         ledger.verify().await.unwrap();
     }
