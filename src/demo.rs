@@ -156,7 +156,37 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     );
 
     let mut count = 0usize;
-    for (id, name, function) in PEOPLE {
+    // The named people plus a workforce generated from them, so that every
+    // SOP revision fans out to a realistic number of assignments.
+    let functions = [
+        "filling-operator",
+        "qc-analyst",
+        "packaging-operator",
+        "maintenance-technician",
+    ];
+    let generated: Vec<(String, String, &str)> = (0..28)
+        .map(|i| {
+            (
+                format!("E{}", 1013 + i),
+                format!(
+                    "{} {}",
+                    ["Ana", "Ben", "Chloé", "Dawid", "Elif", "Farah", "Gustav"][i % 7],
+                    ["Kowalski", "Nakamura", "Ødegaard", "Silva"][i % 4]
+                ),
+                functions[i % 4],
+            )
+        })
+        .collect();
+    let people: Vec<(&str, &str, &str)> = PEOPLE
+        .iter()
+        .copied()
+        .chain(
+            generated
+                .iter()
+                .map(|(a, b, c)| (a.as_str(), b.as_str(), *c)),
+        )
+        .collect();
+    for (id, name, function) in &people {
         hr.append(json!({"kind": "hr.person.updated", "subject": format!("person:{id}"), "idempotency_key": format!("hr-{id}-v1"),
             "payload": {"person_id": id, "printed_name": name, "job_functions": [function], "active": true}})).await?;
         count += 1;
@@ -168,7 +198,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
             "correlation_id": corr, "idempotency_key": format!("qms-evt-{}", 88100 + n),
             "payload": {"document": doc, "version": version, "title": title, "effective_on": "2026-11-23", "category": "SOP", "job_functions": functions}})).await?;
         count += 1;
-        let trainees: Vec<_> = PEOPLE.iter().filter(|p| functions.contains(&p.2)).collect();
+        let trainees: Vec<_> = people.iter().filter(|p| functions.contains(&p.2)).collect();
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (pid, _, _)) in trainees.iter().enumerate() {
             let body = json!({"kind": "lms.assignment.created", "subject": format!("lms:assignment/A-{}{:02}", 900 + n, i),
@@ -185,10 +215,11 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         while let Some(done) = tasks.join_next().await {
             let ((_, hash), pid) = done??;
             count += 1;
-            let sent = qms.append(json!({"kind": "integration.handover.sent", "subject": format!("person:{pid}"), "correlation_id": corr, "parents": [hash],
+            let (_, sent) = qms.append(json!({"kind": "integration.handover.sent", "subject": format!("person:{pid}"), "correlation_id": corr, "parents": [hash],
                 "payload": {"target": "lms", "message": "training assignment", "attempt": 1}})).await?;
-            let _ = sent;
-            count += 1;
+            lms.append(json!({"kind": "integration.handover.delivered", "subject": format!("person:{pid}"), "correlation_id": corr, "parents": [sent],
+                "payload": {"target": "lms", "acknowledged_by": "lms", "latency_ms": 40 + (count % 60)}})).await?;
+            count += 2;
             completions.push((pid, hash, doc));
         }
     }
@@ -209,9 +240,9 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         "payload": {"capa_id": "CAPA-2026-014", "title": "Filling line set-up step skipped", "source": "deviation DEV-2026-118"}})).await?;
     let (_, action) = qms.append(json!({"kind": "qms.capa.training_action", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014", "parents": [capa],
         "payload": {"document": "SOP-017", "version": 5, "job_functions": ["filling-operator"], "due_on": "2026-12-01", "verification_required": true}})).await?;
-    let (_, deviation) = qms.append(json!({"kind": "qms.deviation.opened", "subject": "qms:deviation/DEV-2026-118", "correlation_id": "DEV-2026-118",
+    let (_, _deviation) = qms.append(json!({"kind": "qms.deviation.opened", "subject": "qms:deviation/DEV-2026-118", "correlation_id": "DEV-2026-118",
         "payload": {"deviation_id": "DEV-2026-118", "procedure": "SOP-017", "occurred_at": "2026-11-24T14:02:00Z", "people": ["E1002"]}})).await?;
-    let _ = (capa_seq, action, deviation);
+    let _ = (capa_seq, action);
     count += 3;
     if let Some((seq, hash)) = &correction_target {
         lms.append(
