@@ -38,12 +38,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::SequencerConfig;
-use crate::ledger::entry::{self, EntryError};
+use crate::ledger::entry::{self, EntryError, EntryParts};
 use crate::ledger::kind::{self, Class, KindDef};
 use crate::ledger::merkle::{self, Frontier, NodeId, ProofPlan};
 use crate::ledger::{Actor, Checkpoint, Entry, Hash, LedgerKey, Subject, Timestamp};
@@ -102,39 +102,54 @@ impl AppendRequest {
     /// # Errors
     /// The first rule broken.
     pub fn check(&self) -> Result<(), EntryError> {
+        self.prepare().map(|_| ())
+    }
+
+    /// Checks the request and computes, on the caller's task, what the
+    /// sequencer would otherwise compute inside its single loop: the
+    /// payload's canonical bytes (once) and the idempotency digest.
+    fn prepare(&self) -> Result<(Vec<u8>, Hash), EntryError> {
         entry::check_token_field("correlation_id", self.correlation_id.as_deref(), 128)?;
         entry::check_token_field("idempotency_key", self.idempotency_key.as_deref(), 256)?;
         entry::check_parents(self.kind, &self.parents)?;
         entry::check_reason(self.kind, self.reason.as_deref())?;
-        let size = serde_json_canonicalizer::to_vec(&self.payload)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        if size > entry::PAYLOAD_MAX_BYTES {
+        let payload = entry::canonical_payload(&self.payload);
+        if payload.len() > entry::PAYLOAD_MAX_BYTES {
             return Err(EntryError::Field {
                 field: "payload",
                 problem: format!(
-                    "is {size} bytes in canonical form; the limit is {}",
+                    "is {} bytes in canonical form; the limit is {}",
+                    payload.len(),
                     entry::PAYLOAD_MAX_BYTES
                 ),
             });
         }
-        Ok(())
+        let digest = self.digest_with(&payload);
+        Ok((payload, digest))
     }
 
-    /// The digest that tells a replay (same content) from a conflict.
-    pub fn digest(&self) -> Hash {
-        let content = json!({
-            "kind": self.kind.name,
-            "actor": self.actor.as_str(),
-            "subject": self.subject.as_str(),
-            "correlation_id": self.correlation_id,
-            "parents": self.parents.iter().map(Hash::to_hex).collect::<Vec<_>>(),
-            "reason": self.reason,
-            "payload": self.payload,
-        });
-        let bytes =
-            serde_json_canonicalizer::to_vec(&content).expect("JSON values always serialise");
-        Hash::sha256(&[&bytes])
+    /// The digest that tells a replay (same content) from a conflict: SHA-256
+    /// over every content field, each length-prefixed (absent fields marked),
+    /// with the payload in canonical form. Internal; stored per entry.
+    fn digest_with(&self, payload_canonical: &[u8]) -> Hash {
+        let mut framed = Vec::with_capacity(128 + payload_canonical.len());
+        let mut field = |bytes: Option<&[u8]>| match bytes {
+            Some(b) => {
+                framed.extend_from_slice(&(b.len() as u64).to_be_bytes());
+                framed.extend_from_slice(b);
+            }
+            None => framed.extend_from_slice(&u64::MAX.to_be_bytes()),
+        };
+        field(Some(self.kind.name.as_bytes()));
+        field(Some(self.actor.as_str().as_bytes()));
+        field(Some(self.subject.as_str().as_bytes()));
+        field(self.correlation_id.as_deref().map(str::as_bytes));
+        field(Some(
+            &self.parents.iter().flat_map(|p| p.0).collect::<Vec<u8>>(),
+        ));
+        field(self.reason.as_deref().map(str::as_bytes));
+        field(Some(payload_canonical));
+        Hash::sha256(&[&framed])
     }
 }
 
@@ -205,6 +220,8 @@ pub enum StartError {
 
 struct Job {
     request: AppendRequest,
+    payload_canonical: Vec<u8>,
+    digest: Hash,
     respond: oneshot::Sender<Result<Receipt, AppendError>>,
 }
 
@@ -224,12 +241,20 @@ impl SequencerHandle {
     /// except [`AppendError::Unavailable`] after a lost connection, where the
     /// caller should retry with the same idempotency key.
     pub async fn append(&self, request: AppendRequest) -> Result<Receipt, AppendError> {
-        if let Err(e) = request.check() {
-            self.metrics.refusals.inc();
-            return Err(e.into());
-        }
+        let (payload_canonical, digest) = match request.prepare() {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.metrics.refusals.inc();
+                return Err(e.into());
+            }
+        };
         let (respond, answer) = oneshot::channel();
-        match self.queue.try_send(Job { request, respond }) {
+        match self.queue.try_send(Job {
+            request,
+            payload_canonical,
+            digest,
+            respond,
+        }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.refusals.inc();
@@ -270,7 +295,19 @@ impl SequencerHandle {
 /// The running sequencer task.
 pub struct Sequencer {
     handle: SequencerHandle,
-    task: JoinHandle<()>,
+    task: Task,
+}
+
+/// Where the sequencer loop runs.
+enum Task {
+    /// On the caller's runtime (PostgreSQL: its connections belong to that
+    /// runtime's I/O driver).
+    Shared(JoinHandle<()>),
+    /// On its own OS thread with its own current-thread runtime (SQLite,
+    /// whose driver talks to its worker thread over channels). Measured: on
+    /// two cores under HTTP load the shared runtime made the sequencer wait
+    /// behind request tasks after every commit, leaving the database idle.
+    Dedicated(oneshot::Receiver<()>),
 }
 
 struct State {
@@ -373,8 +410,14 @@ impl Sequencer {
         metrics: Metrics,
     ) -> Result<Sequencer, StartError> {
         let halted = Arc::new(AtomicBool::new(false));
-        let mut state =
-            State::load(store, key, config.clone(), metrics.clone(), halted.clone()).await?;
+        let mut state = State::load(
+            store.writer(),
+            key,
+            config.clone(),
+            metrics.clone(),
+            halted.clone(),
+        )
+        .await?;
         if state.checkpoint.0 < state.head.seq + 1 {
             state.attest_tail().await?;
         }
@@ -384,7 +427,27 @@ impl Sequencer {
             halted,
             metrics,
         };
-        let task = tokio::spawn(run(state, receiver, config));
+        let task = if state.store.backend_name() == "sqlite" {
+            let (done, finished) = oneshot::channel();
+            std::thread::Builder::new()
+                .name("trailmark-sequencer".into())
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime.block_on(run(state, receiver, config)),
+                        Err(e) => tracing::error!(error = %e, "cannot start the sequencer runtime"),
+                    }
+                    let _ = done.send(());
+                })
+                .map_err(|e| {
+                    StartError::Integrity(format!("cannot start the sequencer thread: {e}"))
+                })?;
+            Task::Dedicated(finished)
+        } else {
+            Task::Shared(tokio::spawn(run(state, receiver, config)))
+        };
         Ok(Sequencer { handle, task })
     }
 
@@ -397,7 +460,11 @@ impl Sequencer {
     /// checkpoint over anything unattested, and waits for the task.
     pub async fn shutdown(self) {
         drop(self.handle);
-        if let Err(e) = self.task.await {
+        let ended = match self.task {
+            Task::Shared(task) => task.await.map_err(|e| e.to_string()),
+            Task::Dedicated(finished) => finished.await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = ended {
             tracing::error!(error = %e, "sequencer task ended abnormally");
         }
     }
@@ -711,13 +778,15 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
     } else {
         now
     };
+    // Every entry of a batch is recorded at the same instant, formatted once.
+    let recorded_at_text = recorded_at.to_string();
     if now < head.recorded_at {
         tracing::warn!(clock = %now, previous = %head.recorded_at, "the clock is behind the newest entry; recording with the newest entry's time");
     }
 
     for job in jobs {
         let request = &job.request;
-        let digest = request.digest();
+        let digest = job.digest;
         if let Some(key) = &request.idempotency_key {
             let id = (key.clone(), request.actor.to_string());
             if let Some(hit) = hits.get(&id) {
@@ -764,24 +833,25 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
             plans.push(Planned::Answer(Err(AppendError::UnknownParent(p))));
             continue;
         }
-        let entry = Entry {
-            seq: head.seq + 1,
-            prev: head.hash,
-            recorded_at,
-            kind: request.kind,
-            actor: request.actor.clone(),
-            subject: request.subject.clone(),
-            correlation_id: request.correlation_id.clone(),
-            idempotency_key: request.idempotency_key.clone(),
-            parents: request.parents.clone(),
-            reason: request.reason.clone(),
-            payload: request.payload.clone(),
-        };
-        let (canonical, hash) = entry.seal();
+        let seq = head.seq + 1;
+        let (canonical, hash) = EntryParts {
+            seq,
+            prev: &head.hash,
+            recorded_at: &recorded_at_text,
+            kind: request.kind.name,
+            actor: request.actor.as_str(),
+            subject: request.subject.as_str(),
+            correlation_id: request.correlation_id.as_deref(),
+            idempotency_key: request.idempotency_key.as_deref(),
+            parents: &request.parents,
+            reason: request.reason.as_deref(),
+            payload_canonical: &job.payload_canonical,
+        }
+        .seal();
         extra.insert(
             NodeId {
                 level: 0,
-                index: entry.seq,
+                index: seq,
             },
             hash,
         );
@@ -798,13 +868,13 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
                 id: id.clone(),
                 principal: principal.clone(),
                 secret_hash: *secret_hash,
-                created_at: recorded_at.to_string(),
-                created_seq: entry.seq,
+                created_at: recorded_at_text.clone(),
+                created_seq: seq,
             }),
             Some(Effect::RevokeToken { id }) => {
                 write
                     .revocations
-                    .push((id.clone(), entry.seq, recorded_at.to_string()))
+                    .push((id.clone(), seq, recorded_at_text.clone()))
             }
             None => {}
         }
@@ -814,13 +884,13 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
                 (write.entries.len(), digest),
             );
         }
-        in_batch_hashes.insert(hash, entry.seq);
+        in_batch_hashes.insert(hash, seq);
         plans.push(Planned::New(write.entries.len()));
         write.entries.push(NewEntry {
-            seq: entry.seq,
+            seq,
             hash,
             canonical,
-            recorded_at: recorded_at.to_string(),
+            recorded_at: recorded_at_text.clone(),
             kind: request.kind.name,
             actor: request.actor.to_string(),
             subject: request.subject.to_string(),
@@ -831,7 +901,7 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
             seal: None,
         });
         head = Head {
-            seq: entry.seq,
+            seq,
             hash,
             recorded_at,
         };
@@ -875,7 +945,13 @@ async fn commit(state: &mut State, jobs: Vec<Job>) {
     loop {
         attempt += 1;
         let sign = state.checkpoint_due();
-        let prepared = match prepare(state, &jobs, sign).await {
+        let preparing = Instant::now();
+        let prepared = prepare(state, &jobs, sign).await;
+        state
+            .metrics
+            .prepare_seconds
+            .observe(preparing.elapsed().as_secs_f64());
+        let prepared = match prepared {
             Ok(p) => p,
             Err(StoreError::Corrupt(why)) => {
                 state.halt(&why);

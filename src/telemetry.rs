@@ -22,6 +22,8 @@ pub struct Metrics {
     pub batch_entries: Histogram,
     /// Seconds from BEGIN to COMMIT of a batch.
     pub commit_seconds: Histogram,
+    /// Seconds the sequencer spends preparing a batch (lookups, hashing, signing).
+    pub prepare_seconds: Histogram,
     /// Appends waiting for the sequencer.
     pub queue_depth: Gauge,
     /// Checkpoints signed.
@@ -42,6 +44,7 @@ impl Default for Metrics {
             refusals: Counter::default(),
             batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             commit_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 14)),
+            prepare_seconds: Histogram::new(exponential_buckets(0.000_025, 2.0, 14)),
             queue_depth: Gauge::default(),
             checkpoints: Counter::default(),
             ledger_size: Gauge::default(),
@@ -71,6 +74,11 @@ impl Default for Metrics {
             "trailmark_commit_seconds",
             "Time from BEGIN to COMMIT of a batch",
             m.commit_seconds.clone(),
+        );
+        registry.register(
+            "trailmark_prepare_seconds",
+            "Time the sequencer spends preparing a batch (lookups, hashing, signing)",
+            m.prepare_seconds.clone(),
         );
         registry.register(
             "trailmark_queue_depth",

@@ -233,3 +233,42 @@ mod tests {
         assert!(lookup("no.such_kind").is_none());
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// docs/FORMAT.md carries the registry for verifiers written from the
+    /// spec alone; this keeps the two equal.
+    #[test]
+    fn the_registry_in_format_md_equals_the_code() {
+        let doc = include_str!("../../docs/FORMAT.md");
+        let start = doc
+            .find("<!-- kinds:begin")
+            .expect("FORMAT.md has the kinds table");
+        let end = doc.find("<!-- kinds:end -->").expect("the table ends");
+        let rows: Vec<(String, String, bool)> = doc[start..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(|c| c.trim().trim_matches('`')).collect();
+                (
+                    cells[1].to_owned(),
+                    cells[2].to_owned(),
+                    cells[3] == "callers",
+                )
+            })
+            .collect();
+        let code: Vec<(String, String, bool)> = KINDS
+            .iter()
+            .map(|k| {
+                (
+                    k.name.to_owned(),
+                    k.class.as_str().to_owned(),
+                    k.api_appendable,
+                )
+            })
+            .collect();
+        assert_eq!(rows, code, "update the table in docs/FORMAT.md §1.3");
+    }
+}

@@ -27,6 +27,37 @@ use crate::ledger::{Hash, Timestamp};
 /// Key of the PostgreSQL advisory lock that serialises ledger writers
 /// ("TRLMARK1" as a big-endian integer).
 pub const WRITER_LOCK_KEY: i64 = 0x5452_4C4D_4152_4B31;
+/// How often the background task checkpoints the SQLite WAL.
+const WAL_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+
+/// Copies committed WAL frames into the database file from a reader
+/// connection, off the writer's commit path. PASSIVE never blocks the
+/// writer; it does what it can and the next tick continues. Safe at any
+/// moment: only committed frames are copied. Ends when the pool closes.
+fn spawn_wal_checkpointer(pool: SqlitePool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(WAL_CHECKPOINT_INTERVAL_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                break;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                if pool.is_closed() {
+                    break;
+                }
+                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            }
+        }
+    });
+}
+
+/// Page cache of the SQLite writer connection, in KiB.
+const WRITER_CACHE_KIB: u32 = 65_536;
 /// Rows per page when streaming the ledger (verify, export).
 pub const STREAM_PAGE_ROWS: u32 = 8_192;
 /// Largest page the entry listing returns.
@@ -70,6 +101,11 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// The pool the single writer uses. On SQLite it is one dedicated
+    /// connection with a large page cache: in WAL mode a connection drops its
+    /// cache whenever another connection wrote, so a writer that hopped between
+    /// pooled connections re-read its index pages on every batch.
+    writer: Backend,
 }
 
 macro_rules! on_pool {
@@ -394,14 +430,30 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
+            // Statement journals (multi-row INSERTs into tables with UNIQUE
+            // indexes) in memory, not in temp files: measured 12% of the
+            // writer's time as pwrite() of the sub-journal.
+            .pragma("temp_store", "memory")
+            // No checkpoint inside a commit: a background task checkpoints
+            // the WAL (see `spawn_wal_checkpointer`). Measured: automatic
+            // checkpoints in the writer's commits cost throughput (every
+            // 1,000 pages) or p99 latency (every 10,000 pages).
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.pragma("cache_size", format!("-{WRITER_CACHE_KIB}")))
+            .await?;
+        spawn_wal_checkpointer(pool.clone());
         Ok(Store {
             backend: Backend::Sqlite(pool),
+            writer: Backend::Sqlite(writer),
         })
     }
 
@@ -418,7 +470,8 @@ impl Store {
             .await?;
         POSTGRES_MIGRATIONS.run(&pool).await?;
         Ok(Store {
-            backend: Backend::Postgres(pool),
+            backend: Backend::Postgres(pool.clone()),
+            writer: Backend::Postgres(pool),
         })
     }
 
@@ -446,7 +499,20 @@ impl Store {
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        on_pool!(self, pool => pool.close().await);
+        match &self.writer {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// The same database seen through the writer's connection: the
+    /// sequencer does all its reads and writes through this handle.
+    pub fn writer(&self) -> Store {
+        Store {
+            backend: self.writer.clone(),
+            writer: self.writer.clone(),
+        }
     }
 
     /// The single insert path into the ledger: writes a whole batch in one
