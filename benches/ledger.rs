@@ -386,6 +386,54 @@ async fn verify(args: &[String]) -> anyhow::Result<()> {
     )
     .await?;
     println!("verify (no canon.) {:.0} entries/s", fast.rate());
+    // What reading alone costs: the same pages, no checks.
+    let t = Instant::now();
+    let (mut from, mut rows) = (0u64, 0u64);
+    loop {
+        let page = opened
+            .store
+            .entries_page(from, trailmark::store::STREAM_PAGE_ROWS)
+            .await?;
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        rows += page.len() as u64;
+    }
+    println!(
+        "read only          {:.0} rows/s (the store's paged read, one page at a time)",
+        rows as f64 / t.elapsed().as_secs_f64()
+    );
+    {
+        use sqlx::Row as _;
+        let url = format!("sqlite://{}", dir.join("data/ledger.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await?;
+        for (label, sql) in [
+            (
+                "3 columns",
+                "SELECT seq, hash, canonical FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            ),
+            (
+                "5 columns, index columns joined",
+                "SELECT seq, hash, canonical, seal, recorded_at || ' ' || kind || ' ' || actor || ' ' || subject || ' ' || COALESCE(correlation_id, '') || ' ' || COALESCE(idempotency_key, '') FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            ),
+        ] {
+            let t = Instant::now();
+            let (mut from, mut rows) = (0i64, 0u64);
+            loop {
+                let page = sqlx::query(sql)
+                    .bind(from)
+                    .bind(8192i64)
+                    .fetch_all(&mut conn)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                from = last.get::<i64, _>(0) + 1;
+                rows += page.len() as u64;
+            }
+            println!(
+                "read {label:<32} {:.0} rows/s",
+                rows as f64 / t.elapsed().as_secs_f64()
+            );
+        }
+    }
     // Baseline: SHA-256 over the same canonical bytes, already in memory.
     let mut bytes_total = 0usize;
     let mut sha_time = Duration::ZERO;

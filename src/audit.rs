@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ledger::merkle::{self, ProofPlan};
-use crate::ledger::verify::{ChainVerifier, IndexColumns, VerifyError};
+use crate::ledger::verify::{ChainVerifier, VerifyError};
 use crate::ledger::{Checkpoint, Hash, VerifierKey};
-use crate::store::{STREAM_PAGE_ROWS, Store, StoreError, StoredEntry};
+use crate::store::{STREAM_PAGE_ROWS, Store, StoreError, VerifyRow};
 
 /// Why a check could not finish or failed.
 #[derive(Debug, thiserror::Error)]
@@ -122,12 +122,12 @@ pub async fn verify_store(
 
     // Prefetch: while one page is checked the next is read.
     let (pages_tx, mut pages_rx) =
-        tokio::sync::mpsc::channel::<Result<Vec<StoredEntry>, StoreError>>(2);
+        tokio::sync::mpsc::channel::<Result<Vec<VerifyRow>, StoreError>>(2);
     let reader_store = store.clone();
     let reader = tokio::spawn(async move {
         let mut from = 0u64;
         loop {
-            let page = reader_store.entries_page(from, STREAM_PAGE_ROWS).await;
+            let page = reader_store.verify_page(from, STREAM_PAGE_ROWS).await;
             let last = match &page {
                 Ok(rows) if rows.is_empty() => None,
                 Ok(rows) => Some(rows[rows.len() - 1].seq),
@@ -148,15 +148,8 @@ pub async fn verify_store(
         }
         let mut parent_refs: Vec<(u64, Hash)> = Vec::new();
         for row in &page {
-            let index = IndexColumns {
-                recorded_at: &row.recorded_at,
-                kind: &row.kind,
-                actor: &row.actor,
-                subject: &row.subject,
-                correlation_id: row.correlation_id.as_deref(),
-                idempotency_key: row.idempotency_key.as_deref(),
-            };
-            let verified = verifier.push(row.seq, Some(&row.hash), &row.canonical, Some(index))?;
+            let verified =
+                verifier.push(row.seq, Some(&row.hash), &row.canonical, Some(&row.index))?;
             parent_refs.extend(verified.parents.iter().map(|p| (verified.seq, *p)));
             while let Some(cp) = checkpoints.peek() {
                 if cp.size > verifier.size() {
@@ -211,11 +204,15 @@ pub async fn verify_store(
 
     let entries = verifier.size();
     if let Some(cp) = checkpoints.next() {
-        // Re-open to report the signed size, not only the row.
+        // A checkpoint beyond the entries streamed: either the ledger grew
+        // while it was being verified (a running server appended and signed),
+        // or entries were removed. Only the current size can tell.
         let size = verifier
             .open_checkpoint(&cp.note, Some((cp.size, &cp.root)))?
             .size;
-        return Err(VerifyError::Truncated { entries, size }.into());
+        if store.size().await? < size {
+            return Err(VerifyError::Truncated { entries, size }.into());
+        }
     }
     if let Some(ext) = &external {
         if ext.size > entries {
@@ -278,7 +275,7 @@ pub async fn export(
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let (mut next, mut bytes) = (0u64, 0u64);
     while next < cp.size {
-        let page = store.entries_page(next, STREAM_PAGE_ROWS).await?;
+        let page = store.canonical_page(next, STREAM_PAGE_ROWS).await?;
         if page.is_empty() {
             return Err(VerifyError::Truncated {
                 entries: next,
@@ -286,17 +283,17 @@ pub async fn export(
             }
             .into());
         }
-        for row in page.into_iter().take_while(|r| r.seq < cp.size) {
-            if row.seq != next {
+        for (seq, canonical) in page.into_iter().take_while(|(seq, _)| *seq < cp.size) {
+            if seq != next {
                 return Err(VerifyError::Gap {
                     expected: next,
-                    found: row.seq,
+                    found: seq,
                 }
                 .into());
             }
-            out.write_all(&row.canonical).map_err(io(&path))?;
+            out.write_all(&canonical).map_err(io(&path))?;
             out.write_all(b"\n").map_err(io(&path))?;
-            bytes += row.canonical.len() as u64 + 1;
+            bytes += canonical.len() as u64 + 1;
             next += 1;
         }
         progress(next);

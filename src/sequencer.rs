@@ -478,6 +478,10 @@ impl State {
         metrics: Metrics,
         halted: Arc<AtomicBool>,
     ) -> Result<State, StartError> {
+        // Read the newest checkpoint before the head: entries are never
+        // removed, so a head read afterwards covers at least the checkpoint
+        // even while another writer appends and signs between the two reads.
+        let stored = store.latest_checkpoint().await?;
         let head = store.head().await?.ok_or(StartError::NotInitialised)?;
         let verifier = key.verifier();
         let genesis = store
@@ -515,10 +519,8 @@ impl State {
                 head.seq
             )));
         }
-        let stored = store
-            .latest_checkpoint()
-            .await?
-            .ok_or_else(|| StartError::Integrity("no checkpoint is stored".into()))?;
+        let stored =
+            stored.ok_or_else(|| StartError::Integrity("no checkpoint is stored".into()))?;
         let signed = Checkpoint::open(&stored.note, &verifier)
             .map_err(|e| StartError::Integrity(format!("checkpoint {}: {e}", stored.size)))?;
         if signed.size != stored.size || signed.root.0.as_slice() != stored.root.as_slice() {

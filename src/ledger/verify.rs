@@ -157,21 +157,73 @@ pub struct Verified {
     pub parents: Vec<Hash>,
 }
 
-/// The database's index columns of one entry, compared with the entry's bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct IndexColumns<'a> {
-    /// `recorded_at` column.
-    pub recorded_at: &'a str,
-    /// `kind` column.
-    pub kind: &'a str,
-    /// `actor` column.
-    pub actor: &'a str,
-    /// `subject` column.
-    pub subject: &'a str,
-    /// `correlation_id` column.
-    pub correlation_id: Option<&'a str>,
-    /// `idempotency_key` column.
-    pub idempotency_key: Option<&'a str>,
+/// The six index columns in the order the store joins them.
+pub const INDEX_COLUMNS: [&str; 6] = [
+    "recorded_at",
+    "kind",
+    "actor",
+    "subject",
+    "correlation_id",
+    "idempotency_key",
+];
+
+/// Appends the index columns' encoding to `out`: each value as
+/// `<length in characters>:<value>`, a null as `-`. Unambiguous, and what
+/// `Store::verify_page` computes in SQL from the stored columns.
+pub fn encode_index(out: &mut String, values: [Option<&str>; 6]) {
+    use std::fmt::Write as _;
+    for value in values {
+        match value {
+            Some(v) => {
+                let _ = write!(out, "{}:{v}", v.chars().count());
+            }
+            None => out.push('-'),
+        }
+    }
+}
+
+/// Decodes [`encode_index`]; `None` if the text is not such an encoding.
+pub fn decode_index(text: &str) -> Option<Vec<Option<String>>> {
+    let mut rest = text;
+    let mut out = Vec::with_capacity(6);
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('-') {
+            out.push(None);
+            rest = r;
+            continue;
+        }
+        let (len, r) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let end = r.char_indices().nth(len).map_or(r.len(), |(i, _)| i);
+        if r[..end].chars().count() != len {
+            return None;
+        }
+        out.push(Some(r[..end].to_owned()));
+        rest = &r[end..];
+    }
+    (out.len() == 6).then_some(out)
+}
+
+fn index_mismatch(seq: u64, stored: &str, expected: &str) -> VerifyError {
+    let (stored_values, entry_values) = (decode_index(stored), decode_index(expected));
+    if let (Some(s), Some(e)) = (&stored_values, &entry_values) {
+        for (i, column) in INDEX_COLUMNS.iter().enumerate() {
+            if s[i] != e[i] {
+                return VerifyError::IndexMismatch {
+                    seq,
+                    column,
+                    stored: s[i].clone().unwrap_or_else(|| "NULL".into()),
+                    entry: e[i].clone().unwrap_or_else(|| "null".into()),
+                };
+            }
+        }
+    }
+    VerifyError::IndexMismatch {
+        seq,
+        column: "index columns",
+        stored: stored.to_owned(),
+        entry: expected.to_owned(),
+    }
 }
 
 /// The streaming checker.
@@ -182,6 +234,7 @@ pub struct ChainVerifier {
     prev: Hash,
     prev_time: Option<Timestamp>,
     frontier: Frontier,
+    index_buffer: String,
 }
 
 impl ChainVerifier {
@@ -195,6 +248,7 @@ impl ChainVerifier {
             prev: Hash::ZERO,
             prev_time: None,
             frontier: Frontier::default(),
+            index_buffer: String::new(),
         }
     }
 
@@ -218,7 +272,7 @@ impl ChainVerifier {
         stored_seq: u64,
         stored_hash: Option<&[u8]>,
         canonical: &[u8],
-        index: Option<IndexColumns<'_>>,
+        index: Option<&str>,
     ) -> Result<Verified, VerifyError> {
         let position = self.next;
         if stored_seq != position {
@@ -265,36 +319,21 @@ impl ChainVerifier {
                 found: fields.recorded_at.to_string(),
             });
         }
-        if let Some(index) = index {
-            let pairs: [(&'static str, Option<&str>, Option<&str>); 6] = [
-                (
-                    "recorded_at",
-                    Some(index.recorded_at),
+        if let Some(stored) = index {
+            self.index_buffer.clear();
+            encode_index(
+                &mut self.index_buffer,
+                [
                     Some(&parsed.recorded_at),
-                ),
-                ("kind", Some(index.kind), Some(&parsed.kind)),
-                ("actor", Some(index.actor), Some(&parsed.actor)),
-                ("subject", Some(index.subject), Some(&parsed.subject)),
-                (
-                    "correlation_id",
-                    index.correlation_id,
+                    Some(&parsed.kind),
+                    Some(&parsed.actor),
+                    Some(&parsed.subject),
                     parsed.correlation_id.as_deref(),
-                ),
-                (
-                    "idempotency_key",
-                    index.idempotency_key,
                     parsed.idempotency_key.as_deref(),
-                ),
-            ];
-            for (column, stored, in_entry) in pairs {
-                if stored != in_entry {
-                    return Err(VerifyError::IndexMismatch {
-                        seq: position,
-                        column,
-                        stored: stored.unwrap_or("NULL").to_owned(),
-                        entry: in_entry.unwrap_or("null").to_owned(),
-                    });
-                }
+                ],
+            );
+            if stored != self.index_buffer {
+                return Err(index_mismatch(position, stored, &self.index_buffer));
             }
         }
         if self.check_canonical && !entry::is_canonical(canonical) {
