@@ -16,6 +16,7 @@
 
 pub mod entry;
 pub mod hash;
+pub mod jcs;
 pub mod kind;
 pub mod merkle;
 pub mod note;

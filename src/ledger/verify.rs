@@ -171,11 +171,28 @@ pub const INDEX_COLUMNS: [&str; 6] = [
 /// `<length in characters>:<value>`, a null as `-`. Unambiguous, and what
 /// `Store::verify_page` computes in SQL from the stored columns.
 pub fn encode_index(out: &mut String, values: [Option<&str>; 6]) {
-    use std::fmt::Write as _;
     for value in values {
         match value {
             Some(v) => {
-                let _ = write!(out, "{}:{v}", v.chars().count());
+                // Decimal length without the formatting machinery (hot in `verify`).
+                let mut n = if v.is_ascii() {
+                    v.len()
+                } else {
+                    v.chars().count()
+                };
+                let mut digits = [0u8; 20];
+                let mut i = digits.len();
+                loop {
+                    i -= 1;
+                    digits[i] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                out.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
+                out.push(':');
+                out.push_str(v);
             }
             None => out.push('-'),
         }
@@ -226,6 +243,13 @@ fn index_mismatch(seq: u64, stored: &str, expected: &str) -> VerifyError {
     }
 }
 
+/// The result of [`ChainVerifier::precheck`]: what the sequential checks need.
+#[derive(Debug)]
+pub struct Prechecked {
+    hash: Hash,
+    fields: entry::CheckedFields,
+}
+
 /// The streaming checker.
 pub struct ChainVerifier {
     key: VerifierKey,
@@ -234,7 +258,6 @@ pub struct ChainVerifier {
     prev: Hash,
     prev_time: Option<Timestamp>,
     frontier: Frontier,
-    index_buffer: String,
 }
 
 impl ChainVerifier {
@@ -248,7 +271,6 @@ impl ChainVerifier {
             prev: Hash::ZERO,
             prev_time: None,
             frontier: Frontier::default(),
-            index_buffer: String::new(),
         }
     }
 
@@ -262,17 +284,96 @@ impl ChainVerifier {
         self.frontier.root()
     }
 
-    /// Checks the next entry. `stored_seq` and `stored_hash` are what the
-    /// database claims (for an export: the line number and `None`).
+    /// Checks the next entry. `stored_seq` and `stored_hash_hex` are what
+    /// the database claims (for an export: the line number and `None`);
+    /// `index` is the database's encoded index columns, if any.
     ///
     /// # Errors
     /// The first rule this entry breaks.
     pub fn push(
         &mut self,
         stored_seq: u64,
-        stored_hash: Option<&[u8]>,
+        stored_hash_hex: Option<&str>,
         canonical: &[u8],
         index: Option<&str>,
+    ) -> Result<Verified, VerifyError> {
+        let pre = self.precheck(stored_seq, stored_hash_hex, canonical, index);
+        self.apply(stored_seq, pre)
+    }
+
+    /// The checks of one entry that need no other entry: hash, fields,
+    /// index columns, canonical form, genesis. Pure, so callers may run it
+    /// for many entries in parallel and then [`ChainVerifier::apply`] the
+    /// results in seq order.
+    ///
+    /// # Errors
+    /// The first rule this entry breaks on its own.
+    pub fn precheck(
+        &self,
+        stored_seq: u64,
+        stored_hash_hex: Option<&str>,
+        canonical: &[u8],
+        index: Option<&str>,
+    ) -> Result<Prechecked, VerifyError> {
+        let position = stored_seq;
+        let hash = merkle::leaf_hash(canonical);
+        if let Some(stored) = stored_hash_hex {
+            let mut computed = [0u8; 64];
+            hex::encode_to_slice(hash.0, &mut computed).expect("64 bytes hold 32 in hex");
+            if stored.as_bytes() != computed {
+                return Err(VerifyError::HashMismatch {
+                    seq: position,
+                    stored: stored.to_owned(),
+                    computed: hash.to_hex(),
+                });
+            }
+        }
+        let malformed = |problem: String| VerifyError::Malformed {
+            seq: position,
+            problem,
+        };
+        let parsed = ParsedEntry::parse(canonical).map_err(|e| malformed(e.to_string()))?;
+        let fields = parsed.check().map_err(|e| malformed(e.to_string()))?;
+        if let Some(stored) = index {
+            let mut expected = String::with_capacity(stored.len());
+            encode_index(
+                &mut expected,
+                [
+                    Some(&parsed.recorded_at),
+                    Some(&parsed.kind),
+                    Some(&parsed.actor),
+                    Some(&parsed.subject),
+                    parsed.correlation_id.as_deref(),
+                    parsed.idempotency_key.as_deref(),
+                ],
+            );
+            if stored != expected {
+                return Err(index_mismatch(position, stored, &expected));
+            }
+        }
+        if self.check_canonical && !entry::is_canonical(canonical) {
+            return Err(malformed(
+                "the bytes are not in RFC 8785 canonical form".into(),
+            ));
+        }
+        if fields.seq == 0 {
+            self.check_genesis(&parsed, fields.kind.class)?;
+        } else if fields.kind.class == Class::Genesis {
+            return Err(malformed("only entry 0 may be a genesis entry".into()));
+        }
+        Ok(Prechecked { hash, fields })
+    }
+
+    /// The checks that need the entries before: position, chain, time, and
+    /// the tree. Takes the [`ChainVerifier::precheck`] result of the entry
+    /// stored at `stored_seq`, which must be the next one.
+    ///
+    /// # Errors
+    /// A gap, the entry's own precheck failure, or a broken chain or clock.
+    pub fn apply(
+        &mut self,
+        stored_seq: u64,
+        pre: Result<Prechecked, VerifyError>,
     ) -> Result<Verified, VerifyError> {
         let position = self.next;
         if stored_seq != position {
@@ -281,22 +382,7 @@ impl ChainVerifier {
                 found: stored_seq,
             });
         }
-        let hash = merkle::leaf_hash(canonical);
-        if let Some(stored) = stored_hash
-            && stored != hash.0.as_slice()
-        {
-            return Err(VerifyError::HashMismatch {
-                seq: position,
-                stored: hex::encode(stored),
-                computed: hash.to_hex(),
-            });
-        }
-        let malformed = |problem: String| VerifyError::Malformed {
-            seq: position,
-            problem,
-        };
-        let parsed = ParsedEntry::parse(canonical).map_err(|e| malformed(e.to_string()))?;
-        let fields = parsed.check().map_err(|e| malformed(e.to_string()))?;
+        let Prechecked { hash, fields } = pre?;
         if fields.seq != position {
             return Err(VerifyError::WrongPosition {
                 position,
@@ -318,33 +404,6 @@ impl ChainVerifier {
                 previous: previous.to_string(),
                 found: fields.recorded_at.to_string(),
             });
-        }
-        if let Some(stored) = index {
-            self.index_buffer.clear();
-            encode_index(
-                &mut self.index_buffer,
-                [
-                    Some(&parsed.recorded_at),
-                    Some(&parsed.kind),
-                    Some(&parsed.actor),
-                    Some(&parsed.subject),
-                    parsed.correlation_id.as_deref(),
-                    parsed.idempotency_key.as_deref(),
-                ],
-            );
-            if stored != self.index_buffer {
-                return Err(index_mismatch(position, stored, &self.index_buffer));
-            }
-        }
-        if self.check_canonical && !entry::is_canonical(canonical) {
-            return Err(malformed(
-                "the bytes are not in RFC 8785 canonical form".into(),
-            ));
-        }
-        if position == 0 {
-            self.check_genesis(&parsed, fields.kind.class)?;
-        } else if fields.kind.class == Class::Genesis {
-            return Err(malformed("only entry 0 may be a genesis entry".into()));
         }
         self.frontier.push(hash);
         self.prev = hash;

@@ -56,6 +56,8 @@ fn spawn_wal_checkpointer(pool: SqlitePool) {
     });
 }
 
+/// Rows the SQLite worker may queue ahead of the reader.
+const ROW_BUFFER_ROWS: usize = 4_096;
 /// Page cache of the SQLite writer connection, in KiB.
 const WRITER_CACHE_KIB: u32 = 65_536;
 /// Rows per page when streaming the ledger (verify, export).
@@ -153,19 +155,29 @@ pub struct StoredEntry {
     pub seal: Option<Vec<u8>>,
 }
 
-/// One row of the verification stream.
+/// One row of the verification stream: three columns, because on SQLite
+/// every column value is copied (measured: 3 columns read at ~880k rows/s,
+/// 10 columns at ~210k).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyRow {
     /// Position.
     pub seq: u64,
-    /// Entry hash as stored.
-    pub hash: Vec<u8>,
     /// Canonical bytes as stored.
     pub canonical: Vec<u8>,
-    /// Batch seal, if any.
-    pub seal: Option<Vec<u8>>,
-    /// The index columns, length-prefixed and joined by the database.
-    pub index: String,
+    /// The stored hash in lowercase hex (64 characters) followed by the
+    /// index columns encoded as [`crate::ledger::verify::encode_index`] does.
+    pub packed: String,
+}
+
+impl VerifyRow {
+    /// The stored hash (hex) and the encoded index columns.
+    pub fn hash_and_index(&self) -> (&str, &str) {
+        if self.packed.len() >= 64 && self.packed.is_char_boundary(64) {
+            self.packed.split_at(64)
+        } else {
+            ("", self.packed.as_str())
+        }
+    }
 }
 
 /// A signed checkpoint as stored.
@@ -448,6 +460,10 @@ impl Store {
             // Statement journals (multi-row INSERTs into tables with UNIQUE
             // indexes) in memory, not in temp files: measured 12% of the
             // writer's time as pwrite() of the sub-journal.
+            // Rows travel from the SQLite worker thread in a channel of this
+            // size; the default (50) woke the reader every few rows. Measured
+            // with `verify`: 290k context switches per million rows.
+            .row_buffer_size(ROW_BUFFER_ROWS)
             .pragma("temp_store", "memory")
             // No checkpoint inside a commit: a background task checkpoints
             // the WAL (see `spawn_wal_checkpointer`). Measured: automatic
@@ -828,28 +844,42 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn verify_page(&self, from: u64, limit: u32) -> Result<Vec<VerifyRow>, StoreError> {
-        let rows: Vec<(i64, Vec<u8>, Vec<u8>, Option<Vec<u8>>, String)> = on_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT seq, hash, canonical, seal, \
-                 length(recorded_at) || ':' || recorded_at || length(kind) || ':' || kind || \
-                 length(actor) || ':' || actor || length(subject) || ':' || subject || \
-                 CASE WHEN correlation_id IS NULL THEN '-' ELSE length(correlation_id) || ':' || correlation_id END || \
-                 CASE WHEN idempotency_key IS NULL THEN '-' ELSE length(idempotency_key) || ':' || idempotency_key END \
-                 FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
-            )
-            .bind(i64_of(from))
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?
-        });
+        // The same columns on both backends; only the hex function differs.
+        macro_rules! packed {
+            ($hex:literal) => {
+                concat!(
+                    "SELECT seq, canonical, ",
+                    $hex,
+                    " || length(recorded_at) || ':' || recorded_at || length(kind) || ':' || kind || ",
+                    "length(actor) || ':' || actor || length(subject) || ':' || subject || ",
+                    "CASE WHEN correlation_id IS NULL THEN '-' ELSE length(correlation_id) || ':' || correlation_id END || ",
+                    "CASE WHEN idempotency_key IS NULL THEN '-' ELSE length(idempotency_key) || ':' || idempotency_key END ",
+                    "FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
+                )
+            };
+        }
+        let rows: Vec<(i64, Vec<u8>, String)> = match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlx::query_as(packed!("lower(hex(hash))"))
+                    .bind(i64_of(from))
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await?
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_as(packed!("encode(hash, 'hex')"))
+                    .bind(i64_of(from))
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
         rows.into_iter()
-            .map(|(seq, hash, canonical, seal, index)| {
+            .map(|(seq, canonical, packed)| {
                 Ok(VerifyRow {
                     seq: u64_of(seq, "seq")?,
-                    hash,
                     canonical,
-                    seal,
-                    index,
+                    packed,
                 })
             })
             .collect()
