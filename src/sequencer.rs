@@ -50,6 +50,8 @@ use crate::ledger::{Actor, Checkpoint, Entry, Hash, LedgerKey, Subject, Timestam
 use crate::store::{BatchWrite, Head, NewCheckpoint, NewEntry, NewToken, Store, StoreError};
 use crate::telemetry::Metrics;
 
+/// Entries between two WAL checkpoints (SQLite; about 3 pages an entry).
+const WAL_CHECKPOINT_ENTRIES: u64 = 512;
 /// How often a batch is rebuilt after another writer moved the head.
 const HEAD_MOVED_RETRIES: usize = 5;
 
@@ -64,11 +66,6 @@ pub enum Effect {
         principal: String,
         /// SHA-256 of the secret.
         secret_hash: Hash,
-    },
-    /// Mark a token revoked (its `admin.token.revoked` entry is the record).
-    RevokeToken {
-        /// Public token ID.
-        id: String,
     },
 }
 
@@ -321,6 +318,8 @@ struct State {
     /// Size and root of the newest signed checkpoint.
     checkpoint: (u64, Hash),
     checkpoint_at: Instant,
+    /// Entries committed since the last WAL checkpoint.
+    since_wal_checkpoint: u64,
 }
 
 /// Writes the genesis entry and the first checkpoint of a new ledger.
@@ -384,7 +383,6 @@ pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, St
             signed_at: Timestamp::now().to_string(),
         }),
         tokens: vec![],
-        revocations: vec![],
     };
     store.write_batch(&batch).await?;
     Ok(Receipt {
@@ -569,6 +567,7 @@ impl State {
             frontier,
             checkpoint: (signed.size, signed.root),
             checkpoint_at: Instant::now(),
+            since_wal_checkpoint: 0,
         })
     }
 
@@ -861,24 +860,19 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
             write.nodes.push((id, node));
             extra.insert(id, node);
         });
-        match &request.effect {
-            Some(Effect::CreateToken {
-                id,
-                principal,
-                secret_hash,
-            }) => write.tokens.push(NewToken {
+        if let Some(Effect::CreateToken {
+            id,
+            principal,
+            secret_hash,
+        }) = &request.effect
+        {
+            write.tokens.push(NewToken {
                 id: id.clone(),
                 principal: principal.clone(),
                 secret_hash: *secret_hash,
                 created_at: recorded_at_text.clone(),
                 created_seq: seq,
-            }),
-            Some(Effect::RevokeToken { id }) => {
-                write
-                    .revocations
-                    .push((id.clone(), seq, recorded_at_text.clone()))
-            }
-            None => {}
+            });
         }
         if let Some(key) = &request.idempotency_key {
             in_batch_keys.insert(
@@ -989,6 +983,7 @@ async fn commit(state: &mut State, jobs: Vec<Job>) {
                     state.metrics.batch_entries.observe(count as f64);
                     state.metrics.appends.inc_by(count as u64);
                 }
+                state.since_wal_checkpoint += count as u64;
                 state.head = prepared.new_head;
                 state.frontier = prepared.new_frontier;
                 let tree_size = state.head.seq + 1;
@@ -1016,6 +1011,14 @@ async fn commit(state: &mut State, jobs: Vec<Job>) {
                         Planned::SameAs(i) => Ok(receipt(i, true)),
                     };
                     let _ = job.respond.send(answer);
+                }
+                // Between batches, after the callers have their answers: the
+                // WAL checkpoint delays the next batch, not this one's callers.
+                if state.since_wal_checkpoint >= WAL_CHECKPOINT_ENTRIES {
+                    state.since_wal_checkpoint = 0;
+                    if let Err(e) = state.store.checkpoint_wal().await {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
+                    }
                 }
                 return;
             }
