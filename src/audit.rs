@@ -550,6 +550,12 @@ pub fn check_inclusion_proof(proof: &InclusionProof, key: &VerifierKey) -> Resul
     }
     let parsed = crate::ledger::entry::ParsedEntry::parse(proof.entry.as_bytes())
         .map_err(|e| e.to_string())?;
+    parsed
+        .check()
+        .map_err(|e| format!("the entry is not valid: {e}"))?;
+    if !crate::ledger::entry::is_canonical(proof.entry.as_bytes()) {
+        return Err("the entry's bytes are not RFC 8785 canonical".into());
+    }
     if parsed.seq != proof.leaf_index {
         return Err(format!(
             "the entry is seq {}, the proof says leaf {}",

@@ -236,13 +236,12 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
             correction_target = Some((seq, hash));
         }
     }
-    let (capa_seq, capa) = qms.append(json!({"kind": "qms.capa.opened", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014",
+    let (_, capa) = qms.append(json!({"kind": "qms.capa.opened", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014",
         "payload": {"capa_id": "CAPA-2026-014", "title": "Filling line set-up step skipped", "source": "deviation DEV-2026-118"}})).await?;
-    let (_, action) = qms.append(json!({"kind": "qms.capa.training_action", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014", "parents": [capa],
+    qms.append(json!({"kind": "qms.capa.training_action", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014", "parents": [capa],
         "payload": {"document": "SOP-017", "version": 5, "job_functions": ["filling-operator"], "due_on": "2026-12-01", "verification_required": true}})).await?;
-    let (_, _deviation) = qms.append(json!({"kind": "qms.deviation.opened", "subject": "qms:deviation/DEV-2026-118", "correlation_id": "DEV-2026-118",
+    qms.append(json!({"kind": "qms.deviation.opened", "subject": "qms:deviation/DEV-2026-118", "correlation_id": "DEV-2026-118",
         "payload": {"deviation_id": "DEV-2026-118", "procedure": "SOP-017", "occurred_at": "2026-11-24T14:02:00Z", "people": ["E1002"]}})).await?;
-    let _ = (capa_seq, action);
     count += 3;
     if let Some((seq, hash)) = &correction_target {
         lms.append(

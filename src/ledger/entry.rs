@@ -276,8 +276,7 @@ pub fn check_reason(kind: &KindDef, reason: Option<&str>) -> Result<(), EntryErr
             ),
         )),
         None => Ok(()),
-        Some(r) if kind.class == Class::Genesis => {
-            let _ = r;
+        Some(_) if kind.class == Class::Genesis => {
             Err(field_error("reason", "must be null for the genesis entry"))
         }
         Some(r) if r.trim().is_empty() => Err(field_error(

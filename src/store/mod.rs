@@ -298,6 +298,20 @@ fn hash_of(bytes: &[u8], what: &str) -> Result<Hash, StoreError> {
 /// (idempotency_key, actor, seq, hash, recorded_at, request_digest).
 type IdempotencyRow = (String, String, i64, Vec<u8>, String, Vec<u8>);
 
+/// (size, root, note, signed_at) as selected from `checkpoints`.
+type CheckpointRow = (i64, Vec<u8>, String, String);
+
+fn checkpoint_from_row(
+    (size, root, note, signed_at): CheckpointRow,
+) -> Result<StoredCheckpoint, StoreError> {
+    Ok(StoredCheckpoint {
+        size: u64_of(size, "size")?,
+        root,
+        note,
+        signed_at,
+    })
+}
+
 const ENTRY_COLUMNS: &str = "seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, seal";
 
 fn entry_from_row<R: Row>(row: &R) -> Result<StoredEntry, StoreError>
@@ -708,20 +722,12 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let row: Option<(i64, Vec<u8>, String, String)> = on_pool!(self, pool => {
+        let row: Option<CheckpointRow> = on_pool!(self, pool => {
             sqlx::query_as("SELECT size, root, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT 1")
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|(size, root, note, signed_at)| {
-            Ok(StoredCheckpoint {
-                size: u64_of(size, "size")?,
-                root,
-                note,
-                signed_at,
-            })
-        })
-        .transpose()
+        row.map(checkpoint_from_row).transpose()
     }
 
     /// The smallest stored checkpoint whose size is at least `size`.
@@ -732,21 +738,13 @@ impl Store {
         &self,
         size: u64,
     ) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let row: Option<(i64, Vec<u8>, String, String)> = on_pool!(self, pool => {
+        let row: Option<CheckpointRow> = on_pool!(self, pool => {
             sqlx::query_as("SELECT size, root, note, signed_at FROM checkpoints WHERE size >= $1 ORDER BY size LIMIT 1")
                 .bind(i64_of(size))
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|(size, root, note, signed_at)| {
-            Ok(StoredCheckpoint {
-                size: u64_of(size, "size")?,
-                root,
-                note,
-                signed_at,
-            })
-        })
-        .transpose()
+        row.map(checkpoint_from_row).transpose()
     }
 
     /// Checkpoints with `size > after`, ascending, at most `limit`.
@@ -758,23 +756,14 @@ impl Store {
         after: u64,
         limit: u32,
     ) -> Result<Vec<StoredCheckpoint>, StoreError> {
-        let rows: Vec<(i64, Vec<u8>, String, String)> = on_pool!(self, pool => {
+        let rows: Vec<CheckpointRow> = on_pool!(self, pool => {
             sqlx::query_as("SELECT size, root, note, signed_at FROM checkpoints WHERE size > $1 ORDER BY size LIMIT $2")
                 .bind(i64_of(after))
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?
         });
-        rows.into_iter()
-            .map(|(size, root, note, signed_at)| {
-                Ok(StoredCheckpoint {
-                    size: u64_of(size, "size")?,
-                    root,
-                    note,
-                    signed_at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(checkpoint_from_row).collect()
     }
 
     /// One entry by seq.
