@@ -168,11 +168,11 @@ impl DataDir {
             path: toml_path.clone(),
             problem: e.to_string(),
         })?;
-        fs::write(
+        // Owner-only, like the key: `database_url` may carry a password.
+        write_secret(
             &toml_path,
-            format!("# Trailmark configuration; see README.md\n{text}"),
-        )
-        .map_err(io(&toml_path))?;
+            &format!("# Trailmark configuration; see README.md\n{text}"),
+        )?;
         Ok(key)
     }
 
@@ -291,6 +291,11 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            let mode = std::fs::metadata(data.file("trailmark.toml"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the config may hold a database password");
         }
     }
 }
