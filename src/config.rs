@@ -295,7 +295,11 @@ mod tests {
                 .unwrap()
                 .permissions()
                 .mode();
-            assert_eq!(mode & 0o777, 0o600, "the config may hold a database password");
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "the config may hold a database password"
+            );
         }
     }
 }
