@@ -99,6 +99,7 @@ async fn append(args: &[String]) -> anyhow::Result<()> {
         opened.store.clone(),
         opened.key.clone(),
         &opened.config,
+        opened.dir.path(),
         "127.0.0.1:0",
     )
     .await?;

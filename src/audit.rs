@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use crate::ledger::merkle::{self, ProofPlan};
 use crate::ledger::verify::{ChainVerifier, Prechecked, VerifyError};
 use crate::ledger::{Checkpoint, Hash, VerifierKey};
+use crate::signature::{SignatureChecker, SignatureError};
 use crate::store::{STREAM_PAGE_ROWS, Store, StoreError, VerifyRow};
 
 /// Why a check could not finish or failed.
@@ -27,6 +28,9 @@ pub enum AuditError {
     /// The ledger is not intact: the first problem found.
     #[error(transparent)]
     Broken(#[from] VerifyError),
+    /// A Part 11 signature breaks a rule of docs/SIGNATURES.md §7.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     /// The database failed while reading.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -57,6 +61,8 @@ pub struct VerifyReport {
     pub entries: u64,
     /// Signed checkpoints checked (signature and root).
     pub checkpoints: u64,
+    /// Part 11 signatures checked (docs/SIGNATURES.md §7).
+    pub signatures: u64,
     /// Root of all entries.
     pub root: String,
     /// Entries after the newest checkpoint, covered by the head's batch seal
@@ -97,6 +103,7 @@ pub async fn verify_store(
 ) -> Result<VerifyReport, AuditError> {
     let started = Instant::now();
     let mut verifier = ChainVerifier::new(key.clone(), options.check_canonical);
+    let mut signatures = SignatureChecker::default();
     let external = options
         .external_checkpoint
         .as_deref()
@@ -150,6 +157,9 @@ pub async fn verify_store(
         let prechecked = precheck_page(&verifier, &page);
         for (row, pre) in page.iter().zip(prechecked) {
             let verified = verifier.apply(row.seq, pre)?;
+            if SignatureChecker::is_relevant(verified.kind.name) {
+                signatures.observe(row.seq, &row.canonical)?;
+            }
             parent_refs.extend(verified.parents.iter().map(|p| (verified.seq, *p)));
             while let Some(cp) = checkpoints.peek() {
                 if cp.size > verifier.size() {
@@ -241,6 +251,7 @@ pub async fn verify_store(
     Ok(VerifyReport {
         entries,
         checkpoints: checkpoint_count,
+        signatures: signatures.checked,
         root: verifier.root().to_hex(),
         pending_unattested: pending,
         external_checkpoint: external.map(|c| c.size),
@@ -389,6 +400,7 @@ pub fn verify_export(
     let cp_path = dir.join("checkpoint");
     let note = fs::read_to_string(&cp_path).map_err(io(&cp_path))?;
     let mut verifier = ChainVerifier::new(key.clone(), true);
+    let mut signatures = SignatureChecker::default();
     let checkpoint = verifier.open_checkpoint(&note, None)?;
     let path = dir.join("entries.jsonl");
     let reader = BufReader::with_capacity(1 << 20, fs::File::open(&path).map_err(io(&path))?);
@@ -412,6 +424,9 @@ pub fn verify_export(
             .into());
         }
         let verified = verifier.push(seq, None, &line[..line.len() - 1], None)?;
+        if SignatureChecker::is_relevant(verified.kind.name) {
+            signatures.observe(seq, &line[..line.len() - 1])?;
+        }
         for parent in &verified.parents {
             if !seen.contains(parent) {
                 return Err(VerifyError::BadParent {
@@ -446,6 +461,7 @@ pub fn verify_export(
     Ok(VerifyReport {
         entries: seq,
         checkpoints: 1,
+        signatures: signatures.checked,
         root: verifier.root().to_hex(),
         pending_unattested: 0,
         external_checkpoint: None,

@@ -12,7 +12,10 @@ use serde_json::{Map, Value};
 use crate::api::Server;
 use crate::audit::{self, AuditError, VerifyOptions};
 use crate::config::{Config, DataDir, SequencerConfig};
-use crate::identity;
+use crate::identity::ca::Ca;
+use crate::identity::roles::SigningPolicy;
+use crate::identity::service::{NewUser, TokenScopes};
+use crate::identity::{Identity, IdentityError};
 use crate::ledger::{Actor, LedgerKey};
 use crate::sequencer::{Sequencer, write_genesis};
 use crate::store::Store;
@@ -91,6 +94,14 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage users (works on the data directory; the server may be running).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage the signing CA.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Print the roles -> permissions matrix and the signing policy in force.
+    Roles,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +112,104 @@ enum TokenCommand {
         #[arg(long)]
         principal: String,
         /// Why the token is issued (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+        /// Kinds it may append: `*`, `qms.*` or a kind; repeat for several (default `*`).
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// Permissions: entries:append, entries:read; repeat (default both).
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        /// Days until it expires (default from trailmark.toml, 90).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// PEM file of the client certificate the token is pinned to.
+        #[arg(long)]
+        client_cert: Option<PathBuf>,
+    },
+    /// Revoke a token at once.
+    Revoke {
+        /// Token ID (the 12 hex digits after tmk_).
+        #[arg(long)]
+        id: String,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Replace a token: prints the new one; the old one works for the overlap.
+    Rotate {
+        /// Token ID.
+        #[arg(long)]
+        id: String,
+        /// Minutes both tokens work, so clients swap without downtime.
+        #[arg(long, default_value_t = 60)]
+        overlap_minutes: u32,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List tokens (IDs, principals, scopes, expiry; never secrets).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; prints a one-time password to change at first login.
+    Create {
+        /// User ID (never reused).
+        #[arg(long)]
+        id: String,
+        /// Legal printed name.
+        #[arg(long)]
+        name: String,
+        /// Email.
+        #[arg(long)]
+        email: String,
+        /// Role; repeat for several.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Who verified the person's identity (default: system:cli).
+        #[arg(long)]
+        verified_by: Option<String>,
+        /// How the identity was verified (§11.100(b)).
+        #[arg(long)]
+        verification_method: String,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List users.
+    List,
+    /// Load a certificate issued by an enterprise CA for a user's key.
+    Certificate {
+        /// User ID.
+        #[arg(long)]
+        id: String,
+        /// PEM file.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Why (recorded in the ledger).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create Trailmark's own signing CA in the data directory and trust it.
+    Init {
+        /// CA common name.
+        #[arg(long, default_value = "Trailmark signing CA")]
+        name: String,
+        /// Organisation.
+        #[arg(long, default_value = "Trailmark")]
+        organisation: String,
+    },
+    /// Trust an enterprise CA certificate (PEM) for user certificates.
+    Import {
+        /// PEM file.
+        file: PathBuf,
+        /// Why (recorded in the ledger).
         #[arg(long)]
         reason: String,
     },
@@ -182,9 +291,10 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Export { out } => export(g, &out).await,
         Command::VerifyExport { dir, key } => verify_export(&dir, &key),
         Command::Proof { seq, size } => proof(g, seq, size).await,
-        Command::Token(TokenCommand::Create { principal, reason }) => {
-            token_create(g, &principal, &reason).await
-        }
+        Command::Token(command) => token(g, command).await,
+        Command::User(command) => user(g, command).await,
+        Command::Ca(command) => ca(g, command).await,
+        Command::Roles => roles(g).await,
     }
 }
 
@@ -196,6 +306,8 @@ pub struct Opened {
     pub store: Store,
     /// The ledger key.
     pub key: LedgerKey,
+    /// The data directory.
+    pub dir: DataDir,
 }
 
 /// Opens an initialised data directory.
@@ -210,7 +322,12 @@ pub async fn open(data: &Path, database_url: Option<&str>) -> anyhow::Result<Ope
     let store = Store::open_url(&url)
         .await
         .with_context(|| format!("opening {}", crate::config::redact_url(&url)))?;
-    Ok(Opened { config, store, key })
+    Ok(Opened {
+        config,
+        store,
+        key,
+        dir,
+    })
 }
 
 fn random_origin() -> String {
@@ -237,6 +354,7 @@ pub async fn initialise(
         database_url: database_url.map(str::to_owned),
         max_body_bytes: 256 * 1024,
         sequencer: SequencerConfig::default(),
+        identity: crate::config::IdentityConfig::default(),
     };
     let dir = DataDir::at(data);
     let key = dir.create(&config)?;
@@ -245,14 +363,127 @@ pub async fn initialise(
         .await
         .with_context(|| format!("opening {}", crate::config::redact_url(&url)))?;
     write_genesis(&store, &key).await?;
-    let opened = Opened { config, store, key };
+    let opened = Opened {
+        config,
+        store,
+        key,
+        dir,
+    };
+    with_identity(&opened, |identity| async move {
+        identity
+            .set_policy(
+                &cli_actor(),
+                SigningPolicy::default(),
+                "initial signing policy recorded by `trailmark init`",
+            )
+            .await
+    })
+    .await?;
+    create_ca(&opened, "Trailmark signing CA", "Trailmark").await?;
     let token = issue_token(
         &opened,
-        "admin",
-        "initial administrator token created by `trailmark init`",
+        "integration",
+        "initial integration token created by `trailmark init`",
     )
     .await?;
     Ok((opened, token))
+}
+
+fn cli_actor() -> Actor {
+    Actor::parse("system:cli").expect("a valid actor")
+}
+
+/// Trailmark's CA from the data directory, if there is one.
+///
+/// # Errors
+/// If the CA files are unreadable or do not match.
+pub fn load_ca(dir: &DataDir) -> anyhow::Result<Option<Ca>> {
+    match dir.ca()? {
+        Some((cert, key)) => Ok(Some(Ca::load(&cert, &key)?)),
+        None => Ok(None),
+    }
+}
+
+/// Runs `f` with the identity service over a short-lived in-process
+/// sequencer (the CLI's administrative verbs; the server may be running).
+///
+/// # Errors
+/// If the sequencer cannot start, or what `f` returns.
+pub async fn with_identity<T, F, Fut>(opened: &Opened, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Identity) -> Fut,
+    Fut: std::future::Future<Output = Result<T, IdentityError>>,
+{
+    let metrics = Metrics::default();
+    let sequencer = Sequencer::start(
+        opened.store.clone(),
+        opened.key.clone(),
+        opened.config.sequencer.clone(),
+        metrics.clone(),
+    )
+    .await?;
+    let identity = Identity::new(
+        opened.store.clone(),
+        sequencer.handle(),
+        opened.config.identity.clone(),
+        metrics,
+        load_ca(&opened.dir)?,
+    )
+    .map_err(anyhow::Error::msg);
+    let result = match identity {
+        Ok(identity) => f(identity).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    sequencer.shutdown().await;
+    result
+}
+
+/// Creates Trailmark's CA in the data directory and records it as trusted.
+///
+/// # Errors
+/// If a CA exists or the ledger cannot be written.
+pub async fn create_ca(opened: &Opened, name: &str, organisation: &str) -> anyhow::Result<String> {
+    let material = crate::identity::ca::create_ca(name, organisation, 3650)?;
+    opened
+        .dir
+        .write_ca(&material.certificate_pem, &material.key_pem)?;
+    let der = crate::identity::ca::pem_to_der(&material.certificate_pem)?
+        .into_iter()
+        .next()
+        .context("the new CA certificate")?;
+    with_identity(opened, |identity| async move {
+        identity
+            .trust_ca(
+                &cli_actor(),
+                &der,
+                "trailmark",
+                "Trailmark's own signing CA created by `trailmark ca init`",
+            )
+            .await
+    })
+    .await
+}
+
+/// Random one-time password (shown once; the user must change it).
+pub fn one_time_password() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Creates a user directly on the data directory (the first administrator,
+/// or when no administrator can log in).
+///
+/// # Errors
+/// Invalid fields, a taken ID, or a ledger error.
+pub async fn create_user(opened: &Opened, new: NewUser, reason: &str) -> anyhow::Result<()> {
+    let reason = reason.to_owned();
+    with_identity(opened, |identity| async move {
+        identity.create_user(&cli_actor(), new, &reason).await
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Issues a token through a short-lived in-process sequencer, so the token
@@ -261,21 +492,21 @@ pub async fn initialise(
 /// # Errors
 /// If the principal is invalid or the ledger cannot be written.
 pub async fn issue_token(opened: &Opened, principal: &str, reason: &str) -> anyhow::Result<String> {
-    let principal = identity::principal_actor(principal)?;
-    let issued = identity::issue_token();
-    let sequencer = Sequencer::start(
-        opened.store.clone(),
-        opened.key.clone(),
-        opened.config.sequencer.clone(),
-        Metrics::default(),
-    )
-    .await?;
-    let request =
-        identity::token_created_request(Actor::parse("system:cli")?, &principal, &issued, reason)?;
-    let result = sequencer.handle().append(request).await;
-    sequencer.shutdown().await;
-    result?;
-    Ok(issued.token)
+    let (principal, reason) = (principal.to_owned(), reason.to_owned());
+    with_identity(opened, |identity| async move {
+        identity
+            .issue_token(
+                &cli_actor(),
+                &principal,
+                TokenScopes::default(),
+                None,
+                None,
+                &reason,
+            )
+            .await
+    })
+    .await
+    .map(|(issued, _)| issued.token)
 }
 
 async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
@@ -283,7 +514,24 @@ async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
         .await
         .map_err(usage)?;
     let vkey = opened.key.verifier().to_text();
+    let admin_password = one_time_password();
+    let admin = NewUser {
+        user_id: "admin".into(),
+        printed_name: "Initial Administrator".into(),
+        email: "admin@localhost.invalid".into(),
+        roles: vec!["administrator".into()],
+        identity_verified_by: Some("system:cli".into()),
+        identity_verification_method: "the installer, holding the data directory".into(),
+        initial_password: admin_password.clone(),
+    };
+    let created = create_user(
+        &opened,
+        admin,
+        "first administrator created by `trailmark init`",
+    )
+    .await;
     opened.store.close().await;
+    created.map_err(failure)?;
     println!(
         "Initialised ledger `{}` in {}",
         opened.config.origin,
@@ -296,8 +544,11 @@ async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
     );
     println!("  {vkey}");
     println!();
-    println!("Administrator API token (shown once; store it in a secret manager):");
+    println!("Integration API token (shown once; store it in a secret manager):");
     println!("  {token}");
+    println!();
+    println!("Administrator `admin`, one-time password (change it at first login):");
+    println!("  {admin_password}");
     Ok(())
 }
 
@@ -311,6 +562,7 @@ async fn serve(g: &Global, listen: Option<String>) -> Result<(), Exit> {
         opened.store.clone(),
         opened.key.clone(),
         &opened.config,
+        opened.dir.path(),
         &listen,
     )
     .await
@@ -405,6 +657,7 @@ fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
 fn audit_exit(e: AuditError) -> Exit {
     match e {
         AuditError::Broken(v) => Exit(1, anyhow::anyhow!("VERIFICATION FAILED: {v}")),
+        AuditError::Signature(v) => Exit(1, anyhow::anyhow!("VERIFICATION FAILED: {v}")),
         AuditError::Input(m) => usage(anyhow::anyhow!(m)),
         other => failure(other),
     }
@@ -448,6 +701,10 @@ async fn verify(g: &Global, checkpoint: Option<&Path>, json: bool) -> Result<(),
         println!(
             "  checkpoints checked {} (signature and root)",
             report.checkpoints
+        );
+        println!(
+            "  signatures checked  {} (Ed25519, certificate chain and validity, authority and status at signing)",
+            report.signatures
         );
         if let Some(size) = report.external_checkpoint {
             println!(
@@ -531,14 +788,205 @@ async fn proof(g: &Global, seq: u64, size: Option<u64>) -> Result<(), Exit> {
     Ok(())
 }
 
-async fn token_create(g: &Global, principal: &str, reason: &str) -> Result<(), Exit> {
+async fn token(g: &Global, command: TokenCommand) -> Result<(), Exit> {
     let opened = open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
-    let token = issue_token(&opened, principal, reason).await;
+    let result = token_command(&opened, command).await;
     opened.store.close().await;
-    let token = token.map_err(usage)?;
-    eprintln!("Issued a token for {principal}; it is shown once:");
-    println!("{token}");
+    result.map_err(usage)
+}
+
+async fn token_command(opened: &Opened, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            principal,
+            reason,
+            kinds,
+            permissions,
+            expires_in_days,
+            client_cert,
+        } => {
+            let mut scopes = TokenScopes::default();
+            if !kinds.is_empty() {
+                scopes.kinds = kinds;
+            }
+            if !permissions.is_empty() {
+                scopes.permissions = permissions;
+            }
+            let pem = match &client_cert {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let p = principal.clone();
+            let (issued, expires) = with_identity(opened, |identity| async move {
+                identity
+                    .issue_token(
+                        &cli_actor(),
+                        &p,
+                        scopes,
+                        expires_in_days,
+                        pem.as_deref(),
+                        &reason,
+                    )
+                    .await
+            })
+            .await?;
+            eprintln!(
+                "Issued token {} for {principal}, expiring {expires}; it is shown once:",
+                issued.id
+            );
+            println!("{}", issued.token);
+        }
+        TokenCommand::Revoke { id, reason } => {
+            let at = with_identity(opened, |identity| async move {
+                identity.revoke_token(&cli_actor(), &id, 0, &reason).await
+            })
+            .await?;
+            eprintln!("Revoked, effective {at}");
+        }
+        TokenCommand::Rotate {
+            id,
+            overlap_minutes,
+            reason,
+        } => {
+            let (issued, expires, old_until) = with_identity(opened, |identity| async move {
+                identity
+                    .rotate_token(&cli_actor(), &id, overlap_minutes, &reason)
+                    .await
+            })
+            .await?;
+            eprintln!(
+                "New token {} (expires {expires}); the old one works until {old_until}. Shown once:",
+                issued.id
+            );
+            println!("{}", issued.token);
+        }
+        TokenCommand::List => {
+            for t in opened.store.tokens().await? {
+                println!(
+                    "{}  {:<20} expires {:<25} revoked {:<25} scopes {}{}",
+                    t.id,
+                    t.principal,
+                    t.expires_at.as_deref().unwrap_or("never"),
+                    t.revoked_at.as_deref().unwrap_or("-"),
+                    t.scopes,
+                    t.client_cert_sha256
+                        .map(|c| format!(" pinned {c}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn user(g: &Global, command: UserCommand) -> Result<(), Exit> {
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
+    let result = user_command(&opened, command).await;
+    opened.store.close().await;
+    result.map_err(usage)
+}
+
+async fn user_command(opened: &Opened, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Create {
+            id,
+            name,
+            email,
+            roles,
+            verified_by,
+            verification_method,
+            reason,
+        } => {
+            let password = one_time_password();
+            let new = NewUser {
+                user_id: id.clone(),
+                printed_name: name,
+                email,
+                roles,
+                identity_verified_by: verified_by,
+                identity_verification_method: verification_method,
+                initial_password: password.clone(),
+            };
+            create_user(opened, new, &reason).await?;
+            eprintln!(
+                "Created user {id}. One-time password (shown once; it must be changed at first login):"
+            );
+            println!("{password}");
+        }
+        UserCommand::List => {
+            for u in opened.store.users().await? {
+                println!(
+                    "{:<20} {:<12} {:<30} {}",
+                    u.user_id,
+                    u.status,
+                    u.printed_name,
+                    u.roles.join(",")
+                );
+            }
+        }
+        UserCommand::Certificate { id, cert, reason } => {
+            let pem = std::fs::read_to_string(&cert)
+                .with_context(|| format!("reading {}", cert.display()))?;
+            let sha = with_identity(opened, |identity| async move {
+                identity
+                    .import_certificate(&cli_actor(), &id, &pem, &reason)
+                    .await
+            })
+            .await?;
+            eprintln!("Certificate {sha} recorded");
+        }
+    }
+    Ok(())
+}
+
+async fn ca(g: &Global, command: CaCommand) -> Result<(), Exit> {
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
+    let result = match command {
+        CaCommand::Init { name, organisation } => create_ca(&opened, &name, &organisation).await,
+        CaCommand::Import { file, reason } => {
+            let import = async {
+                let pem = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let der = crate::identity::ca::pem_to_der(&pem)?
+                    .into_iter()
+                    .next()
+                    .context("the file holds no certificate")?;
+                with_identity(&opened, |identity| async move {
+                    identity
+                        .trust_ca(&cli_actor(), &der, "imported", &reason)
+                        .await
+                })
+                .await
+            };
+            import.await
+        }
+    };
+    opened.store.close().await;
+    let sha = result.map_err(usage)?;
+    eprintln!("Trusted CA {sha}");
+    Ok(())
+}
+
+async fn roles(g: &Global) -> Result<(), Exit> {
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
+    let policy = opened.store.signing_policy().await;
+    opened.store.close().await;
+    let policy = match policy.map_err(failure)? {
+        Some(text) => serde_json::from_str(&text).map_err(failure)?,
+        None => SigningPolicy::default(),
+    };
+    print!("{}", crate::identity::roles::matrix_text(&policy));
+    print!("\n{}", crate::api::route_table_text());
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! | `ledger.key` | the ledger's Ed25519 seed, hex, mode 0600: signs checkpoints |
 //! | `verifier-key` | the matching verifier key, for inspectors |
 //! | `ledger.db` | the SQLite database (unless a PostgreSQL URL is configured) |
+//! | `ca.pem`, `ca.key` | Trailmark's signing CA (`trailmark ca init`); the key mode 0600 |
 
 use std::fs;
 use std::io::Write as _;
@@ -92,6 +93,60 @@ pub struct Config {
     /// Sequencer limits.
     #[serde(default)]
     pub sequencer: SequencerConfig,
+    /// Passwords, lockout, sessions, tokens and alerts.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+/// Settings of people and access (docs/SIGNATURES.md §4). The signing
+/// policy is not here: it is recorded in the ledger, so that `verify` knows
+/// the policy in force at every entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Shortest accepted password, in characters.
+    pub password_min_chars: usize,
+    /// A new password may not equal any of the last this many.
+    pub password_history_count: u32,
+    /// Days until a password must be changed.
+    pub password_max_age_days: u32,
+    /// Consecutive wrong passwords that lock the account.
+    pub lockout_failures: u64,
+    /// Minutes of inactivity that end a session.
+    pub session_idle_minutes: u64,
+    /// Days an API token is valid unless `--expires-in-days` says otherwise.
+    pub token_default_days: u32,
+    /// Where lockout and other security alerts are POSTed as JSON (none: log
+    /// and metric only).
+    pub alert_webhook_url: Option<String>,
+    /// Offset in which signing times are displayed, `+HH:MM` or `-HH:MM`.
+    pub display_utc_offset: String,
+    /// Header in which a TLS-terminating proxy forwards the client
+    /// certificate (URL-encoded PEM, as nginx's `$ssl_client_escaped_cert`);
+    /// none: tokens pinned to a certificate are refused.
+    pub client_cert_header: Option<String>,
+    /// Argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes.
+    pub argon2_iterations: u32,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            password_min_chars: 12,
+            password_history_count: 5,
+            password_max_age_days: 90,
+            lockout_failures: 5,
+            session_idle_minutes: 15,
+            token_default_days: 90,
+            alert_webhook_url: None,
+            display_utc_offset: "+00:00".into(),
+            client_cert_header: None,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -220,6 +275,37 @@ impl DataDir {
     }
 }
 
+impl DataDir {
+    /// Writes Trailmark's CA certificate and key (key owner-only).
+    ///
+    /// # Errors
+    /// If a CA is there already or the files cannot be written.
+    pub fn write_ca(&self, certificate_pem: &str, key_pem: &str) -> Result<(), ConfigError> {
+        if self.file("ca.key").exists() {
+            return Err(ConfigError::Invalid {
+                path: self.file("ca.key"),
+                problem: "a CA exists already; Trailmark keeps one CA per data directory".into(),
+            });
+        }
+        write_secret(&self.file("ca.key"), key_pem)?;
+        fs::write(self.file("ca.pem"), certificate_pem).map_err(io(&self.file("ca.pem")))
+    }
+
+    /// Trailmark's CA (certificate PEM, key PEM), if `ca init` ran here.
+    ///
+    /// # Errors
+    /// If the files exist but cannot be read.
+    pub fn ca(&self) -> Result<Option<(String, String)>, ConfigError> {
+        let (cert, key) = (self.file("ca.pem"), self.file("ca.key"));
+        if !key.exists() {
+            return Ok(None);
+        }
+        let cert_pem = fs::read_to_string(&cert).map_err(io(&cert))?;
+        let key_pem = fs::read_to_string(&key).map_err(io(&key))?;
+        Ok(Some((cert_pem, key_pem)))
+    }
+}
+
 fn write_secret(path: &Path, content: &str) -> Result<(), ConfigError> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -275,6 +361,7 @@ mod tests {
             database_url: None,
             max_body_bytes: default_body(),
             sequencer: SequencerConfig::default(),
+            identity: IdentityConfig::default(),
         };
         let key = data.create(&config).unwrap();
         assert_eq!(data.config().unwrap(), config);

@@ -140,6 +140,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         opened.store.clone(),
         opened.key.clone(),
         &opened.config,
+        opened.dir.path(),
         "127.0.0.1:0",
     )
     .await?;

@@ -10,5 +10,6 @@ pub mod demo;
 pub mod identity;
 pub mod ledger;
 pub mod sequencer;
+pub mod signature;
 pub mod store;
 pub mod telemetry;

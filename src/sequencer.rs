@@ -47,27 +47,15 @@ use crate::ledger::entry::{self, EntryError, EntryParts};
 use crate::ledger::kind::{self, Class, KindDef};
 use crate::ledger::merkle::{self, Frontier, NodeId, ProofPlan};
 use crate::ledger::{Actor, Checkpoint, Entry, Hash, LedgerKey, Subject, Timestamp};
-use crate::store::{BatchWrite, Head, NewCheckpoint, NewEntry, NewToken, Store, StoreError};
+use crate::store::{
+    BatchWrite, Head, NewCheckpoint, NewEntry, SequencedWrite, StateWrite, Store, StoreError,
+};
 use crate::telemetry::Metrics;
 
 /// Entries between two WAL checkpoints (SQLite; about 3 pages an entry).
 const WAL_CHECKPOINT_ENTRIES: u64 = 512;
 /// How often a batch is rebuilt after another writer moved the head.
 const HEAD_MOVED_RETRIES: usize = 5;
-
-/// Something a ledger entry brings about in the same transaction.
-#[derive(Debug, Clone)]
-pub enum Effect {
-    /// Store an API token (its `admin.token.created` entry is the record).
-    CreateToken {
-        /// Public token ID.
-        id: String,
-        /// Principal it authenticates as.
-        principal: String,
-        /// SHA-256 of the secret.
-        secret_hash: Hash,
-    },
-}
 
 /// One append, validated field by field but not yet sequenced.
 #[derive(Debug, Clone)]
@@ -88,8 +76,8 @@ pub struct AppendRequest {
     pub reason: Option<String>,
     /// Content.
     pub payload: Map<String, Value>,
-    /// Side effect written in the same transaction.
-    pub effect: Option<Effect>,
+    /// Identity state changes written in the same transaction as the entry.
+    pub effects: Vec<StateWrite>,
 }
 
 impl AppendRequest {
@@ -382,7 +370,7 @@ pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, St
             note: key.sign_note(&checkpoint.body()),
             signed_at: Timestamp::now().to_string(),
         }),
-        tokens: vec![],
+        state: vec![],
     };
     store.write_batch(&batch).await?;
     Ok(Receipt {
@@ -860,20 +848,13 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
             write.nodes.push((id, node));
             extra.insert(id, node);
         });
-        if let Some(Effect::CreateToken {
-            id,
-            principal,
-            secret_hash,
-        }) = &request.effect
-        {
-            write.tokens.push(NewToken {
-                id: id.clone(),
-                principal: principal.clone(),
-                secret_hash: *secret_hash,
-                created_at: recorded_at_text.clone(),
-                created_seq: seq,
-            });
-        }
+        write
+            .state
+            .extend(request.effects.iter().map(|w| SequencedWrite {
+                seq,
+                at: recorded_at_text.clone(),
+                write: w.clone(),
+            }));
         if let Some(key) = &request.idempotency_key {
             in_batch_keys.insert(
                 (key.clone(), request.actor.to_string()),
@@ -1120,6 +1101,6 @@ pub fn record_request(
         parents: vec![],
         reason: None,
         payload,
-        effect: None,
+        effects: vec![],
     })
 }

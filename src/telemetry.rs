@@ -32,6 +32,14 @@ pub struct Metrics {
     pub ledger_size: Gauge,
     /// Batches rebuilt because another writer appended first.
     pub head_moved: Counter,
+    /// Accounts locked after consecutive wrong passwords (an alert).
+    pub accounts_locked: Counter,
+    /// Wrong passwords at login or signing.
+    pub password_failures: Counter,
+    /// Signatures applied.
+    pub signatures: Counter,
+    /// Time of a signing ceremony, credentials check included.
+    pub signing_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -49,6 +57,10 @@ impl Default for Metrics {
             checkpoints: Counter::default(),
             ledger_size: Gauge::default(),
             head_moved: Counter::default(),
+            accounts_locked: Counter::default(),
+            password_failures: Counter::default(),
+            signatures: Counter::default(),
+            signing_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         };
         registry.register(
             "trailmark_appends",
@@ -99,6 +111,26 @@ impl Default for Metrics {
             "trailmark_head_moved",
             "Batches rebuilt because another writer appended first",
             m.head_moved.clone(),
+        );
+        registry.register(
+            "trailmark_accounts_locked",
+            "Accounts locked after consecutive wrong passwords (security alert)",
+            m.accounts_locked.clone(),
+        );
+        registry.register(
+            "trailmark_password_failures",
+            "Wrong passwords at login or signing",
+            m.password_failures.clone(),
+        );
+        registry.register(
+            "trailmark_signatures",
+            "Part 11 signatures applied",
+            m.signatures.clone(),
+        );
+        registry.register(
+            "trailmark_signing_seconds",
+            "Duration of a signing ceremony, Argon2id password check included",
+            m.signing_seconds.clone(),
         );
         Metrics {
             registry: std::sync::Arc::new(registry),

@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use std::collections::HashMap;
+
 use super::{AppState, Caller, Problem};
 use crate::ledger::{Hash, Timestamp};
 use crate::sequencer::record_request;
+use crate::signature::{self, SignatureView, SourceSignatureView};
 use crate::store::{EntryFilter, LIST_LIMIT_MAX, StoredEntry};
 
 /// An append. Unknown members are rejected so that typos are not silently lost.
@@ -70,6 +73,12 @@ pub struct EntryView {
     /// Seqs of later entries naming this one as a parent (corrections, annotations); only on GET /v1/entries/{seq}.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub children: Option<Vec<u64>>,
+    /// Part 11 signatures on this entry: printed name, time and meaning (§11.50).
+    pub signatures: Vec<SignatureView>,
+    /// Signatures the source system (QMS, LMS) carried in the payload,
+    /// labelled as such, with a verification status computed now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_signatures: Vec<SourceSignatureView>,
 }
 
 /// A page of entries.
@@ -103,9 +112,17 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
-fn view(row: StoredEntry, children: Option<Vec<u64>>) -> Result<EntryView, Problem> {
+fn view(
+    row: StoredEntry,
+    children: Option<Vec<u64>>,
+    signatures: Vec<SignatureView>,
+) -> Result<EntryView, Problem> {
     let entry: Value = serde_json::from_slice(&row.canonical)
         .map_err(|e| Problem::internal(&format!("stored entry {} is not JSON: {e}", row.seq)))?;
+    let source_signatures = entry
+        .get("payload")
+        .map(signature::source_signatures)
+        .unwrap_or_default();
     let canonical = String::from_utf8(row.canonical).map_err(|e| Problem::internal(&e))?;
     Ok(EntryView {
         seq: row.seq,
@@ -113,7 +130,23 @@ fn view(row: StoredEntry, children: Option<Vec<u64>>) -> Result<EntryView, Probl
         entry,
         canonical,
         children,
+        signatures,
+        source_signatures,
     })
+}
+
+/// The signatures on each of `seqs`, rendered once for every view.
+async fn signatures_by_target(
+    state: &AppState,
+    seqs: &[u64],
+) -> Result<HashMap<u64, Vec<SignatureView>>, Problem> {
+    let mut out: HashMap<u64, Vec<SignatureView>> = HashMap::new();
+    for (target, entry) in state.store.signatures_on(seqs).await? {
+        if let Some(v) = signature::view_of(entry.seq, &entry.canonical) {
+            out.entry(target).or_default().push(v);
+        }
+    }
+    Ok(out)
 }
 
 fn body_problem(rejection: BytesRejection) -> Problem {
@@ -193,6 +226,23 @@ pub async fn append(
         }
         (b, h) => b.or(h),
     };
+    if !caller.may_append_kind(&body.kind) {
+        return Err(Problem::forbidden(format!(
+            "this token's scopes do not include kind `{}`; issue a token scoped to it",
+            body.kind
+        )));
+    }
+    if body.kind.starts_with("qms.")
+        || body.kind.starts_with("lms.")
+        || body.kind.starts_with("hr.")
+    {
+        signature::check_source_signatures(&body.payload).map_err(|m| {
+            Problem::from(crate::ledger::EntryError::Field {
+                field: "payload",
+                problem: m,
+            })
+        })?;
+    }
     let mut request = record_request(&body.kind, caller.actor, &body.subject, body.payload, true)?;
     request.correlation_id = body.correlation_id;
     request.idempotency_key = idempotency_key;
@@ -289,9 +339,14 @@ pub async fn list(
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.seq.to_string()))
         .flatten();
+    let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+    let mut signatures = signatures_by_target(&state, &seqs).await?;
     let entries = rows
         .into_iter()
-        .map(|r| view(r, None))
+        .map(|r| {
+            let sigs = signatures.remove(&r.seq).unwrap_or_default();
+            view(r, None, sigs)
+        })
         .collect::<Result<_, _>>()?;
     Ok(Json(EntryPage {
         entries,
@@ -317,5 +372,9 @@ pub async fn get_entry(
         .await?
         .ok_or_else(|| Problem::not_found(format!("there is no entry {seq}")))?;
     let children = state.store.children(seq).await?;
-    Ok(Json(view(row, Some(children))?))
+    let signatures = signatures_by_target(&state, &[seq])
+        .await?
+        .remove(&seq)
+        .unwrap_or_default();
+    Ok(Json(view(row, Some(children), signatures)?))
 }

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::identity::IdentityError;
 use crate::ledger::EntryError;
 use crate::sequencer::AppendError;
 use crate::store::StoreError;
@@ -76,9 +77,14 @@ impl Problem {
         Problem::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "A valid API token is required",
+            "A valid credential is required",
             detail,
         )
+    }
+
+    /// 403: authenticated, but not allowed.
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed", detail)
     }
 
     /// 404.
@@ -141,6 +147,43 @@ impl From<AppendError> for Problem {
                 p
             }
         }
+    }
+}
+
+impl From<IdentityError> for Problem {
+    fn from(e: IdentityError) -> Problem {
+        let (status, slug, title) = match &e {
+            IdentityError::Invalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-request",
+                "The request is not valid",
+            ),
+            IdentityError::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "A valid credential is required",
+            ),
+            IdentityError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            IdentityError::Locked(_) => (
+                StatusCode::FORBIDDEN,
+                "account-locked",
+                "The account is locked",
+            ),
+            IdentityError::PasswordChangeRequired(_) => (
+                StatusCode::FORBIDDEN,
+                "password-change-required",
+                "The password must be changed first",
+            ),
+            IdentityError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "No such resource"),
+            IdentityError::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "The change conflicts with the current state",
+            ),
+            IdentityError::Append(a) => return Problem::from(a.clone()),
+            IdentityError::Store(s) => return Problem::internal(s),
+        };
+        Problem::new(status, slug, title, e.to_string())
     }
 }
 

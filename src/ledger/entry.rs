@@ -313,6 +313,12 @@ pub fn check_parents(kind: &KindDef, parents: &[Hash]) -> Result<(), EntryError>
             "must name the corrected entry first (a correction needs at least one parent)",
         ));
     }
+    if kind.class == Class::Signature && parents.len() != 1 {
+        return Err(field_error(
+            "parents",
+            "must name exactly one entry, the signed target, for a signature",
+        ));
+    }
     if kind.class == Class::Genesis && !parents.is_empty() {
         return Err(field_error(
             "parents",

@@ -17,6 +17,8 @@ pub enum Class {
     Administrative,
     /// An access-control event.
     Security,
+    /// A Part 11 signature on the entry named as its only parent.
+    Signature,
 }
 
 impl Class {
@@ -28,6 +30,7 @@ impl Class {
             Class::Correction => "correction",
             Class::Administrative => "administrative",
             Class::Security => "security",
+            Class::Signature => "signature",
         }
     }
 
@@ -104,10 +107,88 @@ pub static KINDS: &[KindDef] = &[
         "a configuration value changed (old and new value in the payload)",
     ),
     kind(
+        "admin.user.created",
+        Class::Administrative,
+        false,
+        "a user was created, with who verified their identity and how",
+    ),
+    kind(
+        "admin.user.changed",
+        Class::Administrative,
+        false,
+        "a user's name, email, roles or status changed (old and new values)",
+    ),
+    kind(
+        "admin.user.password_set",
+        Class::Administrative,
+        false,
+        "a user's password was set by the user or reset by an administrator",
+    ),
+    kind(
+        "admin.token.rotated",
+        Class::Administrative,
+        false,
+        "an API token was replaced; the old one works until the overlap ends",
+    ),
+    kind(
+        "admin.ca.trusted",
+        Class::Administrative,
+        false,
+        "a CA certificate was trusted for user signing certificates",
+    ),
+    kind(
+        "admin.certificate.issued",
+        Class::Administrative,
+        false,
+        "a signing certificate was issued or imported for a user",
+    ),
+    kind(
+        "admin.certificate.revoked",
+        Class::Administrative,
+        false,
+        "a user's signing certificate was revoked",
+    ),
+    kind(
+        "admin.signing_policy.changed",
+        Class::Administrative,
+        false,
+        "the signing policy changed (old and new policy)",
+    ),
+    kind(
         "security.auth.refused",
         Class::Security,
         false,
         "a request with a missing, unknown or revoked credential was refused",
+    ),
+    kind(
+        "security.account.locked",
+        Class::Security,
+        false,
+        "an account locked after consecutive wrong passwords",
+    ),
+    kind(
+        "security.session.opened",
+        Class::Security,
+        false,
+        "a user logged in",
+    ),
+    kind(
+        "security.session.closed",
+        Class::Security,
+        false,
+        "a session ended at logout or after inactivity",
+    ),
+    kind(
+        "security.signature.refused",
+        Class::Security,
+        false,
+        "a signing attempt was refused (wrong password, authority, sequence)",
+    ),
+    kind(
+        "signature.applied",
+        Class::Signature,
+        false,
+        "a Part 11 electronic signature on the entry named as parent",
     ),
     kind(
         "qms.document.revision_effective",

@@ -155,6 +155,8 @@ pub struct Verified {
     pub hash: Hash,
     /// Its parents.
     pub parents: Vec<Hash>,
+    /// Its kind.
+    pub kind: &'static crate::ledger::kind::KindDef,
 }
 
 /// The six index columns in the order the store joins them.
@@ -413,6 +415,7 @@ impl ChainVerifier {
             seq: position,
             hash,
             parents: fields.parents,
+            kind: fields.kind,
         })
     }
 

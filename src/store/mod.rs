@@ -90,6 +90,9 @@ macro_rules! on_pool {
     };
 }
 
+mod identity;
+pub use identity::{CertificateRow, SequencedWrite, SessionRow, StateWrite, TokenRow, UserRow};
+
 /// The newest entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
@@ -206,34 +209,6 @@ pub struct NewCheckpoint {
     pub signed_at: String,
 }
 
-/// An API token row written together with its `admin.token.created` entry.
-#[derive(Debug, Clone)]
-pub struct NewToken {
-    /// Public token ID.
-    pub id: String,
-    /// The principal it authenticates as.
-    pub principal: String,
-    /// SHA-256 of the secret.
-    pub secret_hash: Hash,
-    /// Creation time.
-    pub created_at: String,
-    /// Seq of its ledger entry.
-    pub created_seq: u64,
-}
-
-/// A stored API token.
-#[derive(Debug, Clone)]
-pub struct TokenRow {
-    /// Public token ID.
-    pub id: String,
-    /// The principal.
-    pub principal: String,
-    /// SHA-256 of the secret.
-    pub secret_hash: Vec<u8>,
-    /// Whether it was revoked.
-    pub revoked: bool,
-}
-
 /// Everything one ledger transaction writes.
 #[derive(Debug, Default)]
 pub struct BatchWrite {
@@ -245,8 +220,8 @@ pub struct BatchWrite {
     pub nodes: Vec<(NodeId, Hash)>,
     /// A checkpoint signed over the resulting tree, if one is due.
     pub checkpoint: Option<NewCheckpoint>,
-    /// Token rows created by entries of this batch.
-    pub tokens: Vec<NewToken>,
+    /// Identity state changed by entries of this batch.
+    pub state: Vec<identity::SequencedWrite>,
 }
 
 /// Filters of the entry listing; all optional, combined with AND.
@@ -323,17 +298,30 @@ where
     for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
+    entry_from_row_at(row, 0)
+}
+
+/// An entry whose [`ENTRY_COLUMNS`] start at column `at`.
+fn entry_from_row_at<R: Row>(row: &R, at: usize) -> Result<StoredEntry, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(StoredEntry {
-        seq: u64_of(row.try_get(0)?, "seq")?,
-        hash: row.try_get(1)?,
-        canonical: row.try_get(2)?,
-        recorded_at: row.try_get(3)?,
-        kind: row.try_get(4)?,
-        actor: row.try_get(5)?,
-        subject: row.try_get(6)?,
-        correlation_id: row.try_get(7)?,
-        idempotency_key: row.try_get(8)?,
-        seal: row.try_get(9)?,
+        seq: u64_of(row.try_get(at)?, "seq")?,
+        hash: row.try_get(at + 1)?,
+        canonical: row.try_get(at + 2)?,
+        recorded_at: row.try_get(at + 3)?,
+        kind: row.try_get(at + 4)?,
+        actor: row.try_get(at + 5)?,
+        subject: row.try_get(at + 6)?,
+        correlation_id: row.try_get(at + 7)?,
+        idempotency_key: row.try_get(at + 8)?,
+        seal: row.try_get(at + 9)?,
     })
 }
 
@@ -406,16 +394,7 @@ macro_rules! write_batch_body {
                 .execute(&mut *$tx)
                 .await?;
         }
-        for t in &batch.tokens {
-            sqlx::query("INSERT INTO api_tokens (id, principal, secret_hash, created_at, created_seq) VALUES ($1, $2, $3, $4, $5)")
-                .bind(t.id.clone())
-                .bind(t.principal.clone())
-                .bind(t.secret_hash.0.to_vec())
-                .bind(t.created_at.clone())
-                .bind(i64_of(t.created_seq))
-                .execute(&mut *$tx)
-                .await?;
-        }
+        identity::write_state_body!($tx, &batch.state)?;
         Ok::<(), StoreError>(())
     }};
 }
@@ -984,27 +963,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// An API token by its public ID.
-    ///
-    /// # Errors
-    /// A database error.
-    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
-        let row: Option<(String, String, Vec<u8>, Option<String>)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, principal, secret_hash, revoked_at FROM api_tokens WHERE id = $1")
-                .bind(id.to_owned())
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(
-            row.map(|(id, principal, secret_hash, revoked_at)| TokenRow {
-                id,
-                principal,
-                secret_hash,
-                revoked: revoked_at.is_some(),
-            }),
-        )
     }
 
     /// Runs `SELECT 1`: is the database answering?

@@ -163,6 +163,8 @@ def check_entry(i, raw, e, hashes_by_hex, prev_hash_hex, prev_time, vkey_text, t
         bad(f"reason is null but kind {kind} is of class {cls}{' (class guessed)' if guessed else ''}")
     if cls == "genesis" and reason is not None:
         bad("reason must be null for the genesis entry")
+    if cls == "signature" and len(parents) != 1:
+        bad(f"signature {kind} must name exactly one parent (the signed target), has {len(parents)}")
     if cls == "correction" and not parents:
         bad(f"correction {kind} has no parents (its first parent must be the corrected entry)")
 
@@ -204,7 +206,7 @@ def load_kinds(path):
         ln = ln.strip()
         if ln and not ln.startswith("#"):
             k, c = ln.split()
-            if c not in ("genesis", "record", "correction", "administrative", "security"):
+            if c not in ("genesis", "record", "correction", "administrative", "security", "signature"):
                 raise SystemExit(f"--kinds: unknown class {c}")
             table[k] = c
     return table

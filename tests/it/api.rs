@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use trailmark::audit::{self, InclusionProof};
 use trailmark::ledger::merkle::leaf_hash;
 
-use crate::harness::{Api, TestLedger, record, wait_for_checkpoint};
+use crate::harness::{Api, INIT_ENTRIES, TestLedger, record, wait_for_checkpoint};
 
 #[tokio::test]
 async fn an_appended_entry_reads_back_with_its_hash_and_a_verifiable_proof() {
@@ -23,7 +23,7 @@ async fn an_appended_entry_reads_back_with_its_hash_and_a_verifiable_proof() {
         leaf_hash(canonical.as_bytes()).to_hex(),
         receipt["hash"].as_str().unwrap()
     );
-    assert_eq!(entry["entry"]["actor"], "service:admin");
+    assert_eq!(entry["entry"]["actor"], "service:integration");
     assert_eq!(entry["entry"]["payload"]["name"], "Zoë Łukasz 李雷");
     assert_eq!(entry["entry"]["recorded_at"].as_str().unwrap().len(), 27);
 
@@ -424,7 +424,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing() {
     server.stop().await;
     assert_eq!(
         ledger.opened.store.size().await.unwrap(),
-        2 + ok,
+        INIT_ENTRIES + ok,
         "exactly the acknowledged appends were written"
     );
     ledger.verify().await.unwrap();

@@ -199,6 +199,7 @@ impl TestLedger {
             self.opened.store.clone(),
             self.opened.key.clone(),
             config,
+            self.opened.dir.path(),
             "127.0.0.1:0",
         )
         .await
@@ -271,6 +272,10 @@ impl Api {
 }
 
 /// A valid record append.
+/// Entries `trailmark init` writes: genesis, the signing policy, the CA, the
+/// integration token.
+pub const INIT_ENTRIES: u64 = 4;
+
 pub fn record(n: usize) -> Value {
     serde_json::json!({
         "kind": "lms.completion.recorded",

@@ -1,19 +1,29 @@
-//! Who is calling: API tokens for machine principals (QMS, LMS, HR, scripts).
+//! People and machines: users, passwords, sessions, roles, API tokens,
+//! signing keys and certificates (docs/SIGNATURES.md).
 //!
-//! A token is `tmk_<id>_<secret>`: a public 12-hex-digit ID and a 256-bit
-//! random secret (base64url). Only `SHA-256(secret)` is stored; the secret is
-//! shown once, at creation. Checking compares hashes in constant time.
-//! Users, roles, passwords and Part 11 signatures arrive with the identity
-//! issue and build on the `actor` prefixes defined here (`user:`, `service:`).
+//! - [`roles`]: the one authorisation matrix and the signing policy.
+//! - [`password`]: Argon2id hashes and the password-wrapped signing key.
+//! - [`ca`]: Trailmark's own CA and the certificate checks (x509-parser).
+//! - [`service`]: the operations (create a user, log in, sign, rotate a
+//!   token...), each recorded by a ledger entry written with its state change.
+//!
+//! A bearer credential is `tmk_<id>_<secret>` (an API token) or
+//! `tms_<id>_<secret>` (a user session): a public 12-hex-digit ID and a
+//! 256-bit random secret (base64url). Only `SHA-256(secret)` is stored; the
+//! secret is shown once. Checking compares hashes in constant time.
+
+pub mod ca;
+pub mod password;
+pub mod roles;
+pub mod service;
+
+pub use service::{Identity, IdentityError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::Map;
 use subtle::ConstantTimeEq as _;
 
-use crate::ledger::kind;
-use crate::ledger::{Actor, Hash, Subject};
-use crate::sequencer::{AppendRequest, Effect};
+use crate::ledger::{Actor, Hash};
 
 /// A freshly issued token: the secret text is only ever in this value.
 pub struct IssuedToken {
@@ -34,11 +44,19 @@ impl std::fmt::Debug for IssuedToken {
     }
 }
 
-/// Makes a new random token.
+/// Makes a new random API token.
 ///
 /// # Panics
 /// If the operating system has no randomness to give.
 pub fn issue_token() -> IssuedToken {
+    issue_credential("tmk")
+}
+
+/// Makes a new random bearer credential with `prefix` (`tmk` or `tms`).
+///
+/// # Panics
+/// If the operating system has no randomness to give.
+pub fn issue_credential(prefix: &str) -> IssuedToken {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
     getrandom::fill(&mut id).expect("the OS provides randomness");
@@ -46,7 +64,7 @@ pub fn issue_token() -> IssuedToken {
     let secret_text = URL_SAFE_NO_PAD.encode(secret);
     let id = hex::encode(id);
     IssuedToken {
-        token: format!("tmk_{id}_{secret_text}"),
+        token: format!("{prefix}_{id}_{secret_text}"),
         secret_hash: Hash::sha256(&[secret_text.as_bytes()]),
         id,
     }
@@ -55,7 +73,12 @@ pub fn issue_token() -> IssuedToken {
 /// Splits a presented bearer token into its ID and the hash of its secret.
 /// `None` if it is not shaped like a Trailmark token.
 pub fn parse_token(token: &str) -> Option<(&str, Hash)> {
-    let rest = token.strip_prefix("tmk_")?;
+    parse_credential(token, "tmk")
+}
+
+/// Splits a bearer credential with `prefix` into its ID and secret hash.
+pub fn parse_credential<'t>(token: &'t str, prefix: &str) -> Option<(&'t str, Hash)> {
+    let rest = token.strip_prefix(prefix)?.strip_prefix('_')?;
     let (id, secret) = rest.split_once('_')?;
     if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || secret.len() != 43 {
         return None;
@@ -79,36 +102,6 @@ pub fn principal_actor(principal: &str) -> Result<Actor, crate::ledger::EntryErr
     } else {
         Actor::parse(&format!("service:{principal}"))
     }
-}
-
-/// The `admin.token.created` append that records and stores a new token.
-///
-/// # Errors
-/// If the principal or reason is invalid.
-pub fn token_created_request(
-    by: Actor,
-    principal: &Actor,
-    issued: &IssuedToken,
-    reason: &str,
-) -> Result<AppendRequest, crate::ledger::EntryError> {
-    let mut payload = Map::new();
-    payload.insert("token_id".into(), issued.id.clone().into());
-    payload.insert("principal".into(), principal.to_string().into());
-    Ok(AppendRequest {
-        kind: kind::lookup("admin.token.created").expect("registered"),
-        actor: by,
-        subject: Subject::parse(&format!("token:{}", issued.id))?,
-        correlation_id: None,
-        idempotency_key: None,
-        parents: vec![],
-        reason: Some(reason.to_owned()),
-        payload,
-        effect: Some(Effect::CreateToken {
-            id: issued.id.clone(),
-            principal: principal.to_string(),
-            secret_hash: issued.secret_hash,
-        }),
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,658 @@
+//! The identity tables: users, password history, sessions, API tokens,
+//! certificates, trusted CAs and the signing policy (docs/SIGNATURES.md).
+//!
+//! Changes that matter to the record arrive as [`StateWrite`]s attached to
+//! the ledger entry that records them, and are written by
+//! [`Store::write_batch`](super::Store::write_batch) in that entry's
+//! transaction: the entry and the state change land together or not at all.
+//! Operational counters (failed logins, session activity) are written here
+//! directly; the security events they lead to are entries.
+
+use sqlx::QueryBuilder;
+
+use super::{Backend, Store, StoreError, StoredEntry, entry_from_row_at, i64_of, u64_of};
+use crate::ledger::Hash;
+
+/// A change to the identity tables, written in the same transaction as the
+/// entry that records it.
+#[derive(Clone)]
+pub enum StateWrite {
+    /// A new API token (`admin.token.created`).
+    CreateToken {
+        /// Public token ID.
+        id: String,
+        /// The principal it authenticates.
+        principal: String,
+        /// SHA-256 of the secret.
+        secret_hash: Hash,
+        /// JSON `{"kinds": [...], "permissions": [...]}`.
+        scopes: String,
+        /// RFC 3339 UTC.
+        expires_at: String,
+        /// Pinned client certificate, lowercase hex SHA-256.
+        client_cert_sha256: Option<String>,
+    },
+    /// A token stops working at `effective_at` (`admin.token.revoked`).
+    RevokeToken {
+        /// Public token ID.
+        id: String,
+        /// RFC 3339 UTC; in the future during a rotation's overlap.
+        effective_at: String,
+    },
+    /// A new user (`admin.user.created`).
+    CreateUser {
+        /// User ID.
+        user_id: String,
+        /// Legal printed name.
+        printed_name: String,
+        /// Email.
+        email: String,
+        /// JSON array of roles.
+        roles: String,
+        /// Argon2id PHC string of the administrator-set password.
+        password_hash: String,
+        /// RFC 3339 UTC.
+        password_expires_at: String,
+    },
+    /// Profile, roles or status changed (`admin.user.changed`).
+    UpdateUser {
+        /// User ID.
+        user_id: String,
+        /// Legal printed name.
+        printed_name: String,
+        /// Email.
+        email: String,
+        /// JSON array of roles.
+        roles: String,
+        /// `active`, `locked` or `deactivated`.
+        status: String,
+    },
+    /// A new password (`admin.user.password_set`), with the key material
+    /// wrapped under it (or none after an administrator reset).
+    SetPassword {
+        /// User ID.
+        user_id: String,
+        /// Argon2id PHC string.
+        password_hash: String,
+        /// RFC 3339 UTC.
+        expires_at: String,
+        /// Whether the next login must change it.
+        must_change: bool,
+        /// Wrapped signing key (docs/SIGNATURES.md §4), `None` to drop it.
+        wrapped_key: Option<String>,
+        /// The signing key's public half.
+        public_key: Option<Vec<u8>>,
+    },
+    /// A certificate for a user (`admin.certificate.issued`); becomes the
+    /// user's current one.
+    AddCertificate {
+        /// Lowercase hex SHA-256 of the DER.
+        sha256: String,
+        /// User ID.
+        user_id: String,
+        /// The certificate.
+        der: Vec<u8>,
+        /// RFC 3339.
+        not_before: String,
+        /// RFC 3339.
+        not_after: String,
+    },
+    /// A certificate revoked (`admin.certificate.revoked`).
+    RevokeCertificate {
+        /// Lowercase hex SHA-256 of the DER.
+        sha256: String,
+        /// Why.
+        cause: String,
+    },
+    /// A CA trusted for user certificates (`admin.ca.trusted`).
+    TrustCa {
+        /// Lowercase hex SHA-256 of the DER.
+        sha256: String,
+        /// The CA certificate.
+        der: Vec<u8>,
+        /// Display subject.
+        subject: String,
+    },
+    /// The signing policy in force (`admin.signing_policy.changed`).
+    SetPolicy {
+        /// JSON policy.
+        policy: String,
+    },
+}
+
+impl std::fmt::Debug for StateWrite {
+    /// Names the change and its subject only: never a hash of a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (what, who) = match self {
+            StateWrite::CreateToken { id, .. } => ("CreateToken", id),
+            StateWrite::RevokeToken { id, .. } => ("RevokeToken", id),
+            StateWrite::CreateUser { user_id, .. } => ("CreateUser", user_id),
+            StateWrite::UpdateUser { user_id, .. } => ("UpdateUser", user_id),
+            StateWrite::SetPassword { user_id, .. } => ("SetPassword", user_id),
+            StateWrite::AddCertificate { sha256, .. } => ("AddCertificate", sha256),
+            StateWrite::RevokeCertificate { sha256, .. } => ("RevokeCertificate", sha256),
+            StateWrite::TrustCa { sha256, .. } => ("TrustCa", sha256),
+            StateWrite::SetPolicy { .. } => ("SetPolicy", &String::new()),
+        };
+        write!(f, "{what}({who})")
+    }
+}
+
+/// A state write with the seq and time of the entry that records it.
+#[derive(Debug, Clone)]
+pub struct SequencedWrite {
+    /// The recording entry.
+    pub seq: u64,
+    /// Its `recorded_at`.
+    pub at: String,
+    /// The change.
+    pub write: StateWrite,
+}
+
+/// Writes the state changes of a batch through the open transaction `$tx`.
+macro_rules! write_state_body {
+    ($tx:ident, $writes:expr) => {{
+        for sw in $writes {
+            let seq = $crate::store::i64_of(sw.seq);
+            let at = sw.at.clone();
+            match &sw.write {
+                StateWrite::CreateToken { id, principal, secret_hash, scopes, expires_at, client_cert_sha256 } => {
+                    sqlx::query("INSERT INTO api_tokens (id, principal, secret_hash, created_at, created_seq, scopes, expires_at, client_cert_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                        .bind(id.clone()).bind(principal.clone()).bind(secret_hash.0.to_vec()).bind(at).bind(seq)
+                        .bind(scopes.clone()).bind(expires_at.clone()).bind(client_cert_sha256.clone())
+                        .execute(&mut *$tx).await?;
+                }
+                StateWrite::RevokeToken { id, effective_at } => {
+                    sqlx::query("UPDATE api_tokens SET revoked_at = $1, revoked_seq = $2 WHERE id = $3")
+                        .bind(effective_at.clone()).bind(seq).bind(id.clone())
+                        .execute(&mut *$tx).await?;
+                }
+                StateWrite::CreateUser { user_id, printed_name, email, roles, password_hash, password_expires_at } => {
+                    sqlx::query("INSERT INTO users (user_id, printed_name, email, roles, status, created_seq, password_hash, password_set_at, password_expires_at, must_change_password) VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, 1)")
+                        .bind(user_id.clone()).bind(printed_name.clone()).bind(email.clone()).bind(roles.clone())
+                        .bind(seq).bind(password_hash.clone()).bind(at).bind(password_expires_at.clone())
+                        .execute(&mut *$tx).await?;
+                    sqlx::query("INSERT INTO password_history (user_id, password_hash, set_seq) VALUES ($1, $2, $3)")
+                        .bind(user_id.clone()).bind(password_hash.clone()).bind(seq)
+                        .execute(&mut *$tx).await?;
+                }
+                StateWrite::UpdateUser { user_id, printed_name, email, roles, status } => {
+                    sqlx::query("UPDATE users SET printed_name = $1, email = $2, roles = $3, status = $4, failed_logins = CASE WHEN $4 = 'active' THEN 0 ELSE failed_logins END WHERE user_id = $5")
+                        .bind(printed_name.clone()).bind(email.clone()).bind(roles.clone()).bind(status.clone()).bind(user_id.clone())
+                        .execute(&mut *$tx).await?;
+                }
+                StateWrite::SetPassword { user_id, password_hash, expires_at, must_change, wrapped_key, public_key } => {
+                    sqlx::query("UPDATE users SET password_hash = $1, password_set_at = $2, password_expires_at = $3, must_change_password = $4, failed_logins = 0, wrapped_key = $5, public_key = $6 WHERE user_id = $7")
+                        .bind(password_hash.clone()).bind(at).bind(expires_at.clone()).bind(i64::from(*must_change))
+                        .bind(wrapped_key.clone()).bind(public_key.clone()).bind(user_id.clone())
+                        .execute(&mut *$tx).await?;
+                    sqlx::query("INSERT INTO password_history (user_id, password_hash, set_seq) VALUES ($1, $2, $3)")
+                        .bind(user_id.clone()).bind(password_hash.clone()).bind(seq)
+                        .execute(&mut *$tx).await?;
+                }
+                StateWrite::AddCertificate { sha256, user_id, der, not_before, not_after } => {
+                    sqlx::query("INSERT INTO certificates (sha256, user_id, der, not_before, not_after, issued_seq) VALUES ($1, $2, $3, $4, $5, $6)")
+                        .bind(sha256.clone()).bind(user_id.clone()).bind(der.clone()).bind(not_before.clone()).bind(not_after.clone()).bind(seq)
+                        .execute(&mut *$tx).await?;
+                    sqlx::query("UPDATE users SET certificate_sha256 = $1 WHERE user_id = $2")
+                        .bind(sha256.clone()).bind(user_id.clone())
+                        .execute(&mut *$tx).await?;
+                }
+                StateWrite::RevokeCertificate { sha256, cause } => {
+                    sqlx::query("UPDATE certificates SET revoked_seq = $1, revoked_cause = $2 WHERE sha256 = $3")
+                        .bind(seq).bind(cause.clone()).bind(sha256.clone())
+                        .execute(&mut *$tx).await?;
+                    sqlx::query("UPDATE users SET certificate_sha256 = NULL WHERE certificate_sha256 = $1")
+                        .bind(sha256.clone())
+                        .execute(&mut *$tx).await?;
+                }
+                StateWrite::TrustCa { sha256, der, subject } => {
+                    sqlx::query("INSERT INTO trusted_cas (sha256, der, subject, added_seq) VALUES ($1, $2, $3, $4)")
+                        .bind(sha256.clone()).bind(der.clone()).bind(subject.clone()).bind(seq)
+                        .execute(&mut *$tx).await?;
+                }
+                StateWrite::SetPolicy { policy } => {
+                    sqlx::query("DELETE FROM signing_policy").execute(&mut *$tx).await?;
+                    sqlx::query("INSERT INTO signing_policy (id, policy, set_seq) VALUES (1, $1, $2)")
+                        .bind(policy.clone()).bind(seq)
+                        .execute(&mut *$tx).await?;
+                }
+            }
+        }
+        Ok::<(), StoreError>(())
+    }};
+}
+pub(crate) use write_state_body;
+
+/// A user as stored. `Debug` leaves out the password hash and key material.
+#[derive(Clone)]
+pub struct UserRow {
+    /// User ID.
+    pub user_id: String,
+    /// Legal printed name.
+    pub printed_name: String,
+    /// Email.
+    pub email: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// `active`, `locked` or `deactivated`.
+    pub status: String,
+    /// Seq of `admin.user.created`.
+    pub created_seq: u64,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// RFC 3339 UTC.
+    pub password_set_at: String,
+    /// RFC 3339 UTC.
+    pub password_expires_at: String,
+    /// The next login must change the password.
+    pub must_change_password: bool,
+    /// Consecutive failed password checks.
+    pub failed_logins: u64,
+    /// Wrapped signing key (JSON).
+    pub wrapped_key: Option<String>,
+    /// Public signing key.
+    pub public_key: Option<Vec<u8>>,
+    /// Current certificate.
+    pub certificate_sha256: Option<String>,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("user_id", &self.user_id)
+            .field("status", &self.status)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An API token as stored.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    /// Public token ID.
+    pub id: String,
+    /// The principal.
+    pub principal: String,
+    /// SHA-256 of the secret.
+    pub secret_hash: Vec<u8>,
+    /// When it was created.
+    pub created_at: String,
+    /// When it stops (stopped) working because it was revoked.
+    pub revoked_at: Option<String>,
+    /// JSON scopes.
+    pub scopes: String,
+    /// When it expires.
+    pub expires_at: Option<String>,
+    /// Pinned client certificate.
+    pub client_cert_sha256: Option<String>,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// Public session ID.
+    pub id: String,
+    /// SHA-256 of the secret.
+    pub secret_hash: Vec<u8>,
+    /// The user.
+    pub user_id: String,
+    /// RFC 3339 UTC.
+    pub opened_at: String,
+    /// RFC 3339 UTC of the last request.
+    pub last_seen_at: String,
+    /// Set at logout or timeout.
+    pub closed_at: Option<String>,
+    /// Whether this session has signed with both components (§11.200(a)(1)).
+    pub signed_once: bool,
+}
+
+/// A certificate as stored.
+#[derive(Debug, Clone)]
+pub struct CertificateRow {
+    /// Lowercase hex SHA-256 of the DER.
+    pub sha256: String,
+    /// Owner.
+    pub user_id: String,
+    /// DER.
+    pub der: Vec<u8>,
+    /// Revocation cause, if revoked.
+    pub revoked_cause: Option<String>,
+}
+
+type UserTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<String>,
+);
+
+const USER_COLUMNS: &str = "user_id, printed_name, email, roles, status, created_seq, password_hash, password_set_at, password_expires_at, must_change_password, failed_logins, wrapped_key, public_key, certificate_sha256";
+
+fn user_from(t: UserTuple) -> Result<UserRow, StoreError> {
+    let roles = serde_json::from_str(&t.3)
+        .map_err(|e| StoreError::Corrupt(format!("roles of user {}: {e}", t.0)))?;
+    Ok(UserRow {
+        created_seq: u64_of(t.5, "created_seq")?,
+        failed_logins: u64_of(t.10, "failed_logins")?,
+        user_id: t.0,
+        printed_name: t.1,
+        email: t.2,
+        roles,
+        status: t.4,
+        password_hash: t.6,
+        password_set_at: t.7,
+        password_expires_at: t.8,
+        must_change_password: t.9 != 0,
+        wrapped_key: t.11,
+        public_key: t.12,
+        certificate_sha256: t.13,
+    })
+}
+
+type TokenTuple = (
+    String,
+    String,
+    Vec<u8>,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+const TOKEN_COLUMNS: &str =
+    "id, principal, secret_hash, created_at, revoked_at, scopes, expires_at, client_cert_sha256";
+
+fn token_from(t: TokenTuple) -> TokenRow {
+    TokenRow {
+        id: t.0,
+        principal: t.1,
+        secret_hash: t.2,
+        created_at: t.3,
+        revoked_at: t.4,
+        scopes: t.5,
+        expires_at: t.6,
+        client_cert_sha256: t.7,
+    }
+}
+
+type SessionTuple = (String, Vec<u8>, String, String, String, Option<String>, i64);
+
+impl Store {
+    /// A user by ID.
+    ///
+    /// # Errors
+    /// A database error or a corrupt row.
+    pub async fn user(&self, user_id: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
+        let row: Option<UserTuple> = on_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id.to_owned()).fetch_optional(pool).await?
+        });
+        row.map(user_from).transpose()
+    }
+
+    /// Every user, by ID.
+    ///
+    /// # Errors
+    /// A database error or a corrupt row.
+    pub async fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY user_id");
+        let rows: Vec<UserTuple> = on_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?
+        });
+        rows.into_iter().map(user_from).collect()
+    }
+
+    /// The last `count` password hashes of a user, newest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn password_history(
+        &self,
+        user_id: &str,
+        count: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT password_hash FROM password_history WHERE user_id = $1 ORDER BY set_seq DESC LIMIT $2")
+                .bind(user_id.to_owned()).bind(i64::from(count)).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// Counts a failed password check; returns the consecutive count.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn login_failed(&self, user_id: &str) -> Result<u64, StoreError> {
+        let (count,): (i64,) = on_pool!(self, pool => {
+            sqlx::query_as("UPDATE users SET failed_logins = failed_logins + 1 WHERE user_id = $1 RETURNING failed_logins")
+                .bind(user_id.to_owned()).fetch_one(pool).await?
+        });
+        u64_of(count, "failed_logins")
+    }
+
+    /// Resets the consecutive failure count after a correct password.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn login_succeeded(&self, user_id: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE users SET failed_logins = 0 WHERE user_id = $1")
+                .bind(user_id.to_owned()).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// An API token by its public ID.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1");
+        let row: Option<TokenTuple> = on_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_owned()).fetch_optional(pool).await?
+        });
+        Ok(row.map(token_from))
+    }
+
+    /// Every API token, oldest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_seq");
+        let rows: Vec<TokenTuple> = on_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(token_from).collect())
+    }
+
+    /// Opens a session.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn open_session(
+        &self,
+        id: &str,
+        secret_hash: &Hash,
+        user_id: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("INSERT INTO sessions (id, secret_hash, user_id, opened_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)")
+                .bind(id.to_owned()).bind(secret_hash.0.to_vec()).bind(user_id.to_owned()).bind(at.to_owned())
+                .execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// A session by its public ID.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let row: Option<SessionTuple> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id, secret_hash, user_id, opened_at, last_seen_at, closed_at, signed_once FROM sessions WHERE id = $1")
+                .bind(id.to_owned()).fetch_optional(pool).await?
+        });
+        Ok(row.map(|t| SessionRow {
+            id: t.0,
+            secret_hash: t.1,
+            user_id: t.2,
+            opened_at: t.3,
+            last_seen_at: t.4,
+            closed_at: t.5,
+            signed_once: t.6 != 0,
+        }))
+    }
+
+    /// Records activity on a session (the inactivity clock restarts).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn touch_session(&self, id: &str, at: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND closed_at IS NULL")
+                .bind(at.to_owned()).bind(id.to_owned()).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Marks that the session signed once with both components.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn session_signed(&self, id: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE sessions SET signed_once = 1 WHERE id = $1")
+                .bind(id.to_owned()).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Ends a session; `false` if it had already ended.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn close_session(&self, id: &str, at: &str) -> Result<bool, StoreError> {
+        let done = on_pool!(self, pool => {
+            sqlx::query("UPDATE sessions SET closed_at = $1 WHERE id = $2 AND closed_at IS NULL")
+                .bind(at.to_owned()).bind(id.to_owned()).execute(pool).await?.rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Ends every open session of a user (deactivation, lock, password reset).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn close_sessions_of(&self, user_id: &str, at: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE sessions SET closed_at = $1 WHERE user_id = $2 AND closed_at IS NULL")
+                .bind(at.to_owned()).bind(user_id.to_owned()).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// A certificate by its SHA-256.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn certificate(&self, sha256: &str) -> Result<Option<CertificateRow>, StoreError> {
+        let row: Option<(String, String, Vec<u8>, Option<String>)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT sha256, user_id, der, revoked_cause FROM certificates WHERE sha256 = $1")
+                .bind(sha256.to_owned()).fetch_optional(pool).await?
+        });
+        Ok(
+            row.map(|(sha256, user_id, der, revoked_cause)| CertificateRow {
+                sha256,
+                user_id,
+                der,
+                revoked_cause,
+            }),
+        )
+    }
+
+    /// The trusted CA certificates (DER).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn trusted_cas(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows: Vec<(Vec<u8>,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT der FROM trusted_cas ORDER BY added_seq").fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// The signing policy in force (JSON), if one was recorded.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn signing_policy(&self) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT policy FROM signing_policy WHERE id = 1").fetch_optional(pool).await?
+        });
+        Ok(row.map(|r| r.0))
+    }
+
+    /// The `signature.applied` entries whose parent is one of `seqs`, as
+    /// (target seq, signature entry), in seq order.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn signatures_on(&self, seqs: &[u64]) -> Result<Vec<(u64, StoredEntry)>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for chunk in seqs.chunks(500) {
+            macro_rules! run {
+                ($db:ty, $pool:ident) => {{
+                    let mut qb: QueryBuilder<$db> = QueryBuilder::new(
+                        "SELECT p.parent_seq, e.seq, e.hash, e.canonical, e.recorded_at, e.kind, e.actor, e.subject, e.correlation_id, e.idempotency_key, e.seal FROM entry_parents p JOIN entries e ON e.seq = p.seq WHERE e.kind = 'signature.applied' AND p.parent_seq IN (",
+                    );
+                    let mut list = qb.separated(", ");
+                    for s in chunk {
+                        list.push_bind(i64_of(*s));
+                    }
+                    qb.push(") ORDER BY e.seq");
+                    let rows = qb.build().fetch_all($pool).await?;
+                    for row in &rows {
+                        use sqlx::Row as _;
+                        let target: i64 = row.try_get(0)?;
+                        out.push((u64_of(target, "parent_seq")?, entry_from_row_offset(row)?));
+                    }
+                }};
+            }
+            match &self.backend {
+                Backend::Sqlite(pool) => run!(sqlx::Sqlite, pool),
+                Backend::Postgres(pool) => run!(sqlx::Postgres, pool),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An entry whose columns start at index 1 (index 0 is something else).
+fn entry_from_row_offset<R: sqlx::Row>(row: &R) -> Result<StoredEntry, StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    entry_from_row_at(row, 1)
+}
