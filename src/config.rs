@@ -112,8 +112,9 @@ pub struct IdentityConfig {
     pub password_max_age_days: u32,
     /// Consecutive wrong passwords that lock the account.
     pub lockout_failures: u64,
-    /// Minutes of inactivity that end a session.
-    pub session_idle_minutes: u64,
+    /// Seconds of inactivity that end a session (§11.200: the end of a
+    /// continuous session).
+    pub session_idle_seconds: u64,
     /// Days an API token is valid unless `--expires-in-days` says otherwise.
     pub token_default_days: u32,
     /// Where lockout and other security alerts are POSTed as JSON (none: log
@@ -138,7 +139,7 @@ impl Default for IdentityConfig {
             password_history_count: 5,
             password_max_age_days: 90,
             lockout_failures: 5,
-            session_idle_minutes: 15,
+            session_idle_seconds: 900,
             token_default_days: 90,
             alert_webhook_url: None,
             display_utc_offset: "+00:00".into(),

@@ -61,8 +61,8 @@ pub struct LoginResponse {
     pub session: String,
     /// If true, only `POST /v1/account/password` works until the password is changed.
     pub must_change_password: bool,
-    /// Minutes of inactivity that end the session.
-    pub idle_minutes: u64,
+    /// Seconds of inactivity that end the session.
+    pub idle_seconds: u64,
 }
 
 /// Logs in with user ID and password (the two components of §11.200).
@@ -80,7 +80,7 @@ pub async fn login(
         Json(LoginResponse {
             session: login.session.token.clone(),
             must_change_password: login.must_change_password,
-            idle_minutes: login.idle_minutes,
+            idle_seconds: login.idle_seconds,
         }),
     ))
 }

@@ -257,8 +257,8 @@ pub struct Login {
     pub session: IssuedToken,
     /// Whether the password must be changed before anything else.
     pub must_change_password: bool,
-    /// Minutes of inactivity that end the session.
-    pub idle_minutes: u64,
+    /// Seconds of inactivity that end the session.
+    pub idle_seconds: u64,
 }
 
 /// What a signing request carries besides the session.
@@ -1019,7 +1019,7 @@ impl Identity {
         Ok(Login {
             session,
             must_change_password: user.must_change_password || expired,
-            idle_minutes: self.config.session_idle_minutes,
+            idle_seconds: self.config.session_idle_seconds,
         })
     }
 
@@ -1049,8 +1049,8 @@ impl Identity {
         if session.closed_at.is_some() {
             return Err(refused("the session has ended"));
         }
-        let idle = ChronoDuration::minutes(
-            i64::try_from(self.config.session_idle_minutes).unwrap_or(i64::MAX / 120_000),
+        let idle = ChronoDuration::seconds(
+            i64::try_from(self.config.session_idle_seconds).unwrap_or(i64::MAX / 2_000),
         );
         let last = parse_time(&session.last_seen_at).unwrap_or_default();
         let at = now();
@@ -1069,8 +1069,8 @@ impl Identity {
                 .await?;
             }
             return Err(refused(&format!(
-                "the session ended after {} minutes of inactivity",
-                self.config.session_idle_minutes
+                "the session ended after {} seconds of inactivity",
+                self.config.session_idle_seconds
             )));
         }
         let user = self.existing(&session.user_id).await?;

@@ -386,7 +386,10 @@ macro_rules! write_batch_body {
             qb.build().execute(&mut *$tx).await?;
         }
         if let Some(cp) = &batch.checkpoint {
-            sqlx::query("INSERT INTO checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4)")
+            // Another writer (a CLI verb while the server runs) may have signed
+            // this size already: the head check above proved the same tree, and
+            // Ed25519 signatures are deterministic, so its note is this note.
+            sqlx::query("INSERT INTO checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING")
                 .bind(i64_of(cp.size))
                 .bind(cp.root.0.to_vec())
                 .bind(cp.note.clone())

@@ -271,11 +271,11 @@ impl Api {
     }
 }
 
-/// A valid record append.
 /// Entries `trailmark init` writes: genesis, the signing policy, the CA, the
 /// integration token.
 pub const INIT_ENTRIES: u64 = 4;
 
+/// A valid record append.
 pub fn record(n: usize) -> Value {
     serde_json::json!({
         "kind": "lms.completion.recorded",
