@@ -1159,3 +1159,206 @@ async fn source_system_signatures_survive_the_hand_over_labelled_and_verified() 
     server.stop().await;
     ledger.finish().await;
 }
+
+/// No password, token, session secret or private key appears in the
+/// server's logs (at debug level), its error bodies, the ledger or an export.
+#[tokio::test]
+async fn no_secret_reaches_logs_errors_the_ledger_or_exports() {
+    use std::process::Stdio;
+    let ledger = TestLedger::new().await;
+    create_user(&ledger, "root", "Ada Admin", &["administrator"]).await;
+    create_user(&ledger, "rev", "Rita Evans", &["qa_reviewer"]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = ledger.dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args(["serve", "--data"])
+        .arg(ledger.data_dir())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("DATABASE_URL")
+        .env_remove("TRAILMARK_DATA")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = Http {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..200 {
+        let ready = http.http.get(format!("{}/readyz", http.base)).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut secrets: Vec<String> = vec![
+        initial_password("root"),
+        own_password("root", 1),
+        initial_password("rev"),
+        own_password("rev", 1),
+        "wrong-guess-Pa55".into(),
+        ledger.admin_token.rsplit('_').next().unwrap().to_owned(),
+    ];
+    let mut bodies = Vec::new();
+    let mut sessions = Vec::new();
+    for (id, _) in [("root", 0), ("rev", 1)] {
+        let (_, login) = http.login(id, &initial_password(id)).await;
+        let session = login["session"].as_str().unwrap().to_owned();
+        secrets.push(session.rsplit('_').next().unwrap().to_owned());
+        let (_, r) = http.call("POST", "/v1/account/password", Some(&session),
+            Some(json!({"current_password": initial_password(id), "new_password": own_password(id, 1)}))).await;
+        bodies.push(r);
+        sessions.push(session);
+    }
+    bodies.push(http.login("rev", "wrong-guess-Pa55").await.1);
+    bodies.push(
+        http.call(
+            "POST",
+            "/v1/account/password",
+            Some(&sessions[1]),
+            Some(json!({"current_password": "wrong-guess-Pa55", "new_password": "short"})),
+        )
+        .await
+        .1,
+    );
+    bodies.push(
+        http.call(
+            "POST",
+            "/v1/account/password",
+            Some(&sessions[1]),
+            Some(json!({"current_password": own_password("rev", 1), "new_password": 12345})),
+        )
+        .await
+        .1,
+    );
+    let (_, t) = http
+        .call(
+            "POST",
+            "/v1/tokens",
+            Some(&sessions[0]),
+            Some(json!({"principal": "qms", "reason": "connector"})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_owned();
+    secrets.push(token.rsplit('_').next().unwrap().to_owned());
+    let (_, r) = http
+        .call("POST", "/v1/entries", Some(&token), Some(record(1)))
+        .await;
+    bodies.push(
+        http.sign(
+            &sessions[1],
+            r["hash"].as_str().unwrap(),
+            "reviewed",
+            Some("rev"),
+            "wrong-guess-Pa55",
+        )
+        .await
+        .1,
+    );
+    bodies.push(
+        http.sign(
+            &sessions[1],
+            r["hash"].as_str().unwrap(),
+            "reviewed",
+            Some("rev"),
+            &own_password("rev", 1),
+        )
+        .await
+        .1,
+    );
+    bodies.push(
+        http.call(
+            "POST",
+            "/v1/entries",
+            Some(&format!("{token}x")),
+            Some(record(2)),
+        )
+        .await
+        .1,
+    );
+    bodies.push(
+        http.call("DELETE", "/v1/sessions/current", Some(&sessions[1]), None)
+            .await
+            .1,
+    );
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    child.wait().await.unwrap();
+    // Private keys: the user's unwrapped seed and the CA key.
+    let user = ledger.opened.store.user("rev").await.unwrap().unwrap();
+    let seed = trailmark::identity::password::unwrap(
+        user.wrapped_key.as_deref().unwrap(),
+        &own_password("rev", 1),
+        "rev",
+    )
+    .unwrap();
+    secrets.push(hex::encode(seed));
+    secrets.push(base64::engine::general_purpose::STANDARD.encode(seed));
+    let (_, ca_key) = ledger.opened.dir.ca().unwrap().unwrap();
+    secrets.push(ca_key.lines().nth(1).unwrap().to_owned());
+    secrets.push(hex::encode(ledger.opened.key.seed()));
+    let export = ledger.dir.path().join("export");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_trailmark"))
+        .args(["export", "--data"])
+        .arg(ledger.data_dir())
+        .arg("--out")
+        .arg(&export)
+        .env_remove("DATABASE_URL")
+        .env_remove("TRAILMARK_DATA")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut haystacks = vec![
+        ("server log", std::fs::read_to_string(&log_path).unwrap()),
+        (
+            "error and response bodies",
+            serde_json::to_string(&bodies).unwrap(),
+        ),
+        (
+            "export entries",
+            std::fs::read_to_string(export.join("entries.jsonl")).unwrap(),
+        ),
+    ];
+    let mut ledger_text = String::new();
+    for seq in 0..ledger.opened.store.size().await.unwrap() {
+        ledger_text.push_str(&String::from_utf8_lossy(
+            &ledger
+                .opened
+                .store
+                .entry(seq)
+                .await
+                .unwrap()
+                .unwrap()
+                .canonical,
+        ));
+    }
+    haystacks.push(("ledger", ledger_text));
+    assert!(
+        haystacks[0].1.contains("wrong password"),
+        "the log is real and at debug level"
+    );
+    assert!(
+        haystacks[2].1.contains("signature.applied"),
+        "the export holds the signature"
+    );
+    for (where_, text) in &haystacks {
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret ({} chars) appears in the {where_}",
+                secret.len()
+            );
+        }
+    }
+    ledger.finish().await;
+}
