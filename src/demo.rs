@@ -42,6 +42,46 @@ impl Client {
     }
 }
 
+async fn demo_login(
+    http: &reqwest::Client,
+    base: &str,
+    user_id: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let r = http
+        .post(format!("{base}/v1/sessions"))
+        .json(&json!({"user_id": user_id, "password": password}))
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    if !status.is_success() {
+        bail!("login of {user_id} refused ({status}): {v}");
+    }
+    Ok(v["session"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn demo_call(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    session: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let r = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(session)
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    if !status.is_success() {
+        bail!("POST {path} refused ({status}): {v}");
+    }
+    Ok(v)
+}
+
 const PEOPLE: &[(&str, &str, &str)] = &[
     ("E1001", "Anna Müller", "filling-operator"),
     ("E1002", "Łukasz Nowak", "filling-operator"),
@@ -130,6 +170,30 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     )
     .await?;
     let hr = cli::issue_token(&opened, "hr", "demo: HR sends people and job functions").await?;
+    // QA staff who will sign, created before the server starts (as
+    // `trailmark user create` would) with one-time passwords.
+    let mut staff = Vec::new();
+    for (id, name, role) in [
+        ("revans", "Rita Evans", "qa_reviewer"),
+        ("druiz", "Dana Ruiz", "qa_approver"),
+    ] {
+        let initial = cli::one_time_password();
+        cli::create_user(
+            &opened,
+            crate::identity::service::NewUser {
+                user_id: id.into(),
+                printed_name: name.into(),
+                email: format!("{id}@demo.example"),
+                roles: vec![role.into()],
+                identity_verified_by: Some("user:hr-officer".into()),
+                identity_verification_method: "passport checked in person at onboarding".into(),
+                initial_password: initial.clone(),
+            },
+            "demo: QA staff who sign CAPA records",
+        )
+        .await?;
+        staff.push((id, initial));
+    }
     println!(
         "1. Initialised ledger `{}` in {} (SQLite)",
         opened.config.origin,
@@ -239,7 +303,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     }
     let (_, capa) = qms.append(json!({"kind": "qms.capa.opened", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014",
         "payload": {"capa_id": "CAPA-2026-014", "title": "Filling line set-up step skipped", "source": "deviation DEV-2026-118"}})).await?;
-    qms.append(json!({"kind": "qms.capa.training_action", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014", "parents": [capa],
+    let (action_seq, action) = qms.append(json!({"kind": "qms.capa.training_action", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014", "parents": [capa],
         "payload": {"document": "SOP-017", "version": 5, "job_functions": ["filling-operator"], "due_on": "2026-12-01", "verification_required": true}})).await?;
     qms.append(json!({"kind": "qms.deviation.opened", "subject": "qms:deviation/DEV-2026-118", "correlation_id": "DEV-2026-118",
         "payload": {"deviation_id": "DEV-2026-118", "procedure": "SOP-017", "occurred_at": "2026-11-24T14:02:00Z", "people": ["E1002"]}})).await?;
@@ -264,6 +328,45 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         replay.0
     );
 
+    // Part 11: two people review and approve the CAPA's training action.
+    let mut signers = Vec::new();
+    for (id, initial) in &staff {
+        let session = demo_login(&http, &server.url(), id, initial).await?;
+        let own = cli::one_time_password();
+        demo_call(
+            &http,
+            &server.url(),
+            "/v1/account/password",
+            &session,
+            json!({"current_password": initial, "new_password": own}),
+        )
+        .await?;
+        signers.push((id, session, own));
+    }
+    for ((id, session, password), meaning) in signers.iter().zip(["reviewed", "approved"]) {
+        demo_call(
+            &http,
+            &server.url(),
+            "/v1/signatures",
+            session,
+            json!({"target": action, "meaning": meaning, "user_id": id, "password": password}),
+        )
+        .await?;
+    }
+    let view: Value = http
+        .get(format!("{}/v1/entries/{action_seq}", server.url()))
+        .bearer_auth(&qms.token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "4. Part 11 signatures on entry {action_seq} (the CAPA's training action), as every view shows them:"
+    );
+    for s in view["signatures"].as_array().into_iter().flatten() {
+        println!("     {}", s["line"].as_str().unwrap_or_default());
+    }
+
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let note = http
         .get(format!("{}/v1/checkpoint", server.url()))
@@ -282,7 +385,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     audit::check_inclusion_proof(&proof, &vkey)
         .map_err(|e| anyhow::anyhow!("the demo's inclusion proof did not verify: {e}"))?;
     println!(
-        "4. Inclusion proof of entry {target} in the signed checkpoint of size {} verified offline",
+        "5. Inclusion proof of entry {target} in the signed checkpoint of size {} verified offline",
         proof.tree_size
     );
     server.stop().await;
@@ -300,14 +403,14 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "5. verify: {} entries and {} checkpoints intact; consistent with the saved checkpoint",
-        report.entries, report.checkpoints
+        "6. verify: {} entries, {} checkpoints and {} signatures intact; consistent with the saved checkpoint",
+        report.entries, report.checkpoints, report.signatures
     );
     let export_dir = data.join("export");
     let exported = audit::export(&opened.store, &vkey, &export_dir, |_| {}).await?;
     let checked = audit::verify_export(&export_dir, &vkey, |_| {})?;
     println!(
-        "6. export: {} entries written to {}; the inspector's offline check passed (root {})",
+        "7. export: {} entries written to {}; the inspector's offline check passed (root {})",
         exported.entries,
         export_dir.display(),
         &checked.root[..16]
