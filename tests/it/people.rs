@@ -1362,3 +1362,133 @@ async fn no_secret_reaches_logs_errors_the_ledger_or_exports() {
     }
     ledger.finish().await;
 }
+
+/// §11.300(b) periodic revision, §11.300(c) loss management, and a signing
+/// policy change that `verify` applies from the seq it was recorded at.
+#[tokio::test]
+async fn part11_11_300_b_c_expiry_forces_a_change_loss_reissues_the_key_and_policy_changes_are_recorded()
+ {
+    let ledger = TestLedger::new().await;
+    let (server, http) = started(&ledger, |_| {}).await;
+    let admin = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;
+    let op = person(&ledger, &http, "op", "Otto Park", &["operator"]).await;
+    let (_, t) = target(&http, &ledger.admin_token, 1).await;
+    // Expiry: the password's age runs out.
+    let mut raw = ledger.db.raw().await;
+    raw.exec(
+        "UPDATE users SET password_expires_at = '2020-01-01T00:00:00.000000Z' WHERE user_id = 'op'",
+    )
+    .await
+    .unwrap();
+    let (status, p) = http
+        .call("GET", "/v1/entries", Some(&op.session), None)
+        .await;
+    assert_eq!(
+        (status, p["type"].as_str()),
+        (403, Some("urn:trailmark:problem:password-change-required")),
+        "{p}"
+    );
+    let (status, _) = http
+        .call(
+            "POST",
+            "/v1/account/password",
+            Some(&op.session),
+            Some(json!({"current_password": op.password, "new_password": own_password("op", 2)})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        http.call("GET", "/v1/entries", Some(&op.session), None)
+            .await
+            .0,
+        200
+    );
+    // Loss: the administrator resets the password; the certificate is revoked.
+    let old_cert = ledger
+        .opened
+        .store
+        .user("op")
+        .await
+        .unwrap()
+        .unwrap()
+        .certificate_sha256
+        .unwrap();
+    let (status, v) = http.call("POST", "/v1/users/op/password", Some(&admin.session),
+        Some(json!({"new_password": "temporary-Pa55word-9", "reason": "forgotten password; identity confirmed by phone call-back"}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["certificate_sha256"], Value::Null);
+    assert_eq!(v["must_change_password"], true);
+    let (_, login) = http.login("op", "temporary-Pa55word-9").await;
+    let session = login["session"].as_str().unwrap().to_owned();
+    let (status, _) = http.call("POST", "/v1/account/password", Some(&session),
+        Some(json!({"current_password": "temporary-Pa55word-9", "new_password": own_password("op", 3)}))).await;
+    assert_eq!(status, 200);
+    let new_cert = ledger
+        .opened
+        .store
+        .user("op")
+        .await
+        .unwrap()
+        .unwrap()
+        .certificate_sha256
+        .unwrap();
+    assert_ne!(old_cert, new_cert, "a new key and certificate");
+    let set = kinds_of(&ledger, "admin.user.password_set").await;
+    assert!(
+        set.iter()
+            .any(|e| e["payload"]["certificate_revoked"]["cause"] == "password-reset")
+    );
+    // Policy: operators may not sign `verified` until the policy says so.
+    assert_eq!(
+        http.sign(&session, &t, "verified", Some("op"), &own_password("op", 3))
+            .await
+            .0,
+        403
+    );
+    let (_, mut policy) = http
+        .call("GET", "/v1/signing-policy", Some(&admin.session), None)
+        .await;
+    policy["meanings"]["verified"]["roles"]
+        .as_array_mut()
+        .unwrap()
+        .push("operator".into());
+    let (status, p) = http
+        .call(
+            "PUT",
+            "/v1/signing-policy",
+            Some(&admin.session),
+            Some(json!({"policy": policy})),
+        )
+        .await;
+    assert_eq!(status, 400, "a reason is required: {p}");
+    let (status, p) = http
+        .call(
+            "PUT",
+            "/v1/signing-policy",
+            Some(&admin.session),
+            Some(json!({"policy": policy, "reason": "operators verify line clearance"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        http.sign(&session, &t, "verified", Some("op"), &own_password("op", 3))
+            .await
+            .0,
+        201
+    );
+    let changes = kinds_of(&ledger, "admin.signing_policy.changed").await;
+    assert_eq!(changes.len(), 2, "the initial policy and the change");
+    assert!(
+        !changes[1]["payload"]["old"]["meanings"]["verified"]["roles"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("operator"))
+    );
+    server.stop().await;
+    assert_eq!(
+        ledger.verify().await.unwrap().signatures,
+        1,
+        "verify applies the policy in force at the signature"
+    );
+    ledger.finish().await;
+}
