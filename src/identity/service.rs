@@ -1414,6 +1414,12 @@ impl Identity {
                 user.user_id
             )));
         }
+        if info.printed_name.as_deref() != Some(user.printed_name.as_str()) {
+            return Err(invalid(format!(
+                "the certificate names CN {:?}, not the user's printed name `{}`",
+                info.printed_name, user.printed_name
+            )));
+        }
         if info.user_id.as_deref() != Some(user.user_id.as_str()) {
             return Err(invalid(format!(
                 "the certificate names UID {:?}, not `{}`",

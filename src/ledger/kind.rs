@@ -125,12 +125,6 @@ pub static KINDS: &[KindDef] = &[
         "a user's password was set by the user or reset by an administrator",
     ),
     kind(
-        "admin.token.rotated",
-        Class::Administrative,
-        false,
-        "an API token was replaced; the old one works until the overlap ends",
-    ),
-    kind(
         "admin.ca.trusted",
         Class::Administrative,
         false,

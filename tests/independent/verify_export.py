@@ -3,6 +3,11 @@
 
 usage: verify_export.py EXPORT_DIR --key VERIFIER_KEY_TEXT_OR_FILE
                         [--kinds FILE] [--print-hashes] [--print-roots]
+                        [--no-signatures]
+
+Besides the ledger checks of docs/FORMAT.md §5, every `signature.applied`
+entry is checked against rules 1-7 of docs/SIGNATURES.md §7 (signatures.py),
+unless --no-signatures is given.
 
 Exit 0 and "OK ..." if every check passes; exit 1 and "FAILED at seq N: ..."
 on the first failure.
@@ -220,8 +225,14 @@ def read_file(path, what):
         raise VerifyError(f"cannot read {what}: {e}")
 
 
-def verify(export_dir, key_arg, table, print_hashes=False, print_roots=False):
+def verify(export_dir, key_arg, table, print_hashes=False, print_roots=False, signatures=True):
     stats = {"guessed_kinds": {}}
+    # SIGNATURES.md §7, run in seq order alongside the ledger checks, so the
+    # first failure reported is the one with the smallest seq.
+    sigcheck = None
+    if signatures:
+        from signatures import SignatureChecker  # needs cryptography.x509
+        sigcheck = SignatureChecker()
     # §5 step 1: verifier key
     vk_file = read_file(os.path.join(export_dir, "verifier-key"), "verifier-key")
     if not vk_file.endswith(b"\n") or vk_file.count(b"\n") != 1 or b"\r" in vk_file:
@@ -268,6 +279,8 @@ def verify(export_dir, key_arg, table, print_hashes=False, print_roots=False):
         prev_time = check_entry(i, raw, e, by_hex, hashes[-1].hex() if hashes else None,
                                 prev_time, key_text, table, stats)
         h = leaf_hash(raw)  # hash exactly the bytes given
+        if sigcheck is not None:
+            sigcheck.observe(i, e, h.hex())
         hashes.append(h)
         by_hex.setdefault(h.hex(), i)
     n = len(hashes)
@@ -306,7 +319,9 @@ def verify(export_dir, key_arg, table, print_hashes=False, print_roots=False):
             print(s, mth(hashes[:s]).hex())
     return {"entries": n, "size": size, "root": root.hex(), "origin": origin,
             "key": key_text, "software": stats["software"], "guessed": stats["guessed_kinds"],
-            "head": hashes[-1].hex()}
+            "head": hashes[-1].hex(),
+            "signatures": None if sigcheck is None else sigcheck.checked,
+            "signature_notes": [] if sigcheck is None else sigcheck.notes}
 
 
 def diagnose_prev_mismatch(export_dir, key_arg, ex):
@@ -342,10 +357,13 @@ def main():
     ap.add_argument("--kinds", help="file of 'kind class' lines (the registry FORMAT.md does not give)")
     ap.add_argument("--print-hashes", action="store_true")
     ap.add_argument("--print-roots", action="store_true")
+    ap.add_argument("--no-signatures", action="store_true",
+                    help="skip the Part 11 signature checks of docs/SIGNATURES.md §7")
     a = ap.parse_args()
     table = load_kinds(a.kinds) if a.kinds else load_format_registry()
     try:
-        r = verify(a.export_dir, a.key, table, a.print_hashes, a.print_roots)
+        r = verify(a.export_dir, a.key, table, a.print_hashes, a.print_roots,
+                   signatures=not a.no_signatures)
     except VerifyError as ex:
         where = f"seq {ex.seq}" if ex.seq is not None else "checkpoint/key"
         print(f"FAILED at {where}: {ex.msg}")
@@ -354,7 +372,10 @@ def main():
             print(d)
         return 1
     print(f"OK: {r['entries']} entries, origin {r['origin']}, checkpoint size {r['size']}, "
-          f"root {r['root']}, head hash {r['head']}, created by {r['software']!r}")
+          f"root {r['root']}, head hash {r['head']}, created by {r['software']!r}"
+          + ("" if r["signatures"] is None else f", {r['signatures']} signatures checked"))
+    for n in r["signature_notes"]:
+        print(f"NOTE (SIGNATURES.md §2/§6, not a §7 rule): {n}")
     if r["guessed"]:
         print("NOTE: kind->class registry not in FORMAT.md; classes assumed: "
               + ", ".join(f"{k}={c}" for k, c in sorted(r["guessed"].items())))
