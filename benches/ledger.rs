@@ -6,12 +6,18 @@
 //! cargo bench --bench ledger -- build    --dir DIR --entries N
 //! cargo bench --bench ledger -- verify   --dir DIR
 //! cargo bench --bench ledger -- proof    --dir DIR [--samples K]
+//! cargo bench --bench ledger -- sign     [--count N] [--database-url URL]
+//! cargo bench --bench ledger -- verify-signatures [--count N]
 //! ```
 //!
 //! `append` uses a fresh ledger in a temp dir on SQLite, or on PostgreSQL
 //! when `TRAILMARK_BENCH_DATABASE_URL` names a database to create fresh
 //! ledgers in (it is dropped and recreated). `build` makes a ledger of N
 //! entries through the sequencer (no HTTP) for `verify` and `proof`.
+//! `sign` times Part 11 signings over HTTP on a fresh ledger (SQLite, or a
+//! fresh `trailmark_bench_sign` database next to `--database-url`).
+//! `verify-signatures` times `verify` over a ledger of N signatures against
+//! a ledger of the same size without any.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,12 +27,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::{Map, Value, json};
 use sqlx::Connection as _;
-use trailmark::api::Server;
 use trailmark::audit::{self, VerifyOptions};
 use trailmark::cli;
-use trailmark::ledger::Actor;
+use trailmark::identity::password;
+use trailmark::identity::roles::{Meaning, SigningPolicy};
+use trailmark::identity::service::NewUser;
 use trailmark::ledger::merkle::ProofPlan;
-use trailmark::sequencer::{Sequencer, record_request};
+use trailmark::ledger::{Actor, Hash, Subject, Timestamp, kind};
+use trailmark::sequencer::{AppendRequest, Sequencer, SequencerHandle, record_request};
+use trailmark::signature::{self, Manifestation, SignatureChecker};
 use trailmark::telemetry::Metrics;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -95,14 +104,7 @@ async fn append(args: &[String]) -> anyhow::Result<()> {
         url.as_deref(),
     )
     .await?;
-    let server = Server::start(
-        opened.store.clone(),
-        opened.key.clone(),
-        &opened.config,
-        opened.dir.path(),
-        "127.0.0.1:0",
-    )
-    .await?;
+    let server = opened.start_server("127.0.0.1:0").await?;
     let base = server.url();
     let stop = Arc::new(AtomicBool::new(false));
     let warmup = Duration::from_secs(2);
@@ -526,6 +528,687 @@ async fn proof(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// p50, p90, p99, max and mean of `latencies` (sorted in place).
+fn latency_line(latencies: &mut [Duration]) -> String {
+    latencies.sort();
+    let mean = latencies.iter().sum::<Duration>() / latencies.len().max(1) as u32;
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, mean {:.1} ms",
+        ms(percentile(latencies, 0.5)),
+        ms(percentile(latencies, 0.9)),
+        ms(percentile(latencies, 0.99)),
+        ms(*latencies.last().expect("at least one sample")),
+        ms(mean)
+    )
+}
+
+/// Runs `count` tasks made by `make` with at most `window` in flight;
+/// their results in index order.
+async fn in_window<T, F, Fut>(count: u64, window: usize, mut make: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = 0u64;
+    while next < count || !tasks.is_empty() {
+        while next < count && tasks.len() < window {
+            let (i, work) = (next, make(next));
+            tasks.spawn(async move { work.await.map(|v| (i, v)) });
+            next += 1;
+        }
+        if let Some(done) = tasks.join_next().await {
+            let (i, v) = done??;
+            results[i as usize] = Some(v);
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every task reported"))
+        .collect())
+}
+
+/// Bench passwords: distinct per user and never containing the user ID.
+fn initial_password_of(id: &str) -> String {
+    format!("Bench-initial-{}-Pw1", hex::encode(id))
+}
+
+fn own_password_of(id: &str) -> String {
+    format!("Bench-own-{}-Pw2", hex::encode(id))
+}
+
+/// Creates users as `trailmark user create` does, before the server starts.
+async fn create_people(opened: &cli::Opened, people: &[(&str, &str, &str)]) -> anyhow::Result<()> {
+    for (id, name, role) in people {
+        cli::create_user(
+            opened,
+            NewUser {
+                user_id: (*id).to_owned(),
+                printed_name: (*name).to_owned(),
+                email: format!("{id}@example.com"),
+                roles: vec![(*role).to_owned()],
+                identity_verified_by: Some("user:hr-officer".into()),
+                identity_verification_method: "passport checked in person".into(),
+                initial_password: initial_password_of(id),
+            },
+            "benchmark user",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A user who changed the initial password (so holds a signing key and a
+/// certificate) and has an open session.
+struct Person {
+    user_id: String,
+    password: String,
+    session: String,
+    signed_once: bool,
+}
+
+async fn post_json(
+    http: &reqwest::Client,
+    url: String,
+    bearer: Option<&str>,
+    body: &Value,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = http.post(url).json(body);
+    if let Some(b) = bearer {
+        request = request.bearer_auth(b);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// Logs `id` in and changes the initial password, which makes the signing
+/// key and certificate.
+async fn ready(http: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<Person> {
+    let (status, login) = post_json(
+        http,
+        format!("{base}/v1/sessions"),
+        None,
+        &json!({"user_id": id, "password": initial_password_of(id)}),
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "login of {id}: {status} {login}");
+    let session = login["session"]
+        .as_str()
+        .context("the login returns a session")?
+        .to_owned();
+    let (status, changed) = post_json(
+        http,
+        format!("{base}/v1/account/password"),
+        Some(&session),
+        &json!({"current_password": initial_password_of(id), "new_password": own_password_of(id)}),
+    )
+    .await?;
+    anyhow::ensure!(
+        status == 200 && changed["account"]["certificate_sha256"].is_string(),
+        "password change of {id}: {status} {changed}"
+    );
+    Ok(Person {
+        user_id: id.to_owned(),
+        password: own_password_of(id),
+        session,
+        signed_once: false,
+    })
+}
+
+/// One signing over HTTP; the wall time of the request and its response.
+/// The first signing of the session sends user ID and password, later ones
+/// the password only (§11.200(a)(1)).
+async fn sign_over_http(
+    http: &reqwest::Client,
+    base: &str,
+    person: &mut Person,
+    target: &str,
+    meaning: &str,
+) -> anyhow::Result<Duration> {
+    let mut body = json!({"target": target, "meaning": meaning, "password": person.password});
+    if !person.signed_once {
+        body["user_id"] = person.user_id.clone().into();
+    }
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base}/v1/signatures"))
+        .bearer_auth(&person.session)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let text = response.bytes().await?;
+    let elapsed = started.elapsed();
+    if status != 201 {
+        bail!(
+            "{} signing {target} `{meaning}`: {status} {}",
+            person.user_id,
+            String::from_utf8_lossy(&text)
+        );
+    }
+    person.signed_once = true;
+    Ok(elapsed)
+}
+
+/// Appends `count` records over HTTP with the integration token, 32 in
+/// flight; their hashes in order.
+async fn targets_over_http(
+    base: &str,
+    token: &str,
+    first: u64,
+    count: u64,
+) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/entries");
+    let auth = format!("Bearer {token}");
+    in_window(count, 32, |i| {
+        let request = http
+            .post(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .body(body_text(first + i));
+        async move {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let receipt: Value = response.json().await?;
+            anyhow::ensure!(status == 201, "target append: {status} {receipt}");
+            Ok(receipt["hash"]
+                .as_str()
+                .context("the receipt has a hash")?
+                .to_owned())
+        }
+    })
+    .await
+}
+
+/// `trailmark_signing_seconds` (sum, count) from the server's metrics.
+async fn signing_metric(base: &str) -> anyhow::Result<(f64, f64)> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok((
+        read_metric(&text, "trailmark_signing_seconds_sum"),
+        read_metric(&text, "trailmark_signing_seconds_count"),
+    ))
+}
+
+/// Sequential signing latency over HTTP, then 4 concurrent signers.
+async fn sign(args: &[String]) -> anyhow::Result<()> {
+    let count: u64 = arg(args, "--count").map_or(Ok(200), |s| s.parse())?;
+    anyhow::ensure!(count >= 4, "--count must be at least 4");
+    let database = arg(args, "--database-url");
+    let tmp = tempfile::tempdir()?;
+    let url = match &database {
+        Some(base) => Some(fresh_pg(base, "trailmark_bench_sign").await?),
+        None => None,
+    };
+    let (opened, token) = cli::initialise(
+        &tmp.path().join("data"),
+        Some("bench.trailmark.local/sign".into()),
+        url.as_deref(),
+    )
+    .await?;
+    let signers = ["signer-1", "signer-2", "signer-3", "signer-4"];
+    let mut people = vec![
+        ("reviewer", "Rita Evans", "qa_reviewer"),
+        ("approver", "Dana Ruiz", "qa_approver"),
+    ];
+    people.extend(signers.iter().map(|id| (*id, "Sam Signer", "qa_reviewer")));
+    create_people(&opened, &people).await?;
+    let server = opened.start_server("127.0.0.1:0").await?;
+    let base = server.url();
+    let http = reqwest::Client::new();
+    let mut reviewer = ready(&http, &base, "reviewer").await?;
+    let mut approver = ready(&http, &base, "approver").await?;
+    let mut concurrent = Vec::new();
+    for id in signers {
+        concurrent.push(ready(&http, &base, id).await?);
+    }
+
+    // Baseline: one Argon2id in this process, with the stored parameters.
+    let hash = opened
+        .store
+        .user("reviewer")
+        .await?
+        .context("the reviewer exists")?
+        .password_hash;
+    let pw = reviewer.password.clone();
+    let mut argon2_runs = tokio::task::spawn_blocking(move || {
+        (0..20)
+            .map(|_| {
+                let started = Instant::now();
+                assert!(password::matches(&pw, &hash));
+                started.elapsed()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    argon2_runs.sort();
+    let one_argon2 = argon2_runs.iter().sum::<Duration>() / argon2_runs.len() as u32;
+
+    // Sequential: the reviewer signs `reviewed` on each target, then the
+    // approver signs `approved` on each (approval needs the review).
+    let targets = targets_over_http(&base, &token, 0, count).await?;
+    let mut passes = Vec::new();
+    for (person, meaning) in [(&mut reviewer, "reviewed"), (&mut approver, "approved")] {
+        let before = signing_metric(&base).await?;
+        let started = Instant::now();
+        let mut latencies = Vec::with_capacity(targets.len());
+        for target in &targets {
+            latencies.push(sign_over_http(&http, &base, person, target, meaning).await?);
+        }
+        let wall = started.elapsed();
+        let after = signing_metric(&base).await?;
+        let server_mean = (after.0 - before.0) / (after.1 - before.1).max(1.0) * 1e3;
+        passes.push((
+            meaning,
+            person.user_id.clone(),
+            wall,
+            latencies,
+            server_mean,
+        ));
+    }
+
+    // Concurrent: 4 reviewers, each signing its own count/4 targets.
+    let per = count / 4;
+    let targets = targets_over_http(&base, &token, 1_000_000, per * 4).await?;
+    let before = signing_metric(&base).await?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut person, chunk) in concurrent
+        .into_iter()
+        .zip(targets.chunks(per as usize).map(<[String]>::to_vec))
+    {
+        let base = base.clone();
+        tasks.spawn(async move {
+            let http = reqwest::Client::new();
+            let mut latencies = Vec::with_capacity(chunk.len());
+            for target in &chunk {
+                latencies
+                    .push(sign_over_http(&http, &base, &mut person, target, "reviewed").await?);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut together = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        together.extend(done??);
+    }
+    let concurrent_wall = started.elapsed();
+    let after = signing_metric(&base).await?;
+    let concurrent_server_mean = (after.0 - before.0) / (after.1 - before.1).max(1.0) * 1e3;
+    server.stop().await;
+    let report = audit::verify_store(
+        &opened.store,
+        &opened.key.verifier(),
+        &VerifyOptions::default(),
+        |_| {},
+    )
+    .await?;
+
+    let identity = &opened.config.identity;
+    println!("backend            {}", opened.store.backend_name());
+    println!(
+        "argon2id           m={} KiB, t={}, p=1 (the identity config in force, IdentityConfig::default())",
+        identity.argon2_memory_kib, identity.argon2_iterations
+    );
+    println!(
+        "argon2id alone     mean {:.1} ms, min {:.1} ms per hash (password::matches in the bench process, 20 runs, one core)",
+        ms(one_argon2),
+        ms(argon2_runs[0])
+    );
+    println!(
+        "note               each signing runs Argon2id TWICE (password check + key unwrap): {:.1} ms of pure KDF per signing here",
+        2.0 * ms(one_argon2)
+    );
+    for (meaning, who, wall, mut latencies, server_mean) in passes {
+        println!(
+            "sequential         {} signatures `{meaning}` by {who} over HTTP in {:.2} s ({:.1} signatures/s); 1st with user_id + password, then password only",
+            latencies.len(),
+            wall.as_secs_f64(),
+            latencies.len() as f64 / wall.as_secs_f64()
+        );
+        println!("  latency          {}", latency_line(&mut latencies));
+        println!(
+            "  server side      mean {server_mean:.1} ms (trailmark_signing_seconds: Identity::sign, without HTTP and routing)"
+        );
+    }
+    println!(
+        "concurrent         4 qa_reviewers x {per} = {} signatures `reviewed` in {:.2} s: {:.1} signatures/s",
+        together.len(),
+        concurrent_wall.as_secs_f64(),
+        together.len() as f64 / concurrent_wall.as_secs_f64()
+    );
+    together.sort();
+    println!(
+        "  latency          p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(percentile(&together, 0.5)),
+        ms(percentile(&together, 0.99)),
+        ms(*together.last().expect("signatures"))
+    );
+    println!("  server side      mean {concurrent_server_mean:.1} ms (trailmark_signing_seconds)");
+    println!(
+        "verify             {} entries, {} signatures checked, all valid ({:.2} s)",
+        report.entries, report.signatures, report.seconds
+    );
+    anyhow::ensure!(
+        report.signatures == 2 * count + 4 * per,
+        "verify checked {} signatures, expected {}",
+        report.signatures,
+        2 * count + 4 * per
+    );
+    println!(
+        "reproduce          cargo bench --bench ledger -- sign --count {count}{}",
+        database
+            .as_deref()
+            .map(|u| format!(" --database-url {u}"))
+            .unwrap_or_default()
+    );
+    opened.store.close().await;
+    Ok(())
+}
+
+/// Appends `count` records through `handle`, 256 in flight; (hash, subject)
+/// of each, in order.
+async fn records_through(
+    handle: &SequencerHandle,
+    count: u64,
+) -> anyhow::Result<Vec<(Hash, String)>> {
+    let actor = Actor::parse("service:bench")?;
+    in_window(count, 256, |n| {
+        let subject = format!("person:E{:05}", n % 5000);
+        let request = record_request(
+            "lms.completion.recorded",
+            actor.clone(),
+            &subject,
+            payload(n),
+            true,
+        );
+        let handle = handle.clone();
+        async move { Ok((handle.append(request?).await?.hash, subject)) }
+    })
+    .await
+}
+
+/// A sequencer over `opened` for bulk appends, as `build` uses.
+async fn bulk_sequencer(opened: &cli::Opened) -> anyhow::Result<Sequencer> {
+    let mut config = opened.config.sequencer.clone();
+    config.batch_max_entries = 4096;
+    config.queue_max_entries = 65_536;
+    Ok(Sequencer::start(
+        opened.store.clone(),
+        opened.key.clone(),
+        config,
+        Metrics::default(),
+    )
+    .await?)
+}
+
+/// `verify` over a ledger of N+1 signatures against a ledger of the same
+/// size without any.
+async fn verify_signatures(args: &[String]) -> anyhow::Result<()> {
+    let count: u64 = arg(args, "--count").map_or(Ok(20_000), |s| s.parse())?;
+    let all_started = Instant::now();
+    let tmp = tempfile::tempdir()?;
+    let (signed, token) = cli::initialise(
+        &tmp.path().join("signed/data"),
+        Some("bench.trailmark.local/verify-signatures".into()),
+        None,
+    )
+    .await?;
+
+    // One real signing over HTTP proves the path and makes the key.
+    create_people(&signed, &[("reviewer", "Rita Evans", "qa_reviewer")]).await?;
+    let server = signed.start_server("127.0.0.1:0").await?;
+    let base = server.url();
+    let http = reqwest::Client::new();
+    let mut reviewer = ready(&http, &base, "reviewer").await?;
+    let first = targets_over_http(&base, &token, 0, 1).await?;
+    let http_signing = sign_over_http(&http, &base, &mut reviewer, &first[0], "reviewed").await?;
+    server.stop().await;
+
+    // The rest: the reviewer's real key, signed in this process, appended
+    // through a local sequencer (no HTTP, no Argon2id per signature).
+    let user = signed
+        .store
+        .user("reviewer")
+        .await?
+        .context("the reviewer exists")?;
+    let wrapped = user.wrapped_key.clone().context("the reviewer has a key")?;
+    let pw = reviewer.password.clone();
+    let seed = tokio::task::spawn_blocking(move || password::unwrap(&wrapped, &pw, "reviewer"))
+        .await?
+        .context("the password unwraps the reviewer's key")?;
+    let offset = signature::parse_offset(&signed.config.identity.display_utc_offset)
+        .map_err(anyhow::Error::msg)?;
+    let meaning = Meaning::parse("reviewed").map_err(anyhow::Error::msg)?;
+    let template = Manifestation {
+        user_id: user.user_id.clone(),
+        printed_name: user.printed_name.clone(),
+        meaning: meaning.as_str().to_owned(),
+        meaning_text: SigningPolicy::default().text(meaning),
+        signed_at: String::new(),
+        signed_at_local: String::new(),
+        certificate_sha256: user
+            .certificate_sha256
+            .clone()
+            .context("the reviewer has a certificate")?,
+        authentication: "password-in-session".into(),
+    };
+    let sequencer = bulk_sequencer(&signed).await?;
+    let handle = sequencer.handle();
+    let started = Instant::now();
+    let records = records_through(&handle, count).await?;
+    let records_time = started.elapsed();
+    let started = Instant::now();
+    let actor = Actor::parse("user:reviewer")?;
+    let signature_kind = kind::lookup(signature::KIND).context("signature.applied is a kind")?;
+    in_window(count, 256, |i| {
+        let (target, subject) = records[i as usize].clone();
+        let (handle, actor, mut manifestation) = (handle.clone(), actor.clone(), template.clone());
+        async move {
+            let at = Timestamp::now();
+            manifestation.signed_at = at.to_string();
+            manifestation.signed_at_local = signature::local_time(at.datetime(), offset);
+            let request = AppendRequest {
+                kind: signature_kind,
+                actor,
+                subject: Subject::parse(&subject)?,
+                correlation_id: None,
+                idempotency_key: None,
+                parents: vec![target],
+                reason: None,
+                payload: signature::sign(&seed, &target, manifestation),
+                effects: vec![],
+            };
+            handle.append(request).await?;
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    let signatures_time = started.elapsed();
+    drop(handle);
+    sequencer.shutdown().await;
+    let size = signed.store.size().await?;
+
+    // The same number of entries, all plain records.
+    let (plain, _) = cli::initialise(
+        &tmp.path().join("plain/data"),
+        Some("bench.trailmark.local/verify-plain".into()),
+        None,
+    )
+    .await?;
+    let sequencer = bulk_sequencer(&plain).await?;
+    let handle = sequencer.handle();
+    let started = Instant::now();
+    records_through(&handle, size - plain.store.size().await?).await?;
+    let plain_time = started.elapsed();
+    drop(handle);
+    sequencer.shutdown().await;
+    anyhow::ensure!(
+        plain.store.size().await? == size,
+        "the ledgers differ in size"
+    );
+
+    // verify (as `trailmark verify`: canonical-form check on), 3 runs each,
+    // alternating.
+    let options = VerifyOptions {
+        check_canonical: true,
+        external_checkpoint: None,
+    };
+    let (mut signed_runs, mut plain_runs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        signed_runs.push(
+            audit::verify_store(&signed.store, &signed.key.verifier(), &options, |_| {}).await?,
+        );
+        plain_runs.push(
+            audit::verify_store(&plain.store, &plain.key.verifier(), &options, |_| {}).await?,
+        );
+    }
+    let best = |runs: &[audit::VerifyReport]| {
+        runs.iter()
+            .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+            .expect("runs")
+            .clone()
+    };
+    let (s, p) = (best(&signed_runs), best(&plain_runs));
+    anyhow::ensure!(
+        s.signatures == count + 1 && p.signatures == 0,
+        "verify checked {} signatures (expected {}) and {} on the plain ledger",
+        s.signatures,
+        count + 1,
+        p.signatures
+    );
+
+    // What the signature checks alone cost: the rows already in memory.
+    let mut rows = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page = signed
+            .store
+            .entries_page(from, trailmark::store::STREAM_PAGE_ROWS)
+            .await?;
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        rows.extend(page);
+    }
+    let mean_bytes = |kind: &str| {
+        let (n, bytes) = rows
+            .iter()
+            .filter(|r| r.kind == kind)
+            .fold((0usize, 0usize), |(n, b), r| (n + 1, b + r.canonical.len()));
+        bytes as f64 / n.max(1) as f64
+    };
+    let relevant: Vec<_> = rows
+        .iter()
+        .filter(|r| SignatureChecker::is_relevant(&r.kind))
+        .collect();
+    let t = Instant::now();
+    let mut checker = SignatureChecker::default();
+    for row in &relevant {
+        checker.observe(row.seq, &row.canonical)?;
+    }
+    let checks_only = t.elapsed();
+    // Baseline: plain Ed25519 verify_strict over the same signed messages.
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&signature::public_key(&seed))?;
+    let mut signed_messages = Vec::new();
+    for row in rows.iter().filter(|r| r.kind == signature::KIND) {
+        let entry: Value = serde_json::from_slice(&row.canonical)?;
+        let sp: signature::SignaturePayload = serde_json::from_value(entry["payload"].clone())?;
+        let target = Hash::parse_hex(&sp.target).map_err(anyhow::Error::msg)?;
+        let sig = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(&sp.signature)?
+        };
+        signed_messages.push((
+            signature::message(&target, &sp.manifestation),
+            ed25519_dalek::Signature::from_slice(&sig)?,
+        ));
+    }
+    let t = Instant::now();
+    for (message, sig) in &signed_messages {
+        key.verify_strict(message, sig)?;
+    }
+    let ed25519_only = t.elapsed();
+
+    println!("backend            {}", signed.store.backend_name());
+    println!(
+        "signing over HTTP  1 signature in {:.1} ms (the real path: 2 Argon2id, sign, append)",
+        ms(http_signing)
+    );
+    println!(
+        "signed ledger      {size} entries: {count} records in {:.2} s, then {count} signature.applied in {:.2} s (Ed25519 with the reviewer's real key, through the sequencer, no HTTP), plus 1 record and 1 signature over HTTP and the setup entries",
+        records_time.as_secs_f64(),
+        signatures_time.as_secs_f64()
+    );
+    println!(
+        "plain ledger       {size} entries, all records but the setup entries, built in {:.2} s",
+        plain_time.as_secs_f64()
+    );
+    println!(
+        "mean entry size    signature.applied {:.0} bytes, record {:.0} bytes (canonical)",
+        mean_bytes(signature::KIND),
+        mean_bytes("lms.completion.recorded")
+    );
+    let runs = |r: &[audit::VerifyReport]| {
+        r.iter()
+            .map(|x| format!("{:.3}", x.seconds))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "verify signed      {} entries, {} signatures checked; runs {} s; best {:.3} s = {:.0} entries/s (canonical-form check on)",
+        s.entries,
+        s.signatures,
+        runs(&signed_runs),
+        s.seconds,
+        s.rate()
+    );
+    println!(
+        "verify plain       {} entries, {} signatures; runs {} s; best {:.3} s = {:.0} entries/s",
+        p.entries,
+        p.signatures,
+        runs(&plain_runs),
+        p.seconds,
+        p.rate()
+    );
+    let difference = s.seconds - p.seconds;
+    println!(
+        "difference         {difference:.3} s more for {} signatures (best runs)",
+        s.signatures
+    );
+    println!(
+        "signatures/s       {:.0} = signatures / difference, if signature checks were the only extra work (they are not quite: signature entries are larger and each has one parent to resolve)",
+        s.signatures as f64 / difference
+    );
+    println!(
+        "checks only        {:.0} signatures/s (SignatureChecker::observe over the {} relevant rows in memory, one core)",
+        checker.checked as f64 / checks_only.as_secs_f64(),
+        relevant.len()
+    );
+    println!(
+        "plain Ed25519      {:.0} verifications/s (verify_strict over the same {} messages in memory, one core)",
+        signed_messages.len() as f64 / ed25519_only.as_secs_f64(),
+        signed_messages.len()
+    );
+    println!(
+        "total time         {:.1} s",
+        all_started.elapsed().as_secs_f64()
+    );
+    println!("reproduce          cargo bench --bench ledger -- verify-signatures --count {count}");
+    signed.store.close().await;
+    plain.store.close().await;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -536,7 +1219,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let Some(what) = args.first() else {
         println!(
-            "usage: cargo bench --bench ledger -- append|build|verify|proof [options]; see benches/ledger.rs"
+            "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures [options]; see benches/ledger.rs"
         );
         return Ok(());
     };
@@ -546,6 +1229,8 @@ fn main() -> anyhow::Result<()> {
             "build" => build(&args).await,
             "verify" => verify(&args).await,
             "proof" => proof(&args).await,
+            "sign" => sign(&args).await,
+            "verify-signatures" => verify_signatures(&args).await,
             other => bail!("unknown benchmark `{other}`"),
         }
     })

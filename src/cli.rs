@@ -310,6 +310,24 @@ pub struct Opened {
     pub dir: DataDir,
 }
 
+impl Opened {
+    /// Starts the sequencer and the HTTP API on this ledger (`127.0.0.1:0`
+    /// picks a free port).
+    ///
+    /// # Errors
+    /// If the ledger cannot be loaded or the address cannot be bound.
+    pub async fn start_server(&self, listen: &str) -> anyhow::Result<Server> {
+        Server::start(
+            self.store.clone(),
+            self.key.clone(),
+            &self.config,
+            self.dir.path(),
+            listen,
+        )
+        .await
+    }
+}
+
 /// Opens an initialised data directory.
 ///
 /// # Errors
@@ -558,15 +576,7 @@ async fn serve(g: &Global, listen: Option<String>) -> Result<(), Exit> {
         .map_err(usage)?;
     let listen = listen.unwrap_or_else(|| opened.config.listen.clone());
     let backend = opened.store.backend_name();
-    let server = Server::start(
-        opened.store.clone(),
-        opened.key.clone(),
-        &opened.config,
-        opened.dir.path(),
-        &listen,
-    )
-    .await
-    .map_err(failure)?;
+    let server = opened.start_server(&listen).await.map_err(failure)?;
     tracing::info!(addr = %server.addr, backend, origin = %opened.config.origin, "trailmark is serving");
     eprintln!(
         "trailmark serving {} on {} ({backend})",

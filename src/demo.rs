@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::api::Server;
 use crate::audit::{self, VerifyOptions};
 use crate::cli;
 
@@ -200,14 +199,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         data.display()
     );
 
-    let server = Server::start(
-        opened.store.clone(),
-        opened.key.clone(),
-        &opened.config,
-        opened.dir.path(),
-        "127.0.0.1:0",
-    )
-    .await?;
+    let server = opened.start_server("127.0.0.1:0").await?;
     let http = reqwest::Client::new();
     let client = |token: &str| Client {
         http: http.clone(),
