@@ -631,7 +631,7 @@ impl Store {
                     for row in &rows {
                         use sqlx::Row as _;
                         let target: i64 = row.try_get(0)?;
-                        out.push((u64_of(target, "parent_seq")?, entry_from_row_offset(row)?));
+                        out.push((u64_of(target, "parent_seq")?, entry_from_row_at(row, 1)?));
                     }
                 }};
             }
@@ -642,17 +642,4 @@ impl Store {
         }
         Ok(out)
     }
-}
-
-/// An entry whose columns start at index 1 (index 0 is something else).
-fn entry_from_row_offset<R: sqlx::Row>(row: &R) -> Result<StoredEntry, StoreError>
-where
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    entry_from_row_at(row, 1)
 }
