@@ -324,12 +324,18 @@ async fn authorize(
     let Some(path) = matched.map(|m| m.as_str().to_owned()) else {
         return next.run(request).await;
     };
+    // axum answers HEAD with the GET handler, so HEAD needs what GET needs.
+    let lookup = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
     let entry = ROUTES.iter().find(|(m, p, _)| {
-        *p == path && Method::from_bytes(m.as_bytes()).is_ok_and(|m| m == method)
+        *p == path && Method::from_bytes(m.as_bytes()).is_ok_and(|m| m == lookup)
     });
     let permission = match entry {
         Some((_, _, p)) => *p,
-        None if method == Method::HEAD || method == Method::OPTIONS => None,
+        None if method == Method::OPTIONS => None,
         None => {
             return Problem::internal(&format!("route {method} {path} is not in the ROUTES table"))
                 .into_response();

@@ -1535,12 +1535,20 @@ impl Identity {
             .ok_or_else(|| IdentityError::Conflict("your certificate is missing".into()))?;
         let cas = self.store.trusted_cas().await?;
         let signed_at = now();
-        if let Err(e) = ca::check_user_certificate(&cert.der, &cas, signed_at) {
-            self.refuse(&user_id, &request, "certificate not valid")
-                .await?;
-            return Err(IdentityError::Forbidden(format!(
-                "your signing certificate cannot be used: {e}"
-            )));
+        match ca::check_user_certificate(&cert.der, &cas, signed_at) {
+            Err(e) => {
+                self.refuse(&user_id, &request, "certificate not valid")
+                    .await?;
+                return Err(IdentityError::Forbidden(format!(
+                    "your signing certificate cannot be used: {e}"
+                )));
+            }
+            // A key made without a CA (the CSR path) has no certificate until
+            // the enterprise CA's arrives; the old one must not sign for it.
+            Ok(info) if info.public_key != signature::public_key(&seed) => {
+                return Err(IdentityError::Conflict("your certificate is for an earlier signing key; ask an administrator to load the certificate issued from your new key's CSR".into()));
+            }
+            Ok(_) => {}
         }
         let policy = self.policy().await?;
         if !policy.allows(&user.roles, meaning) {

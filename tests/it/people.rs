@@ -185,6 +185,11 @@ async fn part11_11_10_d_only_authenticated_people_and_systems_get_in() {
     let (server, http) = started(&ledger, |_| {}).await;
     let ana = person(&ledger, &http, "ana", "Ana Silva", &["qa_reviewer"]).await;
     assert_eq!(http.call("GET", "/v1/entries", None, None).await.0, 401);
+    assert_eq!(
+        http.call("HEAD", "/v1/entries", None, None).await.0,
+        401,
+        "HEAD needs what GET needs"
+    );
     let (status, p) = http
         .call(
             "GET",
