@@ -467,7 +467,7 @@ async fn part11_11_200_a_continuous_session_first_signing_needs_both_components_
 }
 
 #[tokio::test]
-async fn part11_11_50_every_view_of_an_entry_shows_name_time_and_meaning() {
+async fn part11_11_50_annex11_14_every_view_of_an_entry_shows_name_time_and_meaning() {
     let ledger = TestLedger::new().await;
     let (server, http) =
         started(&ledger, |c| c.identity.display_utc_offset = "+01:00".into()).await;
@@ -512,7 +512,7 @@ async fn part11_11_50_every_view_of_an_entry_shows_name_time_and_meaning() {
 /// another entry through the sequencer: the chain is intact, verify must
 /// still refuse the signature.
 #[tokio::test]
-async fn part11_11_70_a_signature_moved_or_altered_fails_verification() {
+async fn part11_11_70_annex11_14_a_signature_moved_or_altered_fails_verification() {
     use trailmark::ledger::{Actor, Hash, Subject, kind};
     use trailmark::sequencer::{AppendRequest, Sequencer};
     for case in ["copied onto another entry", "manifestation changed"] {
