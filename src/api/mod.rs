@@ -285,8 +285,8 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, Problem
         .trim();
     if credential.starts_with("tms_") {
         let session = state.identity.authenticate_session(credential).await?;
-        let actor = Actor::parse(&format!("user:{}", session.user.user_id))
-            .map_err(|e| Problem::internal(&e))?;
+        let actor =
+            identity::user_actor(&session.user.user_id).map_err(|e| Problem::internal(&e))?;
         return Ok(Caller {
             actor,
             principal: Principal::User(Box::new(session)),

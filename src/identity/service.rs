@@ -361,6 +361,12 @@ fn check_reason(reason: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether the user must change the password before anything else: an
+/// administrator set it, or it expired (§11.300(b)).
+fn must_change_password(user: &UserRow, at: DateTime<Utc>) -> bool {
+    user.must_change_password || parse_time(&user.password_expires_at).is_none_or(|t| t <= at)
+}
+
 fn roles_of(user: &UserRow) -> Vec<Role> {
     user.roles.iter().filter_map(|r| Role::parse(r)).collect()
 }
@@ -860,8 +866,7 @@ impl Identity {
             "the user changed their password"
         };
         let _guard = self.changes.lock().await;
-        let actor =
-            Actor::parse(&format!("user:{}", user.user_id)).map_err(|e| invalid(e.to_string()))?;
+        let actor = super::user_actor(&user.user_id).map_err(|e| invalid(e.to_string()))?;
         self.append(
             "admin.user.password_set",
             &actor,
@@ -1004,7 +1009,7 @@ impl Identity {
         self.store
             .open_session(&session.id, &session.secret_hash, user_id, &at)
             .await?;
-        let actor = Actor::parse(&format!("user:{user_id}")).map_err(|e| invalid(e.to_string()))?;
+        let actor = super::user_actor(user_id).map_err(|e| invalid(e.to_string()))?;
         self.append(
             "security.session.opened",
             &actor,
@@ -1015,10 +1020,10 @@ impl Identity {
             vec![],
         )
         .await?;
-        let expired = parse_time(&user.password_expires_at).is_none_or(|t| t <= now());
+        let must_change = must_change_password(&user, now());
         Ok(Login {
             session,
-            must_change_password: user.must_change_password || expired,
+            must_change_password: must_change,
             idle_seconds: self.config.session_idle_seconds,
         })
     }
@@ -1078,10 +1083,10 @@ impl Identity {
             return Err(refused(&format!("the account is {}", user.status)));
         }
         self.store.touch_session(id, &rfc3339(at)).await?;
-        let expired = parse_time(&user.password_expires_at).is_none_or(|t| t <= at);
+        let must_change = must_change_password(&user, at);
         Ok(SessionCaller {
             roles: roles_of(&user),
-            must_change_password: user.must_change_password || expired,
+            must_change_password: must_change,
             user,
             session,
         })
@@ -1097,8 +1102,8 @@ impl Identity {
             .close_session(&caller.session.id, &rfc3339(now()))
             .await?
         {
-            let actor = Actor::parse(&format!("user:{}", caller.user.user_id))
-                .map_err(|e| invalid(e.to_string()))?;
+            let actor =
+                super::user_actor(&caller.user.user_id).map_err(|e| invalid(e.to_string()))?;
             self.append("security.session.closed", &actor, &format!("user:{}", caller.user.user_id), vec![], None,
                 json!({"user_id": caller.user.user_id, "session_id": caller.session.id, "cause": "logout"}), vec![]).await?;
         }
@@ -1640,7 +1645,7 @@ impl Identity {
             authentication: authentication.to_owned(),
         };
         let payload = signature::sign(&seed, &target, manifestation);
-        let actor = Actor::parse(&format!("user:{user_id}")).map_err(|e| invalid(e.to_string()))?;
+        let actor = super::user_actor(&user_id).map_err(|e| invalid(e.to_string()))?;
         let receipt = self
             .append(
                 signature::KIND,
