@@ -373,6 +373,7 @@ pub async fn initialise(
         max_body_bytes: 256 * 1024,
         sequencer: SequencerConfig::default(),
         identity: crate::config::IdentityConfig::default(),
+        integration: crate::config::IntegrationConfig::default(),
     };
     let dir = DataDir::at(data);
     let key = dir.create(&config)?;

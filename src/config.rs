@@ -96,6 +96,90 @@ pub struct Config {
     /// Passwords, lockout, sessions, tokens and alerts.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Events in, rules, hand-overs out (docs/INTEGRATION.md).
+    #[serde(default)]
+    pub integration: IntegrationConfig,
+}
+
+/// The QMS-LMS integration (docs/INTEGRATION.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegrationConfig {
+    /// System (`qms`, `lms`, `hr`) -> the principals that may send its events.
+    pub senders: std::collections::BTreeMap<String, Vec<String>>,
+    /// Completion window when a document's category has none, in days.
+    pub default_window_days: u32,
+    /// A parked event older than this is rejected.
+    pub park_max_seconds: u64,
+    /// Delivery latency above this counts as an SLA breach.
+    pub delivery_sla_seconds: u64,
+    /// Hand-over targets by name (`lms`, `qms`).
+    pub targets: std::collections::BTreeMap<String, TargetConfig>,
+}
+
+impl Default for IntegrationConfig {
+    fn default() -> Self {
+        let senders = [("qms", "qms"), ("lms", "lms"), ("hr", "hr")]
+            .into_iter()
+            .map(|(system, p)| {
+                (
+                    system.to_owned(),
+                    vec![p.to_owned(), "integration".to_owned()],
+                )
+            })
+            .collect();
+        IntegrationConfig {
+            senders,
+            default_window_days: 30,
+            park_max_seconds: 86_400,
+            delivery_sla_seconds: 300,
+            targets: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// One webhook target (docs/INTEGRATION.md §4.2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetConfig {
+    /// Where messages are POSTed.
+    pub url: String,
+    /// The Standard Webhooks secret (`whsec_...`), a file in the data
+    /// directory (mode 0600); never in this file.
+    pub secret_file: String,
+    /// Per attempt.
+    pub timeout_ms: u64,
+    /// Attempts before the message is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay.
+    pub backoff_max_ms: u64,
+    /// Messages per second (0: unlimited).
+    pub rate_per_second: u32,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe.
+    pub breaker_open_ms: u64,
+    /// Messages in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig {
+            url: String::new(),
+            secret_file: String::new(),
+            timeout_ms: 5_000,
+            max_attempts: 8,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 300_000,
+            rate_per_second: 0,
+            breaker_failures: 5,
+            breaker_open_ms: 30_000,
+            concurrency: 16,
+        }
+    }
 }
 
 /// Settings of people and access (docs/SIGNATURES.md §4). The signing
@@ -363,6 +447,7 @@ mod tests {
             max_body_bytes: default_body(),
             sequencer: SequencerConfig::default(),
             identity: IdentityConfig::default(),
+            integration: IntegrationConfig::default(),
         };
         let key = data.create(&config).unwrap();
         assert_eq!(data.config().unwrap(), config);

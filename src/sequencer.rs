@@ -78,6 +78,10 @@ pub struct AppendRequest {
     pub payload: Map<String, Value>,
     /// Identity state changes written in the same transaction as the entry.
     pub effects: Vec<StateWrite>,
+    /// Within a group ([`SequencerHandle::append_group`]): indices of
+    /// earlier requests of the same group whose entries are parents of this
+    /// one, placed before `parents`. Empty for a single append.
+    pub parent_refs: Vec<usize>,
 }
 
 impl AppendRequest {
@@ -134,6 +138,16 @@ impl AppendRequest {
         ));
         field(self.reason.as_deref().map(str::as_bytes));
         field(Some(payload_canonical));
+        if !self.parent_refs.is_empty() {
+            // Only group members carry refs; single appends keep the
+            // digest they always had.
+            let refs: Vec<u8> = self
+                .parent_refs
+                .iter()
+                .flat_map(|r| (*r as u64).to_be_bytes())
+                .collect();
+            field(Some(&refs));
+        }
         Hash::sha256(&[&framed])
     }
 }
@@ -174,6 +188,15 @@ pub enum AppendError {
     /// A parent hash names no earlier entry.
     #[error("parent {0} is not an entry of this ledger")]
     UnknownParent(Hash),
+    /// A group member names a parent by an index that is not an earlier
+    /// member of its group.
+    #[error("group member {member} names parent ref {parent_ref}, which is not an earlier member")]
+    BadParentRef {
+        /// The member.
+        member: usize,
+        /// The ref.
+        parent_ref: usize,
+    },
     /// A field is invalid.
     #[error(transparent)]
     Invalid(#[from] EntryError),
@@ -203,11 +226,17 @@ pub enum StartError {
     Integrity(String),
 }
 
-struct Job {
+/// One request of a job, prepared on the caller's task.
+struct Item {
     request: AppendRequest,
     payload_canonical: Vec<u8>,
     digest: Hash,
-    respond: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+/// What a caller queued: one request, or a group committed all together.
+struct Job {
+    items: Vec<Item>,
+    respond: oneshot::Sender<Result<Vec<Receipt>, AppendError>>,
 }
 
 /// A handle for appending; cheap to clone.
@@ -226,20 +255,51 @@ impl SequencerHandle {
     /// except [`AppendError::Unavailable`] after a lost connection, where the
     /// caller should retry with the same idempotency key.
     pub async fn append(&self, request: AppendRequest) -> Result<Receipt, AppendError> {
-        let (payload_canonical, digest) = match request.prepare() {
-            Ok(prepared) => prepared,
-            Err(e) => {
+        let mut receipts = self.append_group(vec![request]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| AppendError::Unavailable("the sequencer answered nothing".into()))
+    }
+
+    /// Appends several entries atomically: all of them land, contiguous and
+    /// in this order, in one transaction with their state writes, or none
+    /// does. A member may name earlier members as parents
+    /// ([`AppendRequest::parent_refs`]). A member whose idempotency key and
+    /// content match a committed entry is answered with that entry
+    /// (`replayed`); a conflict or an unknown parent refuses the whole group.
+    ///
+    /// # Errors
+    /// As [`SequencerHandle::append`], for the group as a whole.
+    pub async fn append_group(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Receipt>, AppendError> {
+        let mut items = Vec::with_capacity(requests.len());
+        for (member, request) in requests.into_iter().enumerate() {
+            if let Some(&bad) = request.parent_refs.iter().find(|r| **r >= member) {
                 self.metrics.refusals.inc();
-                return Err(e.into());
+                return Err(AppendError::BadParentRef {
+                    member,
+                    parent_ref: bad,
+                });
             }
-        };
+            match request.prepare() {
+                Ok((payload_canonical, digest)) => items.push(Item {
+                    request,
+                    payload_canonical,
+                    digest,
+                }),
+                Err(e) => {
+                    self.metrics.refusals.inc();
+                    return Err(e.into());
+                }
+            }
+        }
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
         let (respond, answer) = oneshot::channel();
-        match self.queue.try_send(Job {
-            request,
-            payload_canonical,
-            digest,
-            respond,
-        }) {
+        match self.queue.try_send(Job { items, respond }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.refusals.inc();
@@ -255,10 +315,12 @@ impl SequencerHandle {
             ))
         });
         match &result {
-            Ok(r) if r.replayed => {
-                self.metrics.replays.inc();
+            Ok(receipts) => {
+                let replays = receipts.iter().filter(|r| r.replayed).count();
+                if replays > 0 {
+                    self.metrics.replays.inc_by(replays as u64);
+                }
             }
-            Ok(_) => {}
             Err(_) => {
                 self.metrics.refusals.inc();
             }
@@ -580,6 +642,11 @@ impl State {
                 break;
             }
             for row in page {
+                // Another writer (the server, while a CLI verb starts) may
+                // have appended past the head this process loaded.
+                if row.seq >= to {
+                    break;
+                }
                 let hash = merkle::leaf_hash(&row.canonical);
                 let parsed = entry::ParsedEntry::parse(&row.canonical)
                     .and_then(|p| p.check())
@@ -714,14 +781,22 @@ impl State {
     }
 }
 
-/// One job's fate while a batch is prepared.
-enum Planned {
-    /// Answer now (replay of a committed entry, or an error).
-    Answer(Result<Receipt, AppendError>),
+/// One member's fate while a batch is prepared.
+enum ItemPlan {
+    /// A committed entry with the same key and content.
+    Replay(Receipt),
     /// Gets the entry at this index of the batch.
     New(usize),
     /// Same key and content as the entry at this index of the batch.
     SameAs(usize),
+}
+
+/// One job's fate while a batch is prepared.
+enum Planned {
+    /// Answer now with an error; nothing of the job is in the batch.
+    Refused(AppendError),
+    /// One plan per member.
+    Items(Vec<ItemPlan>),
 }
 
 struct Prepared {
@@ -731,10 +806,19 @@ struct Prepared {
     new_frontier: Frontier,
 }
 
+/// What a member will be, decided before anything of its job is added to
+/// the batch (so a refused group leaves no trace).
+enum Decision {
+    Replay(Receipt),
+    SameAs(usize),
+    New(Vec<Hash>),
+}
+
 async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, StoreError> {
     let keys: Vec<&str> = jobs
         .iter()
-        .filter_map(|j| j.request.idempotency_key.as_deref())
+        .flat_map(|j| j.items.iter())
+        .filter_map(|i| i.request.idempotency_key.as_deref())
         .collect();
     let hits = if keys.is_empty() {
         HashMap::new()
@@ -743,7 +827,8 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
     };
     let parent_hashes: Vec<Hash> = jobs
         .iter()
-        .flat_map(|j| j.request.parents.iter().copied())
+        .flat_map(|j| j.items.iter())
+        .flat_map(|i| i.request.parents.iter().copied())
         .collect();
     let known_parents = if parent_hashes.is_empty() {
         HashMap::new()
@@ -774,114 +859,169 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
     }
 
     for job in jobs {
-        let request = &job.request;
-        let digest = job.digest;
-        if let Some(key) = &request.idempotency_key {
-            let id = (key.clone(), request.actor.to_string());
-            if let Some(hit) = hits.get(&id) {
-                plans.push(Planned::Answer(if hit.request_digest == digest {
-                    Ok(Receipt {
-                        seq: hit.seq,
-                        hash: hit.hash,
-                        recorded_at: hit.recorded_at.clone(),
-                        tree_size: state.head.seq + 1,
-                        replayed: true,
-                    })
-                } else {
-                    Err(AppendError::Conflict {
+        // First decide every member without touching the batch: a group is
+        // refused whole. Members resolve to the hash they will have, known
+        // once sequenced, so refs are resolved in the second pass.
+        let mut decisions: Vec<Decision> = Vec::with_capacity(job.items.len());
+        let mut group_keys: HashMap<(String, String), (usize, Hash)> = HashMap::new();
+        let mut refused = None;
+        for (member, item) in job.items.iter().enumerate() {
+            let request = &item.request;
+            let digest = item.digest;
+            if let Some(key) = &request.idempotency_key {
+                let id = (key.clone(), request.actor.to_string());
+                if let Some(hit) = hits.get(&id) {
+                    if hit.request_digest == digest {
+                        decisions.push(Decision::Replay(Receipt {
+                            seq: hit.seq,
+                            hash: hit.hash,
+                            recorded_at: hit.recorded_at.clone(),
+                            tree_size: state.head.seq + 1,
+                            replayed: true,
+                        }));
+                        continue;
+                    }
+                    refused = Some(AppendError::Conflict {
                         key: key.clone(),
                         original_seq: hit.seq,
-                    })
-                }));
-                continue;
-            }
-            if let Some((index, earlier)) = in_batch_keys.get(&id) {
-                plans.push(if *earlier == digest {
-                    Planned::SameAs(*index)
-                } else {
-                    Planned::Answer(Err(AppendError::Conflict {
+                    });
+                    break;
+                }
+                let earlier = in_batch_keys.get(&id).or_else(|| group_keys.get(&id));
+                if let Some((index, earlier_digest)) = earlier {
+                    if *earlier_digest == digest {
+                        decisions.push(Decision::SameAs(*index));
+                        continue;
+                    }
+                    let original_seq = write
+                        .entries
+                        .get(*index)
+                        .map_or(head.seq + 1 + *index as u64, |e| e.seq);
+                    refused = Some(AppendError::Conflict {
                         key: key.clone(),
-                        original_seq: write.entries[*index].seq,
-                    }))
-                });
-                continue;
+                        original_seq,
+                    });
+                    break;
+                }
+                // The index the member's entry will have in the batch.
+                let new_before = decisions
+                    .iter()
+                    .filter(|d| matches!(d, Decision::New(_)))
+                    .count();
+                group_keys.insert(id, (write.entries.len() + new_before, digest));
             }
-        }
-        let mut parent_seqs = Vec::with_capacity(request.parents.len());
-        let mut missing = None;
-        for p in &request.parents {
-            match known_parents.get(p).or_else(|| in_batch_hashes.get(p)) {
-                Some(seq) => parent_seqs.push(*seq),
-                None => {
+            let _ = member;
+            let mut missing = None;
+            for p in &request.parents {
+                if !known_parents.contains_key(p) && !in_batch_hashes.contains_key(p) {
                     missing = Some(*p);
                     break;
                 }
             }
+            if let Some(p) = missing {
+                refused = Some(AppendError::UnknownParent(p));
+                break;
+            }
+            decisions.push(Decision::New(request.parents.clone()));
         }
-        if let Some(p) = missing {
-            plans.push(Planned::Answer(Err(AppendError::UnknownParent(p))));
+        if let Some(e) = refused {
+            plans.push(Planned::Refused(e));
             continue;
         }
-        let seq = head.seq + 1;
-        let (canonical, hash) = EntryParts {
-            seq,
-            prev: &head.hash,
-            recorded_at: &recorded_at_text,
-            kind: request.kind.name,
-            actor: request.actor.as_str(),
-            subject: request.subject.as_str(),
-            correlation_id: request.correlation_id.as_deref(),
-            idempotency_key: request.idempotency_key.as_deref(),
-            parents: &request.parents,
-            reason: request.reason.as_deref(),
-            payload_canonical: &job.payload_canonical,
-        }
-        .seal();
-        extra.insert(
-            NodeId {
-                level: 0,
-                index: seq,
-            },
-            hash,
-        );
-        frontier.push_with(hash, |id, node| {
-            write.nodes.push((id, node));
-            extra.insert(id, node);
-        });
-        write
-            .state
-            .extend(request.effects.iter().map(|w| SequencedWrite {
+        // Second pass: sequence the new members in order.
+        let mut member_hashes: Vec<Option<Hash>> = Vec::with_capacity(job.items.len());
+        let mut item_plans = Vec::with_capacity(job.items.len());
+        for (item, decision) in job.items.iter().zip(decisions) {
+            let request = &item.request;
+            let explicit = match decision {
+                Decision::Replay(receipt) => {
+                    member_hashes.push(Some(receipt.hash));
+                    item_plans.push(ItemPlan::Replay(receipt));
+                    continue;
+                }
+                Decision::SameAs(index) => {
+                    member_hashes.push(Some(write.entries[index].hash));
+                    item_plans.push(ItemPlan::SameAs(index));
+                    continue;
+                }
+                Decision::New(parents) => parents,
+            };
+            let mut parents: Vec<Hash> = request
+                .parent_refs
+                .iter()
+                .filter_map(|r| member_hashes.get(*r).copied().flatten())
+                .collect();
+            parents.extend(explicit);
+            let mut parent_seqs = Vec::with_capacity(parents.len());
+            for p in &parents {
+                if let Some(seq) = known_parents.get(p).or_else(|| in_batch_hashes.get(p)) {
+                    parent_seqs.push(*seq);
+                }
+            }
+            let seq = head.seq + 1;
+            let (canonical, hash) = EntryParts {
                 seq,
-                at: recorded_at_text.clone(),
-                write: w.clone(),
-            }));
-        if let Some(key) = &request.idempotency_key {
-            in_batch_keys.insert(
-                (key.clone(), request.actor.to_string()),
-                (write.entries.len(), digest),
+                prev: &head.hash,
+                recorded_at: &recorded_at_text,
+                kind: request.kind.name,
+                actor: request.actor.as_str(),
+                subject: request.subject.as_str(),
+                correlation_id: request.correlation_id.as_deref(),
+                idempotency_key: request.idempotency_key.as_deref(),
+                parents: &parents,
+                reason: request.reason.as_deref(),
+                payload_canonical: &item.payload_canonical,
+            }
+            .seal();
+            extra.insert(
+                NodeId {
+                    level: 0,
+                    index: seq,
+                },
+                hash,
             );
+            frontier.push_with(hash, |id, node| {
+                write.nodes.push((id, node));
+                extra.insert(id, node);
+            });
+            write
+                .state
+                .extend(request.effects.iter().map(|w| SequencedWrite {
+                    seq,
+                    at: recorded_at_text.clone(),
+                    hash,
+                    write: w.clone(),
+                }));
+            if let Some(key) = &request.idempotency_key {
+                in_batch_keys.insert(
+                    (key.clone(), request.actor.to_string()),
+                    (write.entries.len(), item.digest),
+                );
+            }
+            in_batch_hashes.insert(hash, seq);
+            member_hashes.push(Some(hash));
+            item_plans.push(ItemPlan::New(write.entries.len()));
+            write.entries.push(NewEntry {
+                seq,
+                hash,
+                canonical,
+                recorded_at: recorded_at_text.clone(),
+                kind: request.kind.name,
+                actor: request.actor.to_string(),
+                subject: request.subject.to_string(),
+                correlation_id: request.correlation_id.clone(),
+                idempotency_key: request.idempotency_key.clone(),
+                request_digest: item.digest,
+                parent_seqs,
+                seal: None,
+            });
+            head = Head {
+                seq,
+                hash,
+                recorded_at,
+            };
         }
-        in_batch_hashes.insert(hash, seq);
-        plans.push(Planned::New(write.entries.len()));
-        write.entries.push(NewEntry {
-            seq,
-            hash,
-            canonical,
-            recorded_at: recorded_at_text.clone(),
-            kind: request.kind.name,
-            actor: request.actor.to_string(),
-            subject: request.subject.to_string(),
-            correlation_id: request.correlation_id.clone(),
-            idempotency_key: request.idempotency_key.clone(),
-            request_digest: digest,
-            parent_seqs,
-            seal: None,
-        });
-        head = Head {
-            seq,
-            hash,
-            recorded_at,
-        };
+        plans.push(Planned::Items(item_plans));
     }
     if let Some(last) = write.entries.last_mut() {
         // The batch seal: only the ledger key can make one, so entries
@@ -987,9 +1127,15 @@ async fn commit(state: &mut State, jobs: Vec<Job>) {
                 };
                 for (job, plan) in jobs.into_iter().zip(prepared.plans) {
                     let answer = match plan {
-                        Planned::Answer(a) => a,
-                        Planned::New(i) => Ok(receipt(i, false)),
-                        Planned::SameAs(i) => Ok(receipt(i, true)),
+                        Planned::Refused(e) => Err(e),
+                        Planned::Items(items) => Ok(items
+                            .into_iter()
+                            .map(|p| match p {
+                                ItemPlan::Replay(r) => r,
+                                ItemPlan::New(i) => receipt(i, false),
+                                ItemPlan::SameAs(i) => receipt(i, true),
+                            })
+                            .collect()),
                     };
                     let _ = job.respond.send(answer);
                 }
@@ -1102,5 +1248,6 @@ pub fn record_request(
         reason: None,
         payload,
         effects: vec![],
+        parent_refs: vec![],
     })
 }

@@ -4,6 +4,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -40,6 +41,42 @@ pub struct Metrics {
     pub signatures: Counter,
     /// Time of a signing ceremony, credentials check included.
     pub signing_seconds: Histogram,
+    /// Events recorded, by type.
+    pub events_received: Family<Labels, Counter>,
+    /// Events acknowledged again (redelivery).
+    pub events_duplicate: Counter,
+    /// Events refused (schema, version, sender, conflict).
+    pub events_refused: Counter,
+    /// Events parked for master data.
+    pub events_parked: Counter,
+    /// Hand-overs put in the outbox, by target.
+    pub handovers: Family<Labels, Counter>,
+    /// Seconds from hand-over entry to acknowledgement, by target.
+    pub delivery_seconds: Family<Labels, Histogram>,
+    /// Deliveries slower than the SLA, by target.
+    pub delivery_sla_breaches: Family<Labels, Counter>,
+    /// Messages pending, by target.
+    pub outbox_backlog: Family<Labels, Gauge>,
+    /// Failed delivery attempts, by target.
+    pub delivery_errors: Family<Labels, Counter>,
+    /// Messages dead-lettered, by target.
+    pub dead_letters: Family<Labels, Counter>,
+    /// Breaker state by target: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<Labels, Gauge>,
+    /// Reconciliations that found drift.
+    pub reconciliation_drift: Counter,
+}
+
+/// Label set of the per-target and per-type metrics.
+pub type Labels = Vec<(String, String)>;
+
+/// The label set `name="value"`.
+pub fn label(name: &str, value: &str) -> Labels {
+    vec![(name.to_owned(), value.to_owned())]
+}
+
+fn delivery_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
 impl Default for Metrics {
@@ -61,7 +98,79 @@ impl Default for Metrics {
             password_failures: Counter::default(),
             signatures: Counter::default(),
             signing_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            events_received: Family::default(),
+            events_duplicate: Counter::default(),
+            events_refused: Counter::default(),
+            events_parked: Counter::default(),
+            handovers: Family::default(),
+            delivery_seconds: Family::new_with_constructor(delivery_histogram),
+            delivery_sla_breaches: Family::default(),
+            outbox_backlog: Family::default(),
+            delivery_errors: Family::default(),
+            dead_letters: Family::default(),
+            breaker_state: Family::default(),
+            reconciliation_drift: Counter::default(),
         };
+        registry.register(
+            "trailmark_events_received",
+            "Events recorded, by type",
+            m.events_received.clone(),
+        );
+        registry.register(
+            "trailmark_events_duplicate",
+            "Events acknowledged again (redelivery)",
+            m.events_duplicate.clone(),
+        );
+        registry.register(
+            "trailmark_events_refused",
+            "Events refused (schema, version, sender, conflict)",
+            m.events_refused.clone(),
+        );
+        registry.register(
+            "trailmark_events_parked",
+            "Events parked until their master data arrives",
+            m.events_parked.clone(),
+        );
+        registry.register(
+            "trailmark_handovers",
+            "Hand-overs put in the outbox, by target",
+            m.handovers.clone(),
+        );
+        registry.register(
+            "trailmark_delivery_seconds",
+            "Time from hand-over entry to acknowledgement by the target",
+            m.delivery_seconds.clone(),
+        );
+        registry.register(
+            "trailmark_delivery_sla_breaches",
+            "Deliveries slower than [integration] delivery_sla_seconds",
+            m.delivery_sla_breaches.clone(),
+        );
+        registry.register(
+            "trailmark_outbox_backlog",
+            "Messages waiting for delivery, by target",
+            m.outbox_backlog.clone(),
+        );
+        registry.register(
+            "trailmark_delivery_errors",
+            "Failed delivery attempts, by target",
+            m.delivery_errors.clone(),
+        );
+        registry.register(
+            "trailmark_dead_letters",
+            "Messages dead-lettered, by target",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "trailmark_breaker_state",
+            "Circuit breaker per target: 0 closed, 1 open, 2 half-open",
+            m.breaker_state.clone(),
+        );
+        registry.register(
+            "trailmark_reconciliation_drift",
+            "Reconciliations that found drift",
+            m.reconciliation_drift.clone(),
+        );
         registry.register(
             "trailmark_appends",
             "Entries appended to the ledger",

@@ -13,6 +13,7 @@
 //! proofs, kinds, health, metrics, the OpenAPI document, and the login itself.
 
 mod entries;
+mod integration;
 mod ops;
 mod people;
 pub mod problem;
@@ -99,6 +100,37 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ("GET", "/v1/proofs/inclusion", None),
     ("GET", "/v1/proofs/consistency", None),
     ("GET", "/v1/kinds", None),
+    ("POST", "/v1/events", Some(Permission::EventsSend)),
+    ("POST", "/xapi/statements", Some(Permission::EventsSend)),
+    ("GET", "/v1/schemas", None),
+    ("GET", "/v1/schemas/{name}/{version}", None),
+    (
+        "GET",
+        "/v1/capas/{id}/closure-readiness",
+        Some(Permission::IntegrationRead),
+    ),
+    (
+        "POST",
+        "/v1/capas/{id}/closure",
+        Some(Permission::CapaClose),
+    ),
+    ("GET", "/v1/compliance", Some(Permission::IntegrationRead)),
+    (
+        "GET",
+        "/v1/lineage/{*subject}",
+        Some(Permission::IntegrationRead),
+    ),
+    (
+        "GET",
+        "/v1/deadletters",
+        Some(Permission::IntegrationManage),
+    ),
+    (
+        "POST",
+        "/v1/deadletters/{id}/replay",
+        Some(Permission::IntegrationManage),
+    ),
+    ("POST", "/v1/reconciliations", Some(Permission::EventsSend)),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
     ("GET", "/metrics", None),
@@ -132,6 +164,8 @@ pub struct AppState {
     pub verifier: VerifierKey,
     /// Users, sessions, tokens, signatures.
     pub identity: Identity,
+    /// Events, rules, hand-overs.
+    pub integration: crate::integration::Integration,
     tokens: Arc<Mutex<HashMap<String, (TokenRow, Instant)>>>,
 }
 
@@ -143,6 +177,7 @@ impl AppState {
         metrics: Metrics,
         verifier: VerifierKey,
         identity: Identity,
+        integration: crate::integration::Integration,
     ) -> AppState {
         AppState {
             store,
@@ -150,6 +185,7 @@ impl AppState {
             metrics,
             verifier,
             identity,
+            integration,
             tokens: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -384,6 +420,9 @@ async fn authorize(
         people::roles, people::get_policy, people::set_policy, people::sign,
         proofs::checkpoint, proofs::inclusion, proofs::consistency,
         ops::kinds, ops::healthz, ops::readyz, ops::metrics,
+        integration::post_events, integration::xapi_statements, integration::list_schemas, integration::get_schema,
+        integration::closure_readiness, integration::close_capa, integration::compliance, integration::lineage,
+        integration::dead_letters, integration::replay, integration::reconcile,
     ),
     components(schemas(
         entries::AppendBody, entries::AppendResponse, entries::EntryView, entries::EntryPage,
@@ -396,6 +435,10 @@ async fn authorize(
         people::TokenBody, people::TokenResponse, people::RevokeBody, people::RotateResponse,
         people::TokenView, people::PolicyBody, people::SignatureResponse,
         crate::audit::InclusionProof, proofs::ConsistencyProof, ops::KindView,
+        crate::integration::Ack, integration::EventsResponse, integration::SchemaEntry,
+        crate::integration::queries::Readiness, integration::ClosureBody, integration::ClosureResponse,
+        crate::integration::queries::ComplianceRow, crate::integration::queries::Lineage,
+        crate::integration::queries::DeadLetter, integration::ReplayBody, integration::ReconciliationBody,
     )),
     modifiers(&BearerAuth),
 )]
@@ -460,6 +503,20 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/proofs/inclusion", get(proofs::inclusion))
         .route("/v1/proofs/consistency", get(proofs::consistency))
         .route("/v1/kinds", get(ops::kinds))
+        .route("/v1/events", post(integration::post_events))
+        .route("/xapi/statements", post(integration::xapi_statements))
+        .route("/v1/schemas", get(integration::list_schemas))
+        .route("/v1/schemas/{name}/{version}", get(integration::get_schema))
+        .route(
+            "/v1/capas/{id}/closure-readiness",
+            get(integration::closure_readiness),
+        )
+        .route("/v1/capas/{id}/closure", post(integration::close_capa))
+        .route("/v1/compliance", get(integration::compliance))
+        .route("/v1/lineage/{*subject}", get(integration::lineage))
+        .route("/v1/deadletters", get(integration::dead_letters))
+        .route("/v1/deadletters/{id}/replay", post(integration::replay))
+        .route("/v1/reconciliations", post(integration::reconcile))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -480,6 +537,10 @@ pub struct Server {
     stop: tokio::sync::oneshot::Sender<()>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     sequencer: crate::sequencer::Sequencer,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    stop_workers: tokio::sync::watch::Sender<bool>,
+    /// The integration service (rules and delivery run behind it).
+    pub integration: crate::integration::Integration,
 }
 
 impl Server {
@@ -513,7 +574,33 @@ impl Server {
             ca,
         )
         .map_err(anyhow::Error::msg)?;
-        let state = AppState::new(store, sequencer.handle(), metrics, verifier, identity);
+        let integration = crate::integration::Integration::new(
+            store.clone(),
+            sequencer.handle(),
+            config.integration.clone(),
+            metrics.clone(),
+        );
+        let targets = crate::integration::delivery::load_targets(&config.integration, data_dir)?;
+        let (stop_workers, stopping) = tokio::sync::watch::channel(false);
+        let mut workers = vec![tokio::spawn(crate::integration::rules::run(
+            integration.clone(),
+            stopping.clone(),
+        ))];
+        for target in targets {
+            workers.push(tokio::spawn(crate::integration::delivery::run(
+                integration.clone(),
+                target,
+                stopping.clone(),
+            )));
+        }
+        let state = AppState::new(
+            store,
+            sequencer.handle(),
+            metrics,
+            verifier,
+            identity,
+            integration.clone(),
+        );
         let app = router(state, config.max_body_bytes)
             .layer(tower_http::trace::TraceLayer::new_for_http());
         let listener = tokio::net::TcpListener::bind(listen)
@@ -533,6 +620,9 @@ impl Server {
             stop,
             http,
             sequencer,
+            workers,
+            stop_workers,
+            integration,
         })
     }
 
@@ -550,6 +640,18 @@ impl Server {
             Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server ended with an error"),
             Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
         }
+        // The workers finish the step in hand (an outcome being recorded)
+        // and stop; whatever is pending stays in the inbox and outbox.
+        let _ = self.stop_workers.send(true);
+        for worker in self.workers {
+            if tokio::time::timeout(Duration::from_secs(10), worker)
+                .await
+                .is_err()
+            {
+                tracing::warn!("an integration worker did not stop within 10 s");
+            }
+        }
+        drop(self.integration);
         self.sequencer.shutdown().await;
     }
 }

@@ -140,6 +140,7 @@ impl From<AppendError> for Problem {
             AppendError::UnknownParent(h) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown-parent", "A parent is not an entry of this ledger", format!("{e}; name parents by the hash returned when they were appended"))
                 .with("field", "parents")
                 .with("parent", h.to_hex()),
+            AppendError::BadParentRef { .. } => Problem::internal(&e),
             AppendError::Invalid(inner) => Problem::from(inner.clone()),
             AppendError::Unavailable(_) => {
                 let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The ledger cannot accept writes now", e.to_string());

@@ -34,11 +34,19 @@ pub enum Permission {
     RolesRead,
     /// One's own account: password, key, logout.
     AccountSelf,
+    /// Send CloudEvents and xAPI statements, post reconciliations.
+    EventsSend,
+    /// Read integration state: closure readiness, compliance, lineage.
+    IntegrationRead,
+    /// Inspect and replay dead letters.
+    IntegrationManage,
+    /// Record a CAPA's closure (refused until its training is evidenced).
+    CapaClose,
 }
 
 impl Permission {
     /// Every permission, in display order.
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 14] = [
         Permission::EntriesAppend,
         Permission::EntriesRead,
         Permission::SignaturesApply,
@@ -49,6 +57,10 @@ impl Permission {
         Permission::PolicyManage,
         Permission::RolesRead,
         Permission::AccountSelf,
+        Permission::EventsSend,
+        Permission::IntegrationRead,
+        Permission::IntegrationManage,
+        Permission::CapaClose,
     ];
 
     /// Its name, as in token scopes and `trailmark roles`.
@@ -64,6 +76,10 @@ impl Permission {
             Permission::PolicyManage => "policy:manage",
             Permission::RolesRead => "roles:read",
             Permission::AccountSelf => "account:self",
+            Permission::EventsSend => "events:send",
+            Permission::IntegrationRead => "integration:read",
+            Permission::IntegrationManage => "integration:manage",
+            Permission::CapaClose => "capa:close",
         }
     }
 
@@ -115,6 +131,8 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::PolicyManage,
             P::RolesRead,
             P::AccountSelf,
+            P::IntegrationRead,
+            P::IntegrationManage,
         ],
     ),
     (
@@ -126,6 +144,7 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::UsersRead,
             P::RolesRead,
             P::AccountSelf,
+            P::IntegrationRead,
         ],
     ),
     (
@@ -137,6 +156,8 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::UsersRead,
             P::RolesRead,
             P::AccountSelf,
+            P::IntegrationRead,
+            P::CapaClose,
         ],
     ),
     (
@@ -146,6 +167,7 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::EntriesRead,
             P::SignaturesApply,
             P::AccountSelf,
+            P::IntegrationRead,
         ],
     ),
     (
@@ -160,13 +182,28 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::SignaturesApply,
             P::RolesRead,
             P::AccountSelf,
+            P::IntegrationRead,
         ],
     ),
     (
         Role::Inspector,
-        &[P::EntriesRead, P::UsersRead, P::RolesRead, P::AccountSelf],
+        &[
+            P::EntriesRead,
+            P::UsersRead,
+            P::RolesRead,
+            P::AccountSelf,
+            P::IntegrationRead,
+        ],
     ),
-    (Role::Integration, &[P::EntriesAppend, P::EntriesRead]),
+    (
+        Role::Integration,
+        &[
+            P::EntriesAppend,
+            P::EntriesRead,
+            P::EventsSend,
+            P::IntegrationRead,
+        ],
+    ),
 ];
 
 impl Role {
@@ -459,7 +496,11 @@ mod tests {
             assert!(
                 matches!(
                     p,
-                    P::EntriesRead | P::UsersRead | P::RolesRead | P::AccountSelf
+                    P::EntriesRead
+                        | P::UsersRead
+                        | P::RolesRead
+                        | P::AccountSelf
+                        | P::IntegrationRead
                 ),
                 "inspectors are read-only, but hold {p:?}"
             );

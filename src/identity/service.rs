@@ -444,6 +444,7 @@ impl Identity {
             reason: reason.map(str::to_owned),
             payload,
             effects,
+            parent_refs: vec![],
         };
         Ok(self.sequencer.append(request).await?)
     }

@@ -203,7 +203,12 @@ pub static KINDS: &[KindDef] = &[
         true,
         "a CAPA named training as a corrective or preventive action",
     ),
-    kind("qms.capa.closed", Class::Record, true, "a CAPA was closed"),
+    kind(
+        "qms.capa.closed",
+        Class::Record,
+        false,
+        "a CAPA was closed, after its closure readiness was checked (POST /v1/capas/{id}/closure)",
+    ),
     kind(
         "qms.deviation.opened",
         Class::Record,
@@ -263,6 +268,78 @@ pub static KINDS: &[KindDef] = &[
         Class::Record,
         true,
         "a hand-over delivery attempt failed",
+    ),
+    kind(
+        "qms.job_function.changed",
+        Class::Record,
+        true,
+        "a job function was created, renamed or deactivated",
+    ),
+    kind(
+        "qms.training_category.changed",
+        Class::Record,
+        true,
+        "the completion window of a document category changed",
+    ),
+    kind(
+        "qms.training_matrix.changed",
+        Class::Record,
+        true,
+        "the job functions that must be trained on a document changed",
+    ),
+    kind(
+        "integration.event.applied",
+        Class::Record,
+        false,
+        "the rules applied an event: its master data and what it caused",
+    ),
+    kind(
+        "integration.event.parked",
+        Class::Record,
+        false,
+        "an event waits for master data it needs",
+    ),
+    kind(
+        "integration.event.rejected",
+        Class::Record,
+        false,
+        "a parked event was rejected: its master data never arrived",
+    ),
+    kind(
+        "integration.assignment.completed",
+        Class::Record,
+        false,
+        "a completion fulfilled a training assignment",
+    ),
+    kind(
+        "integration.capa.closure_refused",
+        Class::Record,
+        false,
+        "a CAPA closure was refused: required training is not evidenced",
+    ),
+    kind(
+        "integration.handover.dead_lettered",
+        Class::Record,
+        false,
+        "a hand-over exhausted its delivery attempts",
+    ),
+    kind(
+        "integration.handover.replayed",
+        Class::Administrative,
+        false,
+        "a dead-lettered hand-over was queued again by a person, with a reason",
+    ),
+    kind(
+        "integration.reconciliation.matched",
+        Class::Record,
+        false,
+        "a source system's counts matched what Trailmark recorded",
+    ),
+    kind(
+        "integration.reconciliation.drift",
+        Class::Record,
+        false,
+        "a source system's counts differ from what Trailmark recorded",
     ),
 ];
 

@@ -118,6 +118,37 @@ pub enum StateWrite {
         /// JSON policy.
         policy: String,
     },
+    /// One statement on the integration tables (docs/INTEGRATION.md):
+    /// master data, inbox, assignments, outbox. Written so that it cannot
+    /// fail on a constraint (`ON CONFLICT` clauses), because a failed
+    /// statement fails the whole batch.
+    Sql {
+        /// The statement, `$n` placeholders (both backends).
+        sql: &'static str,
+        /// Its parameters in order.
+        binds: Vec<Bind>,
+    },
+}
+
+/// A parameter of a [`StateWrite::Sql`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    /// Text.
+    Text(String),
+    /// Text or NULL.
+    OptText(Option<String>),
+    /// Integer.
+    Int(i64),
+    /// Integer or NULL.
+    OptInt(Option<i64>),
+    /// Bytes.
+    Blob(Vec<u8>),
+    /// The recording entry's seq.
+    Seq,
+    /// The recording entry's `recorded_at`.
+    At,
+    /// The recording entry's hash (32 bytes).
+    Hash,
 }
 
 impl std::fmt::Debug for StateWrite {
@@ -133,6 +164,13 @@ impl std::fmt::Debug for StateWrite {
             StateWrite::RevokeCertificate { sha256, .. } => ("RevokeCertificate", sha256),
             StateWrite::TrustCa { sha256, .. } => ("TrustCa", sha256),
             StateWrite::SetPolicy { .. } => ("SetPolicy", &String::new()),
+            StateWrite::Sql { sql, .. } => {
+                return write!(
+                    f,
+                    "Sql({})",
+                    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                );
+            }
         };
         write!(f, "{what}({who})")
     }
@@ -145,6 +183,8 @@ pub struct SequencedWrite {
     pub seq: u64,
     /// Its `recorded_at`.
     pub at: String,
+    /// Its hash.
+    pub hash: Hash,
     /// The change.
     pub write: StateWrite,
 }
@@ -216,6 +256,22 @@ macro_rules! write_state_body {
                     sqlx::query("INSERT INTO signing_policy (id, policy, set_seq) VALUES (1, $1, $2)")
                         .bind(policy.clone()).bind(seq)
                         .execute(&mut *$tx).await?;
+                }
+                StateWrite::Sql { sql, binds } => {
+                    let mut q = sqlx::query(*sql);
+                    for b in binds {
+                        q = match b {
+                            Bind::Text(t) => q.bind(t.clone()),
+                            Bind::OptText(t) => q.bind(t.clone()),
+                            Bind::Int(i) => q.bind(*i),
+                            Bind::OptInt(i) => q.bind(*i),
+                            Bind::Blob(v) => q.bind(v.clone()),
+                            Bind::Seq => q.bind(seq),
+                            Bind::At => q.bind(at.clone()),
+                            Bind::Hash => q.bind(sw.hash.0.to_vec()),
+                        };
+                    }
+                    q.execute(&mut *$tx).await?;
                 }
             }
         }

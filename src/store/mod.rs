@@ -91,7 +91,11 @@ macro_rules! on_pool {
 }
 
 mod identity;
-pub use identity::{CertificateRow, SequencedWrite, SessionRow, StateWrite, TokenRow, UserRow};
+mod integration;
+pub use identity::{
+    Bind, CertificateRow, SequencedWrite, SessionRow, StateWrite, TokenRow, UserRow,
+};
+pub use integration::AnyRow;
 
 /// The newest entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

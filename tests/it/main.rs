@@ -7,6 +7,7 @@
 mod api;
 mod crash;
 mod harness;
+mod integration;
 mod people;
 mod property;
 mod tamper;

@@ -16,8 +16,8 @@ use crate::harness::{TestLedger, record};
 /// An HTTP caller without a fixed credential.
 #[derive(Clone)]
 pub struct Http {
-    http: reqwest::Client,
-    base: String,
+    pub http: reqwest::Client,
+    pub base: String,
 }
 
 impl Http {
@@ -566,6 +566,7 @@ async fn part11_11_70_annex11_14_a_signature_moved_or_altered_fails_verification
                 reason: None,
                 payload: payload.as_object().unwrap().clone(),
                 effects: vec![],
+                parent_refs: vec![],
             })
             .await
             .unwrap();
@@ -1112,7 +1113,7 @@ async fn source_system_signatures_survive_the_hand_over_labelled_and_verified() 
             "/v1/entries",
             Some(&ledger.admin_token),
             Some(
-                json!({"kind": "qms.capa.closed", "subject": "qms:capa/CAPA-2026-014",
+                json!({"kind": "qms.capa.opened", "subject": "qms:capa/CAPA-2026-014",
         "payload": {"capa": "CAPA-2026-014", "source_signatures": [good, forged, bare]}}),
             ),
         )
@@ -1155,7 +1156,7 @@ async fn source_system_signatures_survive_the_hand_over_labelled_and_verified() 
             "/v1/entries",
             Some(&ledger.admin_token),
             Some(
-                json!({"kind": "qms.capa.closed", "subject": "qms:capa/CAPA-1",
+                json!({"kind": "qms.capa.opened", "subject": "qms:capa/CAPA-1",
         "payload": {"source_signatures": [{"system": "qms"}]}}),
             ),
         )

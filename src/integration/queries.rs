@@ -1,0 +1,485 @@
+//! The read side of the integration points (docs/INTEGRATION.md §3-4):
+//! CAPA closure readiness, the compliance report, lineage, dead letters and
+//! reconciliation counts.
+
+// Rows are read as tuples in the order of their SELECT lists, next to the SQL.
+#![allow(clippy::type_complexity)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::Integration;
+use crate::store::{Bind, StoreError};
+
+/// Most entries a lineage walk returns.
+pub const LINEAGE_MAX: usize = 10_000;
+
+/// Whether a CAPA may close.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Readiness {
+    /// CAPA ID.
+    pub capa_id: String,
+    /// Whether Trailmark has seen a training action of it.
+    pub known: bool,
+    /// `open` or `closed`.
+    pub status: String,
+    /// Every required completion (and verification) is evidenced.
+    pub ready: bool,
+    /// Readiness as last announced to the QMS.
+    #[serde(skip)]
+    pub flagged_ready: bool,
+    /// The training actions.
+    pub actions: Vec<Value>,
+    /// Every required assignment with its evidence.
+    pub required: Vec<Value>,
+    /// What is missing: assignment, person, and `completion` or `verification`.
+    pub missing: Vec<Value>,
+}
+
+type AssignmentRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    Option<String>,
+    Option<Vec<u8>>,
+    Vec<u8>,
+);
+
+/// The closure readiness of a CAPA.
+///
+/// # Errors
+/// A database error.
+pub async fn closure_readiness(ig: &Integration, capa: &str) -> Result<Readiness, StoreError> {
+    let state: Option<(String, i64)> = ig
+        .store()
+        .row(
+            "SELECT status, ready FROM capas WHERE capa_id = $1",
+            &[Bind::Text(capa.into())],
+        )
+        .await?;
+    let actions: Vec<(String, String, String, i64, String, i64, Vec<u8>)> = ig
+        .store()
+        .rows(
+            "SELECT action_id, document_id, version, verification_required, due_at, seq, entry_hash FROM capa_actions WHERE capa_id = $1 ORDER BY action_id",
+            &[Bind::Text(capa.into())],
+        )
+        .await?;
+    let rows: Vec<AssignmentRow> = ig
+        .store()
+        .rows(
+            "SELECT assignment_id, person_id, document_id, version, action_id, verification_required, status, verified, completed_at, completion_hash, entry_hash FROM assignments WHERE capa_id = $1 AND status <> 'cancelled' ORDER BY assignment_id",
+            &[Bind::Text(capa.into())],
+        )
+        .await?;
+    let mut required = Vec::new();
+    let mut missing = Vec::new();
+    for (id, person, doc, version, action, vreq, status, verified, completed_at, chash, ehash) in
+        rows
+    {
+        let lacking = if status != "completed" {
+            Some("completion")
+        } else if vreq == 1 && verified == 0 {
+            Some("verification")
+        } else {
+            None
+        };
+        let item = json!({
+            "assignment_id": id, "person_id": person, "document_id": doc, "version": version,
+            "action_id": action, "verification_required": vreq == 1, "status": status,
+            "completed_at": completed_at, "verified": verified == 1,
+            "assignment_entry_hash": hex::encode(&ehash),
+            "completion_entry_hash": chash.as_ref().map(hex::encode),
+        });
+        if let Some(what) = lacking {
+            let mut m = item.clone();
+            m["missing"] = json!(what);
+            missing.push(m);
+        }
+        required.push(item);
+    }
+    let (status, flagged) = state.unwrap_or(("open".into(), 0));
+    Ok(Readiness {
+        capa_id: capa.into(),
+        known: !actions.is_empty(),
+        ready: !actions.is_empty() && missing.is_empty(),
+        flagged_ready: flagged == 1,
+        status,
+        actions: actions
+            .into_iter()
+            .map(|(a, d, v, vr, due, seq, h)| {
+                json!({"action_id": a, "document_id": d, "version": v, "verification_required": vr == 1,
+                       "due_at": due, "seq": seq, "entry_hash": hex::encode(h)})
+            })
+            .collect(),
+        required,
+        missing,
+    })
+}
+
+/// One line of the compliance report.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct ComplianceRow {
+    /// Document.
+    pub document_id: String,
+    /// Version.
+    pub version: String,
+    /// When it became effective.
+    pub effective_at: String,
+    /// Person required.
+    pub person_id: String,
+    /// The job functions that made them required.
+    pub job_functions: Vec<String>,
+    /// The SOP assignment, if any.
+    pub assignment_id: Option<String>,
+    /// When it was created (its entry's time).
+    pub assignment_created_at: Option<String>,
+    /// Seconds from effective to assignment.
+    pub lag_seconds: Option<i64>,
+    /// Due.
+    pub due_at: Option<String>,
+    /// Earliest completion on this version.
+    pub completed_at: Option<String>,
+    /// `on_time`, `late`, `open`, `overdue`, `missing` or `cancelled`.
+    pub status: String,
+    /// Hash of the assignment entry.
+    pub assignment_entry_hash: Option<String>,
+    /// Hash of the completion entry.
+    pub completion_entry_hash: Option<String>,
+}
+
+fn seconds_between(a: &str, b: &str) -> Option<i64> {
+    let a = chrono::DateTime::parse_from_rfc3339(a).ok()?;
+    let b = chrono::DateTime::parse_from_rfc3339(b).ok()?;
+    Some((b - a).num_seconds())
+}
+
+/// The unified training-compliance record for revisions effective in
+/// `[from, to)` (normalised times), optionally for one job function.
+///
+/// # Errors
+/// A database error.
+pub async fn compliance(
+    ig: &Integration,
+    from: &str,
+    to: &str,
+    job_function: Option<&str>,
+    now: &str,
+) -> Result<Vec<ComplianceRow>, StoreError> {
+    let revisions: Vec<(String, String, String)> = ig
+        .store()
+        .rows(
+            "SELECT document_id, version, effective_at FROM document_versions WHERE effective_at >= $1 AND effective_at < $2 ORDER BY effective_at, document_id, version",
+            &[Bind::Text(from.into()), Bind::Text(to.into())],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for (doc, version, effective_at) in revisions {
+        let functions: Vec<(String,)> = ig
+            .store()
+            .rows(
+                "SELECT DISTINCT job_function FROM training_matrix WHERE document_id = $1 AND superseded_seq IS NULL ORDER BY job_function",
+                &[Bind::Text(doc.clone())],
+            )
+            .await?;
+        let mut people: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (f,) in functions {
+            if job_function.is_some_and(|j| j != f) {
+                continue;
+            }
+            // Required: in the function at the effective time, or joining
+            // it before the end of the period.
+            let rows: Vec<(String,)> = ig
+                .store()
+                .rows(
+                    "SELECT DISTINCT person_id FROM person_functions WHERE job_function = $1 AND superseded_seq IS NULL AND valid_from < $2 AND (valid_to IS NULL OR valid_to > $3)",
+                    &[Bind::Text(f.clone()), Bind::Text(to.into()), Bind::Text(effective_at.clone())],
+                )
+                .await?;
+            for (p,) in rows {
+                people.entry(p).or_default().insert(f.clone());
+            }
+        }
+        for (person, fns) in people {
+            let a: Option<(String, String, String, String, Option<String>, Vec<u8>, Option<Vec<u8>>)> = ig
+                .store()
+                .row(
+                    "SELECT assignment_id, created_at, due_at, status, completed_at, entry_hash, completion_hash FROM assignments WHERE person_id = $1 AND document_id = $2 AND version = $3 AND origin = 'sop' ORDER BY created_seq LIMIT 1",
+                    &[Bind::Text(person.clone()), Bind::Text(doc.clone()), Bind::Text(version.clone())],
+                )
+                .await?;
+            let c: Option<(String, Vec<u8>)> = ig
+                .store()
+                .row(
+                    "SELECT completed_at, entry_hash FROM completions WHERE person_id = $1 AND document_id = $2 AND version = $3 ORDER BY completed_at LIMIT 1",
+                    &[Bind::Text(person.clone()), Bind::Text(doc.clone()), Bind::Text(version.clone())],
+                )
+                .await?;
+            let completed_at = c.as_ref().map(|c| c.0.clone());
+            let status = match &a {
+                None => "missing",
+                Some((_, _, _, s, _, _, _)) if s == "cancelled" => "cancelled",
+                Some((_, _, due, _, _, _, _)) => match &completed_at {
+                    Some(done) if done <= due => "on_time",
+                    Some(_) => "late",
+                    None if now > due.as_str() => "overdue",
+                    None => "open",
+                },
+            };
+            out.push(ComplianceRow {
+                document_id: doc.clone(),
+                version: version.clone(),
+                effective_at: effective_at.clone(),
+                person_id: person,
+                job_functions: fns.into_iter().collect(),
+                assignment_id: a.as_ref().map(|a| a.0.clone()),
+                assignment_created_at: a.as_ref().map(|a| a.1.clone()),
+                lag_seconds: a
+                    .as_ref()
+                    .and_then(|a| seconds_between(&effective_at, &a.1)),
+                due_at: a.as_ref().map(|a| a.2.clone()),
+                completed_at,
+                status: status.into(),
+                assignment_entry_hash: a.as_ref().map(|a| hex::encode(&a.5)),
+                completion_entry_hash: c.as_ref().map(|c| hex::encode(&c.1)),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The compliance rows as CSV (RFC 4180, header first).
+pub fn compliance_csv(rows: &[ComplianceRow]) -> String {
+    let mut out = String::from(
+        "document_id,version,effective_at,person_id,job_functions,assignment_id,assignment_created_at,lag_seconds,due_at,completed_at,status,assignment_entry_hash,completion_entry_hash\r\n",
+    );
+    for r in rows {
+        let o = |v: &Option<String>| v.clone().unwrap_or_default();
+        let fields = [
+            r.document_id.clone(),
+            r.version.clone(),
+            r.effective_at.clone(),
+            r.person_id.clone(),
+            r.job_functions.join(" "),
+            o(&r.assignment_id),
+            o(&r.assignment_created_at),
+            r.lag_seconds.map(|l| l.to_string()).unwrap_or_default(),
+            o(&r.due_at),
+            o(&r.completed_at),
+            r.status.clone(),
+            o(&r.assignment_entry_hash),
+            o(&r.completion_entry_hash),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The lineage graph of a subject.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Lineage {
+    /// The subject asked for.
+    pub subject: String,
+    /// Entries reached: seq, hash, kind, subject, recorded_at.
+    pub entries: Vec<Value>,
+    /// `[parent_seq, child_seq]` pairs.
+    pub edges: Vec<[i64; 2]>,
+    /// True when the walk stopped at the limit.
+    pub truncated: bool,
+}
+
+/// Walks `parents` from every entry with `subject`: everything derived
+/// from them (transitively), and the direct parents of every entry reached.
+///
+/// # Errors
+/// A database error.
+pub async fn lineage(ig: &Integration, subject: &str) -> Result<Lineage, StoreError> {
+    let seeds: Vec<(i64,)> = ig
+        .store()
+        .rows(
+            "SELECT seq FROM entries WHERE subject = $1 ORDER BY seq LIMIT 1000",
+            &[Bind::Text(subject.into())],
+        )
+        .await?;
+    let mut seen: BTreeSet<i64> = seeds.iter().map(|s| s.0).collect();
+    let mut queue: VecDeque<i64> = seen.iter().copied().collect();
+    let mut edges: BTreeSet<(i64, i64)> = BTreeSet::new();
+    let mut truncated = false;
+    while let Some(seq) = queue.pop_front() {
+        let children: Vec<(i64,)> = ig
+            .store()
+            .rows(
+                "SELECT seq FROM entry_parents WHERE parent_seq = $1 ORDER BY seq",
+                &[Bind::Int(seq)],
+            )
+            .await?;
+        for (child,) in children {
+            edges.insert((seq, child));
+            if seen.len() >= LINEAGE_MAX {
+                truncated = true;
+                break;
+            }
+            if seen.insert(child) {
+                queue.push_back(child);
+            }
+        }
+    }
+    let reached: Vec<i64> = seen.iter().copied().collect();
+    for seq in reached {
+        let parents: Vec<(i64,)> = ig
+            .store()
+            .rows(
+                "SELECT parent_seq FROM entry_parents WHERE seq = $1",
+                &[Bind::Int(seq)],
+            )
+            .await?;
+        for (p,) in parents {
+            edges.insert((p, seq));
+            if seen.len() < LINEAGE_MAX {
+                seen.insert(p);
+            } else {
+                truncated = true;
+            }
+        }
+    }
+    let mut entries = Vec::with_capacity(seen.len());
+    for seq in &seen {
+        let row: Option<(i64, Vec<u8>, String, String, String, String)> = ig
+            .store()
+            .row(
+                "SELECT seq, hash, kind, subject, recorded_at, actor FROM entries WHERE seq = $1",
+                &[Bind::Int(*seq)],
+            )
+            .await?;
+        if let Some((seq, hash, kind, subject, at, actor)) = row {
+            entries.push(json!({"seq": seq, "hash": hex::encode(hash), "kind": kind,
+                                "subject": subject, "recorded_at": at, "actor": actor}));
+        }
+    }
+    Ok(Lineage {
+        subject: subject.into(),
+        entries,
+        edges: edges
+            .into_iter()
+            .filter(|(p, c)| seen.contains(p) && seen.contains(c))
+            .map(|(p, c)| [p, c])
+            .collect(),
+        truncated,
+    })
+}
+
+/// What Trailmark recorded from `source` with event time in `[from, to)`:
+/// the count, the SHA-256 of the sorted IDs joined by LF, and the IDs.
+///
+/// # Errors
+/// A database error.
+pub async fn seen_from(
+    ig: &Integration,
+    source: &str,
+    from: &str,
+    to: &str,
+) -> Result<(u64, String, Vec<String>), StoreError> {
+    let rows: Vec<(String,)> = ig
+        .store()
+        .rows(
+            "SELECT event_id FROM inbox WHERE source = $1 AND event_time >= $2 AND event_time < $3",
+            &[
+                Bind::Text(source.into()),
+                Bind::Text(from.into()),
+                Bind::Text(to.into()),
+            ],
+        )
+        .await?;
+    let mut ids: Vec<String> = rows.into_iter().map(|r| r.0).collect();
+    ids.sort();
+    Ok((ids.len() as u64, id_set_sha256(&ids), ids))
+}
+
+/// SHA-256 (hex) of IDs sorted byte-wise and joined by LF.
+pub fn id_set_sha256(ids: &[String]) -> String {
+    let mut sorted: Vec<&String> = ids.iter().collect();
+    sorted.sort();
+    let joined = sorted
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    hex::encode(Sha256::digest(joined.as_bytes()))
+}
+
+/// A message that could not be delivered.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetter {
+    /// Message ID.
+    pub id: String,
+    /// Target.
+    pub target: String,
+    /// Message type.
+    pub message_type: String,
+    /// Subject.
+    pub subject: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// The hand-over entry.
+    pub created_seq: i64,
+    /// Correlation.
+    pub correlation_id: String,
+}
+
+/// Every dead letter, oldest first.
+///
+/// # Errors
+/// A database error.
+pub async fn dead_letters(ig: &Integration) -> Result<Vec<DeadLetter>, StoreError> {
+    let rows: Vec<(String, String, String, String, i64, Option<String>, i64, String)> = ig
+        .store()
+        .rows(
+            "SELECT id, target, message_type, subject, attempts, last_error, created_seq, correlation_id FROM outbox WHERE status = 'dead' ORDER BY created_seq",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                target,
+                message_type,
+                subject,
+                attempts,
+                last_error,
+                created_seq,
+                correlation_id,
+            )| DeadLetter {
+                id,
+                target,
+                message_type,
+                subject,
+                attempts,
+                last_error,
+                created_seq,
+                correlation_id,
+            },
+        )
+        .collect())
+}

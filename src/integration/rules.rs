@@ -1,0 +1,1105 @@
+//! The rules worker (docs/INTEGRATION.md §2-3): one task takes the inbox in
+//! seq order and, for each event, appends one atomic group: an
+//! `integration.event.applied` entry carrying the master-data projection
+//! and the inbox status, then the derived hand-overs with their outbox rows.
+//!
+//! **Invariant:** an event is applied whole or not at all; the inbox row
+//! leaves `pending` only in the transaction of its group. Rules *ensure*
+//! state (an assignment has an ID derived from what it is for and is
+//! created once), so the order of events that imply the same duty does not
+//! matter.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use super::events::{self, EventData, Outcome};
+use super::{Integration, assignment_id, handover_payload, message_id, outbox_write};
+use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
+use crate::sequencer::{AppendError, AppendRequest};
+use crate::store::{Bind, StateWrite, StoreError};
+
+/// Inbox rows taken at once.
+const PAGE: i64 = 64;
+
+/// One inbox row.
+type InboxRow = (String, i64, Vec<u8>, String, String, String, String);
+
+/// Runs the worker until `stop` turns true.
+pub async fn run(ig: Integration, mut stop: watch::Receiver<bool>) {
+    let mut parked_due = true;
+    let mut last_sweep = std::time::Instant::now();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        match step(&ig, &mut parked_due).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "rules worker: retrying after an error");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        }
+        if last_sweep.elapsed() > Duration::from_secs(60) {
+            parked_due = true;
+            last_sweep = std::time::Instant::now();
+        }
+        tokio::select! {
+            () = ig.rules_woken() => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Applies what is pending; then, if master data changed since, the parked
+/// events. Returns whether anything was done.
+///
+/// # Errors
+/// A database or ledger failure (the worker retries).
+pub async fn step(ig: &Integration, parked_due: &mut bool) -> Result<bool, Failure> {
+    let rows: Vec<InboxRow> = ig
+        .store()
+        .rows(
+            "SELECT event_key, seq, entry_hash, kind, correlation_id, received_at, status FROM inbox WHERE status = 'pending' ORDER BY seq LIMIT $1",
+            &[Bind::Int(PAGE)],
+        )
+        .await?;
+    if !rows.is_empty() {
+        for row in rows {
+            if apply(ig, &row, false).await? {
+                *parked_due = true;
+            }
+        }
+        return Ok(true);
+    }
+    if *parked_due {
+        *parked_due = false;
+        let parked: Vec<InboxRow> = ig
+            .store()
+            .rows(
+                "SELECT event_key, seq, entry_hash, kind, correlation_id, received_at, status FROM inbox WHERE status = 'parked' ORDER BY seq",
+                &[],
+            )
+            .await?;
+        let mut progressed = false;
+        for row in parked {
+            progressed |= apply(ig, &row, true).await?;
+        }
+        if progressed {
+            *parked_due = true;
+        }
+        return Ok(progressed);
+    }
+    Ok(false)
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The ledger.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// A stored event that cannot be read back.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// What an event needs and Trailmark has not seen.
+struct Park(String);
+
+/// The group being built for one event.
+struct Plan {
+    event_hash: Hash,
+    event_key: String,
+    correlation: String,
+    actor: Actor,
+    now: DateTime<Utc>,
+    /// State written with the `integration.event.applied` entry.
+    effects: Vec<StateWrite>,
+    summary: Map<String, Value>,
+    derived: Vec<AppendRequest>,
+    /// Assignments this group creates (ID -> row), for the rules that
+    /// follow within the same event.
+    created: BTreeSet<String>,
+    master_data: bool,
+}
+
+impl Plan {
+    fn sql(&mut self, sql: &'static str, binds: Vec<Bind>) {
+        self.effects.push(StateWrite::Sql { sql, binds });
+    }
+
+    /// Adds a derived entry; returns its index in the group (the applied
+    /// entry is member 0, so the first derived entry is member 1).
+    fn derive(
+        &mut self,
+        kind_name: &str,
+        subject: &str,
+        parents: Vec<Hash>,
+        parent_refs: Vec<usize>,
+        payload: Map<String, Value>,
+        effects: Vec<StateWrite>,
+    ) -> usize {
+        let kind = kind::lookup(kind_name).expect("rule kinds are registered");
+        self.derived.push(AppendRequest {
+            kind,
+            actor: self.actor.clone(),
+            subject: Subject::parse(subject).expect("rule subjects are well formed"),
+            correlation_id: Some(self.correlation.clone()),
+            idempotency_key: None,
+            parents,
+            reason: None,
+            payload,
+            effects,
+            parent_refs,
+        });
+        self.derived.len()
+    }
+
+    /// A hand-over to `target` recorded as `kind_name`, with its outbox row.
+    #[allow(clippy::too_many_arguments)]
+    fn handover(
+        &mut self,
+        kind_name: &str,
+        target: &str,
+        message_type: &str,
+        subject: &str,
+        parents: Vec<Hash>,
+        parent_refs: Vec<usize>,
+        data: Value,
+        mut effects: Vec<StateWrite>,
+    ) -> usize {
+        let id = message_id();
+        effects.push(outbox_write(
+            &id,
+            target,
+            message_type,
+            subject,
+            &self.correlation,
+            &data,
+        ));
+        let payload = handover_payload(&id, target, message_type, &data);
+        self.derive(kind_name, subject, parents, parent_refs, payload, effects)
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    Timestamp::from_datetime(t).to_string()
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, Failure> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| Failure::Corrupt(format!("stored time `{text}` is not RFC 3339")))
+}
+
+fn hash_of(bytes: &[u8]) -> Result<Hash, Failure> {
+    Hash::from_slice(bytes).map_err(Failure::Corrupt)
+}
+
+/// Applies (or parks, or rejects) one inbox row. Returns whether it
+/// changed master data or left the parked state.
+async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Failure> {
+    let (event_key, seq, entry_hash, kind_name, correlation, received_at, _) = row;
+    let seq_u = u64::try_from(*seq).map_err(|_| Failure::Corrupt("negative seq".into()))?;
+    let entry = ig
+        .store()
+        .entry(seq_u)
+        .await?
+        .ok_or_else(|| Failure::Corrupt(format!("event entry {seq} is missing")))?;
+    let value: Value = serde_json::from_slice(&entry.canonical)
+        .map_err(|e| Failure::Corrupt(format!("entry {seq}: {e}")))?;
+    let payload = &value["payload"];
+    let data = EventData::from_entry(kind_name, payload["data"].clone())
+        .map_err(|e| Failure::Corrupt(format!("entry {seq}: {e}")))?;
+    let event_time = payload["event"]["time"].as_str().map(str::to_owned);
+    let mut plan = Plan {
+        event_hash: hash_of(entry_hash)?,
+        event_key: event_key.clone(),
+        correlation: correlation.clone(),
+        actor: Actor::parse("system:rules").expect("a valid actor"),
+        now: Utc::now(),
+        effects: vec![],
+        summary: Map::new(),
+        derived: vec![],
+        created: BTreeSet::new(),
+        master_data: false,
+    };
+    let outcome = match &data {
+        EventData::Person(p) => person(ig, &mut plan, p, event_time.as_deref()).await,
+        EventData::JobFunction(j) => {
+            plan.master_data = true;
+            plan.sql(
+                "INSERT INTO job_functions (job_function, name, active, known_seq) VALUES ($1, $2, $3, $4) ON CONFLICT (job_function) DO UPDATE SET name = excluded.name, active = excluded.active, known_seq = excluded.known_seq",
+                vec![Bind::Text(j.job_function.clone()), Bind::Text(j.name.clone()), Bind::Int(i64::from(j.active)), Bind::Int(*seq)],
+            );
+            Ok(Ok(()))
+        }
+        EventData::Category(c) => {
+            plan.master_data = true;
+            plan.sql(
+                "INSERT INTO training_categories (category, window_days, known_seq) VALUES ($1, $2, $3) ON CONFLICT (category) DO UPDATE SET window_days = excluded.window_days, known_seq = excluded.known_seq",
+                vec![Bind::Text(c.category.clone()), Bind::Int(i64::from(c.completion_window_days)), Bind::Int(*seq)],
+            );
+            Ok(Ok(()))
+        }
+        EventData::Matrix(m) => matrix(ig, &mut plan, m).await,
+        EventData::Effective(e) => effective(ig, &mut plan, e, *seq).await,
+        EventData::Retired(r) => retired(ig, &mut plan, r).await,
+        EventData::CapaAction(a) => capa_action(ig, &mut plan, a, *seq).await,
+        EventData::Deviation(d) => deviation(ig, &mut plan, d).await,
+        EventData::Completion(c) => completion(ig, &mut plan, c, *seq).await,
+    }?;
+    let rules_actor = plan.actor.clone();
+    let event_parent = plan.event_hash;
+    let subject = entry.subject.clone();
+    match outcome {
+        Ok(()) => {
+            let status = StateWrite::Sql {
+                sql: "UPDATE inbox SET status = 'applied', status_seq = $1, detail = NULL WHERE event_key = $2",
+                binds: vec![Bind::Seq, Bind::Text(event_key.clone())],
+            };
+            plan.effects.push(status);
+            let mut summary = std::mem::take(&mut plan.summary);
+            summary.insert("event_seq".into(), json!(seq));
+            summary.insert("derived".into(), json!(plan.derived.len()));
+            let applied = AppendRequest {
+                kind: kind::lookup("integration.event.applied").expect("registered"),
+                actor: rules_actor,
+                subject: Subject::parse(&subject).map_err(|e| Failure::Corrupt(e.to_string()))?,
+                correlation_id: Some(plan.correlation.clone()),
+                idempotency_key: None,
+                parents: vec![event_parent],
+                reason: None,
+                payload: summary,
+                effects: std::mem::take(&mut plan.effects),
+                parent_refs: vec![],
+            };
+            let handovers = plan
+                .derived
+                .iter()
+                .filter(|r| r.effects.iter().any(|w| matches!(w, StateWrite::Sql { sql, .. } if sql.starts_with("INSERT INTO outbox"))))
+                .count();
+            // Refs in derived members are group indices: the applied
+            // entry is member 0.
+            let mut group = vec![applied];
+            group.append(&mut plan.derived);
+            ig.sequencer().append_group(group).await?;
+            if handovers > 0 {
+                ig.wake_delivery();
+            }
+            Ok(plan.master_data || retry)
+        }
+        Err(Park(reason)) => {
+            let age = parse_time(received_at)
+                .map(|t| (plan.now - t).num_seconds())
+                .unwrap_or(0);
+            let too_old = u64::try_from(age).unwrap_or(0) > ig.config().park_max_seconds;
+            if retry && !too_old {
+                return Ok(false);
+            }
+            let (kind_name, status, detail) = if too_old {
+                (
+                    "integration.event.rejected",
+                    "rejected",
+                    format!(
+                        "{reason}; parked longer than {} s",
+                        ig.config().park_max_seconds
+                    ),
+                )
+            } else {
+                ig.metrics().events_parked.inc();
+                ("integration.event.parked", "parked", reason)
+            };
+            let request = AppendRequest {
+                kind: kind::lookup(kind_name).expect("registered"),
+                actor: rules_actor,
+                subject: Subject::parse(&subject).map_err(|e| Failure::Corrupt(e.to_string()))?,
+                correlation_id: Some(plan.correlation.clone()),
+                idempotency_key: None,
+                parents: vec![event_parent],
+                reason: None,
+                payload: {
+                    let mut m = Map::new();
+                    m.insert("event_seq".into(), json!(seq));
+                    m.insert("reason".into(), json!(detail));
+                    m
+                },
+                effects: vec![StateWrite::Sql {
+                    sql: "UPDATE inbox SET status = $1, status_seq = $2, detail = $3 WHERE event_key = $4",
+                    binds: vec![
+                        Bind::Text(status.into()),
+                        Bind::Seq,
+                        Bind::Text(detail.clone()),
+                        Bind::Text(event_key.clone()),
+                    ],
+                }],
+                parent_refs: vec![],
+            };
+            ig.sequencer().append(request).await?;
+            tracing::info!(event_seq = seq, status, reason = %detail, "event not applied");
+            Ok(too_old)
+        }
+    }
+}
+
+type Ruled = Result<Result<(), Park>, Failure>;
+
+/// The people active in `function` at `at` (valid time, as known now).
+async fn people_in(ig: &Integration, function: &str, at: &str) -> Result<Vec<String>, Failure> {
+    let rows: Vec<(String,)> = ig
+        .store()
+        .rows(
+            "SELECT DISTINCT pf.person_id FROM person_functions pf JOIN people p ON p.person_id = pf.person_id WHERE pf.job_function = $1 AND pf.superseded_seq IS NULL AND pf.valid_from <= $2 AND (pf.valid_to IS NULL OR pf.valid_to > $2) AND p.active = 1 ORDER BY pf.person_id",
+            &[Bind::Text(function.into()), Bind::Text(at.into())],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// The version of `document` effective at `at` (valid time): version,
+/// effective_at, category, entry hash.
+pub(crate) async fn version_at(
+    ig: &Integration,
+    document: &str,
+    at: &str,
+) -> Result<Option<(String, String, Option<String>, Vec<u8>)>, StoreError> {
+    ig.store()
+        .row(
+            "SELECT version, effective_at, category, entry_hash FROM document_versions WHERE document_id = $1 AND effective_at <= $2 AND (retired_at IS NULL OR retired_at > $2) ORDER BY effective_at DESC LIMIT 1",
+            &[Bind::Text(document.into()), Bind::Text(at.into())],
+        )
+        .await
+}
+
+async fn window_days(ig: &Integration, category: Option<&str>) -> Result<i64, Failure> {
+    if let Some(c) = category {
+        let row: Option<(i64,)> = ig
+            .store()
+            .row(
+                "SELECT window_days FROM training_categories WHERE category = $1",
+                &[Bind::Text(c.into())],
+            )
+            .await?;
+        if let Some((d,)) = row {
+            return Ok(d);
+        }
+    }
+    Ok(i64::from(ig.config().default_window_days))
+}
+
+async fn assignment_exists(ig: &Integration, id: &str) -> Result<bool, Failure> {
+    let row: Option<(String,)> = ig
+        .store()
+        .row(
+            "SELECT assignment_id FROM assignments WHERE assignment_id = $1",
+            &[Bind::Text(id.into())],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// What an assignment is for.
+struct Duty<'a> {
+    person: &'a str,
+    document: &'a str,
+    version: &'a str,
+    origin: String,
+    capa: Option<(&'a str, &'a str)>,
+    verification_required: bool,
+    effective_at: String,
+    due_at: String,
+}
+
+/// Ensures an assignment exists: creates it (entry, row, outbox message
+/// to the LMS) unless it exists or this group creates it already.
+async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(), Failure> {
+    let id = assignment_id(duty.person, duty.document, duty.version, &duty.origin);
+    if plan.created.contains(&id) || assignment_exists(ig, &id).await? {
+        return Ok(());
+    }
+    plan.created.insert(id.clone());
+    let (capa_id, action_id) = match duty.capa {
+        Some((c, a)) => (Some(c.to_owned()), Some(a.to_owned())),
+        None => (None, None),
+    };
+    let data = json!({
+        "assignment_id": id, "person_id": duty.person, "document_id": duty.document,
+        "version": duty.version, "origin": duty.origin, "capa_id": capa_id, "action_id": action_id,
+        "effective_at": duty.effective_at, "due_at": duty.due_at,
+        "verification_required": duty.verification_required,
+    });
+    let row = StateWrite::Sql {
+        sql: "INSERT INTO assignments (assignment_id, person_id, document_id, version, origin, capa_id, action_id, verification_required, effective_at, due_at, created_seq, created_at, entry_hash, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'open') ON CONFLICT (assignment_id) DO NOTHING",
+        binds: vec![
+            Bind::Text(id.clone()),
+            Bind::Text(duty.person.into()),
+            Bind::Text(duty.document.into()),
+            Bind::Text(duty.version.into()),
+            Bind::Text(duty.origin.clone()),
+            Bind::OptText(capa_id),
+            Bind::OptText(action_id),
+            Bind::Int(i64::from(duty.verification_required)),
+            Bind::Text(duty.effective_at.clone()),
+            Bind::Text(duty.due_at.clone()),
+            Bind::Seq,
+            Bind::At,
+            Bind::Hash,
+        ],
+    };
+    let parent = plan.event_hash;
+    plan.handover(
+        "lms.assignment.created",
+        "lms",
+        "lms.assignment.created",
+        &format!("lms:assignment/{id}"),
+        vec![parent],
+        vec![],
+        data,
+        vec![row],
+    );
+    ig.metrics()
+        .handovers
+        .get_or_create(&crate::telemetry::label("target", "lms"))
+        .inc();
+    Ok(())
+}
+
+/// Cancels open assignments (rows: id, entry hash) with an entry and an
+/// outbox message each.
+fn cancel(plan: &mut Plan, rows: Vec<(String, Vec<u8>)>, why: &str) -> Result<(), Failure> {
+    for (id, hash) in rows {
+        let parents = vec![plan.event_hash, hash_of(&hash)?];
+        let data = json!({"assignment_id": id, "reason": why});
+        let effect = StateWrite::Sql {
+            sql: "UPDATE assignments SET status = 'cancelled', cancel_reason = $1, closed_seq = $2 WHERE assignment_id = $3 AND status = 'open'",
+            binds: vec![Bind::Text(why.into()), Bind::Seq, Bind::Text(id.clone())],
+        };
+        plan.handover(
+            "lms.assignment.cancelled",
+            "lms",
+            "lms.assignment.cancelled",
+            &format!("lms:assignment/{id}"),
+            parents,
+            vec![],
+            data,
+            vec![effect],
+        );
+    }
+    Ok(())
+}
+
+async fn person(
+    ig: &Integration,
+    plan: &mut Plan,
+    p: &events::PersonChanged,
+    event_time: Option<&str>,
+) -> Ruled {
+    let source_time = event_time.map_or_else(|| ts(plan.now), str::to_owned);
+    let known: Option<(String,)> = ig
+        .store()
+        .row(
+            "SELECT source_time FROM people WHERE person_id = $1",
+            &[Bind::Text(p.person_id.clone())],
+        )
+        .await?;
+    if known.as_ref().is_some_and(|(t,)| *t > source_time) {
+        plan.summary.insert("stale".into(), json!(true));
+        plan.summary.insert(
+            "note".into(),
+            json!("an older change of this person arrived after a newer one; nothing changed"),
+        );
+        return Ok(Ok(()));
+    }
+    plan.master_data = true;
+    plan.sql(
+        "INSERT INTO people (person_id, name, active, source_time, known_seq) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (person_id) DO UPDATE SET name = excluded.name, active = excluded.active, source_time = excluded.source_time, known_seq = excluded.known_seq",
+        vec![Bind::Text(p.person_id.clone()), Bind::Text(p.name.clone()), Bind::Int(i64::from(p.active)), Bind::Text(source_time), Bind::Seq],
+    );
+    plan.sql(
+        "UPDATE person_functions SET superseded_seq = $1, superseded_at = $2 WHERE person_id = $3 AND superseded_seq IS NULL",
+        vec![Bind::Seq, Bind::At, Bind::Text(p.person_id.clone())],
+    );
+    for span in &p.job_functions {
+        let from = events::normalise_time(&span.valid_from).map_err(Failure::Corrupt)?;
+        let to = span
+            .valid_to
+            .as_deref()
+            .map(events::normalise_time)
+            .transpose()
+            .map_err(Failure::Corrupt)?;
+        plan.sql(
+            "INSERT INTO person_functions (person_id, job_function, valid_from, valid_to, known_seq, known_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![Bind::Text(p.person_id.clone()), Bind::Text(span.job_function.clone()), Bind::Text(from), Bind::OptText(to), Bind::Seq, Bind::At],
+        );
+    }
+    let now = ts(plan.now);
+    if !p.active {
+        let open: Vec<(String, Vec<u8>)> = ig
+            .store()
+            .rows(
+                "SELECT assignment_id, entry_hash FROM assignments WHERE person_id = $1 AND status = 'open' ORDER BY assignment_id",
+                &[Bind::Text(p.person_id.clone())],
+            )
+            .await?;
+        cancel(plan, open, "person inactive")?;
+        return Ok(Ok(()));
+    }
+    // Every document mapped to a function the person holds now: ensure an
+    // assignment on its current version.
+    let mut functions = BTreeSet::new();
+    for span in &p.job_functions {
+        let from = events::normalise_time(&span.valid_from).map_err(Failure::Corrupt)?;
+        let to = span
+            .valid_to
+            .as_deref()
+            .map(events::normalise_time)
+            .transpose()
+            .map_err(Failure::Corrupt)?;
+        if from <= now && to.as_ref().is_none_or(|t| *t > now) {
+            functions.insert(span.job_function.clone());
+        }
+    }
+    for function in functions {
+        let docs: Vec<(String,)> = ig
+            .store()
+            .rows(
+                "SELECT DISTINCT document_id FROM training_matrix WHERE job_function = $1 AND superseded_seq IS NULL ORDER BY document_id",
+                &[Bind::Text(function.clone())],
+            )
+            .await?;
+        for (doc,) in docs {
+            ensure_current(ig, plan, &p.person_id, &doc, &now).await?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Ensures `person` has an SOP assignment on the version of `doc` effective now.
+async fn ensure_current(
+    ig: &Integration,
+    plan: &mut Plan,
+    person: &str,
+    doc: &str,
+    now: &str,
+) -> Result<(), Failure> {
+    if let Some((version, effective_at, category, _)) = version_at(ig, doc, now).await? {
+        let days = window_days(ig, category.as_deref()).await?;
+        let due = ts(plan.now + chrono::Duration::days(days));
+        ensure(
+            ig,
+            plan,
+            Duty {
+                person,
+                document: doc,
+                version: &version,
+                origin: "sop".into(),
+                capa: None,
+                verification_required: false,
+                effective_at,
+                due_at: due,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn matrix(ig: &Integration, plan: &mut Plan, m: &events::MatrixChanged) -> Ruled {
+    plan.master_data = true;
+    let old: Vec<(String,)> = ig
+        .store()
+        .rows(
+            "SELECT job_function FROM training_matrix WHERE document_id = $1 AND superseded_seq IS NULL",
+            &[Bind::Text(m.document_id.clone())],
+        )
+        .await?;
+    let old: BTreeSet<String> = old.into_iter().map(|r| r.0).collect();
+    plan.sql(
+        "UPDATE training_matrix SET superseded_seq = $1, superseded_at = $2 WHERE document_id = $3 AND superseded_seq IS NULL",
+        vec![Bind::Seq, Bind::At, Bind::Text(m.document_id.clone())],
+    );
+    let new: BTreeSet<String> = m.job_functions.iter().cloned().collect();
+    for f in &new {
+        plan.sql(
+            "INSERT INTO training_matrix (document_id, job_function, known_seq, known_at) VALUES ($1, $2, $3, $4)",
+            vec![Bind::Text(m.document_id.clone()), Bind::Text(f.clone()), Bind::Seq, Bind::At],
+        );
+    }
+    let now = ts(plan.now);
+    for f in new.difference(&old) {
+        for person in people_in(ig, f, &now).await? {
+            ensure_current(ig, plan, &person, &m.document_id, &now).await?;
+        }
+    }
+    plan.summary.insert(
+        "added_job_functions".into(),
+        json!(new.difference(&old).collect::<Vec<_>>()),
+    );
+    plan.summary.insert(
+        "removed_job_functions".into(),
+        json!(old.difference(&new).collect::<Vec<_>>()),
+    );
+    Ok(Ok(()))
+}
+
+async fn effective(
+    ig: &Integration,
+    plan: &mut Plan,
+    e: &events::RevisionEffective,
+    seq: i64,
+) -> Ruled {
+    plan.master_data = true;
+    let effective_at = events::normalise_time(&e.effective_at).map_err(Failure::Corrupt)?;
+    // The category and title carry over from earlier versions when absent.
+    let earlier: Option<(Option<String>, Option<String>)> = ig
+        .store()
+        .row(
+            "SELECT category, title FROM document_versions WHERE document_id = $1 AND category IS NOT NULL ORDER BY effective_at DESC LIMIT 1",
+            &[Bind::Text(e.document_id.clone())],
+        )
+        .await?;
+    let (old_category, old_title) = earlier.unwrap_or((None, None));
+    let category = e.category.clone().or(old_category);
+    let title = e.title.clone().or(old_title);
+    plan.sql(
+        "INSERT INTO document_versions (document_id, version, effective_at, category, title, known_seq, known_at, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (document_id, version) DO UPDATE SET effective_at = excluded.effective_at, category = excluded.category, title = excluded.title, known_seq = excluded.known_seq, known_at = excluded.known_at, entry_hash = excluded.entry_hash",
+        vec![
+            Bind::Text(e.document_id.clone()),
+            Bind::Text(e.version.clone()),
+            Bind::Text(effective_at.clone()),
+            Bind::OptText(category.clone()),
+            Bind::OptText(title),
+            Bind::Int(seq),
+            Bind::At,
+            Bind::Blob(plan.event_hash.0.to_vec()),
+        ],
+    );
+    let now = ts(plan.now);
+    let at = if effective_at < now {
+        effective_at.clone()
+    } else {
+        now.clone()
+    };
+    let days = window_days(ig, category.as_deref()).await?;
+    let due = ts(parse_time(&effective_at)? + chrono::Duration::days(days));
+    let functions: Vec<(String,)> = ig
+        .store()
+        .rows(
+            "SELECT DISTINCT job_function FROM training_matrix WHERE document_id = $1 AND superseded_seq IS NULL ORDER BY job_function",
+            &[Bind::Text(e.document_id.clone())],
+        )
+        .await?;
+    let mut people = BTreeSet::new();
+    for (f,) in &functions {
+        people.extend(people_in(ig, f, &at).await?);
+    }
+    for person in &people {
+        ensure(
+            ig,
+            plan,
+            Duty {
+                person,
+                document: &e.document_id,
+                version: &e.version,
+                origin: "sop".into(),
+                capa: None,
+                verification_required: false,
+                effective_at: effective_at.clone(),
+                due_at: due.clone(),
+            },
+        )
+        .await?;
+    }
+    if effective_at <= now {
+        let superseded: Vec<(String, Vec<u8>)> = ig
+            .store()
+            .rows(
+                "SELECT assignment_id, entry_hash FROM assignments WHERE document_id = $1 AND version <> $2 AND origin = 'sop' AND status = 'open' AND effective_at < $3 ORDER BY assignment_id",
+                &[Bind::Text(e.document_id.clone()), Bind::Text(e.version.clone()), Bind::Text(effective_at.clone())],
+            )
+            .await?;
+        cancel(plan, superseded, "superseded by a newer version")?;
+    }
+    plan.summary.insert(
+        "job_functions".into(),
+        json!(functions.into_iter().map(|f| f.0).collect::<Vec<_>>()),
+    );
+    plan.summary
+        .insert("people_required".into(), json!(people.len()));
+    plan.summary.insert("due_at".into(), json!(due));
+    Ok(Ok(()))
+}
+
+async fn retired(ig: &Integration, plan: &mut Plan, r: &events::RevisionRetired) -> Ruled {
+    let known: Option<(String,)> = ig
+        .store()
+        .row(
+            "SELECT version FROM document_versions WHERE document_id = $1 AND version = $2",
+            &[
+                Bind::Text(r.document_id.clone()),
+                Bind::Text(r.version.clone()),
+            ],
+        )
+        .await?;
+    if known.is_none() {
+        return Ok(Err(Park(format!(
+            "version {} of {} has not been seen effective",
+            r.version, r.document_id
+        ))));
+    }
+    plan.master_data = true;
+    let retired_at = events::normalise_time(&r.retired_at).map_err(Failure::Corrupt)?;
+    plan.sql(
+        "UPDATE document_versions SET retired_at = $1, retired_seq = $2 WHERE document_id = $3 AND version = $4",
+        vec![Bind::Text(retired_at), Bind::Seq, Bind::Text(r.document_id.clone()), Bind::Text(r.version.clone())],
+    );
+    let open: Vec<(String, Vec<u8>)> = ig
+        .store()
+        .rows(
+            "SELECT assignment_id, entry_hash FROM assignments WHERE document_id = $1 AND version = $2 AND status = 'open' ORDER BY assignment_id",
+            &[Bind::Text(r.document_id.clone()), Bind::Text(r.version.clone())],
+        )
+        .await?;
+    plan.summary.insert("cancelled".into(), json!(open.len()));
+    cancel(plan, open, "version retired")?;
+    Ok(Ok(()))
+}
+
+async fn unknown_people(ig: &Integration, people: &[String]) -> Result<Vec<String>, Failure> {
+    let mut missing = Vec::new();
+    for p in people {
+        let row: Option<(String,)> = ig
+            .store()
+            .row(
+                "SELECT person_id FROM people WHERE person_id = $1",
+                &[Bind::Text(p.clone())],
+            )
+            .await?;
+        if row.is_none() {
+            missing.push(p.clone());
+        }
+    }
+    Ok(missing)
+}
+
+async fn capa_action(
+    ig: &Integration,
+    plan: &mut Plan,
+    a: &events::CapaTrainingAction,
+    seq: i64,
+) -> Ruled {
+    let version: Option<(String,)> = ig
+        .store()
+        .row(
+            "SELECT version FROM document_versions WHERE document_id = $1 AND version = $2",
+            &[
+                Bind::Text(a.document_id.clone()),
+                Bind::Text(a.version.clone()),
+            ],
+        )
+        .await?;
+    if version.is_none() {
+        return Ok(Err(Park(format!(
+            "document {} version {} is not known yet",
+            a.document_id, a.version
+        ))));
+    }
+    let missing = unknown_people(ig, &a.people).await?;
+    if !missing.is_empty() {
+        return Ok(Err(Park(format!(
+            "people not known yet: {}",
+            missing.join(", ")
+        ))));
+    }
+    let due_date = NaiveDate::parse_from_str(&a.due_date, "%Y-%m-%d")
+        .map_err(|_| Failure::Corrupt("stored due_date".into()))?;
+    let due = ts(due_date
+        .and_hms_opt(23, 59, 59)
+        .expect("a valid time")
+        .and_utc());
+    plan.sql(
+        "INSERT INTO capas (capa_id, status, ready) VALUES ($1, 'open', 0) ON CONFLICT (capa_id) DO UPDATE SET ready = 0",
+        vec![Bind::Text(a.capa_id.clone())],
+    );
+    plan.sql(
+        "INSERT INTO capa_actions (capa_id, action_id, document_id, version, verification_required, due_at, seq, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (capa_id, action_id) DO NOTHING",
+        vec![
+            Bind::Text(a.capa_id.clone()),
+            Bind::Text(a.action_id.clone()),
+            Bind::Text(a.document_id.clone()),
+            Bind::Text(a.version.clone()),
+            Bind::Int(i64::from(a.verification_required)),
+            Bind::Text(due.clone()),
+            Bind::Int(seq),
+            Bind::Blob(plan.event_hash.0.to_vec()),
+        ],
+    );
+    let now = ts(plan.now);
+    let mut people: BTreeSet<String> = a.people.iter().cloned().collect();
+    for f in &a.job_functions {
+        people.extend(people_in(ig, f, &now).await?);
+    }
+    let origin = format!("capa:{}/{}", a.capa_id, a.action_id);
+    for person in &people {
+        ensure(
+            ig,
+            plan,
+            Duty {
+                person,
+                document: &a.document_id,
+                version: &a.version,
+                origin: origin.clone(),
+                capa: Some((&a.capa_id, &a.action_id)),
+                verification_required: a.verification_required,
+                effective_at: now.clone(),
+                due_at: due.clone(),
+            },
+        )
+        .await?;
+    }
+    plan.summary.insert("people".into(), json!(people));
+    Ok(Ok(()))
+}
+
+async fn deviation(ig: &Integration, plan: &mut Plan, d: &events::DeviationOpened) -> Ruled {
+    let occurred = events::normalise_time(&d.occurred_at).map_err(Failure::Corrupt)?;
+    let Some((version, effective_at, _, version_hash)) =
+        version_at(ig, &d.document_id, &occurred).await?
+    else {
+        return Ok(Err(Park(format!(
+            "no version of {} is known to have been effective at {occurred}",
+            d.document_id
+        ))));
+    };
+    let missing = unknown_people(ig, &d.people).await?;
+    if !missing.is_empty() {
+        return Ok(Err(Park(format!(
+            "people not known yet: {}",
+            missing.join(", ")
+        ))));
+    }
+    let mut people = Vec::new();
+    let mut evidence = vec![plan.event_hash, hash_of(&version_hash)?];
+    let mut gaps = Vec::new();
+    for person in &d.people {
+        let done: Option<(String, i64, Vec<u8>)> = ig
+            .store()
+            .row(
+                "SELECT completed_at, seq, entry_hash FROM completions WHERE person_id = $1 AND document_id = $2 AND version = $3 AND completed_at <= $4 ORDER BY completed_at LIMIT 1",
+                &[Bind::Text(person.clone()), Bind::Text(d.document_id.clone()), Bind::Text(version.clone()), Bind::Text(occurred.clone())],
+            )
+            .await?;
+        let latest: Option<(String, String)> = ig
+            .store()
+            .row(
+                "SELECT version, completed_at FROM completions WHERE person_id = $1 AND document_id = $2 AND completed_at <= $3 ORDER BY completed_at DESC LIMIT 1",
+                &[Bind::Text(person.clone()), Bind::Text(d.document_id.clone()), Bind::Text(occurred.clone())],
+            )
+            .await?;
+        let trained = done.is_some();
+        if let Some((_, _, h)) = &done {
+            evidence.push(hash_of(h)?);
+        } else {
+            gaps.push(person.clone());
+        }
+        people.push(json!({
+            "person_id": person,
+            "trained": trained,
+            "completed_at": done.as_ref().map(|d| d.0.clone()),
+            "completion_seq": done.as_ref().map(|d| d.1),
+            "latest_version_trained": latest.as_ref().map(|l| l.0.clone()),
+            "latest_completed_at": latest.as_ref().map(|l| l.1.clone()),
+        }));
+    }
+    let status = json!({
+        "deviation_id": d.deviation_id, "document_id": d.document_id,
+        "occurred_at": occurred, "version_effective": version,
+        "version_effective_at": effective_at, "people": people, "gaps": gaps,
+    });
+    let mut payload = Map::new();
+    if let Value::Object(m) = status.clone() {
+        payload = m;
+    }
+    let status_index = plan.derive(
+        "qms.deviation.training_status",
+        &format!("qms:deviation/{}", d.deviation_id),
+        evidence,
+        vec![],
+        payload,
+        vec![],
+    );
+    for person in &gaps {
+        let data = json!({
+            "deviation_id": d.deviation_id, "person_id": person, "document_id": d.document_id,
+            "version_effective": version, "occurred_at": occurred,
+            "finding": format!("{person} had not completed training on {} version {version} before {occurred}", d.document_id),
+        });
+        plan.handover(
+            "integration.handover.sent",
+            "qms",
+            "qms.training_gap.found",
+            &format!("qms:deviation/{}", d.deviation_id),
+            vec![],
+            vec![status_index],
+            data,
+            vec![],
+        );
+        ig.metrics()
+            .handovers
+            .get_or_create(&crate::telemetry::label("target", "qms"))
+            .inc();
+    }
+    plan.summary.insert("gaps".into(), json!(gaps));
+    Ok(Ok(()))
+}
+
+async fn completion(
+    ig: &Integration,
+    plan: &mut Plan,
+    c: &events::CompletionRecorded,
+    seq: i64,
+) -> Ruled {
+    let missing = unknown_people(ig, std::slice::from_ref(&c.person_id)).await?;
+    if !missing.is_empty() {
+        return Ok(Err(Park(format!(
+            "person {} is not known yet",
+            c.person_id
+        ))));
+    }
+    let known: Option<(String,)> = ig
+        .store()
+        .row(
+            "SELECT version FROM document_versions WHERE document_id = $1 AND version = $2",
+            &[
+                Bind::Text(c.document_id.clone()),
+                Bind::Text(c.version.clone()),
+            ],
+        )
+        .await?;
+    if known.is_none() {
+        return Ok(Err(Park(format!(
+            "document {} version {} is not known yet",
+            c.document_id, c.version
+        ))));
+    }
+    let completed_at = events::normalise_time(&c.completed_at).map_err(Failure::Corrupt)?;
+    let verified = c.outcome == Outcome::Passed && c.verified_by.is_some();
+    plan.sql(
+        "INSERT INTO completions (seq, person_id, document_id, version, completed_at, outcome, verified_by, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (seq) DO NOTHING",
+        vec![
+            Bind::Int(seq),
+            Bind::Text(c.person_id.clone()),
+            Bind::Text(c.document_id.clone()),
+            Bind::Text(c.version.clone()),
+            Bind::Text(completed_at.clone()),
+            Bind::Text(if c.outcome == Outcome::Passed { "passed" } else { "completed" }.into()),
+            Bind::OptText(c.verified_by.clone()),
+            Bind::Blob(plan.event_hash.0.to_vec()),
+        ],
+    );
+    // Open assignments; and, for a verified completion, completed ones
+    // still waiting for their verification.
+    let open: Vec<(String, Vec<u8>, Option<String>, i64)> = ig
+        .store()
+        .rows(
+            "SELECT assignment_id, entry_hash, capa_id, verification_required FROM assignments WHERE person_id = $1 AND document_id = $2 AND version = $3 AND (status = 'open' OR (status = 'completed' AND verification_required = 1 AND verified = 0 AND $4 = 1)) ORDER BY assignment_id",
+            &[Bind::Text(c.person_id.clone()), Bind::Text(c.document_id.clone()), Bind::Text(c.version.clone()), Bind::Int(i64::from(verified))],
+        )
+        .await?;
+    let mut capas: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut completed = Vec::new();
+    for (id, hash, capa, verification_required) in open {
+        // An assignment that needs verification is completed by any
+        // completion and verified by a `passed` one with `verified_by`;
+        // closure readiness asks for both.
+        let _ = verification_required;
+        let effect = StateWrite::Sql {
+            sql: "UPDATE assignments SET status = 'completed', completed_at = $1, completion_seq = $2, completion_hash = $3, verified = $4 WHERE assignment_id = $5",
+            binds: vec![
+                Bind::Text(completed_at.clone()),
+                Bind::Int(seq),
+                Bind::Blob(plan.event_hash.0.to_vec()),
+                Bind::Int(i64::from(verified)),
+                Bind::Text(id.clone()),
+            ],
+        };
+        let mut payload = Map::new();
+        payload.insert("assignment_id".into(), json!(id));
+        payload.insert("completed_at".into(), json!(completed_at));
+        payload.insert("verified".into(), json!(verified));
+        payload.insert("completion_seq".into(), json!(seq));
+        let parents = vec![plan.event_hash, hash_of(&hash)?];
+        let index = plan.derive(
+            "integration.assignment.completed",
+            &format!("lms:assignment/{id}"),
+            parents,
+            vec![],
+            payload,
+            vec![effect],
+        );
+        completed.push(id.clone());
+        if let Some(capa) = capa {
+            let data = json!({
+                "capa_id": capa, "assignment_id": id, "person_id": c.person_id,
+                "document_id": c.document_id, "version": c.version,
+                "completed_at": completed_at, "outcome": if c.outcome == Outcome::Passed { "passed" } else { "completed" },
+                "verified_by": c.verified_by, "completion_seq": seq,
+            });
+            plan.handover(
+                "integration.handover.sent",
+                "qms",
+                "qms.completion.evidence",
+                &format!("qms:capa/{capa}"),
+                vec![],
+                vec![index],
+                data,
+                vec![],
+            );
+            ig.metrics()
+                .handovers
+                .get_or_create(&crate::telemetry::label("target", "qms"))
+                .inc();
+            capas.entry(capa).or_default().push(id);
+        }
+    }
+    // A CAPA whose last required completion this is becomes ready.
+    for (capa, now_done) in capas {
+        let readiness = super::queries::closure_readiness(ig, &capa).await?;
+        let still_missing: Vec<&Value> = readiness
+            .missing
+            .iter()
+            .filter(|m| !now_done.iter().any(|d| m["assignment_id"] == json!(d)))
+            .collect();
+        if still_missing.is_empty() && !readiness.flagged_ready {
+            let data = json!({"capa_id": capa, "ready": true, "assignments": readiness.required});
+            let effect = StateWrite::Sql {
+                sql: "UPDATE capas SET ready = 1 WHERE capa_id = $1",
+                binds: vec![Bind::Text(capa.clone())],
+            };
+            plan.handover(
+                "integration.handover.sent",
+                "qms",
+                "qms.capa.closure_readiness.changed",
+                &format!("qms:capa/{capa}"),
+                vec![plan.event_hash],
+                vec![],
+                data,
+                vec![effect],
+            );
+        }
+    }
+    plan.summary
+        .insert("assignments_completed".into(), json!(completed));
+    let _ = &plan.event_key;
+    Ok(Ok(()))
+}

@@ -1,0 +1,998 @@
+//! The QMS-LMS integration end to end (docs/INTEGRATION.md): events in over
+//! real HTTP, the rules, and hand-overs delivered to real HTTP receivers
+//! (`trailmark::sim::Receiver`) that verify Standard Webhooks signatures and
+//! count what they got. Runs on SQLite and PostgreSQL like every storage test.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use trailmark::api::Server;
+use trailmark::config::{Config, TargetConfig};
+use trailmark::integration::webhook::Secret;
+use trailmark::sim::{Fault, Receiver};
+use trailmark::store::Bind;
+
+use crate::harness::TestLedger;
+use crate::people::{Http, person};
+
+fn event(ty: &str, id: &str, time: &str, data: Value) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "test://qms", "type": ty, "time": time, "data": data})
+}
+
+async fn send(http: &Http, token: &str, events: Vec<Value>) -> (u16, Value) {
+    let r = http_raw(http)
+        .post(format!("{}/v1/events", base(http)))
+        .bearer_auth(token)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(Value::Array(events).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn http_raw(_: &Http) -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+fn base(http: &Http) -> String {
+    http.base.clone()
+}
+
+/// Waits until the rules worker has nothing pending.
+async fn settle(ledger: &TestLedger) {
+    for _ in 0..400 {
+        let (pending,): (i64,) = ledger
+            .opened
+            .store
+            .row("SELECT COUNT(*) FROM inbox WHERE status = 'pending'", &[])
+            .await
+            .unwrap()
+            .unwrap();
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the rules worker did not drain the inbox in 10 s");
+}
+
+async fn count(ledger: &TestLedger, sql: &'static str, binds: &[Bind]) -> i64 {
+    let (n,): (i64,) = ledger.opened.store.row(sql, binds).await.unwrap().unwrap();
+    n
+}
+
+async fn status_of(ledger: &TestLedger, person: &str, version: &str) -> Option<String> {
+    ledger
+        .opened
+        .store
+        .row::<(String,)>(
+            "SELECT status FROM assignments WHERE person_id = $1 AND document_id = 'SOP-017' AND version = $2 AND origin = 'sop'",
+            &[Bind::Text(person.into()), Bind::Text(version.into())],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.0)
+}
+
+/// Starts the server with an `lms` and a `qms` target pointing at fresh
+/// receivers; `tweak` adjusts the target settings.
+async fn with_targets(
+    ledger: &TestLedger,
+    tweak: impl Fn(&mut TargetConfig),
+) -> (Server, Http, Receiver, Receiver) {
+    let mut config: Config = ledger.config();
+    let mut receivers = Vec::new();
+    for name in ["lms", "qms"] {
+        let secret = Secret::generate();
+        std::fs::write(
+            ledger.opened.dir.path().join(format!("{name}.whsec")),
+            secret.to_text(),
+        )
+        .unwrap();
+        let receiver = Receiver::start(name, secret).await.unwrap();
+        let mut t = TargetConfig {
+            url: receiver.url(),
+            secret_file: format!("{name}.whsec"),
+            backoff_initial_ms: 50,
+            backoff_max_ms: 400,
+            timeout_ms: 1_000,
+            breaker_open_ms: 300,
+            ..TargetConfig::default()
+        };
+        tweak(&mut t);
+        config.integration.targets.insert(name.into(), t);
+        receivers.push(receiver);
+    }
+    let server = ledger.start_with(&config).await;
+    let http = Http::new(&server);
+    let qms = receivers.pop().unwrap();
+    let lms = receivers.pop().unwrap();
+    (server, http, lms, qms)
+}
+
+/// SOP category (30 days), SOP-017 trained by OP, people E1..=En in OP
+/// since January, Q1 in QA, and SOP-017 v3 effective on 10 January.
+async fn master_data(http: &Http, token: &str, n: usize) {
+    let mut events = vec![
+        event(
+            "qms.training_category.changed.v1",
+            "cat-sop",
+            "2026-01-01T00:00:00Z",
+            json!({"category": "SOP", "completion_window_days": 30}),
+        ),
+        event(
+            "qms.training_matrix.changed.v1",
+            "mx-sop017",
+            "2026-01-01T00:00:00Z",
+            json!({"document_id": "SOP-017", "job_functions": ["OP"]}),
+        ),
+    ];
+    for i in 1..=n {
+        events.push(event("hr.person.changed.v1", &format!("p-E{i}"), "2026-01-01T00:00:00Z",
+            json!({"person_id": format!("E{i}"), "name": format!("Operator {i}"), "active": true,
+                   "job_functions": [{"job_function": "OP", "valid_from": "2026-01-01T00:00:00Z"}]})));
+    }
+    events.push(event(
+        "hr.person.changed.v1",
+        "p-Q1",
+        "2026-01-01T00:00:00Z",
+        json!({"person_id": "Q1", "name": "QA One", "active": true,
+               "job_functions": [{"job_function": "QA", "valid_from": "2026-01-01T00:00:00Z"}]}),
+    ));
+    events.push(event("qms.document.revision_effective.v2", "rev-017-3", "2026-01-10T00:00:00Z",
+        json!({"document_id": "SOP-017", "version": "3", "effective_at": "2026-01-10T00:00:00Z", "category": "SOP"})));
+    let (status, body) = send(http, token, events).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+fn completion(id: &str, person: &str, version: &str, at: &str, outcome: &str) -> Value {
+    event(
+        "lms.completion.recorded.v1",
+        id,
+        at,
+        json!({"person_id": person, "document_id": "SOP-017",
+        "version": version, "completed_at": at, "outcome": outcome}),
+    )
+}
+
+#[tokio::test]
+async fn document_control_a_revision_assigns_every_mapped_person_supersedes_and_retirement_cancels()
+{
+    let ledger = TestLedger::new().await;
+    let (server, http, lms, _qms) = with_targets(&ledger, |_| {}).await;
+    let token = ledger.admin_token.clone();
+    master_data(&http, &token, 5).await;
+    settle(&ledger).await;
+    for i in 1..=5 {
+        assert_eq!(
+            status_of(&ledger, &format!("E{i}"), "3").await.as_deref(),
+            Some("open")
+        );
+    }
+    assert_eq!(
+        status_of(&ledger, "Q1", "3").await,
+        None,
+        "QA is not mapped to SOP-017"
+    );
+
+    let (status, _) = send(&http, &token, vec![event("qms.document.revision_effective.v2", "rev-017-4",
+        "2026-03-01T00:00:00Z", json!({"document_id": "SOP-017", "version": "4", "effective_at": "2026-03-01T00:00:00Z"}))]).await;
+    assert_eq!(status, 202);
+    settle(&ledger).await;
+    for i in 1..=5 {
+        let p = format!("E{i}");
+        assert_eq!(
+            status_of(&ledger, &p, "4").await.as_deref(),
+            Some("open"),
+            "{p} gets v4"
+        );
+        assert_eq!(
+            status_of(&ledger, &p, "3").await.as_deref(),
+            Some("cancelled"),
+            "{p}'s v3 is superseded"
+        );
+    }
+    // Due = effective + the SOP category's 30 days (carried over from v3).
+    let due: Option<(String,)> = ledger
+        .opened
+        .store
+        .row(
+            "SELECT due_at FROM assignments WHERE person_id = 'E1' AND version = '4'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(due.unwrap().0, "2026-03-31T00:00:00.000000Z");
+
+    let (status, _) = send(
+        &http,
+        &token,
+        vec![event(
+            "qms.document.revision_retired.v1",
+            "ret-017-4",
+            "2026-04-01T00:00:00Z",
+            json!({"document_id": "SOP-017", "version": "4", "retired_at": "2026-04-01T00:00:00Z"}),
+        )],
+    )
+    .await;
+    assert_eq!(status, 202);
+    settle(&ledger).await;
+    assert_eq!(
+        status_of(&ledger, "E1", "4").await.as_deref(),
+        Some("cancelled")
+    );
+    // 5 + 5 created, 5 + 5 cancelled: 20 messages to the LMS, each once.
+    assert!(
+        lms.wait_for(20, Duration::from_secs(15)).await,
+        "{:?}",
+        lms.stats()
+    );
+    assert_eq!(lms.stats().duplicates, 0);
+    assert_eq!(lms.stats().bad_signatures, 0);
+    let types: Vec<String> = lms
+        .messages()
+        .iter()
+        .filter_map(|m| m.message_type.clone())
+        .collect();
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "lms.assignment.cancelled")
+            .count(),
+        10
+    );
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
+
+#[tokio::test]
+async fn time_travel_a_job_change_mid_period_and_a_revision_between_two_completions() {
+    let ledger = TestLedger::new().await;
+    let (server, http, _lms, qms) = with_targets(&ledger, |_| {}).await;
+    let token = ledger.admin_token.clone();
+    let admin = person(&ledger, &http, "qa1", "Quinn Auditor", &["qa_reviewer"]).await;
+    master_data(&http, &token, 2).await;
+    // E1 trains on v3 in February; v4 is effective 1 March; E1 trains on
+    // v4 on 20 March. Deviations on 10 and 25 March.
+    let (s, b) = send(&http, &token, vec![
+        completion("c-1", "E1", "3", "2026-02-01T09:00:00Z", "completed"),
+        event("qms.document.revision_effective.v2", "rev-017-4", "2026-03-01T00:00:00Z",
+              json!({"document_id": "SOP-017", "version": "4", "effective_at": "2026-03-01T00:00:00Z"})),
+        completion("c-2", "E1", "4", "2026-03-20T09:00:00Z", "completed"),
+        event("qms.deviation.opened.v1", "dev-1", "2026-03-10T12:00:00Z",
+              json!({"deviation_id": "DEV-1", "people": ["E1"], "document_id": "SOP-017", "occurred_at": "2026-03-10T12:00:00Z"})),
+        event("qms.deviation.opened.v1", "dev-2", "2026-03-25T12:00:00Z",
+              json!({"deviation_id": "DEV-2", "people": ["E1"], "document_id": "SOP-017", "occurred_at": "2026-03-25T12:00:00Z"})),
+        // Q1 moves from QA into OP on 15 March.
+        event("hr.person.changed.v1", "p-Q1-2", "2026-03-15T00:00:00Z",
+              json!({"person_id": "Q1", "name": "QA One", "active": true, "job_functions": [
+                  {"job_function": "QA", "valid_from": "2026-01-01T00:00:00Z", "valid_to": "2026-03-15T00:00:00Z"},
+                  {"job_function": "OP", "valid_from": "2026-03-15T00:00:00Z"}]})),
+    ]).await;
+    assert_eq!(s, 202, "{b}");
+    settle(&ledger).await;
+
+    let status = |dev: &'static str| {
+        let store = ledger.opened.store.clone();
+        async move {
+            let (canonical,): (Vec<u8>,) = store.row(
+                "SELECT canonical FROM entries WHERE kind = 'qms.deviation.training_status' AND subject = $1",
+                &[Bind::Text(format!("qms:deviation/{dev}"))]).await.unwrap().unwrap();
+            serde_json::from_slice::<Value>(&canonical).unwrap()["payload"].clone()
+        }
+    };
+    let d1 = status("DEV-1").await;
+    assert_eq!(d1["version_effective"], "4", "v4 was effective on 10 March");
+    assert_eq!(
+        d1["people"][0]["trained"], false,
+        "a v3 completion does not count for v4"
+    );
+    assert_eq!(d1["people"][0]["latest_version_trained"], "3");
+    assert_eq!(d1["gaps"], json!(["E1"]));
+    let d2 = status("DEV-2").await;
+    assert_eq!(d2["people"][0]["trained"], true);
+    assert_eq!(
+        d2["people"][0]["completed_at"],
+        "2026-03-20T09:00:00.000000Z"
+    );
+    assert!(qms.wait_for(1, Duration::from_secs(10)).await);
+    let gap = &qms.messages()[0];
+    assert_eq!(gap.message_type.as_deref(), Some("qms.training_gap.found"));
+    assert_eq!(gap.body["data"]["person_id"], "E1");
+
+    // The job change created Q1's assignment on the current SOP-017.
+    assert_eq!(status_of(&ledger, "Q1", "4").await.as_deref(), Some("open"));
+    // Compliance for March: v4's required people include Q1 (joined mid-period).
+    let (s, rows) = http
+        .call(
+            "GET",
+            "/v1/compliance?from=2026-03-01&to=2026-04-01",
+            Some(&admin.session),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{rows}");
+    let rows = rows.as_array().unwrap();
+    let of = |p: &str| rows.iter().find(|r| r["person_id"] == p).cloned().unwrap();
+    assert_eq!(of("E1")["status"], "on_time");
+    assert_eq!(
+        of("E2")["status"],
+        "overdue",
+        "due 31 March, never completed"
+    );
+    assert_eq!(of("Q1")["job_functions"], json!(["OP"]));
+    assert!(of("E1")["completion_entry_hash"].is_string());
+    let csv = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/compliance?from=2026-03-01&to=2026-04-01&format=csv",
+            http.base
+        ))
+        .bearer_auth(&admin.session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.starts_with("document_id,version,effective_at,person_id"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), rows.len() + 1);
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
+
+#[tokio::test]
+async fn capa_closure_is_refused_and_recorded_until_completions_and_verification_are_evidenced() {
+    let ledger = TestLedger::new().await;
+    let (server, http, _lms, qms) = with_targets(&ledger, |_| {}).await;
+    let token = ledger.admin_token.clone();
+    let approver = person(&ledger, &http, "qa2", "Quincy Approver", &["qa_approver"]).await;
+    let second = person(&ledger, &http, "qa4", "Quentin Second", &["qa_approver"]).await;
+    let reviewer = person(&ledger, &http, "qa5", "Quilla Reviewer", &["qa_reviewer"]).await;
+    master_data(&http, &token, 2).await;
+    let (s, b) = send(
+        &http,
+        &token,
+        vec![event(
+            "qms.capa.training_action.v1",
+            "capa-a1",
+            "2026-03-02T00:00:00Z",
+            json!({"capa_id": "CAPA-7", "action_id": "A1", "document_id": "SOP-017", "version": "3",
+               "people": ["E1", "E2"], "due_date": "2026-03-31", "verification_required": true}),
+        )],
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    settle(&ledger).await;
+    let close = || {
+        http.call(
+            "POST",
+            "/v1/capas/CAPA-7/closure",
+            Some(&approver.session),
+            Some(json!({"reason": "effective"})),
+        )
+    };
+    let (s, refused) = close().await;
+    assert_eq!(s, 409, "{refused}");
+    assert_eq!(refused["details"]["missing"].as_array().unwrap().len(), 2);
+    let refusals = count(
+        &ledger,
+        "SELECT COUNT(*) FROM entries WHERE kind = 'integration.capa.closure_refused'",
+        &[],
+    )
+    .await;
+    assert_eq!(refusals, 1, "the refusal is recorded");
+
+    // E1 passes with a trainer's verification (xAPI); E2 only completes.
+    let statement = |id: &str, person: &str, verb: &str, instructor: Option<&str>| {
+        let mut s = json!({"id": id, "actor": {"account": {"homePage": "https://lms", "name": person}},
+            "verb": {"id": format!("http://adlnet.gov/expapi/verbs/{verb}")},
+            "object": {"id": "urn:trailmark:document:SOP-017:3"}, "timestamp": "2026-03-05T10:00:00Z"});
+        if let Some(i) = instructor {
+            s["context"] =
+                json!({"instructor": {"account": {"homePage": "https://lms", "name": i}}});
+        }
+        s
+    };
+    let r = reqwest::Client::new()
+        .post(format!("{}/xapi/statements", http.base))
+        .bearer_auth(&token)
+        .header("x-experience-api-version", "1.0.3")
+        .json(&json!([
+            statement(
+                "6fa2a7c0-0000-4000-8000-000000000001",
+                "E1",
+                "passed",
+                Some("T9")
+            ),
+            statement(
+                "6fa2a7c0-0000-4000-8000-000000000002",
+                "E2",
+                "completed",
+                None
+            )
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    settle(&ledger).await;
+    let (_, readiness) = http
+        .call(
+            "GET",
+            "/v1/capas/CAPA-7/closure-readiness",
+            Some(&approver.session),
+            None,
+        )
+        .await;
+    assert_eq!(readiness["ready"], false, "{readiness}");
+    assert_eq!(readiness["missing"][0]["person_id"], "E2");
+    assert_eq!(readiness["missing"][0]["missing"], "verification");
+
+    let r = reqwest::Client::new()
+        .post(format!("{}/xapi/statements", http.base))
+        .bearer_auth(&token)
+        .json(&statement(
+            "6fa2a7c0-0000-4000-8000-000000000003",
+            "E2",
+            "passed",
+            Some("T9"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    settle(&ledger).await;
+    let (_, readiness) = http
+        .call(
+            "GET",
+            "/v1/capas/CAPA-7/closure-readiness",
+            Some(&approver.session),
+            None,
+        )
+        .await;
+    assert_eq!(readiness["ready"], true, "{readiness}");
+    let (s, closed) = close().await;
+    assert_eq!(s, 201, "{closed}");
+    let (s, _) = close().await;
+    assert_eq!(s, 409, "closed once");
+    // QA signs the closure.
+    // Reviewed, then approved by another approver: the one who recorded it
+    // may not approve it (the signing policy of SIGNATURES.md §2).
+    let (s, sig) = http
+        .sign(
+            &reviewer.session,
+            closed["hash"].as_str().unwrap(),
+            "reviewed",
+            Some("qa5"),
+            &reviewer.password,
+        )
+        .await;
+    assert_eq!(s, 201, "{sig}");
+    let (s, sig) = http
+        .sign(
+            &second.session,
+            closed["hash"].as_str().unwrap(),
+            "approved",
+            Some("qa4"),
+            &second.password,
+        )
+        .await;
+    assert_eq!(s, 201, "{sig}");
+    // The QMS got the evidence of both, readiness, and the closure.
+    assert!(
+        qms.wait_for(4, Duration::from_secs(10)).await,
+        "{:?}",
+        qms.messages()
+    );
+    let types: Vec<String> = qms
+        .messages()
+        .iter()
+        .filter_map(|m| m.message_type.clone())
+        .collect();
+    // E1's verified pass, E2's completion, then E2's verification.
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "qms.completion.evidence")
+            .count(),
+        3,
+        "{types:?}"
+    );
+    assert!(types.contains(&"qms.capa.closure_readiness.changed".to_owned()));
+    assert!(types.contains(&"qms.capa.closed".to_owned()));
+    // Lineage of the CAPA reaches the completions and the deliveries.
+    let (s, lineage) = http
+        .call(
+            "GET",
+            "/v1/lineage/qms:capa/CAPA-7",
+            Some(&approver.session),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let kinds: Vec<&str> = lineage["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for k in [
+        "qms.capa.training_action",
+        "lms.assignment.created",
+        "lms.completion.recorded",
+        "integration.assignment.completed",
+        "qms.capa.closed",
+        "signature.applied",
+    ] {
+        assert!(kinds.contains(&k), "lineage lacks {k}: {kinds:?}");
+    }
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
+
+#[tokio::test]
+async fn duplicate_reordered_late_and_invalid_events_apply_once_or_not_at_all() {
+    let ledger = TestLedger::new().await;
+    let (server, http, lms, _qms) = with_targets(&ledger, |_| {}).await;
+    let token = ledger.admin_token.clone();
+    // A completion before its person and document exist: parked.
+    let early = completion("c-early", "E1", "3", "2026-02-01T00:00:00Z", "completed");
+    let (s, _) = send(&http, &token, vec![early.clone()]).await;
+    assert_eq!(s, 202);
+    settle(&ledger).await;
+    let parked = count(
+        &ledger,
+        "SELECT COUNT(*) FROM inbox WHERE status = 'parked'",
+        &[],
+    )
+    .await;
+    assert_eq!(parked, 1);
+    // Redelivery: acknowledged, not applied twice.
+    let (s, dup) = send(&http, &token, vec![early.clone()]).await;
+    assert_eq!(s, 200, "{dup}");
+    assert_eq!(dup["events"][0]["duplicate"], true);
+    // Same id, other content: refused.
+    let mut other = early.clone();
+    other["data"]["version"] = json!("9");
+    let (s, conflict) = send(&http, &token, vec![other]).await;
+    assert_eq!(s, 409, "{conflict}");
+    // A batch with one bad event is refused whole, naming the member.
+    let bad = event(
+        "qms.document.revision_effective.v2",
+        "rev-bad",
+        "2026-01-01T00:00:00Z",
+        json!({"document_id": "SOP-017", "version": "5", "effective_at": "next week"}),
+    );
+    let entries_before = count(&ledger, "SELECT COUNT(*) FROM entries", &[]).await;
+    let (s, p) = send(
+        &http,
+        &token,
+        vec![
+            completion("c-ok", "E2", "3", "2026-02-01T00:00:00Z", "completed"),
+            bad,
+        ],
+    )
+    .await;
+    assert_eq!(s, 422, "{p}");
+    assert_eq!(p["field"], "events[1].data.effective_at");
+    assert_eq!(
+        count(&ledger, "SELECT COUNT(*) FROM entries", &[]).await,
+        entries_before,
+        "nothing recorded"
+    );
+    // Unknown version: refused with the accepted ones.
+    let (s, p) = send(
+        &http,
+        &token,
+        vec![event(
+            "qms.document.revision_effective.v9",
+            "x",
+            "2026-01-01T00:00:00Z",
+            json!({}),
+        )],
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        p["detail"].as_str().unwrap().contains("accepted: v1, v2"),
+        "{p}"
+    );
+    // Binary mode, v1 (upcast), and the revision before the people: the
+    // master data arrives in reverse order and everything converges.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/events", http.base))
+        .bearer_auth(&token)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "rev-017-3-binary")
+        .header("ce-source", "test://qms")
+        .header("ce-type", "qms.document.revision_effective.v1")
+        .header("content-type", "application/json")
+        .body(
+            json!({"document_id": "SOP-017", "revision": "3", "effective_date": "2026-01-10"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    master_data(&http, &token, 2).await;
+    settle(&ledger).await;
+    // The early completion is applied once its master data arrived.
+    let mut parked = 1;
+    for _ in 0..200 {
+        parked = count(
+            &ledger,
+            "SELECT COUNT(*) FROM inbox WHERE status = 'parked'",
+            &[],
+        )
+        .await;
+        if parked == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(parked, 0);
+    settle(&ledger).await;
+    assert_eq!(
+        status_of(&ledger, "E1", "3").await.as_deref(),
+        Some("completed")
+    );
+    assert_eq!(status_of(&ledger, "E2", "3").await.as_deref(), Some("open"));
+    // One assignment per person and version, whatever the order.
+    assert_eq!(
+        count(&ledger, "SELECT COUNT(*) FROM assignments", &[]).await,
+        2
+    );
+    assert!(lms.wait_for(2, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lms.stats().accepted, 2);
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
+
+#[tokio::test]
+async fn delivery_faults_retry_break_dead_letter_and_replay_without_loss_or_double_effect() {
+    let ledger = TestLedger::new().await;
+    let (server, http, lms, _qms) = with_targets(&ledger, |t| {
+        t.max_attempts = 6;
+        t.breaker_failures = 3;
+        t.timeout_ms = 300;
+    })
+    .await;
+    let token = ledger.admin_token.clone();
+    let admin = person(&ledger, &http, "it1", "Ivy Admin", &["administrator"]).await;
+    // 500s then slow then hanging: retried until delivered.
+    lms.fail_next(2, 500);
+    master_data(&http, &token, 3).await;
+    settle(&ledger).await;
+    assert!(
+        lms.wait_for(3, Duration::from_secs(15)).await,
+        "{:?}",
+        lms.stats()
+    );
+    lms.set_fault(Fault::Hang);
+    let (s, _) = send(&http, &token, vec![event("qms.document.revision_effective.v2", "rev-4", "2026-03-01T00:00:00Z",
+        json!({"document_id": "SOP-017", "version": "4", "effective_at": "2026-03-01T00:00:00Z"}))]).await;
+    assert_eq!(s, 202);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Down: connection refused; the breaker opens.
+    lms.set_fault(Fault::None);
+    lms.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = reqwest::get(format!("{}/metrics", http.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("trailmark_delivery_errors_total{target=\"lms\"}"),
+        "{metrics}"
+    );
+    lms.resume().await.unwrap();
+    // 3 v4 assignments + 3 v3 cancellations.
+    assert!(
+        lms.wait_for(9, Duration::from_secs(20)).await,
+        "{:?}",
+        lms.stats()
+    );
+    let failed = count(
+        &ledger,
+        "SELECT COUNT(*) FROM entries WHERE kind = 'integration.handover.failed'",
+        &[],
+    )
+    .await;
+    assert!(failed >= 2, "every failed attempt is an entry ({failed})");
+
+    // Permanently failing: dead-lettered after 4 attempts, then replayed.
+    lms.set_fault(Fault::Status(503));
+    let (s, _) = send(
+        &http,
+        &token,
+        vec![event(
+            "hr.person.changed.v1",
+            "p-E9",
+            "2026-03-02T00:00:00Z",
+            json!({"person_id": "E9", "name": "Nine", "active": true,
+               "job_functions": [{"job_function": "OP", "valid_from": "2026-03-02T00:00:00Z"}]}),
+        )],
+    )
+    .await;
+    assert_eq!(s, 202);
+    let mut dead = Value::Null;
+    for _ in 0..200 {
+        let (_, d) = http
+            .call("GET", "/v1/deadletters", Some(&admin.session), None)
+            .await;
+        if d.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|m| m["last_error"] == "HTTP 503 Service Unavailable")
+        }) {
+            dead = d;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e9 = dead
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|m| m["last_error"] == "HTTP 503 Service Unavailable")
+        })
+        .cloned();
+    assert_eq!(
+        e9.as_ref().map(|m| m["attempts"].clone()),
+        Some(json!(6)),
+        "{dead}"
+    );
+    lms.set_fault(Fault::None);
+    let id = e9.unwrap()["id"].as_str().unwrap().to_owned();
+    let (s, r) = http
+        .call(
+            "POST",
+            &format!("/v1/deadletters/{id}/replay"),
+            Some(&admin.session),
+            Some(json!({"reason": ""})),
+        )
+        .await;
+    assert_eq!(s, 400, "a replay needs a reason: {r}");
+    // Replay every dead letter (the outage may have exhausted others too).
+    for m in dead.as_array().unwrap() {
+        let id = m["id"].as_str().unwrap();
+        let (s, r) = http
+            .call(
+                "POST",
+                &format!("/v1/deadletters/{id}/replay"),
+                Some(&admin.session),
+                Some(json!({"reason": "LMS maintenance finished"})),
+            )
+            .await;
+        assert_eq!(s, 202, "{r}");
+    }
+    assert!(
+        lms.wait_for(10, Duration::from_secs(10)).await,
+        "{:?}",
+        lms.stats()
+    );
+    // A wrong secret is a failure too: the receiver refuses the signature.
+    assert_eq!(lms.stats().bad_signatures, 0);
+    // No message delivered twice in effect.
+    let unique: std::collections::BTreeSet<String> =
+        lms.messages().iter().map(|m| m.id.clone()).collect();
+    assert_eq!(unique.len(), lms.messages().len());
+    // Every message ends delivered (a message the receiver took while
+    // Trailmark timed out is sent again, answered as a duplicate, and
+    // recorded delivered); late dead letters are replayed too.
+    let mut delivered = 0;
+    for _ in 0..200 {
+        delivered = count(
+            &ledger,
+            "SELECT COUNT(*) FROM outbox WHERE target = 'lms' AND status = 'delivered'",
+            &[],
+        )
+        .await;
+        if delivered == 10 {
+            break;
+        }
+        let (_, d) = http
+            .call("GET", "/v1/deadletters", Some(&admin.session), None)
+            .await;
+        for m in d.as_array().into_iter().flatten() {
+            let id = m["id"].as_str().unwrap();
+            http.call(
+                "POST",
+                &format!("/v1/deadletters/{id}/replay"),
+                Some(&admin.session),
+                Some(json!({"reason": "retry after outage"})),
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows: Vec<(String, String, i64, Option<String>, String)> = ledger.opened.store.rows(
+        "SELECT id, status, attempts, last_error, next_attempt_at FROM outbox WHERE target = 'lms' ORDER BY created_seq", &[]).await.unwrap();
+    assert_eq!(
+        delivered, 10,
+        "every message is delivered and recorded once: {rows:?}"
+    );
+    assert_eq!(
+        count(
+            &ledger,
+            "SELECT COUNT(*) FROM outbox WHERE target = 'lms'",
+            &[]
+        )
+        .await,
+        10
+    );
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
+
+#[tokio::test]
+async fn a_wrong_signature_secret_is_refused_by_the_target_and_dead_lettered() {
+    let ledger = TestLedger::new().await;
+    let (server, http, lms, _qms) = with_targets(&ledger, |t| t.max_attempts = 2).await;
+    // Replace the secret Trailmark signs with: the receiver keeps its own.
+    server.stop().await;
+    std::fs::write(
+        ledger.opened.dir.path().join("lms.whsec"),
+        Secret::generate().to_text(),
+    )
+    .unwrap();
+    let mut config = ledger.config();
+    let mut t = TargetConfig {
+        url: lms.url(),
+        secret_file: "lms.whsec".into(),
+        max_attempts: 2,
+        backoff_initial_ms: 20,
+        ..TargetConfig::default()
+    };
+    t.breaker_failures = 10;
+    config.integration.targets.insert("lms".into(), t);
+    let server = ledger.start_with(&config).await;
+    let http2 = Http::new(&server);
+    let _ = http;
+    master_data(&http2, &ledger.admin_token, 1).await;
+    let mut dead = 0;
+    for _ in 0..200 {
+        dead = count(
+            &ledger,
+            "SELECT COUNT(*) FROM outbox WHERE status = 'dead'",
+            &[],
+        )
+        .await;
+        if dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead, 1);
+    assert!(lms.stats().bad_signatures >= 2);
+    assert_eq!(lms.stats().accepted, 0);
+    server.stop().await;
+    ledger.finish().await;
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_delivery_loses_nothing() {
+    let ledger = TestLedger::new().await;
+    let (server, http, lms, _qms) = with_targets(&ledger, |_| {}).await;
+    lms.stop().await;
+    master_data(&http, &ledger.admin_token, 20).await;
+    settle(&ledger).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.stop().await;
+    let pending = count(
+        &ledger,
+        "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
+        &[],
+    )
+    .await;
+    assert_eq!(pending, 20, "nothing delivered while the LMS was down");
+    lms.resume().await.unwrap();
+    let mut config = ledger.config();
+    for name in ["lms", "qms"] {
+        config.integration.targets.insert(
+            name.into(),
+            TargetConfig {
+                url: lms.url(),
+                secret_file: format!("{name}.whsec"),
+                backoff_initial_ms: 20,
+                backoff_max_ms: 100,
+                ..TargetConfig::default()
+            },
+        );
+    }
+    let server = ledger.start_with(&config).await;
+    assert!(
+        lms.wait_for(20, Duration::from_secs(20)).await,
+        "{:?}",
+        lms.stats()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lms.stats().accepted, 20);
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
+
+#[tokio::test]
+async fn schemas_are_published_and_only_allowed_senders_may_send() {
+    let ledger = TestLedger::new().await;
+    let server = ledger.start().await;
+    let http = Http::new(&server);
+    let (s, list) = http.call("GET", "/v1/schemas", None, None).await;
+    assert_eq!(s, 200);
+    assert!(list.as_array().unwrap().len() >= 10);
+    let (s, schema) = http
+        .call(
+            "GET",
+            "/v1/schemas/qms.document.revision_effective/v2",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(schema["additionalProperties"], false);
+    let (s, _) = http
+        .call(
+            "GET",
+            "/v1/schemas/qms.document.revision_effective/v7",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    // The docs list every type.
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/EVENTS.md")).unwrap();
+    for t in trailmark::integration::events::TYPES {
+        assert!(
+            doc.contains(&format!("`{}.v{}`", t.name, t.current)),
+            "docs/EVENTS.md lacks {}",
+            t.name
+        );
+    }
+    // A person may not send events; an lms-only sender may not send QMS events.
+    let reviewer = person(&ledger, &http, "qa3", "Quinta Reviewer", &["qa_reviewer"]).await;
+    let (s, _) = http
+        .call(
+            "POST",
+            "/v1/events",
+            Some(&reviewer.session),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let lms_token = trailmark::cli::issue_token(&ledger.opened, "lms", "test: an LMS sender")
+        .await
+        .unwrap();
+    let (s, p) = send(&http, &lms_token, vec![event("qms.deviation.opened.v1", "d", "2026-01-01T00:00:00Z",
+        json!({"deviation_id": "D", "people": ["E1"], "document_id": "SOP-017", "occurred_at": "2026-01-01T00:00:00Z"}))]).await;
+    assert_eq!(s, 403, "{p}");
+    let (s, p) = send(
+        &http,
+        &lms_token,
+        vec![completion(
+            "c",
+            "E1",
+            "3",
+            "2026-01-01T00:00:00Z",
+            "completed",
+        )],
+    )
+    .await;
+    assert_eq!(s, 202, "{p}");
+    server.stop().await;
+    ledger.finish().await;
+}
