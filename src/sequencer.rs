@@ -865,7 +865,7 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
         let mut decisions: Vec<Decision> = Vec::with_capacity(job.items.len());
         let mut group_keys: HashMap<(String, String), (usize, Hash)> = HashMap::new();
         let mut refused = None;
-        for (member, item) in job.items.iter().enumerate() {
+        for item in &job.items {
             let request = &item.request;
             let digest = item.digest;
             if let Some(key) = &request.idempotency_key {
@@ -910,7 +910,6 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
                     .count();
                 group_keys.insert(id, (write.entries.len() + new_before, digest));
             }
-            let _ = member;
             let mut missing = None;
             for p in &request.parents {
                 if !known_parents.contains_key(p) && !in_batch_hashes.contains_key(p) {

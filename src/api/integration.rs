@@ -551,6 +551,11 @@ pub async fn close_capa(
         parent_refs: vec![],
     };
     let receipt = state.sequencer.append(closed).await?;
+    state
+        .metrics
+        .handovers
+        .get_or_create(&crate::telemetry::label("target", "qms"))
+        .inc();
     ig.wake_delivery();
     Ok((
         StatusCode::CREATED,

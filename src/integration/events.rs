@@ -650,12 +650,11 @@ pub fn check(envelope: Envelope) -> Result<Checked, EventError> {
         Value::Object(map) => map.remove("source_signatures"),
         _ => None,
     };
-    if let Some(Value::Object(ss)) = source_signatures.as_ref().map(|s| {
-        let mut m = Map::new();
-        m.insert("source_signatures".into(), s.clone());
-        Value::Object(m)
-    }) {
-        crate::signature::check_source_signatures(&ss).map_err(|m| {
+    if let Some(list) = &source_signatures {
+        // The shared check reads them where an entry payload keeps them.
+        let mut payload = Map::new();
+        payload.insert("source_signatures".into(), list.clone());
+        crate::signature::check_source_signatures(&payload).map_err(|m| {
             EventError::new("data.source_signatures", m.replace("payload.", "data."))
         })?;
     }

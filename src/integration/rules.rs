@@ -119,7 +119,6 @@ struct Park(String);
 /// The group being built for one event.
 struct Plan {
     event_hash: Hash,
-    event_key: String,
     correlation: String,
     actor: Actor,
     now: DateTime<Utc>,
@@ -131,6 +130,8 @@ struct Plan {
     /// follow within the same event.
     created: BTreeSet<String>,
     master_data: bool,
+    /// The target of each hand-over in `derived`, counted once committed.
+    targets: Vec<String>,
 }
 
 impl Plan {
@@ -188,6 +189,7 @@ impl Plan {
             &data,
         ));
         let payload = handover_payload(&id, target, message_type, &data);
+        self.targets.push(target.to_owned());
         self.derive(kind_name, subject, parents, parent_refs, payload, effects)
     }
 }
@@ -224,7 +226,6 @@ async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Fa
     let event_time = payload["event"]["time"].as_str().map(str::to_owned);
     let mut plan = Plan {
         event_hash: hash_of(entry_hash)?,
-        event_key: event_key.clone(),
         correlation: correlation.clone(),
         actor: Actor::parse("system:rules").expect("a valid actor"),
         now: Utc::now(),
@@ -233,6 +234,7 @@ async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Fa
         derived: vec![],
         created: BTreeSet::new(),
         master_data: false,
+        targets: vec![],
     };
     let outcome = match &data {
         EventData::Person(p) => person(ig, &mut plan, p, event_time.as_deref()).await,
@@ -284,17 +286,18 @@ async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Fa
                 effects: std::mem::take(&mut plan.effects),
                 parent_refs: vec![],
             };
-            let handovers = plan
-                .derived
-                .iter()
-                .filter(|r| r.effects.iter().any(|w| matches!(w, StateWrite::Sql { sql, .. } if sql.starts_with("INSERT INTO outbox"))))
-                .count();
             // Refs in derived members are group indices: the applied
             // entry is member 0.
             let mut group = vec![applied];
             group.append(&mut plan.derived);
             ig.sequencer().append_group(group).await?;
-            if handovers > 0 {
+            for target in &plan.targets {
+                ig.metrics()
+                    .handovers
+                    .get_or_create(&crate::telemetry::label("target", target))
+                    .inc();
+            }
+            if !plan.targets.is_empty() {
                 ig.wake_delivery();
             }
             Ok(plan.master_data || retry)
@@ -467,10 +470,6 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
         data,
         vec![row],
     );
-    ig.metrics()
-        .handovers
-        .get_or_create(&crate::telemetry::label("target", "lms"))
-        .inc();
     Ok(())
 }
 
@@ -740,22 +739,29 @@ async fn effective(
     Ok(Ok(()))
 }
 
-async fn retired(ig: &Integration, plan: &mut Plan, r: &events::RevisionRetired) -> Ruled {
+/// `Some(Park)` unless Trailmark has seen `version` of `document` effective.
+async fn unless_version_known(
+    ig: &Integration,
+    document: &str,
+    version: &str,
+) -> Result<Option<Park>, Failure> {
     let known: Option<(String,)> = ig
         .store()
         .row(
             "SELECT version FROM document_versions WHERE document_id = $1 AND version = $2",
-            &[
-                Bind::Text(r.document_id.clone()),
-                Bind::Text(r.version.clone()),
-            ],
+            &[Bind::Text(document.into()), Bind::Text(version.into())],
         )
         .await?;
-    if known.is_none() {
-        return Ok(Err(Park(format!(
-            "version {} of {} has not been seen effective",
-            r.version, r.document_id
-        ))));
+    Ok(known.is_none().then(|| {
+        Park(format!(
+            "document {document} version {version} is not known yet"
+        ))
+    }))
+}
+
+async fn retired(ig: &Integration, plan: &mut Plan, r: &events::RevisionRetired) -> Ruled {
+    if let Some(park) = unless_version_known(ig, &r.document_id, &r.version).await? {
+        return Ok(Err(park));
     }
     plan.master_data = true;
     let retired_at = events::normalise_time(&r.retired_at).map_err(Failure::Corrupt)?;
@@ -798,21 +804,8 @@ async fn capa_action(
     a: &events::CapaTrainingAction,
     seq: i64,
 ) -> Ruled {
-    let version: Option<(String,)> = ig
-        .store()
-        .row(
-            "SELECT version FROM document_versions WHERE document_id = $1 AND version = $2",
-            &[
-                Bind::Text(a.document_id.clone()),
-                Bind::Text(a.version.clone()),
-            ],
-        )
-        .await?;
-    if version.is_none() {
-        return Ok(Err(Park(format!(
-            "document {} version {} is not known yet",
-            a.document_id, a.version
-        ))));
+    if let Some(park) = unless_version_known(ig, &a.document_id, &a.version).await? {
+        return Ok(Err(park));
     }
     let missing = unknown_people(ig, &a.people).await?;
     if !missing.is_empty() {
@@ -954,10 +947,6 @@ async fn deviation(ig: &Integration, plan: &mut Plan, d: &events::DeviationOpene
             data,
             vec![],
         );
-        ig.metrics()
-            .handovers
-            .get_or_create(&crate::telemetry::label("target", "qms"))
-            .inc();
     }
     plan.summary.insert("gaps".into(), json!(gaps));
     Ok(Ok(()))
@@ -976,21 +965,8 @@ async fn completion(
             c.person_id
         ))));
     }
-    let known: Option<(String,)> = ig
-        .store()
-        .row(
-            "SELECT version FROM document_versions WHERE document_id = $1 AND version = $2",
-            &[
-                Bind::Text(c.document_id.clone()),
-                Bind::Text(c.version.clone()),
-            ],
-        )
-        .await?;
-    if known.is_none() {
-        return Ok(Err(Park(format!(
-            "document {} version {} is not known yet",
-            c.document_id, c.version
-        ))));
+    if let Some(park) = unless_version_known(ig, &c.document_id, &c.version).await? {
+        return Ok(Err(park));
     }
     let completed_at = events::normalise_time(&c.completed_at).map_err(Failure::Corrupt)?;
     let verified = c.outcome == Outcome::Passed && c.verified_by.is_some();
@@ -1009,20 +985,19 @@ async fn completion(
     );
     // Open assignments; and, for a verified completion, completed ones
     // still waiting for their verification.
-    let open: Vec<(String, Vec<u8>, Option<String>, i64)> = ig
+    let open: Vec<(String, Vec<u8>, Option<String>)> = ig
         .store()
         .rows(
-            "SELECT assignment_id, entry_hash, capa_id, verification_required FROM assignments WHERE person_id = $1 AND document_id = $2 AND version = $3 AND (status = 'open' OR (status = 'completed' AND verification_required = 1 AND verified = 0 AND $4 = 1)) ORDER BY assignment_id",
+            "SELECT assignment_id, entry_hash, capa_id FROM assignments WHERE person_id = $1 AND document_id = $2 AND version = $3 AND (status = 'open' OR (status = 'completed' AND verification_required = 1 AND verified = 0 AND $4 = 1)) ORDER BY assignment_id",
             &[Bind::Text(c.person_id.clone()), Bind::Text(c.document_id.clone()), Bind::Text(c.version.clone()), Bind::Int(i64::from(verified))],
         )
         .await?;
     let mut capas: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut completed = Vec::new();
-    for (id, hash, capa, verification_required) in open {
+    for (id, hash, capa) in open {
         // An assignment that needs verification is completed by any
         // completion and verified by a `passed` one with `verified_by`;
         // closure readiness asks for both.
-        let _ = verification_required;
         let effect = StateWrite::Sql {
             sql: "UPDATE assignments SET status = 'completed', completed_at = $1, completion_seq = $2, completion_hash = $3, verified = $4 WHERE assignment_id = $5",
             binds: vec![
@@ -1065,10 +1040,6 @@ async fn completion(
                 data,
                 vec![],
             );
-            ig.metrics()
-                .handovers
-                .get_or_create(&crate::telemetry::label("target", "qms"))
-                .inc();
             capas.entry(capa).or_default().push(id);
         }
     }
@@ -1100,6 +1071,5 @@ async fn completion(
     }
     plan.summary
         .insert("assignments_completed".into(), json!(completed));
-    let _ = &plan.event_key;
     Ok(Ok(()))
 }

@@ -258,19 +258,8 @@ macro_rules! write_state_body {
                         .execute(&mut *$tx).await?;
                 }
                 StateWrite::Sql { sql, binds } => {
-                    let mut q = sqlx::query(*sql);
-                    for b in binds {
-                        q = match b {
-                            Bind::Text(t) => q.bind(t.clone()),
-                            Bind::OptText(t) => q.bind(t.clone()),
-                            Bind::Int(i) => q.bind(*i),
-                            Bind::OptInt(i) => q.bind(*i),
-                            Bind::Blob(v) => q.bind(v.clone()),
-                            Bind::Seq => q.bind(seq),
-                            Bind::At => q.bind(at.clone()),
-                            Bind::Hash => q.bind(sw.hash.0.to_vec()),
-                        };
-                    }
+                    let recording = (seq, at, sw.hash.0.to_vec());
+                    let q = bind_values!(sqlx::query(*sql), binds, Some(&recording));
                     q.execute(&mut *$tx).await?;
                 }
             }

@@ -9,28 +9,6 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{Backend, Bind, Store, StoreError};
 
-/// Binds `binds` to a query on either backend.
-macro_rules! bind_all {
-    ($q:expr, $binds:expr) => {{
-        let mut q = $q;
-        for b in $binds {
-            q = match b {
-                Bind::Text(t) => q.bind(t.clone()),
-                Bind::OptText(t) => q.bind(t.clone()),
-                Bind::Int(i) => q.bind(*i),
-                Bind::OptInt(i) => q.bind(*i),
-                Bind::Blob(v) => q.bind(v.clone()),
-                Bind::Seq | Bind::At | Bind::Hash => {
-                    return Err(StoreError::Corrupt(
-                        "a read cannot bind the recording entry's seq, time or hash".into(),
-                    ));
-                }
-            };
-        }
-        q
-    }};
-}
-
 /// A row type readable from both backends.
 pub trait AnyRow:
     for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
@@ -53,12 +31,12 @@ impl Store {
     ) -> Result<Vec<T>, StoreError> {
         Ok(match &self.backend {
             Backend::Sqlite(pool) => {
-                bind_all!(sqlx::query_as::<_, T>(sql), binds)
+                bind_values!(sqlx::query_as::<_, T>(sql), binds, None)
                     .fetch_all(pool)
                     .await?
             }
             Backend::Postgres(pool) => {
-                bind_all!(sqlx::query_as::<_, T>(sql), binds)
+                bind_values!(sqlx::query_as::<_, T>(sql), binds, None)
                     .fetch_all(pool)
                     .await?
             }

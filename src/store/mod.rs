@@ -90,6 +90,34 @@ macro_rules! on_pool {
     };
 }
 
+/// Binds [`Bind`] parameters to a query on either backend. `$recording` is
+/// `Some(&(seq, recorded_at, hash))` of the entry a write rides on, or
+/// `None` for a read, where `Seq`, `At` and `Hash` are an error.
+macro_rules! bind_values {
+    ($q:expr, $binds:expr, $recording:expr) => {{
+        let recording: Option<&(i64, String, Vec<u8>)> = $recording;
+        let mut q = $q;
+        for b in $binds {
+            q = match (b, recording) {
+                (Bind::Text(t), _) => q.bind(t.clone()),
+                (Bind::OptText(t), _) => q.bind(t.clone()),
+                (Bind::Int(i), _) => q.bind(*i),
+                (Bind::OptInt(i), _) => q.bind(*i),
+                (Bind::Blob(v), _) => q.bind(v.clone()),
+                (Bind::Seq, Some((seq, _, _))) => q.bind(*seq),
+                (Bind::At, Some((_, at, _))) => q.bind(at.clone()),
+                (Bind::Hash, Some((_, _, hash))) => q.bind(hash.clone()),
+                (Bind::Seq | Bind::At | Bind::Hash, None) => {
+                    return Err(StoreError::Corrupt(
+                        "a read cannot bind the recording entry's seq, time or hash".into(),
+                    ));
+                }
+            };
+        }
+        q
+    }};
+}
+
 mod identity;
 mod integration;
 pub use identity::{

@@ -20,8 +20,9 @@ fn event(ty: &str, id: &str, time: &str, data: Value) -> Value {
 }
 
 async fn send(http: &Http, token: &str, events: Vec<Value>) -> (u16, Value) {
-    let r = http_raw(http)
-        .post(format!("{}/v1/events", base(http)))
+    let r = http
+        .http
+        .post(format!("{}/v1/events", http.base))
         .bearer_auth(token)
         .header("content-type", "application/cloudevents-batch+json")
         .body(Value::Array(events).to_string())
@@ -30,14 +31,6 @@ async fn send(http: &Http, token: &str, events: Vec<Value>) -> (u16, Value) {
         .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
-}
-
-fn http_raw(_: &Http) -> reqwest::Client {
-    reqwest::Client::new()
-}
-
-fn base(http: &Http) -> String {
-    http.base.clone()
 }
 
 /// Waits until the rules worker has nothing pending.
@@ -56,6 +49,20 @@ async fn settle(ledger: &TestLedger) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("the rules worker did not drain the inbox in 10 s");
+}
+
+/// Polls `sql` (a COUNT) for up to 10 s until it equals `want`; returns
+/// the last value.
+async fn count_becomes(ledger: &TestLedger, sql: &'static str, want: i64) -> i64 {
+    let mut n = count(ledger, sql, &[]).await;
+    for _ in 0..200 {
+        if n == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        n = count(ledger, sql, &[]).await;
+    }
+    n
 }
 
 async fn count(ledger: &TestLedger, sql: &'static str, binds: &[Bind]) -> i64 {
@@ -626,19 +633,12 @@ async fn duplicate_reordered_late_and_invalid_events_apply_once_or_not_at_all() 
     master_data(&http, &token, 2).await;
     settle(&ledger).await;
     // The early completion is applied once its master data arrived.
-    let mut parked = 1;
-    for _ in 0..200 {
-        parked = count(
-            &ledger,
-            "SELECT COUNT(*) FROM inbox WHERE status = 'parked'",
-            &[],
-        )
-        .await;
-        if parked == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let parked = count_becomes(
+        &ledger,
+        "SELECT COUNT(*) FROM inbox WHERE status = 'parked'",
+        0,
+    )
+    .await;
     assert_eq!(parked, 0);
     settle(&ledger).await;
     assert_eq!(
@@ -863,19 +863,12 @@ async fn a_wrong_signature_secret_is_refused_by_the_target_and_dead_lettered() {
     let http2 = Http::new(&server);
     let _ = http;
     master_data(&http2, &ledger.admin_token, 1).await;
-    let mut dead = 0;
-    for _ in 0..200 {
-        dead = count(
-            &ledger,
-            "SELECT COUNT(*) FROM outbox WHERE status = 'dead'",
-            &[],
-        )
-        .await;
-        if dead == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dead = count_becomes(
+        &ledger,
+        "SELECT COUNT(*) FROM outbox WHERE status = 'dead'",
+        1,
+    )
+    .await;
     assert_eq!(dead, 1);
     assert!(lms.stats().bad_signatures >= 2);
     assert_eq!(lms.stats().accepted, 0);
