@@ -115,6 +115,9 @@ pub struct IntegrationConfig {
     pub delivery_sla_seconds: u64,
     /// Hand-over targets by name (`lms`, `qms`).
     pub targets: std::collections::BTreeMap<String, TargetConfig>,
+    /// Body limit of `POST /v1/events` and `POST /xapi/statements`, whose
+    /// batches of up to 1,000 events outgrow `max_body_bytes`.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for IntegrationConfig {
@@ -134,6 +137,7 @@ impl Default for IntegrationConfig {
             park_max_seconds: 86_400,
             delivery_sla_seconds: 300,
             targets: std::collections::BTreeMap::new(),
+            max_batch_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
@@ -349,6 +349,33 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, Problem
     })
 }
 
+/// Turns axum's plain-text `413` (a body over its route's limit) into
+/// problem+json naming the setting that sets the limit.
+async fn too_large(request: Request, next: Next) -> Response {
+    let batch = matches!(request.uri().path(), "/v1/events" | "/xapi/statements");
+    let response = next.run(request).await;
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE
+        || response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
+    {
+        return response;
+    }
+    let detail = if batch {
+        "the body exceeds the server's limit for event batches ([integration] max_batch_bytes, 4 MiB by default); split the batch"
+    } else {
+        "the body exceeds the server's limit (max_body_bytes, 256 KiB by default); send smaller payloads (an entry's payload may be at most 64 KiB)"
+    };
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        "The request body is too large",
+        detail,
+    )
+    .into_response()
+}
+
 /// The authority check in front of every handler.
 async fn authorize(
     State(state): State<AppState>,
@@ -463,7 +490,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The whole router.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, max_body_bytes: usize, max_batch_bytes: usize) -> Router {
+    let batch = DefaultBodyLimit::max(max_batch_bytes);
     Router::new()
         .route("/v1/entries", post(entries::append).get(entries::list))
         .route("/v1/entries/{seq}", get(entries::get_entry))
@@ -503,8 +531,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/proofs/inclusion", get(proofs::inclusion))
         .route("/v1/proofs/consistency", get(proofs::consistency))
         .route("/v1/kinds", get(ops::kinds))
-        .route("/v1/events", post(integration::post_events))
-        .route("/xapi/statements", post(integration::xapi_statements))
+        .route(
+            "/v1/events",
+            post(integration::post_events).layer(batch.clone()),
+        )
+        .route(
+            "/xapi/statements",
+            post(integration::xapi_statements).layer(batch),
+        )
         .route("/v1/schemas", get(integration::list_schemas))
         .route("/v1/schemas/{name}/{version}", get(integration::get_schema))
         .route(
@@ -526,6 +560,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             authorize,
         ))
         .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(too_large))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -601,8 +636,12 @@ impl Server {
             identity,
             integration.clone(),
         );
-        let app = router(state, config.max_body_bytes)
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+        let app = router(
+            state,
+            config.max_body_bytes,
+            config.integration.max_batch_bytes,
+        )
+        .layer(tower_http::trace::TraceLayer::new_for_http());
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

@@ -989,3 +989,79 @@ async fn schemas_are_published_and_only_allowed_senders_may_send() {
     server.stop().await;
     ledger.finish().await;
 }
+
+#[tokio::test]
+async fn a_full_batch_fits_its_own_body_limit_and_an_oversized_body_is_a_problem() {
+    let ledger = TestLedger::new().await;
+    let (server, http, _lms, _qms) = with_targets(&ledger, |_| {}).await;
+    let token = ledger.admin_token.clone();
+    // 1,000 events of about 330 bytes: over the 256 KiB general limit,
+    // within the 4 MiB batch limit.
+    let batch: Vec<Value> = (0..trailmark::integration::events::BATCH_MAX)
+        .map(|i| {
+            event("hr.person.changed.v1", &format!("bulk-{i:04}"), "2026-01-01T00:00:00Z",
+                json!({"person_id": format!("B{i:04}"), "name": format!("Bulk-loaded operator number {i:04} of the night shift"), "active": true,
+                       "job_functions": [{"job_function": "OP", "valid_from": "2026-01-01T00:00:00Z"}]}))
+        })
+        .collect();
+    let size = Value::Array(batch.clone()).to_string().len();
+    assert!(size > 256 * 1024, "the batch is {size} bytes");
+    let (s, body) = send(&http, &token, batch).await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(
+        body["events"].as_array().map(Vec::len),
+        Some(1_000),
+        "{body}"
+    );
+
+    // Over the batch limit: a problem naming the setting, nothing recorded.
+    let before = count(&ledger, "SELECT COUNT(*) FROM inbox", &[]).await;
+    let huge = format!("[{}]", "0".repeat(5 * 1024 * 1024));
+    let r = http
+        .http
+        .post(format!("{}/v1/events", http.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let problem: Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_batch_bytes"),
+        "{problem}"
+    );
+    assert_eq!(
+        count(&ledger, "SELECT COUNT(*) FROM inbox", &[]).await,
+        before
+    );
+    // Elsewhere the general limit holds, also as problem+json.
+    let r = http
+        .http
+        .post(format!("{}/v1/entries", http.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"x\":\"{}\"}}", "a".repeat(300 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let problem: Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_body_bytes"),
+        "{problem}"
+    );
+    server.stop().await;
+    ledger.finish().await;
+}
