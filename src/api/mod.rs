@@ -533,7 +533,7 @@ pub fn router(state: AppState, max_body_bytes: usize, max_batch_bytes: usize) ->
         .route("/v1/kinds", get(ops::kinds))
         .route(
             "/v1/events",
-            post(integration::post_events).layer(batch.clone()),
+            post(integration::post_events).layer(batch),
         )
         .route(
             "/xapi/statements",
