@@ -55,8 +55,12 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Run the demo: a fresh ledger, realistic entries through the real server, verify, export.
-    Demo,
+    /// Run the demo: the three integration scenarios end to end with a simulated QMS and LMS, then verify and export.
+    Demo {
+        /// Keep the server and the simulated systems running afterwards (on the configured listen address).
+        #[arg(long)]
+        serve: bool,
+    },
     /// Append one entry through a running server (token in TRAILMARK_TOKEN).
     Append(AppendArgs),
     /// Re-check the whole ledger: hashes, chain, fields, tree, every checkpoint.
@@ -285,7 +289,7 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
     match cli.command {
         Command::Init { origin } => init(g, origin).await,
         Command::Serve { listen } => serve(g, listen).await,
-        Command::Demo => crate::demo::run(&g.data).await.map_err(failure),
+        Command::Demo { serve } => crate::demo::run(&g.data, serve).await.map_err(failure),
         Command::Append(args) => append(args).await,
         Command::Verify { checkpoint, json } => verify(g, checkpoint.as_deref(), json).await,
         Command::Export { out } => export(g, &out).await,
@@ -591,7 +595,8 @@ async fn serve(g: &Global, listen: Option<String>) -> Result<(), Exit> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

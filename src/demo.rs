@@ -1,140 +1,255 @@
-//! `trailmark demo`: a fresh ledger, a few hundred realistic entries sent by
-//! the QMS, LMS and HR principals through the real HTTP server, then verify,
-//! a saved checkpoint, export and the inspector's offline check.
-//! Later issues grow this into the full integration scenario.
+//! `trailmark demo`: the seeds' three scenarios end to end on a fresh
+//! embedded ledger. A QMS and an LMS run inside the process as real HTTP
+//! webhook receivers ([`crate::sim::Receiver`]) that verify Trailmark's
+//! Standard Webhooks signatures; they and HR send their events to the real
+//! server over HTTP with their own tokens, and QA signs in and signs.
+//!
+//! The business events carry their own times: the demo plays the last six
+//! weeks of a filling site in a few seconds, so event times (what happened
+//! when) lie in the past while recording times (what Trailmark knew when)
+//! are now. Compliance lags are therefore measured from the effective date
+//! to the moment the demo recorded the assignment.
 
 use std::path::Path;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use chrono::{DateTime, NaiveTime, SecondsFormat, Utc};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::audit::{self, VerifyOptions};
 use crate::cli;
+use crate::config::TargetConfig;
+use crate::integration::webhook::Secret;
+use crate::sim::Receiver;
 
 const MARKER: &str = ".trailmark-demo";
+const WAIT: Duration = Duration::from_secs(60);
 
-struct Client {
+/// The operators' job function, mapped to SOP-017.
+const OPERATOR: &str = "filling-operator";
+const SOP: &str = "SOP-017";
+const DEVIATION: &str = "DEV-2026-118";
+const CAPA: &str = "CAPA-2026-031";
+/// Operators: E1001 to E1040.
+const OPERATORS: usize = 40;
+/// Involved in the deviation: one trained on v5 before it, one not.
+const DEVIATION_PEOPLE: [&str; 2] = ["E1009", "E1014"];
+/// Completes v5 after its due date.
+const LATE: &str = "E1017";
+/// Has not completed v5 at all.
+const OVERDUE: &str = "E1023";
+
+const FIRST: [&str; 20] = [
+    "Anna", "Łukasz", "Zoë", "Sean", "Priya", "Jürgen", "María", "Kenji", "Fatima", "Olivia",
+    "Björn", "Chloé", "Dawid", "Elif", "Farah", "Gustav", "Hana", "Ifeoma", "João", "Leila",
+];
+const LAST: [&str; 12] = [
+    "Müller",
+    "Nowak",
+    "Dubois",
+    "O'Brien",
+    "Raman",
+    "Weiß",
+    "González",
+    "Sato",
+    "Al-Sayed",
+    "Lindqvist",
+    "Ødegaard",
+    "Nakamura",
+];
+
+/// The HTTP side of the demo: the server's URL and a client.
+struct Api {
     http: reqwest::Client,
     base: String,
-    token: String,
 }
 
-impl Client {
-    async fn append(&self, body: Value) -> anyhow::Result<(u64, String)> {
+impl Api {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if !bearer.is_empty() {
+            request = request.bearer_auth(bearer);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let value = response.json().await.unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, value) = self.call(method.clone(), path, bearer, body).await?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path} answered {status}: {value}");
+        }
+        Ok(value)
+    }
+
+    /// Sends CloudEvents as one batch.
+    async fn events(&self, token: &str, events: Vec<Value>) -> anyhow::Result<()> {
         let response = self
             .http
-            .post(format!("{}/v1/entries", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
+            .post(format!("{}/v1/events", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(Value::Array(events).to_string())
             .send()
             .await?;
         let status = response.status();
-        let value: Value = response.json().await?;
         if !status.is_success() {
-            bail!("append refused ({status}): {value}");
+            bail!(
+                "POST /v1/events answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
         }
-        Ok((
-            value["seq"].as_u64().unwrap_or_default(),
-            value["hash"].as_str().unwrap_or_default().to_owned(),
-        ))
+        Ok(())
     }
 }
 
-async fn demo_login(
-    http: &reqwest::Client,
-    base: &str,
-    user_id: &str,
-    password: &str,
-) -> anyhow::Result<String> {
-    let r = http
-        .post(format!("{base}/v1/sessions"))
-        .json(&json!({"user_id": user_id, "password": password}))
-        .send()
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn day(t: &str) -> &str {
+    t.get(..10).unwrap_or(t)
+}
+
+/// A CloudEvent from `system` (`qms`, `lms`, `hr`).
+fn ce(system: &str, ty: &str, id: &str, time: DateTime<Utc>, data: Value) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": format!("https://{system}.demo.example"),
+           "type": ty, "time": rfc(time), "data": data})
+}
+
+fn operator_id(i: usize) -> String {
+    format!("E{}", 1001 + i)
+}
+
+/// Counts rows of a `SELECT COUNT(*)`.
+async fn count(store: &crate::store::Store, sql: &'static str) -> anyhow::Result<i64> {
+    let (n,): (i64,) = store.row(sql, &[]).await?.unwrap_or((0,));
+    Ok(n)
+}
+
+/// Waits until the rules worker has applied everything received and the
+/// outbox is delivered.
+async fn settle(store: &crate::store::Store) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let pending = count(
+            store,
+            "SELECT COUNT(*) FROM inbox WHERE status IN ('pending', 'parked')",
+        )
         .await?;
-    let status = r.status();
-    let v: Value = r.json().await?;
-    if !status.is_success() {
-        bail!("login of {user_id} refused ({status}): {v}");
-    }
-    Ok(v["session"].as_str().unwrap_or_default().to_owned())
-}
-
-async fn demo_call(
-    http: &reqwest::Client,
-    base: &str,
-    path: &str,
-    session: &str,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let r = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(session)
-        .json(&body)
-        .send()
+        let undelivered = count(
+            store,
+            "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
+        )
         .await?;
-    let status = r.status();
-    let v: Value = r.json().await?;
-    if !status.is_success() {
-        bail!("POST {path} refused ({status}): {v}");
+        if pending == 0 && undelivered == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > WAIT {
+            bail!(
+                "the integration did not settle in {} s: {pending} events not applied, {undelivered} messages not delivered",
+                WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(v)
 }
 
-const PEOPLE: &[(&str, &str, &str)] = &[
-    ("E1001", "Anna Müller", "filling-operator"),
-    ("E1002", "Łukasz Nowak", "filling-operator"),
-    ("E1003", "李雷", "qc-analyst"),
-    ("E1004", "Zoë Dubois", "qc-analyst"),
-    ("E1005", "Sean O'Brien", "packaging-operator"),
-    ("E1006", "Priya Raman", "packaging-operator"),
-    ("E1007", "Jürgen Weiß", "maintenance-technician"),
-    ("E1008", "Maria González", "filling-operator"),
-    ("E1009", "Kenji Sato", "qc-analyst"),
-    ("E1010", "Fatima Al-Sayed", "packaging-operator"),
-    ("E1011", "Olivia Smith", "filling-operator"),
-    ("E1012", "Björn Lindqvist", "maintenance-technician"),
-];
+/// A simulated system: its webhook receiver, with the secret written
+/// where the target configuration expects it.
+async fn system(data: &Path, name: &str) -> anyhow::Result<(Receiver, TargetConfig)> {
+    let secret = Secret::generate();
+    let file = format!("{name}.whsec");
+    write_private(&data.join(&file), &secret.to_text())?;
+    let receiver = Receiver::start(name, secret).await?;
+    let target = TargetConfig {
+        url: receiver.url(),
+        secret_file: file,
+        ..TargetConfig::default()
+    };
+    Ok((receiver, target))
+}
 
-const SOPS: &[(&str, u32, &str, &[&str])] = &[
-    (
-        "SOP-017",
-        4,
-        "Aseptic filling line set-up",
-        &["filling-operator", "maintenance-technician"],
-    ),
-    (
-        "SOP-022",
-        7,
-        "Environmental monitoring of grade A/B areas",
-        &["qc-analyst", "filling-operator"],
-    ),
-    (
-        "SOP-031",
-        2,
-        "Line clearance for packaging",
-        &["packaging-operator"],
-    ),
-    ("SOP-040", 5, "HPLC system suitability", &["qc-analyst"]),
-    (
-        "SOP-052",
-        3,
-        "Preventive maintenance of the capping machine",
-        &["maintenance-technician", "packaging-operator"],
-    ),
-    (
-        "SOP-017",
-        5,
-        "Aseptic filling line set-up",
-        &["filling-operator", "maintenance-technician"],
-    ),
-];
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
 
-/// Runs the demo in `data` (created fresh; a previous demo there is replaced).
+/// A QA user who has replaced the one-time password and holds a session.
+struct Staff {
+    id: &'static str,
+    name: &'static str,
+    session: String,
+    password: String,
+}
+
+async fn sign_in(
+    api: &Api,
+    id: &'static str,
+    name: &'static str,
+    initial: &str,
+) -> anyhow::Result<Staff> {
+    let login = api
+        .ok(
+            Method::POST,
+            "/v1/sessions",
+            "",
+            Some(json!({"user_id": id, "password": initial})),
+        )
+        .await?;
+    let session = login["session"].as_str().unwrap_or_default().to_owned();
+    let password = cli::one_time_password();
+    api.ok(
+        Method::POST,
+        "/v1/account/password",
+        &session,
+        Some(json!({"current_password": initial, "new_password": password})),
+    )
+    .await?;
+    Ok(Staff {
+        id,
+        name,
+        session,
+        password,
+    })
+}
+
+/// Runs the demo in `data` (created fresh; a previous demo there is
+/// replaced). With `serve`, keeps the server and the simulated systems
+/// running on the configured listen address until interrupted.
 ///
 /// # Errors
 /// If the directory holds something that is not a demo, or any step fails.
-pub async fn run(data: &Path) -> anyhow::Result<()> {
+#[allow(clippy::too_many_lines)] // a narrative, read top to bottom
+pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     if data.exists() {
         if !data.join(MARKER).exists() {
@@ -148,7 +263,7 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
     }
     let mut origin_bytes = [0u8; 4];
     getrandom::fill(&mut origin_bytes).expect("the OS provides randomness");
-    let (opened, _admin) = cli::initialise(
+    let (mut opened, integration_token) = cli::initialise(
         data,
         Some(format!(
             "demo.trailmark.local/{}",
@@ -161,22 +276,23 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         data.join(MARKER),
         "created by `trailmark demo`; the demo replaces this directory when run again\n",
     )?;
-    let qms = cli::issue_token(&opened, "qms", "demo: the QMS sends quality events").await?;
-    let lms = cli::issue_token(
-        &opened,
-        "lms",
-        "demo: the LMS sends assignments and completions",
-    )
-    .await?;
-    let hr = cli::issue_token(&opened, "hr", "demo: HR sends people and job functions").await?;
-    // QA staff who will sign, created before the server starts (as
-    // `trailmark user create` would) with one-time passwords.
-    let mut staff = Vec::new();
-    for (id, name, role) in [
-        ("revans", "Rita Evans", "qa_reviewer"),
-        ("druiz", "Dana Ruiz", "qa_approver"),
+    let mut tokens = Vec::new();
+    for (system, why) in [
+        ("qms", "demo: the QMS sends documents, deviations and CAPAs"),
+        ("lms", "demo: the LMS sends training completions"),
+        ("hr", "demo: HR sends people and their job functions"),
     ] {
-        let initial = cli::one_time_password();
+        tokens.push(cli::issue_token(&opened, system, why).await?);
+    }
+    let [qms_token, lms_token, hr_token] = <[String; 3]>::try_from(tokens).expect("three tokens");
+    let staff_list: [(&'static str, &'static str, &str); 3] = [
+        ("druiz", "Dana Ruiz", "qa_approver"),
+        ("revans", "Rita Evans", "qa_reviewer"),
+        ("mchen", "Marcus Chen", "qa_approver"),
+    ];
+    let mut initial = Vec::new();
+    for (id, name, role) in staff_list {
+        let password = cli::one_time_password();
         cli::create_user(
             &opened,
             crate::identity::service::NewUser {
@@ -186,206 +302,504 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
                 roles: vec![role.into()],
                 identity_verified_by: Some("user:hr-officer".into()),
                 identity_verification_method: "passport checked in person at onboarding".into(),
-                initial_password: initial.clone(),
+                initial_password: password.clone(),
             },
-            "demo: QA staff who sign CAPA records",
+            "demo: QA staff who close and sign CAPAs",
         )
         .await?;
-        staff.push((id, initial));
+        initial.push(password);
     }
-    println!(
-        "1. Initialised ledger `{}` in {} (SQLite)",
-        opened.config.origin,
-        data.display()
-    );
 
-    let server = opened.start_server("127.0.0.1:0").await?;
-    let http = reqwest::Client::new();
-    let client = |token: &str| Client {
-        http: http.clone(),
-        base: server.url(),
-        token: token.to_owned(),
+    // The QMS and the LMS: real HTTP servers that verify every delivery's
+    // signature and deduplicate on its id. The LMS records the
+    // assignments it is given, as an LMS would.
+    let (qms, qms_target) = system(data, "qms").await?;
+    let (lms, lms_target) = system(data, "lms").await?;
+    let lms_assignments: Arc<Mutex<Vec<Value>>> = Arc::default();
+    {
+        let inbox = Arc::clone(&lms_assignments);
+        lms.set_hook(Arc::new(move |m| {
+            if m.message_type.as_deref() == Some("lms.assignment.created") {
+                inbox
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(m.body["data"].clone());
+            }
+        }));
+    }
+    opened.config.integration.targets = [
+        ("qms".to_owned(), qms_target),
+        ("lms".to_owned(), lms_target),
+    ]
+    .into_iter()
+    .collect();
+    let listen = if serve {
+        opened.config.listen.clone()
+    } else {
+        "127.0.0.1:0".to_owned()
     };
-    let (qms, lms, hr) = (client(&qms), client(&lms), client(&hr));
+    let server = opened.start_server(&listen).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: server.url(),
+    };
+    let store = opened.store.clone();
     println!(
-        "2. Serving on {}; the QMS, LMS and HR now send their events over HTTP",
-        server.url()
+        "Trailmark demo: a sterile filling site's QMS and LMS hand over through Trailmark.\n\
+         Event times are the site's last weeks; the demo plays them in seconds.\n"
+    );
+    println!(
+        "1. Ledger {} initialised in {} (SQLite). Trailmark serves {}; the QMS listens on {} and the LMS on {}.",
+        opened.config.origin,
+        data.display(),
+        server.url(),
+        qms.url(),
+        lms.url()
     );
 
-    let mut count = 0usize;
-    // The named people plus a workforce generated from them, so that every
-    // SOP revision fans out to a realistic number of assignments.
-    let functions = [
-        "filling-operator",
-        "qc-analyst",
-        "packaging-operator",
-        "maintenance-technician",
+    // Master data, as HR and the QMS know it.
+    let now = Utc::now();
+    let at = |days_ago: i64, hour: u32| {
+        (now.date_naive() - chrono::Days::new(days_ago.unsigned_abs()))
+            .and_time(NaiveTime::from_hms_opt(hour, 0, 0).expect("a valid hour"))
+            .and_utc()
+    };
+    let hired = at(400, 8);
+    let mut master = vec![
+        ce(
+            "qms",
+            "qms.training_category.changed.v1",
+            "cat-sop",
+            hired,
+            json!({"category": "SOP", "completion_window_days": 14}),
+        ),
+        ce(
+            "qms",
+            "qms.job_function.changed.v1",
+            "jf-op",
+            hired,
+            json!({"job_function": OPERATOR, "name": "Filling operator", "active": true}),
+        ),
+        ce(
+            "qms",
+            "qms.job_function.changed.v1",
+            "jf-qc",
+            hired,
+            json!({"job_function": "qc-analyst", "name": "QC analyst", "active": true}),
+        ),
+        ce(
+            "qms",
+            "qms.training_matrix.changed.v1",
+            "mx-sop017",
+            hired,
+            json!({"document_id": SOP, "job_functions": [OPERATOR]}),
+        ),
     ];
-    let generated: Vec<(String, String, &str)> = (0..28)
+    let mut people = Vec::new();
+    for i in 0..OPERATORS {
+        let name = format!(
+            "{} {}",
+            FIRST[i % FIRST.len()],
+            LAST[(i * 7 + i / 12) % LAST.len()]
+        );
+        people.push(ce(
+            "hr",
+            "hr.person.changed.v1",
+            &format!("person-{}", operator_id(i)),
+            hired,
+            json!({"person_id": operator_id(i), "name": name, "active": true,
+                   "job_functions": [{"job_function": OPERATOR, "valid_from": rfc(hired)}]}),
+        ));
+    }
+    for (i, name) in ["李雷", "Sofia Rossi", "Tomás Novák", "Aiyana Redcloud"]
+        .iter()
+        .enumerate()
+    {
+        people.push(ce(
+            "hr",
+            "hr.person.changed.v1",
+            &format!("person-Q{}", 2001 + i),
+            hired,
+            json!({"person_id": format!("Q{}", 2001 + i), "name": name, "active": true,
+                   "job_functions": [{"job_function": "qc-analyst", "valid_from": rfc(hired)}]}),
+        ));
+    }
+    api.events(&qms_token, std::mem::take(&mut master)).await?;
+    api.events(&hr_token, people).await?;
+    settle(&store).await?;
+
+    // v4 went effective long ago and everyone was trained on it.
+    let v4 = at(200, 0);
+    api.events(&qms_token, vec![ce("qms", "qms.document.revision_effective.v2", "rev-sop017-4", v4,
+        json!({"document_id": SOP, "version": "4", "effective_at": rfc(v4), "category": "SOP", "title": "Aseptic filling line set-up"}))]).await?;
+    settle(&store).await?;
+    let v4_done: Vec<Value> = (0..OPERATORS)
         .map(|i| {
-            (
-                format!("E{}", 1013 + i),
-                format!(
-                    "{} {}",
-                    ["Ana", "Ben", "Chloé", "Dawid", "Elif", "Farah", "Gustav"][i % 7],
-                    ["Kowalski", "Nakamura", "Ødegaard", "Silva"][i % 4]
-                ),
-                functions[i % 4],
-            )
+            let t = at(195 - (i % 5) as i64, 9 + (i % 7) as u32);
+            ce("lms", "lms.completion.recorded.v1", &format!("done-{}-v4", operator_id(i)), t,
+               json!({"person_id": operator_id(i), "document_id": SOP, "version": "4", "completed_at": rfc(t), "outcome": "completed"}))
         })
         .collect();
-    let people: Vec<(&str, &str, &str)> = PEOPLE
-        .iter()
-        .copied()
-        .chain(
-            generated
-                .iter()
-                .map(|(a, b, c)| (a.as_str(), b.as_str(), *c)),
-        )
-        .collect();
-    for (id, name, function) in &people {
-        hr.append(json!({"kind": "hr.person.updated", "subject": format!("person:{id}"), "idempotency_key": format!("hr-{id}-v1"),
-            "payload": {"person_id": id, "printed_name": name, "job_functions": [function], "active": true}})).await?;
-        count += 1;
-    }
-    let mut completions: Vec<(String, String, &str)> = Vec::new();
-    for (n, (doc, version, title, functions)) in SOPS.iter().enumerate() {
-        let corr = format!("rev-{doc}-{version}");
-        let (_, revision) = qms.append(json!({"kind": "qms.document.revision_effective", "subject": format!("qms:sop/{doc}@{version}"),
-            "correlation_id": corr, "idempotency_key": format!("qms-evt-{}", 88100 + n),
-            "payload": {"document": doc, "version": version, "title": title, "effective_on": "2026-11-23", "category": "SOP", "job_functions": functions}})).await?;
-        count += 1;
-        let trainees: Vec<_> = people.iter().filter(|p| functions.contains(&p.2)).collect();
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, (pid, _, _)) in trainees.iter().enumerate() {
-            let body = json!({"kind": "lms.assignment.created", "subject": format!("lms:assignment/A-{}{:02}", 900 + n, i),
-                "correlation_id": corr, "parents": [revision], "idempotency_key": format!("lms-asg-{}-{pid}", corr),
-                "payload": {"person_id": pid, "document": doc, "version": version, "due_on": "2026-12-07", "window_days": 14}});
-            let c = Client {
-                http: lms.http.clone(),
-                base: lms.base.clone(),
-                token: lms.token.clone(),
-            };
-            let pid = pid.to_string();
-            tasks.spawn(async move { c.append(body).await.map(|r| (r, pid)) });
-        }
-        while let Some(done) = tasks.join_next().await {
-            let ((_, hash), pid) = done??;
-            count += 1;
-            let (_, sent) = qms.append(json!({"kind": "integration.handover.sent", "subject": format!("person:{pid}"), "correlation_id": corr, "parents": [hash],
-                "payload": {"target": "lms", "message": "training assignment", "attempt": 1}})).await?;
-            lms.append(json!({"kind": "integration.handover.delivered", "subject": format!("person:{pid}"), "correlation_id": corr, "parents": [sent],
-                "payload": {"target": "lms", "acknowledged_by": "lms", "latency_ms": 40 + (count % 60)}})).await?;
-            count += 2;
-            completions.push((pid, hash, doc));
-        }
-    }
-    let mut correction_target = None;
-    for (i, (pid, assignment, doc)) in completions.iter().enumerate() {
-        if i % 9 == 8 {
-            continue; // some training is still open: later issues report it as missing
-        }
-        let (seq, hash) = lms.append(json!({"kind": "lms.completion.recorded", "subject": format!("person:{pid}"), "parents": [assignment],
-            "idempotency_key": format!("xapi-stmt-{i:04}"),
-            "payload": {"person_id": pid, "document": doc, "verb": "completed", "score": if i == 3 { 0.72 } else { 0.95 }, "completed_at": "2026-11-25T10:15:00Z"}})).await?;
-        count += 1;
-        if i == 3 {
-            correction_target = Some((seq, hash));
-        }
-    }
-    let (_, capa) = qms.append(json!({"kind": "qms.capa.opened", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014",
-        "payload": {"capa_id": "CAPA-2026-014", "title": "Filling line set-up step skipped", "source": "deviation DEV-2026-118"}})).await?;
-    let (action_seq, action) = qms.append(json!({"kind": "qms.capa.training_action", "subject": "qms:capa/CAPA-2026-014", "correlation_id": "CAPA-2026-014", "parents": [capa],
-        "payload": {"document": "SOP-017", "version": 5, "job_functions": ["filling-operator"], "due_on": "2026-12-01", "verification_required": true}})).await?;
-    qms.append(json!({"kind": "qms.deviation.opened", "subject": "qms:deviation/DEV-2026-118", "correlation_id": "DEV-2026-118",
-        "payload": {"deviation_id": "DEV-2026-118", "procedure": "SOP-017", "occurred_at": "2026-11-24T14:02:00Z", "people": ["E1002"]}})).await?;
-    count += 3;
-    if let Some((seq, hash)) = &correction_target {
-        lms.append(
-            json!({"kind": "ledger.correction", "subject": "person:E1001", "parents": [hash],
-            "reason": "score was transcribed from the wrong attempt; the LMS record shows 0.92",
-            "payload": {"corrects_seq": seq, "field": "score", "old": 0.72, "new": 0.92}}),
-        )
-        .await?;
-        count += 1;
-    }
-    // A retry of an event the QMS already sent: acknowledged, not applied twice.
-    let replay = qms.append(json!({"kind": "qms.document.revision_effective", "subject": "qms:sop/SOP-017@4", "correlation_id": "rev-SOP-017-4",
-        "idempotency_key": "qms-evt-88100", "payload": {"document": "SOP-017", "version": 4, "title": "Aseptic filling line set-up", "effective_on": "2026-11-23", "category": "SOP", "job_functions": ["filling-operator", "maintenance-technician"]}})).await?;
+    api.events(&lms_token, v4_done).await?;
+    settle(&store).await?;
     println!(
-        "3. Appended {count} entries over HTTP (people, SOP revisions, assignments, hand-overs, completions, a CAPA, a deviation, a correction with its reason)"
-    );
-    println!(
-        "   A redelivered QMS event (idempotency key qms-evt-88100) returned the original entry, seq {}",
-        replay.0
+        "2. Master data arrived as events: {} people from HR, 2 job functions, SOP-017 trained by filling operators within 14 days; \
+         SOP-017 v4 went effective on {} and all {OPERATORS} operators completed it.",
+        OPERATORS + 4,
+        day(&rfc(v4))
     );
 
-    // Part 11: two people review and approve the CAPA's training action.
-    let mut signers = Vec::new();
-    for (id, initial) in &staff {
-        let session = demo_login(&http, &server.url(), id, initial).await?;
-        let own = cli::one_time_password();
-        demo_call(
-            &http,
-            &server.url(),
-            "/v1/account/password",
-            &session,
-            json!({"current_password": initial, "new_password": own}),
-        )
-        .await?;
-        signers.push((id, session, own));
+    // Scenario 1: an SOP revision goes effective.
+    println!("\nScenario 1: an SOP revision goes effective");
+    let lms_before = lms.stats().accepted;
+    let v5 = at(35, 0);
+    api.events(&qms_token, vec![ce("qms", "qms.document.revision_effective.v2", "rev-sop017-5", v5,
+        json!({"document_id": SOP, "version": "5", "effective_at": rfc(v5), "category": "SOP", "title": "Aseptic filling line set-up"}))]).await?;
+    settle(&store).await?;
+    let delivered_v5: Vec<Value> = lms_assignments
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter(|a| a["version"] == "5" && a["origin"] == "sop")
+        .cloned()
+        .collect();
+    let due = delivered_v5
+        .first()
+        .and_then(|a| a["due_at"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    println!(
+        "3. SOP-017 v5 effective {}: {} filling operators assigned, due {}; the LMS received {} signed assignment messages.",
+        day(&rfc(v5)),
+        delivered_v5.len(),
+        day(&due),
+        lms.stats().accepted - lms_before
+    );
+    if delivered_v5.len() != OPERATORS {
+        bail!(
+            "expected {OPERATORS} assignments of v5, the LMS got {}",
+            delivered_v5.len()
+        );
     }
-    for ((id, session, password), meaning) in signers.iter().zip(["reviewed", "approved"]) {
-        demo_call(
-            &http,
-            &server.url(),
-            "/v1/signatures",
-            session,
-            json!({"target": action, "meaning": meaning, "user_id": id, "password": password}),
-        )
-        .await?;
+
+    // The LMS reports completions: most within a few days, one late, one
+    // never; the deviation's untrained operator only after the deviation.
+    let mut v5_done = Vec::new();
+    for a in &delivered_v5 {
+        let person = a["person_id"].as_str().unwrap_or_default().to_owned();
+        let i: i64 = person[1..].parse::<i64>().unwrap_or(1001) - 1001;
+        let when = match person.as_str() {
+            p if p == OVERDUE => continue,
+            p if p == LATE => at(16, 14),
+            p if p == DEVIATION_PEOPLE[0] => at(26, 10),
+            _ => at(34 - i % 9, 9 + (i % 8) as u32),
+        };
+        v5_done.push(ce("lms", "lms.completion.recorded.v1", &format!("done-{person}-v5"), when,
+            json!({"person_id": person, "document_id": SOP, "version": "5", "completed_at": rfc(when),
+                   "outcome": "completed", "assignment_id": a["assignment_id"]})));
     }
-    let view: Value = http
-        .get(format!("{}/v1/entries/{action_seq}", server.url()))
-        .bearer_auth(&qms.token)
-        .send()
+    // Scenario 2: a deviation, reported by the QMS after the completions
+    // that happened before it.
+    let deviation_at = at(29, 14) + chrono::Duration::minutes(2);
+    api.events(&lms_token, v5_done).await?;
+    api.events(&qms_token, vec![ce("qms", "qms.deviation.opened.v1", "dev-2026-118", deviation_at,
+        json!({"deviation_id": DEVIATION, "people": DEVIATION_PEOPLE, "document_id": SOP, "occurred_at": rfc(deviation_at)}))]).await?;
+    settle(&store).await?;
+    println!("\nScenario 2: a deviation");
+    let (status,): (String,) = store
+        .row(
+            "SELECT canonical FROM entries WHERE kind = 'qms.deviation.training_status' ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
         .await?
-        .json()
+        .map(|(c,): (Vec<u8>,)| (String::from_utf8_lossy(&c).into_owned(),))
+        .context("the deviation's training status was not recorded")?;
+    let status: Value = serde_json::from_str(&status)?;
+    let finding = &status["payload"];
+    println!(
+        "4. {DEVIATION} on {}: SOP-017 v{} was effective then.",
+        day(&rfc(deviation_at)),
+        finding["version_effective"].as_str().unwrap_or("?")
+    );
+    for p in finding["people"].as_array().into_iter().flatten() {
+        let who = p["person_id"].as_str().unwrap_or_default();
+        if p["trained"] == true {
+            println!(
+                "     {who} had completed v{} on {}.",
+                finding["version_effective"].as_str().unwrap_or("?"),
+                day(p["completed_at"].as_str().unwrap_or_default())
+            );
+        } else {
+            println!(
+                "     {who} had not; the last version {who} had completed was v{} (superseded), on {}.",
+                p["latest_version_trained"].as_str().unwrap_or("?"),
+                day(p["latest_completed_at"].as_str().unwrap_or_default())
+            );
+        }
+    }
+    let gaps: Vec<_> = qms
+        .messages()
+        .into_iter()
+        .filter(|m| m.message_type.as_deref() == Some("qms.training_gap.found"))
+        .collect();
+    if gaps.len() != 1 {
+        bail!(
+            "the QMS should have received one training gap, got {}",
+            gaps.len()
+        );
+    }
+    println!(
+        "     The QMS received the training gap: \"{}\"",
+        gaps.first()
+            .and_then(|m| m.body["data"]["finding"].as_str())
+            .unwrap_or_default()
+    );
+
+    // Scenario 3: CAPA retraining gates closure.
+    println!("\nScenario 3: CAPA retraining gates closure");
+    let mut staff = Vec::new();
+    for ((id, name, _), password) in staff_list.iter().zip(&initial) {
+        staff.push(sign_in(&api, id, name, password).await?);
+    }
+    let (recorder, reviewer, approver) = (&staff[0], &staff[1], &staff[2]);
+    let capa_due = (now.date_naive() + chrono::Days::new(14))
+        .format("%Y-%m-%d")
+        .to_string();
+    api.events(
+        &qms_token,
+        vec![ce(
+            "qms",
+            "qms.capa.training_action.v1",
+            "capa-2026-031-a1",
+            now,
+            json!({"capa_id": CAPA, "action_id": "A1", "document_id": SOP, "version": "5",
+               "people": DEVIATION_PEOPLE, "due_date": capa_due, "verification_required": true}),
+        )],
+    )
+    .await?;
+    settle(&store).await?;
+    let closure = format!("/v1/capas/{CAPA}/closure");
+    let reason = json!({"reason": "retraining of the shift on SOP-017 v5 completed and verified by a trainer"});
+    let (refused, problem) = api
+        .call(
+            Method::POST,
+            &closure,
+            &recorder.session,
+            Some(reason.clone()),
+        )
+        .await?;
+    if refused != 409 {
+        bail!("closing {CAPA} before the retraining should be refused, got {refused}: {problem}");
+    }
+    let (refusal_seq,): (i64,) = store
+        .row(
+            "SELECT MAX(seq) FROM entries WHERE kind = 'integration.capa.closure_refused'",
+            &[],
+        )
+        .await?
+        .unwrap_or((0,));
+    println!(
+        "5. {CAPA} retrains {} on SOP-017 v5 with a trainer's verification, due {capa_due}; the LMS got the assignments.\n   \
+         {} tried to close it at once: refused (409, {} completions missing), and the refusal is entry {refusal_seq}.",
+        DEVIATION_PEOPLE.join(" and "),
+        recorder.name,
+        problem["details"]["missing"].as_array().map_or(0, Vec::len),
+    );
+
+    // The LMS: the trainees pass, a trainer verifies, and the LMS sends
+    // xAPI statements for the CAPA assignments it holds.
+    let statements: Vec<Value> = lms_assignments
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter(|a| a["capa_id"] == CAPA)
+        .enumerate()
+        .map(|(n, a)| {
+            json!({"id": format!("9b0c8e2a-5d1f-4c3e-8a7b-{:012}", n + 1),
+                   "actor": {"account": {"homePage": "https://lms.demo.example", "name": a["person_id"]}},
+                   "verb": {"id": "http://adlnet.gov/expapi/verbs/passed", "display": {"en-US": "passed"}},
+                   "object": {"id": format!("urn:trailmark:document:{SOP}:5")},
+                   "context": {"instructor": {"account": {"homePage": "https://lms.demo.example", "name": "T-0042"}}},
+                   "timestamp": rfc(Utc::now())})
+        })
+        .collect();
+    let sent = statements.len();
+    api.ok(
+        Method::POST,
+        "/xapi/statements",
+        &lms_token,
+        Some(Value::Array(statements)),
+    )
+    .await?;
+    settle(&store).await?;
+    let readiness = api
+        .ok(
+            Method::GET,
+            &format!("/v1/capas/{CAPA}/closure-readiness"),
+            &recorder.session,
+            None,
+        )
+        .await?;
+    if readiness["ready"] != true {
+        bail!("{CAPA} is not ready after the LMS's completions: {readiness}");
+    }
+    println!(
+        "6. The LMS sent {sent} xAPI statements (passed, verified by trainer T-0042): {CAPA} is ready to close, and the QMS was told."
+    );
+    let closed = api
+        .ok(Method::POST, &closure, &recorder.session, Some(reason))
+        .await?;
+    let closed_hash = closed["hash"].as_str().unwrap_or_default().to_owned();
+    let closed_seq = closed["seq"].as_u64().unwrap_or_default();
+    for (who, meaning) in [(reviewer, "reviewed"), (approver, "approved")] {
+        api.ok(
+            Method::POST,
+            "/v1/signatures",
+            &who.session,
+            Some(json!({"target": closed_hash, "meaning": meaning, "user_id": who.id, "password": who.password})),
+        )
+        .await?;
+    }
+    settle(&store).await?;
+    let view = api
+        .ok(
+            Method::GET,
+            &format!("/v1/entries/{closed_seq}"),
+            &recorder.session,
+            None,
+        )
         .await?;
     println!(
-        "4. Part 11 signatures on entry {action_seq} (the CAPA's training action), as every view shows them:"
+        "7. {} recorded the closure (entry {closed_seq}); {} reviewed and {} approved it with Part 11 signatures:",
+        recorder.name, reviewer.name, approver.name
     );
     for s in view["signatures"].as_array().into_iter().flatten() {
         println!("     {}", s["line"].as_str().unwrap_or_default());
     }
 
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    let note = http
-        .get(format!("{}/v1/checkpoint", server.url()))
+    // Audit readiness: the unified record for the period.
+    let from = rfc(at(42, 0));
+    let to = rfc(now);
+    let rows = api
+        .ok(
+            Method::GET,
+            &format!("/v1/compliance?from={from}&to={to}&job_function={OPERATOR}"),
+            &reviewer.session,
+            None,
+        )
+        .await?;
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let tally = |s: &str| rows.iter().filter(|r| r["status"] == s).count();
+    println!(
+        "\nAudit readiness\n8. Compliance of filling operators for revisions effective {} to {}: {} required, {} on time, {} late, {} overdue.",
+        day(&from),
+        day(&to),
+        rows.len(),
+        tally("on_time"),
+        tally("late"),
+        tally("overdue")
+    );
+    if (tally("on_time"), tally("late"), tally("overdue")) != (OPERATORS - 2, 1, 1) {
+        bail!("the compliance record differs from what the LMS reported: {rows:?}");
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r["status"] == "late" || r["status"] == "overdue")
+    {
+        let evidence = r["completion_entry_hash"]
+            .as_str()
+            .or_else(|| r["assignment_entry_hash"].as_str())
+            .unwrap_or_default();
+        println!(
+            "     {} {} on SOP-017 v{}: due {}, completed {} (evidence entry {}…)",
+            r["person_id"].as_str().unwrap_or_default(),
+            r["status"].as_str().unwrap_or_default(),
+            r["version"].as_str().unwrap_or_default(),
+            day(r["due_at"].as_str().unwrap_or_default()),
+            r["completed_at"].as_str().map_or("never", day),
+            evidence.get(..12).unwrap_or(evidence)
+        );
+    }
+    let lineage = api
+        .ok(
+            Method::GET,
+            &format!("/v1/lineage/qms:deviation/{DEVIATION}"),
+            &reviewer.session,
+            None,
+        )
+        .await?;
+    let reached = lineage["entries"].as_array().map_or(0, Vec::len);
+    let capa_lineage = api
+        .ok(
+            Method::GET,
+            &format!("/v1/lineage/qms:capa/{CAPA}"),
+            &reviewer.session,
+            None,
+        )
+        .await?;
+    let capa_reached = capa_lineage["entries"].as_array().map_or(0, Vec::len);
+    println!(
+        "9. Lineage is one walk of the ledger's parent links: {DEVIATION} reaches {reached} entries (the deviation, the version and completion it was judged on, \
+         the gap and its delivery); {CAPA} reaches {capa_reached} (the action, assignments, completions, evidence, readiness, refusal, closure, signatures and deliveries)."
+    );
+
+    // What the ledger holds.
+    let kinds: Vec<(String, i64)> = store
+        .rows(
+            "SELECT kind, COUNT(*) FROM entries GROUP BY kind ORDER BY COUNT(*) DESC, kind",
+            &[],
+        )
+        .await?;
+    let total: i64 = kinds.iter().map(|k| k.1).sum();
+    let of = |k: &str| kinds.iter().find(|(n, _)| n == k).map_or(0, |(_, c)| *c);
+    let received = count(&store, "SELECT COUNT(*) FROM inbox").await?;
+    let dead = count(&store, "SELECT COUNT(*) FROM outbox WHERE status = 'dead'").await?;
+    let handed =
+        of("lms.assignment.created") + of("integration.handover.sent") + of("qms.capa.closed");
+    let findings = of("qms.deviation.training_status") + of("integration.capa.closure_refused");
+    let (applied, delivered, completed, signed) = (
+        of("integration.event.applied"),
+        of("integration.handover.delivered"),
+        of("integration.assignment.completed"),
+        of("signature.applied"),
+    );
+    let setup = total - received - applied - handed - delivered - completed - findings - signed;
+    println!(
+        "\n10. The ledger holds {total} entries:\n    \
+         {received} events received and {applied} records of their application;\n    \
+         {handed} hand-overs ({} assignments to the LMS, {} messages to the QMS) and {delivered} deliveries confirmed \
+         ({} by the LMS, {} by the QMS, {dead} dead-lettered);\n    \
+         {completed} assignments completed, {findings} findings (a deviation's training status, a refused closure), {signed} signatures;\n    \
+         {setup} for set-up and sign-in (users, tokens, the signing CA and policy, sessions).",
+        of("lms.assignment.created"),
+        handed - of("lms.assignment.created"),
+        lms.stats().accepted,
+        qms.stats().accepted,
+    );
+    if lms.stats().bad_signatures + qms.stats().bad_signatures > 0 {
+        bail!("a simulated system refused a signature");
+    }
+
+    // Verify and export, as an inspector would.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let note = api
+        .http
+        .get(format!("{}/v1/checkpoint", api.base))
         .send()
         .await?
         .text()
         .await?;
-    let target = correction_target.map_or(1, |(s, _)| s);
-    let proof: audit::InclusionProof = http
-        .get(format!("{}/v1/proofs/inclusion?seq={target}", server.url()))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let vkey = opened.key.verifier();
-    audit::check_inclusion_proof(&proof, &vkey)
-        .map_err(|e| anyhow::anyhow!("the demo's inclusion proof did not verify: {e}"))?;
-    println!(
-        "5. Inclusion proof of entry {target} in the signed checkpoint of size {} verified offline",
-        proof.tree_size
-    );
-    server.stop().await;
-
     let saved = data.join("saved-checkpoint");
     std::fs::write(&saved, &note)?;
+    let vkey = opened.key.verifier();
+    let server = if serve {
+        Some(server)
+    } else {
+        server.stop().await;
+        None
+    };
     let report = audit::verify_store(
-        &opened.store,
+        &store,
         &vkey,
         &VerifyOptions {
             check_canonical: true,
@@ -394,33 +808,18 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         |_| {},
     )
     .await?;
-    println!(
-        "6. verify: {} entries, {} checkpoints and {} signatures intact; consistent with the saved checkpoint",
-        report.entries, report.checkpoints, report.signatures
-    );
     let export_dir = data.join("export");
-    let exported = audit::export(&opened.store, &vkey, &export_dir, |_| {}).await?;
-    let checked = audit::verify_export(&export_dir, &vkey, |_| {})?;
+    let exported = audit::export(&store, &vkey, &export_dir, |_| {}).await?;
+    audit::verify_export(&export_dir, &vkey, |_| {})?;
     println!(
-        "7. export: {} entries written to {}; the inspector's offline check passed (root {})",
-        exported.entries,
-        export_dir.display(),
-        &checked.root[..16]
+        "11. verify: {} entries, {} checkpoints and {} signatures intact; export of {} entries checked offline.",
+        report.entries, report.checkpoints, report.signatures, exported.entries
     );
-    opened.store.close().await;
-    println!();
     println!(
-        "Done in {:.1} s. Where things are:",
-        started.elapsed().as_secs_f64()
+        "\nDone in {:.1} s. The data stays in {}:",
+        started.elapsed().as_secs_f64(),
+        data.display()
     );
-    println!("  database          {}", data.join("ledger.db").display());
-    println!(
-        "  verifier key      {}",
-        data.join("verifier-key").display()
-    );
-    println!("  saved checkpoint  {}", saved.display());
-    println!("  export            {}", export_dir.display());
-    println!("Try:");
     println!(
         "  cargo run --release -- verify --data {} --checkpoint {}",
         data.display(),
@@ -431,9 +830,27 @@ pub async fn run(data: &Path) -> anyhow::Result<()> {
         export_dir.display(),
         data.join("verifier-key").display()
     );
-    println!(
-        "  cargo run --release -- proof --data {} --seq {target}",
-        data.display()
-    );
+    if let Some(server) = server {
+        let url = server.url();
+        println!(
+            "\nServing on {url} with the QMS and the LMS still listening; Ctrl-C stops.\n\
+             The `integration` principal's token reads everything (a secret: keep it out of shell history and logs):\n  \
+             export TRAILMARK_TOKEN={integration_token}\n  \
+             curl -H \"authorization: Bearer $TRAILMARK_TOKEN\" '{url}/v1/compliance?from={}&to={}&format=csv'\n  \
+             curl -H \"authorization: Bearer $TRAILMARK_TOKEN\" {url}/v1/lineage/qms:deviation/{DEVIATION}\n  \
+             curl -H \"authorization: Bearer $TRAILMARK_TOKEN\" {url}/v1/capas/{CAPA}/closure-readiness\n  \
+             curl {url}/metrics",
+            day(&from),
+            day(&rfc(now + chrono::Days::new(1))),
+        );
+        cli::shutdown_signal().await;
+        server.stop().await;
+    } else {
+        println!(
+            "  cargo run --release -- serve --data {}   (or run the demo with --serve)",
+            data.display()
+        );
+    }
+    opened.store.close().await;
     Ok(())
 }

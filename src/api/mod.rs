@@ -531,10 +531,7 @@ pub fn router(state: AppState, max_body_bytes: usize, max_batch_bytes: usize) ->
         .route("/v1/proofs/inclusion", get(proofs::inclusion))
         .route("/v1/proofs/consistency", get(proofs::consistency))
         .route("/v1/kinds", get(ops::kinds))
-        .route(
-            "/v1/events",
-            post(integration::post_events).layer(batch),
-        )
+        .route("/v1/events", post(integration::post_events).layer(batch))
         .route(
             "/xapi/statements",
             post(integration::xapi_statements).layer(batch),
