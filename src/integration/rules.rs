@@ -22,8 +22,9 @@ use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use crate::sequencer::{AppendError, AppendRequest};
 use crate::store::{Bind, StateWrite, StoreError};
 
-/// Inbox rows taken at once.
-const PAGE: i64 = 64;
+/// Inbox rows taken at once; up to this many groups are in flight in the
+/// sequencer together (so one commit carries many events).
+const PAGE: i64 = 128;
 
 /// One inbox row.
 type InboxRow = (String, i64, Vec<u8>, String, String, String, String);
@@ -71,10 +72,8 @@ pub async fn step(ig: &Integration, parked_due: &mut bool) -> Result<bool, Failu
         )
         .await?;
     if !rows.is_empty() {
-        for row in rows {
-            if apply(ig, &row, false).await? {
-                *parked_due = true;
-            }
+        if pipelined(ig, rows).await? {
+            *parked_due = true;
         }
         return Ok(true);
     }
@@ -97,6 +96,206 @@ pub async fn step(ig: &Integration, parked_due: &mut bool) -> Result<bool, Failu
         return Ok(progressed);
     }
     Ok(false)
+}
+
+/// A piece of integration state; `None` stands for every value.
+#[derive(Debug, Clone)]
+enum Res {
+    /// A person's master data (existence, job functions).
+    Person(Option<String>),
+    /// A document's versions.
+    Doc(Option<String>),
+    /// The assignments (and completions) of a person on a document.
+    Assign(Option<String>, Option<String>),
+}
+
+impl Res {
+    fn overlaps(&self, other: &Res) -> bool {
+        fn same(a: Option<&String>, b: Option<&String>) -> bool {
+            a.is_none() || b.is_none() || a == b
+        }
+        match (self, other) {
+            (Res::Person(a), Res::Person(b)) | (Res::Doc(a), Res::Doc(b)) => {
+                same(a.as_ref(), b.as_ref())
+            }
+            (Res::Assign(p, d), Res::Assign(q, e)) => {
+                same(p.as_ref(), q.as_ref()) && same(d.as_ref(), e.as_ref())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What an event's rule reads and writes (docs/INTEGRATION.md §3.6).
+#[derive(Debug, Clone, Default)]
+struct Footprint {
+    reads: Vec<Res>,
+    writes: Vec<Res>,
+}
+
+impl Footprint {
+    /// Whether planning one on the committed state could miss an effect of
+    /// the other, or the two could write the same state.
+    fn conflicts(&self, other: &Footprint) -> bool {
+        let hits = |writes: &[Res], touched: &[Res]| {
+            touched.iter().any(|t| writes.iter().any(|w| w.overlaps(t)))
+        };
+        hits(&self.writes, &other.writes)
+            || hits(&self.writes, &other.reads)
+            || hits(&other.writes, &self.reads)
+    }
+}
+
+/// The footprint of an event; `None` when it may touch anything (the
+/// matrix, categories, job functions, CAPA actions, a person leaving).
+fn footprint(data: &EventData) -> Option<Footprint> {
+    let some = |s: &String| Some(s.clone());
+    Some(match data {
+        EventData::Person(p) if p.active => Footprint {
+            reads: vec![Res::Doc(None)],
+            writes: vec![
+                Res::Person(some(&p.person_id)),
+                Res::Assign(some(&p.person_id), None),
+            ],
+        },
+        EventData::Completion(c) => Footprint {
+            reads: vec![
+                Res::Person(some(&c.person_id)),
+                Res::Doc(some(&c.document_id)),
+            ],
+            writes: vec![Res::Assign(some(&c.person_id), some(&c.document_id))],
+        },
+        EventData::Deviation(d) => Footprint {
+            reads: std::iter::once(Res::Doc(some(&d.document_id)))
+                .chain(d.people.iter().flat_map(|p| {
+                    [
+                        Res::Person(some(p)),
+                        Res::Assign(some(p), some(&d.document_id)),
+                    ]
+                }))
+                .collect(),
+            writes: vec![],
+        },
+        EventData::Effective(e) => Footprint {
+            reads: vec![Res::Person(None)],
+            writes: vec![
+                Res::Doc(some(&e.document_id)),
+                Res::Assign(None, some(&e.document_id)),
+            ],
+        },
+        EventData::Retired(r) => Footprint {
+            reads: vec![],
+            writes: vec![
+                Res::Doc(some(&r.document_id)),
+                Res::Assign(None, some(&r.document_id)),
+            ],
+        },
+        _ => return None,
+    })
+}
+
+/// Groups submitted to the sequencer and not yet committed, with their
+/// keys.
+#[derive(Default)]
+struct InFlight {
+    set: tokio::task::JoinSet<Result<bool, Failure>>,
+    keys: std::collections::HashMap<tokio::task::Id, Footprint>,
+    changed: bool,
+}
+
+impl InFlight {
+    fn conflicts(&self, footprint: &Footprint) -> bool {
+        self.keys.values().any(|k| k.conflicts(footprint))
+    }
+
+    /// Waits for one group to commit.
+    async fn one(&mut self) -> Result<(), Failure> {
+        let Some(done) = self.set.join_next_with_id().await else {
+            return Ok(());
+        };
+        let (id, result) = match done {
+            Ok((id, result)) => (id, result),
+            Err(e) => (
+                e.id(),
+                Err(Failure::Corrupt(format!("a rules task failed: {e}"))),
+            ),
+        };
+        self.keys.remove(&id);
+        self.changed |= result?;
+        Ok(())
+    }
+
+    /// Waits for every group; the first failure is returned after all have
+    /// finished, so that nothing is abandoned mid-commit.
+    async fn drain(&mut self) -> Result<(), Failure> {
+        let mut first = Ok(());
+        while !self.set.is_empty() {
+            if let Err(e) = self.one().await
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+}
+
+/// Applies a page of pending rows in seq order, keeping the groups of
+/// events with disjoint footprints in flight together. An event is planned
+/// only once every earlier event it could read from has committed; an
+/// event without a footprint, or a completion that turns out to evidence a
+/// CAPA (whose readiness reads other people's assignments), waits for all
+/// and is committed alone. Returns whether master data changed.
+async fn pipelined(ig: &Integration, rows: Vec<InboxRow>) -> Result<bool, Failure> {
+    let mut flight = InFlight::default();
+    let result = async {
+        for row in rows {
+            let loaded = load(ig, &row).await?;
+            let keys = footprint(&loaded.data);
+            match &keys {
+                Some(k) => {
+                    while flight.conflicts(k) {
+                        flight.one().await?;
+                    }
+                }
+                None => flight.drain().await?,
+            }
+            let mut prepared = prepare(ig, &row, &loaded, false).await?;
+            if let Prepared::Group { capa: true, .. } = prepared
+                && !flight.set.is_empty()
+            {
+                flight.drain().await?;
+                prepared = prepare(ig, &row, &loaded, false).await?;
+            }
+            match prepared {
+                Prepared::Settled(changed) => flight.changed |= changed,
+                Prepared::Group {
+                    group,
+                    targets,
+                    changed,
+                    capa,
+                } => match keys {
+                    Some(k) if !capa => {
+                        let ig = ig.clone();
+                        let handle = flight.set.spawn(async move {
+                            commit(&ig, group, &targets).await.map(|()| changed)
+                        });
+                        flight.keys.insert(handle.id(), k);
+                    }
+                    _ => {
+                        commit(ig, group, &targets).await?;
+                        flight.changed |= changed;
+                    }
+                },
+            }
+        }
+        Ok::<(), Failure>(())
+    }
+    .await;
+    let drained = flight.drain().await;
+    result?;
+    drained?;
+    Ok(flight.changed)
 }
 
 /// Why a step failed.
@@ -132,6 +331,8 @@ struct Plan {
     master_data: bool,
     /// The target of each hand-over in `derived`, counted once committed.
     targets: Vec<String>,
+    /// A completion that evidences a CAPA assignment.
+    capa: bool,
 }
 
 impl Plan {
@@ -208,10 +409,15 @@ fn hash_of(bytes: &[u8]) -> Result<Hash, Failure> {
     Hash::from_slice(bytes).map_err(Failure::Corrupt)
 }
 
-/// Applies (or parks, or rejects) one inbox row. Returns whether it
-/// changed master data or left the parked state.
-async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Failure> {
-    let (event_key, seq, entry_hash, kind_name, correlation, received_at, _) = row;
+/// An event read back from its entry.
+struct Loaded {
+    data: EventData,
+    event_time: Option<String>,
+    subject: String,
+}
+
+async fn load(ig: &Integration, row: &InboxRow) -> Result<Loaded, Failure> {
+    let (_, seq, _, kind_name, _, _, _) = row;
     let seq_u = u64::try_from(*seq).map_err(|_| Failure::Corrupt("negative seq".into()))?;
     let entry = ig
         .store()
@@ -223,7 +429,76 @@ async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Fa
     let payload = &value["payload"];
     let data = EventData::from_entry(kind_name, payload["data"].clone())
         .map_err(|e| Failure::Corrupt(format!("entry {seq}: {e}")))?;
-    let event_time = payload["event"]["time"].as_str().map(str::to_owned);
+    Ok(Loaded {
+        data,
+        event_time: payload["event"]["time"].as_str().map(str::to_owned),
+        subject: entry.subject.clone(),
+    })
+}
+
+/// What applying a row comes to.
+enum Prepared {
+    /// The group to append, the targets of its hand-overs, whether it
+    /// changes master data, and whether it evidences a CAPA.
+    Group {
+        group: Vec<AppendRequest>,
+        targets: Vec<String>,
+        changed: bool,
+        capa: bool,
+    },
+    /// Parked or rejected already (recorded); whether it left the parked
+    /// state.
+    Settled(bool),
+}
+
+/// Appends a prepared group and counts its hand-overs once committed.
+async fn commit(
+    ig: &Integration,
+    group: Vec<AppendRequest>,
+    targets: &[String],
+) -> Result<(), Failure> {
+    ig.sequencer().append_group(group).await?;
+    for target in targets {
+        ig.metrics()
+            .handovers
+            .get_or_create(&crate::telemetry::label("target", target))
+            .inc();
+    }
+    if !targets.is_empty() {
+        ig.wake_delivery();
+    }
+    Ok(())
+}
+
+/// Applies (or parks, or rejects) one inbox row. Returns whether it
+/// changed master data or left the parked state.
+async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Failure> {
+    let loaded = load(ig, row).await?;
+    match prepare(ig, row, &loaded, retry).await? {
+        Prepared::Group {
+            group,
+            targets,
+            changed,
+            ..
+        } => {
+            commit(ig, group, &targets).await?;
+            Ok(changed)
+        }
+        Prepared::Settled(changed) => Ok(changed),
+    }
+}
+
+/// Plans one row on the committed state: its group, or (recorded here)
+/// its parking or rejection.
+async fn prepare(
+    ig: &Integration,
+    row: &InboxRow,
+    loaded: &Loaded,
+    retry: bool,
+) -> Result<Prepared, Failure> {
+    let (event_key, seq, entry_hash, _, correlation, received_at, _) = row;
+    let data = &loaded.data;
+    let event_time = loaded.event_time.clone();
     let mut plan = Plan {
         event_hash: hash_of(entry_hash)?,
         correlation: correlation.clone(),
@@ -235,8 +510,9 @@ async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Fa
         created: BTreeSet::new(),
         master_data: false,
         targets: vec![],
+        capa: false,
     };
-    let outcome = match &data {
+    let outcome = match data {
         EventData::Person(p) => person(ig, &mut plan, p, event_time.as_deref()).await,
         EventData::JobFunction(j) => {
             plan.master_data = true;
@@ -263,7 +539,7 @@ async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Fa
     }?;
     let rules_actor = plan.actor.clone();
     let event_parent = plan.event_hash;
-    let subject = entry.subject.clone();
+    let subject = loaded.subject.clone();
     match outcome {
         Ok(()) => {
             let status = StateWrite::Sql {
@@ -290,17 +566,12 @@ async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Fa
             // entry is member 0.
             let mut group = vec![applied];
             group.append(&mut plan.derived);
-            ig.sequencer().append_group(group).await?;
-            for target in &plan.targets {
-                ig.metrics()
-                    .handovers
-                    .get_or_create(&crate::telemetry::label("target", target))
-                    .inc();
-            }
-            if !plan.targets.is_empty() {
-                ig.wake_delivery();
-            }
-            Ok(plan.master_data || retry)
+            Ok(Prepared::Group {
+                group,
+                targets: plan.targets,
+                changed: plan.master_data || retry,
+                capa: plan.capa,
+            })
         }
         Err(Park(reason)) => {
             let age = parse_time(received_at)
@@ -308,7 +579,7 @@ async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Fa
                 .unwrap_or(0);
             let too_old = u64::try_from(age).unwrap_or(0) > ig.config().park_max_seconds;
             if retry && !too_old {
-                return Ok(false);
+                return Ok(Prepared::Settled(false));
             }
             let (kind_name, status, detail) = if too_old {
                 (
@@ -350,7 +621,7 @@ async fn apply(ig: &Integration, row: &InboxRow, retry: bool) -> Result<bool, Fa
             };
             ig.sequencer().append(request).await?;
             tracing::info!(event_seq = seq, status, reason = %detail, "event not applied");
-            Ok(too_old)
+            Ok(Prepared::Settled(too_old))
         }
     }
 }
@@ -1024,6 +1295,7 @@ async fn completion(
         );
         completed.push(id.clone());
         if let Some(capa) = capa {
+            plan.capa = true;
             let data = json!({
                 "capa_id": capa, "assignment_id": id, "person_id": c.person_id,
                 "document_id": c.document_id, "version": c.version,
@@ -1072,4 +1344,109 @@ async fn completion(
     plan.summary
         .insert("assignments_completed".into(), json!(completed));
     Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{EventData, footprint};
+
+    fn data(kind: &str, value: serde_json::Value) -> EventData {
+        EventData::from_entry(kind, value).expect("a valid event")
+    }
+
+    fn completion(person: &str, doc: &str) -> EventData {
+        data(
+            "lms.completion.recorded",
+            json!({"person_id": person, "document_id": doc, "version": "1",
+                   "completed_at": "2026-01-01T00:00:00Z", "outcome": "completed"}),
+        )
+    }
+
+    fn effective(doc: &str) -> EventData {
+        data(
+            "qms.document.revision_effective",
+            json!({"document_id": doc, "version": "2", "effective_at": "2026-01-01T00:00:00Z"}),
+        )
+    }
+
+    fn person(id: &str, active: bool) -> EventData {
+        data(
+            "hr.person.updated",
+            json!({"person_id": id, "name": "N", "active": active,
+                   "job_functions": [{"job_function": "OP", "valid_from": "2026-01-01T00:00:00Z"}]}),
+        )
+    }
+
+    fn deviation(people: &[&str], doc: &str) -> EventData {
+        data(
+            "qms.deviation.opened",
+            json!({"deviation_id": "D1", "people": people, "document_id": doc,
+                   "occurred_at": "2026-01-01T00:00:00Z"}),
+        )
+    }
+
+    fn conflict(a: &EventData, b: &EventData) -> bool {
+        let (a, b) = (footprint(a).unwrap(), footprint(b).unwrap());
+        assert_eq!(a.conflicts(&b), b.conflicts(&a), "conflict is symmetric");
+        a.conflicts(&b)
+    }
+
+    #[test]
+    fn events_on_other_people_or_documents_do_not_conflict() {
+        assert!(!conflict(
+            &completion("E1", "SOP-1"),
+            &completion("E2", "SOP-1")
+        ));
+        assert!(!conflict(
+            &completion("E1", "SOP-1"),
+            &completion("E1", "SOP-2")
+        ));
+        assert!(!conflict(&effective("SOP-1"), &effective("SOP-2")));
+        assert!(!conflict(&effective("SOP-1"), &completion("E1", "SOP-2")));
+        assert!(!conflict(
+            &deviation(&["E1"], "SOP-1"),
+            &deviation(&["E1"], "SOP-1")
+        ));
+        assert!(!conflict(
+            &deviation(&["E1"], "SOP-1"),
+            &completion("E2", "SOP-1")
+        ));
+        assert!(!conflict(&person("E1", true), &completion("E2", "SOP-1")));
+    }
+
+    #[test]
+    fn events_that_read_what_another_writes_conflict() {
+        assert!(conflict(
+            &completion("E1", "SOP-1"),
+            &completion("E1", "SOP-1")
+        ));
+        assert!(conflict(&effective("SOP-1"), &completion("E9", "SOP-1")));
+        assert!(conflict(&effective("SOP-1"), &effective("SOP-1")));
+        assert!(conflict(&effective("SOP-1"), &person("E9", true)));
+        assert!(conflict(&person("E1", true), &completion("E1", "SOP-3")));
+        assert!(conflict(&person("E1", true), &person("E1", true)));
+        assert!(conflict(
+            &deviation(&["E2", "E1"], "SOP-1"),
+            &completion("E1", "SOP-1")
+        ));
+        assert!(conflict(&deviation(&["E1"], "SOP-1"), &effective("SOP-1")));
+    }
+
+    #[test]
+    fn events_that_may_touch_anything_have_no_footprint() {
+        assert!(footprint(&person("E1", false)).is_none());
+        let matrix = data(
+            "qms.training_matrix.changed",
+            json!({"document_id": "SOP-1", "job_functions": ["OP"]}),
+        );
+        assert!(footprint(&matrix).is_none());
+        let capa = data(
+            "qms.capa.training_action",
+            json!({"capa_id": "C1", "action_id": "A1", "document_id": "SOP-1", "version": "1",
+                   "people": ["E1"], "due_date": "2026-02-01", "verification_required": false}),
+        );
+        assert!(footprint(&capa).is_none());
+    }
 }

@@ -1065,3 +1065,156 @@ async fn a_full_batch_fits_its_own_body_limit_and_an_oversized_body_is_a_problem
     server.stop().await;
     ledger.finish().await;
 }
+
+/// A mixed workload with conflicting and independent events. Sent as one
+/// batch, the rules worker pipelines it (docs/INTEGRATION.md §3.6); sent one
+/// event at a time, each waits for the previous. Both must end in the same
+/// state.
+fn mixed_workload() -> Vec<Value> {
+    let t = |d: u32| format!("2026-02-{d:02}T09:00:00Z");
+    let mut events = vec![
+        event(
+            "qms.training_category.changed.v1",
+            "w-cat",
+            &t(1),
+            json!({"category": "SOP", "completion_window_days": 14}),
+        ),
+        event(
+            "qms.training_matrix.changed.v1",
+            "w-mx-a",
+            &t(1),
+            json!({"document_id": "SOP-A", "job_functions": ["OP"]}),
+        ),
+        event(
+            "qms.training_matrix.changed.v1",
+            "w-mx-b",
+            &t(1),
+            json!({"document_id": "SOP-B", "job_functions": ["OP", "QC"]}),
+        ),
+    ];
+    for i in 1..=8 {
+        let f = if i <= 6 { "OP" } else { "QC" };
+        events.push(event(
+            "hr.person.changed.v1",
+            &format!("w-p{i}"),
+            &t(1),
+            json!({"person_id": format!("W{i}"), "name": format!("W {i}"), "active": true,
+            "job_functions": [{"job_function": f, "valid_from": t(1)}]}),
+        ));
+    }
+    let rev = |id: &str, doc: &str, v: &str, d: u32| {
+        event(
+            "qms.document.revision_effective.v2",
+            id,
+            &t(d),
+            json!({"document_id": doc, "version": v, "effective_at": t(d), "category": "SOP"}),
+        )
+    };
+    let done = |id: &str, p: u32, doc: &str, v: &str, d: u32| {
+        event(
+            "lms.completion.recorded.v1",
+            id,
+            &t(d),
+            json!({"person_id": format!("W{p}"), "document_id": doc, "version": v, "completed_at": t(d), "outcome": "completed"}),
+        )
+    };
+    let dev = |id: &str, people: &[u32], doc: &str, d: u32| {
+        let people: Vec<String> = people.iter().map(|p| format!("W{p}")).collect();
+        event(
+            "qms.deviation.opened.v1",
+            id,
+            &t(d),
+            json!({"deviation_id": id, "people": people, "document_id": doc, "occurred_at": t(d)}),
+        )
+    };
+    events.extend([
+        rev("w-a1", "SOP-A", "1", 2),
+        rev("w-b1", "SOP-B", "1", 2),
+        done("w-c1", 1, "SOP-A", "1", 3),
+        done("w-c2", 2, "SOP-A", "1", 3),
+        done("w-c3", 7, "SOP-B", "1", 3),
+        done("w-c4", 1, "SOP-B", "1", 4),
+        dev("DEV-W1", &[1, 2, 3], "SOP-A", 5),
+        done("w-c5", 3, "SOP-A", "1", 6),
+        // W4 moves from OP to QC: no SOP-A any more, SOP-B still.
+        event("hr.person.changed.v1", "w-p4-move", &t(6), json!({"person_id": "W4", "name": "W 4", "active": true,
+            "job_functions": [{"job_function": "OP", "valid_from": t(1), "valid_to": t(6)}, {"job_function": "QC", "valid_from": t(6)}]})),
+        rev("w-a2", "SOP-A", "2", 7),
+        done("w-c6", 1, "SOP-A", "2", 8),
+        done("w-c7", 2, "SOP-A", "1", 8),
+        dev("DEV-W2", &[1, 2], "SOP-A", 9),
+        event("qms.document.revision_retired.v1", "w-b1-ret", &t(10), json!({"document_id": "SOP-B", "version": "1", "retired_at": t(10)})),
+        done("w-c8", 8, "SOP-B", "1", 11),
+        event("hr.person.changed.v1", "w-p5-off", &t(11), json!({"person_id": "W5", "name": "W 5", "active": false,
+            "job_functions": [{"job_function": "OP", "valid_from": t(1)}]})),
+        done("w-c9", 6, "SOP-A", "2", 12),
+        dev("DEV-W3", &[6, 5], "SOP-A", 13),
+    ]);
+    events
+}
+
+/// The projections a workload leaves, without recording times or IDs that
+/// differ between runs.
+async fn projection(ledger: &TestLedger) -> Vec<String> {
+    let store = &ledger.opened.store;
+    let mut out = Vec::new();
+    let rows: Vec<(String, String, String, String, String, String, Option<String>, i64)> = store
+        .rows(
+            "SELECT assignment_id, person_id, document_id, version, origin, status, completed_at, verified FROM assignments ORDER BY assignment_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    out.extend(rows.into_iter().map(|r| format!("{r:?}")));
+    let inbox: Vec<(String, String)> = store
+        .rows("SELECT event_id, status FROM inbox ORDER BY event_id", &[])
+        .await
+        .unwrap();
+    out.extend(inbox.into_iter().map(|r| format!("{r:?}")));
+    let outbox: Vec<(String, String, String)> = store
+        .rows("SELECT target, message_type, subject FROM outbox ORDER BY target, message_type, subject, body", &[])
+        .await
+        .unwrap();
+    out.extend(outbox.into_iter().map(|r| format!("{r:?}")));
+    let findings: Vec<(Vec<u8>,)> = store
+        .rows("SELECT canonical FROM entries WHERE kind = 'qms.deviation.training_status' ORDER BY subject", &[])
+        .await
+        .unwrap();
+    for (c,) in findings {
+        let mut v: Value = serde_json::from_slice(&c).unwrap();
+        for p in v["payload"]["people"].as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("completion_seq"); // differs by run
+        }
+        out.push(v["payload"].to_string());
+    }
+    out
+}
+
+#[tokio::test]
+async fn pipelined_rules_end_in_the_state_of_one_event_at_a_time() {
+    let together = TestLedger::new().await;
+    let (server, http, _lms, _qms) = with_targets(&together, |_| {}).await;
+    let (s, b) = send(&http, &together.admin_token, mixed_workload()).await;
+    assert_eq!(s, 202, "{b}");
+    settle(&together).await;
+    let pipelined = projection(&together).await;
+    server.stop().await;
+
+    let apart = TestLedger::new().await;
+    let (server, http, _lms, _qms) = with_targets(&apart, |_| {}).await;
+    for e in mixed_workload() {
+        let (s, b) = send(&http, &apart.admin_token, vec![e]).await;
+        assert_eq!(s, 202, "{b}");
+        settle(&apart).await;
+    }
+    let serial = projection(&apart).await;
+    server.stop().await;
+
+    assert!(
+        pipelined.iter().any(|r| r.contains("cancelled")) && pipelined.len() > 40,
+        "the workload exercises supersession, retirement and leaving: {pipelined:#?}"
+    );
+    assert_eq!(pipelined, serial);
+    together.finish().await;
+    apart.finish().await;
+}
