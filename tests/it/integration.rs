@@ -1158,7 +1158,17 @@ fn mixed_workload() -> Vec<Value> {
 async fn projection(ledger: &TestLedger) -> Vec<String> {
     let store = &ledger.opened.store;
     let mut out = Vec::new();
-    let rows: Vec<(String, String, String, String, String, String, Option<String>, i64)> = store
+    type AssignmentRow = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        i64,
+    );
+    let rows: Vec<AssignmentRow> = store
         .rows(
             "SELECT assignment_id, person_id, document_id, version, origin, status, completed_at, verified FROM assignments ORDER BY assignment_id",
             &[],
