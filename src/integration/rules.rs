@@ -799,6 +799,8 @@ async fn person(
         "UPDATE person_functions SET superseded_seq = $1, superseded_at = $2 WHERE person_id = $3 AND superseded_seq IS NULL",
         vec![Bind::Seq, Bind::At, Bind::Text(p.person_id.clone())],
     );
+    // Each span with its times normalised, once.
+    let mut spans = Vec::with_capacity(p.job_functions.len());
     for span in &p.job_functions {
         let from = events::normalise_time(&span.valid_from).map_err(Failure::Corrupt)?;
         let to = span
@@ -809,8 +811,9 @@ async fn person(
             .map_err(Failure::Corrupt)?;
         plan.sql(
             "INSERT INTO person_functions (person_id, job_function, valid_from, valid_to, known_seq, known_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            vec![Bind::Text(p.person_id.clone()), Bind::Text(span.job_function.clone()), Bind::Text(from), Bind::OptText(to), Bind::Seq, Bind::At],
+            vec![Bind::Text(p.person_id.clone()), Bind::Text(span.job_function.clone()), Bind::Text(from.clone()), Bind::OptText(to.clone()), Bind::Seq, Bind::At],
         );
+        spans.push((&span.job_function, from, to));
     }
     let now = ts(plan.now);
     if !p.active {
@@ -827,16 +830,9 @@ async fn person(
     // Every document mapped to a function the person holds now: ensure an
     // assignment on its current version.
     let mut functions = BTreeSet::new();
-    for span in &p.job_functions {
-        let from = events::normalise_time(&span.valid_from).map_err(Failure::Corrupt)?;
-        let to = span
-            .valid_to
-            .as_deref()
-            .map(events::normalise_time)
-            .transpose()
-            .map_err(Failure::Corrupt)?;
+    for (function, from, to) in spans {
         if from <= now && to.as_ref().is_none_or(|t| *t > now) {
-            functions.insert(span.job_function.clone());
+            functions.insert(function.clone());
         }
     }
     for function in functions {
