@@ -20,6 +20,7 @@ use crate::ledger::{Actor, LedgerKey};
 use crate::sequencer::{Sequencer, write_genesis};
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use sha2::Digest as _;
 
 /// Trailmark: the audit-trail ledger for the QMS-LMS integration.
 #[derive(Debug, Parser)]
@@ -29,6 +30,34 @@ pub struct Cli {
     global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `trailmark report`.
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// lineage, compliance or audit-trail.
+    #[arg(value_name = "TYPE")]
+    report: String,
+    /// The subject (lineage; audit-trail of one subject), e.g. qms:capa/CAPA-2026-031.
+    subject: Option<String>,
+    /// Start of the period (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the period, exclusive.
+    #[arg(long)]
+    to: Option<String>,
+    /// Compliance: only this job function; repeat for several.
+    #[arg(long = "job-function")]
+    job_functions: Vec<String>,
+    /// Audit trail: include administrative and security entries.
+    #[arg(long)]
+    include_admin: bool,
+    /// Output file; its extension picks the form: .pdf, .jsonl or .csv.
+    #[arg(long)]
+    out: PathBuf,
+    /// Name a user as the one who generated it (default: system:cli).
+    #[arg(long = "as")]
+    as_user: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +123,19 @@ enum Command {
         /// Tree size (default: the smallest checkpoint covering the entry).
         #[arg(long)]
         size: Option<u64>,
+    },
+    /// Generate a signed report (lineage, compliance, audit-trail) and record it.
+    Report(ReportArgs),
+    /// Check a report offline: PDF signature, attached entries and their proofs.
+    VerifyReport {
+        /// The report (.pdf, or the .jsonl bundle).
+        file: PathBuf,
+        /// The verifier key (text or a file); default: the data directory's.
+        #[arg(long)]
+        key: Option<String>,
+        /// The report CA (PEM) the signer must chain to; default: the data directory's, if there.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     /// Manage API tokens.
     #[command(subcommand)]
@@ -209,6 +251,8 @@ enum CaCommand {
         #[arg(long, default_value = "Trailmark")]
         organisation: String,
     },
+    /// Create the report-signing CA and certificate (P-256) in an existing data directory.
+    InitReports,
     /// Trust an enterprise CA certificate (PEM) for user certificates.
     Import {
         /// PEM file.
@@ -295,6 +339,10 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Export { out } => export(g, &out).await,
         Command::VerifyExport { dir, key } => verify_export(&dir, &key),
         Command::Proof { seq, size } => proof(g, seq, size).await,
+        Command::Report(args) => report(g, args).await,
+        Command::VerifyReport { file, key, ca } => {
+            verify_report(g, &file, key.as_deref(), ca.as_deref())
+        }
         Command::Token(command) => token(g, command).await,
         Command::User(command) => user(g, command).await,
         Command::Ca(command) => ca(g, command).await,
@@ -403,6 +451,7 @@ pub async fn initialise(
     })
     .await?;
     create_ca(&opened, "Trailmark signing CA", "Trailmark").await?;
+    create_report_keys(&opened).await?;
     let token = issue_token(
         &opened,
         "integration",
@@ -483,6 +532,72 @@ pub async fn create_ca(opened: &Opened, name: &str, organisation: &str) -> anyho
                 "Trailmark's own signing CA created by `trailmark ca init`",
             )
             .await
+    })
+    .await
+}
+
+/// Runs `f` with a short-lived in-process sequencer.
+///
+/// # Errors
+/// If the sequencer cannot start, or what `f` returns.
+pub async fn with_sequencer<T, F, Fut>(opened: &Opened, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(crate::sequencer::SequencerHandle) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let sequencer = Sequencer::start(
+        opened.store.clone(),
+        opened.key.clone(),
+        opened.config.sequencer.clone(),
+        Metrics::default(),
+    )
+    .await?;
+    let result = f(sequencer.handle()).await;
+    sequencer.shutdown().await;
+    result
+}
+
+/// Creates the report-signing CA and certificate (P-256) in the data
+/// directory and records them (`admin.report_signing.created`).
+///
+/// # Errors
+/// If they exist or the ledger cannot be written.
+pub async fn create_report_keys(opened: &Opened) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let keys =
+        crate::report::sign::generate_report_keys(&opened.config.origin, chrono::Utc::now())?;
+    let ca_der = crate::report::sign::cert_der_from_pem(&keys.ca_cert_pem)?;
+    let der = crate::report::sign::cert_der_from_pem(&keys.cert_pem)?;
+    let signer = crate::report::sign::ReportSigner::from_pem(
+        &keys.cert_pem,
+        &keys.key_pem,
+        &keys.ca_cert_pem,
+    )?;
+    opened.dir.write_report_keys(&keys)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ca_sha = hex::encode(sha2::Sha256::digest(&ca_der));
+    let mut payload = serde_json::Map::new();
+    payload.insert("ca_certificate".into(), b64.encode(&ca_der).into());
+    payload.insert("ca_certificate_sha256".into(), ca_sha.clone().into());
+    payload.insert("certificate".into(), b64.encode(&der).into());
+    payload.insert("certificate_sha256".into(), signer.cert_sha256().into());
+    payload.insert("subject".into(), signer.signer_name().into());
+    payload.insert("algorithm".into(), "ecdsa-p256-sha256".into());
+    with_sequencer(opened, |seq| async move {
+        seq.append(crate::sequencer::AppendRequest {
+            kind: crate::ledger::kind::lookup("admin.report_signing.created").expect("registered"),
+            actor: cli_actor(),
+            subject: crate::ledger::Subject::parse(&format!("ca:report/{ca_sha}"))?,
+            correlation_id: None,
+            idempotency_key: None,
+            parents: Vec::new(),
+            reason: Some("report-signing CA and certificate created by `trailmark init` or `trailmark ca init-reports`".into()),
+            payload,
+            effects: Vec::new(),
+            parent_refs: Vec::new(),
+        })
+        .await?;
+        Ok(signer.cert_sha256())
     })
     .await
 }
@@ -968,6 +1083,7 @@ async fn ca(g: &Global, command: CaCommand) -> Result<(), Exit> {
         .map_err(usage)?;
     let result = match command {
         CaCommand::Init { name, organisation } => create_ca(&opened, &name, &organisation).await,
+        CaCommand::InitReports => create_report_keys(&opened).await,
         CaCommand::Import { file, reason } => {
             let import = async {
                 let pem = std::fs::read_to_string(&file)
@@ -988,8 +1104,133 @@ async fn ca(g: &Global, command: CaCommand) -> Result<(), Exit> {
     };
     opened.store.close().await;
     let sha = result.map_err(usage)?;
-    eprintln!("Trusted CA {sha}");
+    eprintln!("Done: certificate SHA-256 {sha}");
     Ok(())
+}
+
+async fn report(g: &Global, args: ReportArgs) -> Result<(), Exit> {
+    use crate::report::{Format, ReportType, Reporter, Requester, Scope};
+    let ty = ReportType::parse(&args.report).ok_or_else(|| {
+        usage(anyhow::anyhow!(
+            "unknown report type `{}`: use lineage, compliance or audit-trail",
+            args.report
+        ))
+    })?;
+    let format = args
+        .out
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(Format::parse)
+        .ok_or_else(|| usage(anyhow::anyhow!("--out must end in .pdf, .jsonl or .csv")))?;
+    let scope = Scope {
+        subject: args.subject,
+        from: args.from,
+        to: args.to,
+        job_functions: args.job_functions,
+        include_admin: args.include_admin,
+    };
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
+    let run = async {
+        let by = match &args.as_user {
+            Some(id) => {
+                let user = opened
+                    .store
+                    .user(id)
+                    .await?
+                    .with_context(|| format!("there is no user `{id}`"))?;
+                Requester {
+                    actor: Actor::parse(&format!("user:{id}"))?,
+                    printed_name: user.printed_name,
+                }
+            }
+            None => Requester {
+                actor: cli_actor(),
+                printed_name: "Trailmark command line (data-directory holder)".into(),
+            },
+        };
+        let signer = opened.dir.report_signer()?.map(std::sync::Arc::new);
+        let out = args.out.clone();
+        let store = opened.store.clone();
+        let origin = opened.config.origin.clone();
+        with_sequencer(&opened, |seq| async move {
+            let reporter = Reporter::new(store, seq, signer, origin);
+            Ok(reporter.generate(ty, scope, format, &by, &out).await?)
+        })
+        .await
+    };
+    let result = run.await;
+    opened.store.close().await;
+    let g = result.map_err(failure)?;
+    println!(
+        "{} {} written to {}",
+        g.report_id,
+        ty.as_str(),
+        g.path.display()
+    );
+    println!("  sha256       {}", g.sha256);
+    println!("  bytes        {}", g.bytes);
+    println!("  rows         {}", g.rows);
+    println!(
+        "  cited        {} entries, proved against checkpoint {} ({})",
+        g.cited, g.checkpoint_size, g.checkpoint_root
+    );
+    if g.pages > 0 {
+        println!("  pages        {}", g.pages);
+    }
+    println!("  recorded as  entry {} ({})", g.entry_seq, g.entry_hash);
+    Ok(())
+}
+
+fn verify_report(
+    g: &Global,
+    file: &Path,
+    key: Option<&str>,
+    ca: Option<&Path>,
+) -> Result<(), Exit> {
+    let key = match key {
+        Some(k) => audit::read_verifier_key(k).map_err(audit_exit)?,
+        None => {
+            let path = g.data.join("verifier-key");
+            if !path.is_file() {
+                return Err(usage(anyhow::anyhow!(
+                    "give the verifier key with --key (text or file); {} does not exist",
+                    path.display()
+                )));
+            }
+            audit::read_verifier_key(&path.to_string_lossy()).map_err(audit_exit)?
+        }
+    };
+    let ca_path = ca.map(Path::to_path_buf).or_else(|| {
+        let p = g.data.join("report-ca.pem");
+        p.is_file().then_some(p)
+    });
+    let ca_der = match &ca_path {
+        Some(p) => {
+            let pem = std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))
+                .map_err(usage)?;
+            Some(crate::report::sign::cert_der_from_pem(&pem).map_err(usage)?)
+        }
+        None => None,
+    };
+    let bytes = std::fs::read(file)
+        .with_context(|| format!("reading {}", file.display()))
+        .map_err(usage)?;
+    match crate::report::verify::check_file(&bytes, &key, ca_der.as_deref()) {
+        Ok(checked) => {
+            println!("OK: {} checked", file.display());
+            for line in checked.lines() {
+                println!("  {line}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            println!("FAILED: {}", file.display());
+            Err(Exit(1, e.into()))
+        }
+    }
 }
 
 async fn roles(g: &Global) -> Result<(), Exit> {

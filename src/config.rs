@@ -395,6 +395,68 @@ impl DataDir {
     }
 }
 
+/// Files of the report-signing keys (docs/REPORTS.md §6).
+pub const REPORT_FILES: [&str; 4] = [
+    "report-ca.pem",
+    "report-ca.key",
+    "report-signing.pem",
+    "report-signing.key",
+];
+
+impl DataDir {
+    /// Writes the report CA and signing certificate with their keys (keys
+    /// owner-only).
+    ///
+    /// # Errors
+    /// If they exist already or cannot be written.
+    pub fn write_report_keys(
+        &self,
+        keys: &crate::report::sign::ReportKeys,
+    ) -> Result<(), ConfigError> {
+        if let Some(existing) = REPORT_FILES
+            .iter()
+            .map(|f| self.file(f))
+            .find(|p| p.exists())
+        {
+            return Err(ConfigError::Invalid {
+                path: existing,
+                problem: "report-signing keys exist already".into(),
+            });
+        }
+        fs::write(self.file("report-ca.pem"), &keys.ca_cert_pem)
+            .map_err(io(&self.file("report-ca.pem")))?;
+        write_secret(&self.file("report-ca.key"), &keys.ca_key_pem)?;
+        fs::write(self.file("report-signing.pem"), &keys.cert_pem)
+            .map_err(io(&self.file("report-signing.pem")))?;
+        write_secret(&self.file("report-signing.key"), &keys.key_pem)
+    }
+
+    /// The report signer, if the keys are here.
+    ///
+    /// # Errors
+    /// If the files exist but are unreadable or do not fit together.
+    pub fn report_signer(&self) -> Result<Option<crate::report::sign::ReportSigner>, ConfigError> {
+        let key = self.file("report-signing.key");
+        if !key.exists() {
+            return Ok(None);
+        }
+        let read = |name: &str| {
+            let p = self.file(name);
+            fs::read_to_string(&p).map_err(io(&p))
+        };
+        crate::report::sign::ReportSigner::from_pem(
+            &read("report-signing.pem")?,
+            &read("report-signing.key")?,
+            &read("report-ca.pem")?,
+        )
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid {
+            path: key,
+            problem: e.to_string(),
+        })
+    }
+}
+
 fn write_secret(path: &Path, content: &str) -> Result<(), ConfigError> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);

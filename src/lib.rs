@@ -10,6 +10,7 @@ pub mod demo;
 pub mod identity;
 pub mod integration;
 pub mod ledger;
+pub mod report;
 pub mod sequencer;
 pub mod signature;
 pub mod sim;

@@ -581,7 +581,7 @@ pub struct ComplianceQuery {
     pub format: Option<String>,
 }
 
-fn period_bound(name: &str, text: &str) -> Result<String, Problem> {
+pub(crate) fn period_bound(name: &str, text: &str) -> Result<String, Problem> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(crate::ledger::Timestamp::from_datetime(
             d.and_hms_opt(0, 0, 0).expect("midnight").and_utc(),
@@ -639,7 +639,7 @@ pub async fn lineage(
     State(state): State<AppState>,
     Path(subject): Path<String>,
 ) -> Result<Json<Lineage>, Problem> {
-    let l = queries::lineage(&state.integration, &subject).await?;
+    let l = queries::lineage(state.integration.store(), &subject).await?;
     if l.entries.is_empty() {
         return Err(Problem::not_found(format!(
             "no entry has subject `{subject}`"

@@ -13,7 +13,7 @@
 //! proofs, kinds, health, metrics, the OpenAPI document, and the login itself.
 
 mod entries;
-mod integration;
+pub(crate) mod integration;
 mod ops;
 mod people;
 pub mod problem;

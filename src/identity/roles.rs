@@ -42,11 +42,13 @@ pub enum Permission {
     IntegrationManage,
     /// Record a CAPA's closure (refused until its training is evidenced).
     CapaClose,
+    /// Generate signed reports (`GET /v1/reports/...`); each is recorded.
+    ReportsGenerate,
 }
 
 impl Permission {
     /// Every permission, in display order.
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::EntriesAppend,
         Permission::EntriesRead,
         Permission::SignaturesApply,
@@ -61,6 +63,7 @@ impl Permission {
         Permission::IntegrationRead,
         Permission::IntegrationManage,
         Permission::CapaClose,
+        Permission::ReportsGenerate,
     ];
 
     /// Its name, as in token scopes and `trailmark roles`.
@@ -80,6 +83,7 @@ impl Permission {
             Permission::IntegrationRead => "integration:read",
             Permission::IntegrationManage => "integration:manage",
             Permission::CapaClose => "capa:close",
+            Permission::ReportsGenerate => "reports:generate",
         }
     }
 
@@ -133,6 +137,7 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::AccountSelf,
             P::IntegrationRead,
             P::IntegrationManage,
+            P::ReportsGenerate,
         ],
     ),
     (
@@ -145,6 +150,7 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::RolesRead,
             P::AccountSelf,
             P::IntegrationRead,
+            P::ReportsGenerate,
         ],
     ),
     (
@@ -158,6 +164,7 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::AccountSelf,
             P::IntegrationRead,
             P::CapaClose,
+            P::ReportsGenerate,
         ],
     ),
     (
@@ -193,6 +200,7 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::RolesRead,
             P::AccountSelf,
             P::IntegrationRead,
+            P::ReportsGenerate,
         ],
     ),
     (

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::Integration;
-use crate::store::{Bind, StoreError};
+use crate::store::{Bind, Store, StoreError};
 
 /// Most entries a lineage walk returns.
 pub const LINEAGE_MAX: usize = 10_000;
@@ -174,84 +174,112 @@ pub async fn compliance(
     job_function: Option<&str>,
     now: &str,
 ) -> Result<Vec<ComplianceRow>, StoreError> {
-    let revisions: Vec<(String, String, String)> = ig
-        .store()
+    let functions: Vec<String> = job_function.map(str::to_owned).into_iter().collect();
+    let mut out = Vec::new();
+    for revision in revisions_effective(ig.store(), from, to).await? {
+        out.extend(compliance_of_revision(ig.store(), &revision, to, &functions, now).await?);
+    }
+    Ok(out)
+}
+
+/// A revision that went effective: document, version, effective time.
+pub type Revision = (String, String, String);
+
+/// Revisions effective in `[from, to)`, in effective order.
+///
+/// # Errors
+/// A database error.
+pub async fn revisions_effective(
+    store: &Store,
+    from: &str,
+    to: &str,
+) -> Result<Vec<Revision>, StoreError> {
+    store
         .rows(
             "SELECT document_id, version, effective_at FROM document_versions WHERE effective_at >= $1 AND effective_at < $2 ORDER BY effective_at, document_id, version",
             &[Bind::Text(from.into()), Bind::Text(to.into())],
         )
+        .await
+}
+
+/// The compliance rows of one revision, by person: who had to be trained
+/// (in a required job function at the effective time, or joining one before
+/// `to`), limited to `functions` unless empty. Three queries per revision.
+///
+/// # Errors
+/// A database error.
+pub async fn compliance_of_revision(
+    store: &Store,
+    (doc, version, effective_at): &Revision,
+    to: &str,
+    functions: &[String],
+    now: &str,
+) -> Result<Vec<ComplianceRow>, StoreError> {
+    let required: Vec<(String, String)> = store
+        .rows(
+            "SELECT DISTINCT pf.person_id, tm.job_function FROM training_matrix tm JOIN person_functions pf ON pf.job_function = tm.job_function WHERE tm.document_id = $1 AND tm.superseded_seq IS NULL AND pf.superseded_seq IS NULL AND pf.valid_from < $2 AND (pf.valid_to IS NULL OR pf.valid_to > $3)",
+            &[Bind::Text(doc.clone()), Bind::Text(to.into()), Bind::Text(effective_at.clone())],
+        )
         .await?;
-    let mut out = Vec::new();
-    for (doc, version, effective_at) in revisions {
-        let functions: Vec<(String,)> = ig
-            .store()
-            .rows(
-                "SELECT DISTINCT job_function FROM training_matrix WHERE document_id = $1 AND superseded_seq IS NULL ORDER BY job_function",
-                &[Bind::Text(doc.clone())],
-            )
-            .await?;
-        let mut people: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (f,) in functions {
-            if job_function.is_some_and(|j| j != f) {
-                continue;
-            }
-            // Required: in the function at the effective time, or joining
-            // it before the end of the period.
-            let rows: Vec<(String,)> = ig
-                .store()
-                .rows(
-                    "SELECT DISTINCT person_id FROM person_functions WHERE job_function = $1 AND superseded_seq IS NULL AND valid_from < $2 AND (valid_to IS NULL OR valid_to > $3)",
-                    &[Bind::Text(f.clone()), Bind::Text(to.into()), Bind::Text(effective_at.clone())],
-                )
-                .await?;
-            for (p,) in rows {
-                people.entry(p).or_default().insert(f.clone());
-            }
+    let mut people: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (person, function) in required {
+        if functions.is_empty() || functions.contains(&function) {
+            people.entry(person).or_default().insert(function);
         }
-        for (person, fns) in people {
-            let a: Option<(String, String, String, String, Option<String>, Vec<u8>, Option<Vec<u8>>)> = ig
-                .store()
-                .row(
-                    "SELECT assignment_id, created_at, due_at, status, completed_at, entry_hash, completion_hash FROM assignments WHERE person_id = $1 AND document_id = $2 AND version = $3 AND origin = 'sop' ORDER BY created_seq LIMIT 1",
-                    &[Bind::Text(person.clone()), Bind::Text(doc.clone()), Bind::Text(version.clone())],
-                )
-                .await?;
-            let c: Option<(String, Vec<u8>)> = ig
-                .store()
-                .row(
-                    "SELECT completed_at, entry_hash FROM completions WHERE person_id = $1 AND document_id = $2 AND version = $3 ORDER BY completed_at LIMIT 1",
-                    &[Bind::Text(person.clone()), Bind::Text(doc.clone()), Bind::Text(version.clone())],
-                )
-                .await?;
-            let completed_at = c.as_ref().map(|c| c.0.clone());
-            let status = match &a {
-                None => "missing",
-                Some((_, _, _, s, _, _, _)) if s == "cancelled" => "cancelled",
-                Some((_, _, due, _, _, _, _)) => match &completed_at {
-                    Some(done) if done <= due => "on_time",
-                    Some(_) => "late",
-                    None if now > due.as_str() => "overdue",
-                    None => "open",
-                },
-            };
-            out.push(ComplianceRow {
-                document_id: doc.clone(),
-                version: version.clone(),
-                effective_at: effective_at.clone(),
-                person_id: person,
-                job_functions: fns.into_iter().collect(),
-                assignment_id: a.as_ref().map(|a| a.0.clone()),
-                assignment_created_at: a.as_ref().map(|a| a.1.clone()),
-                lag_seconds: a
-                    .as_ref()
-                    .and_then(|a| seconds_between(&effective_at, &a.1)),
-                due_at: a.as_ref().map(|a| a.2.clone()),
-                completed_at,
-                status: status.into(),
-                assignment_entry_hash: a.as_ref().map(|a| hex::encode(&a.5)),
-                completion_entry_hash: c.as_ref().map(|c| hex::encode(&c.1)),
-            });
-        }
+    }
+    let assignments: Vec<(String, String, String, String, String, Vec<u8>)> = store
+        .rows(
+            "SELECT person_id, assignment_id, created_at, due_at, status, entry_hash FROM assignments WHERE document_id = $1 AND version = $2 AND origin = 'sop' ORDER BY created_seq",
+            &[Bind::Text(doc.clone()), Bind::Text(version.clone())],
+        )
+        .await?;
+    let mut first_assignment: BTreeMap<String, (String, String, String, String, Vec<u8>)> =
+        BTreeMap::new();
+    for (person, id, created, due, status, hash) in assignments {
+        first_assignment
+            .entry(person)
+            .or_insert((id, created, due, status, hash));
+    }
+    let completions: Vec<(String, String, Vec<u8>)> = store
+        .rows(
+            "SELECT person_id, completed_at, entry_hash FROM completions WHERE document_id = $1 AND version = $2 ORDER BY completed_at",
+            &[Bind::Text(doc.clone()), Bind::Text(version.clone())],
+        )
+        .await?;
+    let mut first_completion: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
+    for (person, at, hash) in completions {
+        first_completion.entry(person).or_insert((at, hash));
+    }
+    let mut out = Vec::with_capacity(people.len());
+    for (person, fns) in people {
+        let a = first_assignment.get(&person);
+        let c = first_completion.get(&person);
+        let completed_at = c.map(|c| c.0.clone());
+        let status = match a {
+            None => "missing",
+            Some((_, _, _, s, _)) if s == "cancelled" => "cancelled",
+            Some((_, _, due, _, _)) => match &completed_at {
+                Some(done) if done <= due => "on_time",
+                Some(_) => "late",
+                None if now > due.as_str() => "overdue",
+                None => "open",
+            },
+        };
+        out.push(ComplianceRow {
+            document_id: doc.clone(),
+            version: version.clone(),
+            effective_at: effective_at.clone(),
+            person_id: person,
+            job_functions: fns.into_iter().collect(),
+            assignment_id: a.map(|a| a.0.clone()),
+            assignment_created_at: a.map(|a| a.1.clone()),
+            lag_seconds: a.and_then(|a| seconds_between(effective_at, &a.1)),
+            due_at: a.map(|a| a.2.clone()),
+            completed_at,
+            status: status.into(),
+            assignment_entry_hash: a.map(|a| hex::encode(&a.4)),
+            completion_entry_hash: c.map(|c| hex::encode(&c.1)),
+        });
     }
     Ok(out)
 }
@@ -311,9 +339,8 @@ pub struct Lineage {
 ///
 /// # Errors
 /// A database error.
-pub async fn lineage(ig: &Integration, subject: &str) -> Result<Lineage, StoreError> {
-    let seeds: Vec<(i64,)> = ig
-        .store()
+pub async fn lineage(store: &Store, subject: &str) -> Result<Lineage, StoreError> {
+    let seeds: Vec<(i64,)> = store
         .rows(
             "SELECT seq FROM entries WHERE subject = $1 ORDER BY seq LIMIT 1000",
             &[Bind::Text(subject.into())],
@@ -324,8 +351,7 @@ pub async fn lineage(ig: &Integration, subject: &str) -> Result<Lineage, StoreEr
     let mut edges: BTreeSet<(i64, i64)> = BTreeSet::new();
     let mut truncated = false;
     while let Some(seq) = queue.pop_front() {
-        let children: Vec<(i64,)> = ig
-            .store()
+        let children: Vec<(i64,)> = store
             .rows(
                 "SELECT seq FROM entry_parents WHERE parent_seq = $1 ORDER BY seq",
                 &[Bind::Int(seq)],
@@ -344,8 +370,7 @@ pub async fn lineage(ig: &Integration, subject: &str) -> Result<Lineage, StoreEr
     }
     let reached: Vec<i64> = seen.iter().copied().collect();
     for seq in reached {
-        let parents: Vec<(i64,)> = ig
-            .store()
+        let parents: Vec<(i64,)> = store
             .rows(
                 "SELECT parent_seq FROM entry_parents WHERE seq = $1",
                 &[Bind::Int(seq)],
@@ -362,8 +387,7 @@ pub async fn lineage(ig: &Integration, subject: &str) -> Result<Lineage, StoreEr
     }
     let mut entries = Vec::with_capacity(seen.len());
     for seq in &seen {
-        let row: Option<(i64, Vec<u8>, String, String, String, String)> = ig
-            .store()
+        let row: Option<(i64, Vec<u8>, String, String, String, String)> = store
             .row(
                 "SELECT seq, hash, kind, subject, recorded_at, actor FROM entries WHERE seq = $1",
                 &[Bind::Int(*seq)],

@@ -341,6 +341,18 @@ pub static KINDS: &[KindDef] = &[
         false,
         "a source system's counts differ from what Trailmark recorded",
     ),
+    kind(
+        "admin.report_signing.created",
+        Class::Administrative,
+        false,
+        "the report-signing CA and certificate (P-256) were created",
+    ),
+    kind(
+        "report.generated",
+        Class::Record,
+        false,
+        "a report was generated and signed: its ID, scope and the SHA-256 of the file",
+    ),
 ];
 
 /// Looks a kind up by its exact name.

@@ -925,6 +925,30 @@ impl Store {
         })
     }
 
+    /// The canonical bytes of the given entries, ascending by seq (entries
+    /// that do not exist are left out). At most a few hundred seqs a call.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn canonical_of(&self, seqs: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, Vec<u8>)> = on_pool!(self, pool => {
+            let mut qb = QueryBuilder::new("SELECT seq, canonical FROM entries WHERE seq IN (");
+            let mut list = qb.separated(", ");
+            for s in seqs {
+                list.push_bind(i64_of(*s));
+            }
+            qb.push(") ORDER BY seq");
+            qb.build_query_as().fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(seq, c)| (u64::try_from(seq).unwrap_or_default(), c))
+            .collect())
+    }
+
     /// Seqs of the entries that name `seq` as a parent (corrections,
     /// annotations, derived entries), ascending.
     ///

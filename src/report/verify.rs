@@ -1,0 +1,528 @@
+//! `trailmark verify-report` (docs/REPORTS.md §7): checks a report offline,
+//! needing only the file, the verifier key and (for trust) the report CA.
+//!
+//! A PDF goes through all seven steps; a JSONL report (the bundle itself)
+//! through steps 4 to 7. The PDF reader is deliberately narrow: it reads
+//! the one signature dictionary and the one embedded file that Trailmark
+//! writes, and refuses anything it does not recognise, rather than being a
+//! general PDF parser.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::BUNDLE_FORMAT;
+use super::sign::{CmsCheck, verify_cms};
+use crate::ledger::entry::{ParsedEntry, is_canonical};
+use crate::ledger::merkle::{self, NodeId, ProofPlan};
+use crate::ledger::{Checkpoint, Hash, VerifierKey};
+
+/// Which step failed, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("step {step} ({name}) failed: {reason}")]
+pub struct CheckError {
+    /// 1 to 7.
+    pub step: u8,
+    /// The step's name.
+    pub name: &'static str,
+    /// What was wrong.
+    pub reason: String,
+}
+
+fn fail(step: u8, reason: impl Into<String>) -> CheckError {
+    let name = match step {
+        1 => "signature dictionary",
+        2 => "CMS signature",
+        3 => "attached proof bundle",
+        4 => "checkpoint",
+        5 => "entries and inclusion proofs",
+        6 => "rows and citations",
+        _ => "summary",
+    };
+    CheckError {
+        step,
+        name,
+        reason: reason.into(),
+    }
+}
+
+/// What the PDF signature checks found.
+#[derive(Debug, Clone)]
+pub struct SignatureCheck {
+    /// Bytes covered by the byte range.
+    pub signed_bytes: u64,
+    /// The `/M` time, as written.
+    pub signing_time: String,
+    /// The CMS checks.
+    pub cms: CmsCheck,
+}
+
+/// What the bundle checks found.
+#[derive(Debug, Clone, Default)]
+pub struct BundleCheck {
+    /// Report ID.
+    pub report_id: String,
+    /// Type.
+    pub ty: String,
+    /// Scope as JSON.
+    pub scope: String,
+    /// Generation time.
+    pub generated_at: String,
+    /// Actor and printed name.
+    pub generated_by: String,
+    /// Ledger origin.
+    pub origin: String,
+    /// Checkpoint size.
+    pub checkpoint_size: u64,
+    /// Checkpoint root (hex).
+    pub checkpoint_root: String,
+    /// Rows.
+    pub rows: u64,
+    /// Entries checked.
+    pub entries: u64,
+    /// Tree nodes supplied.
+    pub nodes: u64,
+    /// Size of the bundle.
+    pub bytes: u64,
+}
+
+/// A checked report.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Steps 1-2 (PDF only).
+    pub signature: Option<SignatureCheck>,
+    /// Steps 3-6.
+    pub bundle: BundleCheck,
+}
+
+impl Checked {
+    /// The lines `verify-report` prints: each step and what it checked.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let b = &self.bundle;
+        if let Some(s) = &self.signature {
+            out.push(format!(
+                "[1] signature dictionary: /ETSI.CAdES.detached; the byte range covers the whole file except /Contents ({} bytes signed)",
+                s.signed_bytes
+            ));
+            out.push(format!(
+                "[2] CMS: SHA-256 of the byte range equals the signed message digest; ECDSA P-256 signature over the signed attributes valid; signing-certificate-v2 matches; signer \"{}\" (certificate SHA-256 {}), issued by \"{}\"; {}; signing time {}",
+                s.cms.signer_name,
+                s.cms.cert_sha256,
+                s.cms.issuer_name,
+                s.cms.chained_to.as_ref().map_or_else(
+                    || "trust NOT checked (give --ca report-ca.pem)".to_owned(),
+                    |ca| format!("chains to the given CA \"{ca}\"")
+                ),
+                s.signing_time
+            ));
+            out.push(format!(
+                "[3] attached {}: format {BUNDLE_FORMAT}, {} bytes",
+                super::BUNDLE_NAME,
+                b.bytes
+            ));
+        }
+        out.push(format!(
+            "[4] checkpoint: origin {}, size {}, root {}; signature valid for the verifier key",
+            b.origin, b.checkpoint_size, b.checkpoint_root
+        ));
+        out.push(format!(
+            "[5] entries: {} canonical entries, each hash recomputed from its bytes and proved included in the tree of size {} ({} tree nodes supplied)",
+            b.entries, b.checkpoint_size, b.nodes
+        ));
+        out.push(format!(
+            "[6] rows: {} rows; every cited seq and hash is a checked entry",
+            b.rows
+        ));
+        out.push(format!(
+            "[7] report {} ({}, {}) generated {} by {}",
+            b.report_id, b.ty, b.scope, b.generated_at, b.generated_by
+        ));
+        out
+    }
+}
+
+/// Checks a report file: a PDF (all steps) or a JSONL bundle (steps 4-7).
+///
+/// # Errors
+/// The first step that fails.
+pub fn check_file(
+    bytes: &[u8],
+    key: &VerifierKey,
+    ca_der: Option<&[u8]>,
+) -> Result<Checked, CheckError> {
+    if bytes.starts_with(b"%PDF-") {
+        let (signature, bundle) = check_pdf_signature(bytes, ca_der)?;
+        let mut inflated = flate2::read::ZlibDecoder::new(bundle);
+        let bundle = check_bundle(BufReader::new(&mut inflated), key)?;
+        Ok(Checked {
+            signature: Some(signature),
+            bundle,
+        })
+    } else {
+        Ok(Checked {
+            signature: None,
+            bundle: check_bundle(BufReader::new(bytes), key)?,
+        })
+    }
+}
+
+fn find_all(hay: &[u8], needle: &[u8]) -> Vec<usize> {
+    hay.windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn find_from(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+fn int_after(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
+    let mut i = at;
+    while bytes
+        .get(i)
+        .is_some_and(|b| *b == b' ' || *b == b'\n' || *b == b'\r')
+    {
+        i += 1;
+    }
+    let start = i;
+    while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    let n = std::str::from_utf8(bytes.get(start..i)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((n, i))
+}
+
+/// Steps 1-3: the signature over the file, then the embedded bundle's
+/// deflated bytes (inside the signed range).
+fn check_pdf_signature<'a>(
+    bytes: &'a [u8],
+    ca_der: Option<&[u8]>,
+) -> Result<(SignatureCheck, &'a [u8]), CheckError> {
+    let sigs = find_all(bytes, b"/Type /Sig\n");
+    if sigs.len() != 1 {
+        return Err(fail(
+            1,
+            format!("expected one signature dictionary, found {}", sigs.len()),
+        ));
+    }
+    let at = find_from(bytes, sigs[0], b"/ByteRange [")
+        .ok_or_else(|| fail(1, "the signature dictionary has no /ByteRange"))?;
+    let mut pos = at + b"/ByteRange [".len();
+    let mut range = [0u64; 4];
+    for r in &mut range {
+        let (n, next) =
+            int_after(bytes, pos).ok_or_else(|| fail(1, "/ByteRange is not four integers"))?;
+        *r = n;
+        pos = next;
+    }
+    let len = bytes.len() as u64;
+    let [a, b, c, d] = range;
+    if a != 0 || b >= c || c.checked_add(d) != Some(len) {
+        return Err(fail(
+            1,
+            format!(
+                "/ByteRange [{a} {b} {c} {d}] does not cover the whole file of {len} bytes except /Contents (bytes were appended or removed)"
+            ),
+        ));
+    }
+    let (b, c) = (b as usize, c as usize);
+    if bytes[b] != b'<'
+        || bytes[c - 1] != b'>'
+        || !bytes[b + 1..c - 1].iter().all(u8::is_ascii_hexdigit)
+    {
+        return Err(fail(
+            1,
+            "the gap in /ByteRange is not exactly the /Contents hex string",
+        ));
+    }
+    if find_from(bytes, at, b"/Contents ") != Some(b - b"/Contents ".len()) {
+        return Err(fail(
+            1,
+            "the gap in /ByteRange is not this dictionary's /Contents",
+        ));
+    }
+    let signing_time = find_from(bytes, sigs[0], b"/M (D:")
+        .filter(|p| *p < at)
+        .and_then(|p| {
+            let end = find_from(bytes, p, b")")?;
+            std::str::from_utf8(&bytes[p + 4..end])
+                .ok()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "not stated".into());
+
+    let cms_hex = &bytes[b + 1..c - 1];
+    let cms = hex::decode(cms_hex).map_err(|e| fail(2, format!("/Contents is not hex: {e}")))?;
+    let der_len =
+        der_length(&cms).ok_or_else(|| fail(2, "/Contents does not start with a DER SEQUENCE"))?;
+    let mut h = Sha256::new();
+    h.update(&bytes[..b]);
+    h.update(&bytes[c..]);
+    let digest: [u8; 32] = h.finalize().into();
+    let check = verify_cms(&cms[..der_len], &digest, ca_der).map_err(|e| fail(2, e.to_string()))?;
+
+    let files = find_all(bytes, b"/Type /EmbeddedFile\n");
+    if files.len() != 1 {
+        return Err(fail(
+            3,
+            format!("expected one embedded file, found {}", files.len()),
+        ));
+    }
+    let l = find_from(bytes, files[0], b"/Length ")
+        .ok_or_else(|| fail(3, "the embedded file has no /Length"))?;
+    let (length, after) =
+        int_after(bytes, l + b"/Length ".len()).ok_or_else(|| fail(3, "bad /Length"))?;
+    let start = find_from(bytes, after, b"stream\n")
+        .ok_or_else(|| fail(3, "the embedded file has no stream"))?
+        + b"stream\n".len();
+    let end = start
+        .checked_add(usize::try_from(length).map_err(|_| fail(3, "bad /Length"))?)
+        .filter(|e| *e <= b)
+        .ok_or_else(|| fail(3, "the embedded file runs past the signed range"))?;
+    Ok((
+        SignatureCheck {
+            signed_bytes: len - (c - b) as u64,
+            signing_time,
+            cms: check,
+        },
+        &bytes[start..end],
+    ))
+}
+
+/// Length of the DER TLV at the start of `der`.
+fn der_length(der: &[u8]) -> Option<usize> {
+    if der.first() != Some(&0x30) {
+        return None;
+    }
+    let first = *der.get(1)?;
+    if first < 0x80 {
+        return Some(2 + usize::from(first));
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let mut len = 0usize;
+    for i in 0..n {
+        len = (len << 8) | usize::from(*der.get(2 + i)?);
+    }
+    Some(2 + n + len).filter(|l| *l <= der.len())
+}
+
+/// Steps 4-6 over the bundle's lines (header, rows, entries, nodes, end).
+///
+/// # Errors
+/// The first step that fails.
+pub fn check_bundle(mut r: impl BufRead, key: &VerifierKey) -> Result<BundleCheck, CheckError> {
+    let mut out = BundleCheck::default();
+    let mut line = String::new();
+    let mut bytes = 0u64;
+    let mut read = |r: &mut dyn BufRead, step: u8| -> Result<Option<Value>, CheckError> {
+        line.clear();
+        let n = r
+            .read_line(&mut line)
+            .map_err(|e| fail(step, format!("reading the bundle: {e}")))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        bytes += n as u64;
+        serde_json::from_str(line.trim_end_matches('\n'))
+            .map(Some)
+            .map_err(|e| fail(step, format!("a line is not JSON: {e}")))
+    };
+    let header = read(&mut r, 3)?.ok_or_else(|| fail(3, "the bundle is empty"))?;
+    if header["format"] != BUNDLE_FORMAT {
+        return Err(fail(
+            3,
+            format!("format is {}, expected {BUNDLE_FORMAT}", header["format"]),
+        ));
+    }
+    let s = |k: &str| header[k].as_str().unwrap_or_default().to_owned();
+    out.report_id = s("report_id");
+    out.ty = s("type");
+    out.scope = header["scope"].to_string();
+    out.generated_at = s("generated_at");
+    out.generated_by = format!(
+        "{} ({})",
+        header["generated_by"]["printed_name"]
+            .as_str()
+            .unwrap_or("?"),
+        header["generated_by"]["actor"].as_str().unwrap_or("?")
+    );
+    let note = header["checkpoint"]
+        .as_str()
+        .ok_or_else(|| fail(4, "the header has no checkpoint"))?;
+    let cp = Checkpoint::open(note, key).map_err(|e| fail(4, e.to_string()))?;
+    out.origin = cp.origin.clone();
+    out.checkpoint_size = cp.size;
+    out.checkpoint_root = cp.root.to_hex();
+
+    let mut cites: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut entries: Vec<(u64, Hash)> = Vec::new();
+    let mut nodes: HashMap<NodeId, Hash> = HashMap::new();
+    let mut ended = false;
+    while let Some(v) = read(&mut r, 5)? {
+        if ended {
+            return Err(fail(5, "lines after the end line"));
+        }
+        if let Some(row) = v.get("cites") {
+            if v.get("row").is_none() {
+                return Err(fail(6, "a line has cites but no row"));
+            }
+            out.rows += 1;
+            for c in row.as_array().into_iter().flatten() {
+                let seq = c["seq"]
+                    .as_u64()
+                    .ok_or_else(|| fail(6, "a cite has no seq"))?;
+                let hash = Hash::parse_hex(c["hash"].as_str().unwrap_or_default())
+                    .map_err(|e| fail(6, format!("cite of {seq}: {e}")))?;
+                if let Some(prev) = cites.insert(seq, hash)
+                    && prev != hash
+                {
+                    return Err(fail(
+                        6,
+                        format!("entry {seq} is cited with two different hashes"),
+                    ));
+                }
+            }
+        } else if let Some(text) = v.get("entry").and_then(Value::as_str) {
+            let seq = v["seq"]
+                .as_u64()
+                .ok_or_else(|| fail(5, "an entry line has no seq"))?;
+            if entries.last().is_some_and(|(s, _)| *s >= seq) {
+                return Err(fail(5, format!("entry {seq} is out of order")));
+            }
+            if !is_canonical(text.as_bytes()) {
+                return Err(fail(5, format!("entry {seq} is not RFC 8785 canonical")));
+            }
+            let parsed = ParsedEntry::parse(text.as_bytes())
+                .map_err(|e| fail(5, format!("entry {seq}: {e}")))?;
+            if parsed.seq != seq {
+                return Err(fail(
+                    5,
+                    format!("the line says seq {seq}, the entry {}", parsed.seq),
+                ));
+            }
+            let leaf = merkle::leaf_hash(text.as_bytes());
+            if v["hash"].as_str() != Some(leaf.to_hex().as_str()) {
+                return Err(fail(
+                    5,
+                    format!(
+                        "entry {seq}: its bytes hash to {}, the bundle says {}",
+                        leaf.to_hex(),
+                        v["hash"]
+                    ),
+                ));
+            }
+            entries.push((seq, leaf));
+        } else if let Some(n) = v.get("node").and_then(Value::as_array) {
+            let level = n
+                .first()
+                .and_then(Value::as_u64)
+                .and_then(|l| u8::try_from(l).ok());
+            let index = n.get(1).and_then(Value::as_u64);
+            let hash = n.get(2).and_then(Value::as_str).map(Hash::parse_hex);
+            match (level, index, hash) {
+                (Some(level), Some(index), Some(Ok(h))) => {
+                    nodes.insert(NodeId { level, index }, h);
+                }
+                _ => return Err(fail(5, "a node line is not [level, index, hash]")),
+            }
+        } else if let Some(end) = v.get("end") {
+            ended = true;
+            let counts = (
+                end["rows"].as_u64(),
+                end["entries"].as_u64(),
+                end["nodes"].as_u64(),
+            );
+            if counts
+                != (
+                    Some(out.rows),
+                    Some(entries.len() as u64),
+                    Some(nodes.len() as u64),
+                )
+            {
+                return Err(fail(
+                    5,
+                    format!(
+                        "the end line counts {counts:?}, the bundle holds {} rows, {} entries, {} nodes",
+                        out.rows,
+                        entries.len(),
+                        nodes.len()
+                    ),
+                ));
+            }
+        } else {
+            return Err(fail(5, "a line is neither row, entry, node nor end"));
+        }
+    }
+    if !ended {
+        return Err(fail(5, "the bundle has no end line: it was cut short"));
+    }
+    for (seq, leaf) in &entries {
+        let plan = ProofPlan::inclusion(*seq, cp.size)
+            .map_err(|e| fail(5, format!("entry {seq}: {e}")))?;
+        let path = plan.assemble(&nodes).map_err(|e| {
+            fail(
+                5,
+                format!("entry {seq}: the bundle lacks a node of its path: {e}"),
+            )
+        })?;
+        merkle::verify_inclusion(*seq, cp.size, leaf, &path, &cp.root).map_err(|e| {
+            fail(
+                5,
+                format!("entry {seq} is not included in the checkpoint's tree: {e}"),
+            )
+        })?;
+    }
+    let checked: HashMap<u64, Hash> = entries.iter().copied().collect();
+    for (seq, hash) in &cites {
+        match checked.get(seq) {
+            Some(h) if h == hash => {}
+            Some(h) => {
+                return Err(fail(
+                    6,
+                    format!(
+                        "a row cites entry {seq} as {}, the entry hashes to {}",
+                        hash.to_hex(),
+                        h.to_hex()
+                    ),
+                ));
+            }
+            None => {
+                return Err(fail(
+                    6,
+                    format!("a row cites entry {seq}, which the bundle does not hold"),
+                ));
+            }
+        }
+    }
+    if checked.len() != cites.len() {
+        return Err(fail(6, "the bundle holds entries no row cites"));
+    }
+    out.entries = entries.len() as u64;
+    out.nodes = nodes.len() as u64;
+    out.bytes = bytes;
+    Ok(out)
+}
+
+/// Reads a whole file for checking.
+///
+/// # Errors
+/// A read failure.
+pub fn read_all(mut r: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v)?;
+    Ok(v)
+}
