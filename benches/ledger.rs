@@ -1865,7 +1865,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let Some(what) = args.first() else {
         println!(
-            "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures|events|fanout|latency [options]; see benches/ledger.rs"
+            "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures|events|fanout|latency|reports [options]; see benches/ledger.rs"
         );
         return Ok(());
     };
@@ -1880,7 +1880,211 @@ fn main() -> anyhow::Result<()> {
             "events" => events_mode(&args).await,
             "fanout" => fanout(&args).await,
             "latency" => latency(&args).await,
+            "reports" => reports(&args).await,
             other => bail!("unknown benchmark `{other}`"),
         }
     })
+}
+
+/// Peak resident memory since the last reset (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn bench_request(
+    kind_name: &str,
+    subject: &str,
+    parents: Vec<Hash>,
+    payload: Value,
+) -> AppendRequest {
+    AppendRequest {
+        kind: kind::lookup(kind_name).expect("registered kind"),
+        actor: Actor::parse("system:rules").expect("actor"),
+        subject: Subject::parse(subject).expect("subject"),
+        correlation_id: None,
+        idempotency_key: None,
+        parents,
+        reason: None,
+        payload: payload.as_object().cloned().unwrap_or_default(),
+        effects: Vec::new(),
+        parent_refs: Vec::new(),
+    }
+}
+
+/// `reports`: a lineage report of 1,000 entries, and a compliance report for
+/// 10,000 people and 200 document revisions (each revision required by one
+/// of 20 job functions of 500 people: 100,000 rows, about 190,000 cited
+/// entries), both as signed PDFs. The fixture's entries go through the
+/// sequencer (real hashes, tree and checkpoints); the integration tables
+/// that the rules worker would fill are derived from them in SQL (SQLite
+/// only), because replaying 190,000 events through the rules is not what is
+/// measured.
+async fn reports(args: &[String]) -> anyhow::Result<()> {
+    use trailmark::report::{Format, ReportType, Reporter, Requester, Scope};
+    let people_n: usize = arg(args, "--people").map_or(Ok(10_000), |s| s.parse())?;
+    let docs_n: usize = arg(args, "--documents").map_or(Ok(200), |s| s.parse())?;
+    let functions = 20usize;
+    let tmp = tempfile::tempdir()?;
+    let (opened, _token) = cli::initialise(
+        &tmp.path().join("data"),
+        Some("bench.trailmark.local/reports".into()),
+        None,
+    )
+    .await?;
+    let sequencer = Sequencer::start(
+        opened.store.clone(),
+        opened.key.clone(),
+        opened.config.sequencer.clone(),
+        Metrics::default(),
+    )
+    .await?;
+    let seq = sequencer.handle();
+    let started = Instant::now();
+
+    // Lineage fixture: a CAPA action and 999 entries derived from it.
+    let root = seq
+        .append(bench_request(
+            "qms.capa.training_action",
+            "qms:capa/BENCH-1",
+            vec![],
+            json!({"capa_id": "BENCH-1", "action_id": "A1", "document_id": "D000", "version": "1"}),
+        ))
+        .await?;
+    let mut batch = Vec::new();
+    for i in 0..999 {
+        batch.push(bench_request(
+            "lms.assignment.created",
+            &format!("lms:assignment/A-LIN-{i:04}"),
+            vec![root.hash],
+            json!({"assignment_id": format!("A-LIN-{i:04}"), "person_id": format!("P{i:05}"), "document_id": "D000", "version": "1"}),
+        ));
+        if batch.len() == 500 {
+            seq.append_group(std::mem::take(&mut batch)).await?;
+        }
+    }
+    seq.append_group(std::mem::take(&mut batch)).await?;
+
+    // Compliance fixture: an assignment entry per (revision, required
+    // person), a completion entry for 9 in 10 of them.
+    let mut appended = 0usize;
+    for d in 0..docs_n {
+        for p in (d % functions..people_n).step_by(functions) {
+            batch.push(bench_request(
+                "lms.assignment.created",
+                &format!("lms:assignment/A-D{d:03}-P{p:05}"),
+                vec![],
+                json!({"person_id": format!("P{p:05}"), "document_id": format!("D{d:03}"), "version": "1"}),
+            ));
+            if p % 10 != 3 {
+                batch.push(bench_request(
+                    "lms.completion.recorded",
+                    &format!("person:P{p:05}"),
+                    vec![],
+                    json!({"data": {"person_id": format!("P{p:05}"), "document_id": format!("D{d:03}"), "version": "1",
+                                    "completed_at": format!("2026-06-{:02}T10:00:00Z", 2 + p % 25)}}),
+                ));
+            }
+            if batch.len() >= 1000 {
+                appended += batch.len();
+                seq.append_group(std::mem::take(&mut batch)).await?;
+            }
+        }
+    }
+    appended += batch.len();
+    seq.append_group(std::mem::take(&mut batch)).await?;
+    let store = opened.store.clone();
+    let fill: [&'static str; 6] = [
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) INSERT INTO people (person_id, name, active, source_time, known_seq) SELECT printf('P%05d', i), CASE i % 4 WHEN 0 THEN 'Zoë Müller ' || i WHEN 1 THEN '李雷 ' || i WHEN 2 THEN 'Łukasz Nowak ' || i ELSE 'Anna Sato ' || i END, 1, '2026-01-01T00:00:00.000000Z', 0 FROM n",
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) INSERT INTO person_functions (person_id, job_function, valid_from, known_seq, known_at) SELECT printf('P%05d', i), printf('JF%02d', i % 20), '2026-01-01T00:00:00.000000Z', 0, '2026-01-01T00:00:00.000000Z' FROM n",
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) INSERT INTO training_matrix (document_id, job_function, known_seq, known_at) SELECT printf('D%03d', i), printf('JF%02d', i % 20), 0, '2026-01-01T00:00:00.000000Z' FROM n",
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) INSERT INTO document_versions (document_id, version, effective_at, known_seq, known_at, entry_hash) SELECT printf('D%03d', i), '1', printf('2026-06-01T%02d:%02d:00.000000Z', i / 60, i % 60), 0, '2026-01-01T00:00:00.000000Z', zeroblob(32) FROM n",
+        "INSERT INTO assignments (assignment_id, person_id, document_id, version, origin, verification_required, effective_at, due_at, created_seq, created_at, entry_hash, status) SELECT substr(subject, 16), json_extract(CAST(canonical AS TEXT), '$.payload.person_id'), json_extract(CAST(canonical AS TEXT), '$.payload.document_id'), '1', 'sop', 0, '2026-06-01T00:00:00.000000Z', '2026-06-20T23:59:59.000000Z', seq, recorded_at, hash, 'open' FROM entries WHERE kind = 'lms.assignment.created' AND subject LIKE 'lms:assignment/A-D%' AND $1 = $1",
+        "INSERT INTO completions (seq, person_id, document_id, version, completed_at, outcome, entry_hash) SELECT seq, json_extract(CAST(canonical AS TEXT), '$.payload.data.person_id'), json_extract(CAST(canonical AS TEXT), '$.payload.data.document_id'), '1', json_extract(CAST(canonical AS TEXT), '$.payload.data.completed_at'), 'passed', hash FROM entries WHERE kind = 'lms.completion.recorded' AND subject LIKE 'person:P%' AND $1 = $1",
+    ];
+    for (sql, n) in fill.iter().zip([people_n, people_n, docs_n, docs_n, 0, 0]) {
+        let _: Vec<(i64,)> = store
+            .rows(sql, &[trailmark::store::Bind::Int(n as i64)])
+            .await?;
+    }
+    println!("backend            {}", store.backend_name());
+    println!(
+        "fixture            {} entries appended and state derived in {:.1} s",
+        appended + 1000,
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let signer = opened.dir.report_signer()?.map(Arc::new);
+    let reporter = Reporter::new(
+        store.clone(),
+        seq.clone(),
+        signer,
+        opened.config.origin.clone(),
+    );
+    let by = Requester {
+        actor: Actor::parse("system:cli")?,
+        printed_name: "Benchmark".into(),
+    };
+    for (ty, scope, name) in [
+        (
+            ReportType::Lineage,
+            Scope {
+                subject: Some("qms:capa/BENCH-1".into()),
+                ..Scope::default()
+            },
+            "lineage (1,000 entries)",
+        ),
+        (
+            ReportType::Compliance,
+            Scope {
+                from: Some("2026-06-01".into()),
+                to: Some("2026-07-01".into()),
+                ..Scope::default()
+            },
+            "compliance (10,000 people x 200 revisions)",
+        ),
+    ] {
+        let out = tmp.path().join(format!("{}.pdf", ty.as_str()));
+        reset_peak_rss();
+        let before = peak_rss_mib();
+        let t = Instant::now();
+        let g = reporter.generate(ty, scope, Format::Pdf, &by, &out).await?;
+        let took = t.elapsed();
+        let peak = peak_rss_mib();
+        println!(
+            "{name:<44} {:.2} s  {} rows, {} entries cited, {} pages, {:.1} MB; peak RSS {:.0} MiB (was {:.0} MiB before)",
+            took.as_secs_f64(),
+            g.rows,
+            g.cited,
+            g.pages,
+            g.bytes as f64 / 1e6,
+            peak,
+            before
+        );
+        let t = Instant::now();
+        let bytes = std::fs::read(&out)?;
+        let checked = trailmark::report::verify::check_file(&bytes, &opened.key.verifier(), None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "  verify-report    {:.2} s ({} entries, {} nodes)",
+            t.elapsed().as_secs_f64(),
+            checked.bundle.entries,
+            checked.bundle.nodes
+        );
+    }
+    sequencer.shutdown().await;
+    opened.store.close().await;
+    Ok(())
 }

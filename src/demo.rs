@@ -397,11 +397,16 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     ];
     let mut people = Vec::new();
     for i in 0..OPERATORS {
-        let name = format!(
-            "{} {}",
-            FIRST[i % FIRST.len()],
-            LAST[(i * 7 + i / 12) % LAST.len()]
-        );
+        // One name in Han script, so that the reports show CJK rendering.
+        let name = if i == 12 {
+            "李雷".to_owned()
+        } else {
+            format!(
+                "{} {}",
+                FIRST[i % FIRST.len()],
+                LAST[(i * 7 + i / 12) % LAST.len()]
+            )
+        };
         people.push(ce(
             "hr",
             "hr.person.changed.v1",
@@ -780,6 +785,67 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
         bail!("a simulated system refused a signature");
     }
 
+    // Signed reports for the inspector, fetched over HTTP as QA would.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let reports_dir = data.join("reports");
+    std::fs::create_dir_all(&reports_dir)?;
+    let mut written = Vec::new();
+    for (name, query) in [
+        (
+            format!("lineage-{CAPA}.pdf"),
+            format!("/v1/reports/lineage?subject=qms:capa/{CAPA}"),
+        ),
+        (
+            "compliance.pdf".to_owned(),
+            format!("/v1/reports/compliance?from={from}&to={to}&job_function={OPERATOR}"),
+        ),
+        (
+            format!("audit-trail-{CAPA}.pdf"),
+            format!("/v1/reports/audit-trail?subject=qms:capa/{CAPA}"),
+        ),
+        (
+            "compliance.csv".to_owned(),
+            format!("/v1/reports/compliance?from={from}&to={to}&format=csv"),
+        ),
+    ] {
+        let response = api
+            .http
+            .get(format!("{}{query}", api.base))
+            .bearer_auth(&reviewer.session)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            let status = response.status();
+            bail!(
+                "GET {query} answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        let id = response
+            .headers()
+            .get("x-trailmark-report-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = response.bytes().await?;
+        let path = reports_dir.join(&name);
+        std::fs::write(&path, &bytes)?;
+        if name.ends_with(".pdf") {
+            let ca = crate::report::sign::cert_der_from_pem(&std::fs::read_to_string(
+                data.join("report-ca.pem"),
+            )?)?;
+            crate::report::verify::check_file(&bytes, &opened.key.verifier(), Some(&ca))
+                .map_err(|e| anyhow::anyhow!("{name} does not verify: {e}"))?;
+        }
+        written.push((id, path, bytes.len()));
+    }
+    println!(
+        "\n11. Signed reports for the inspector (PAdES signature by the report-signing certificate, entries and proofs attached; each recorded as report.generated):"
+    );
+    for (id, path, bytes) in &written {
+        println!("    {id}  {}  ({} KB)", path.display(), bytes / 1024);
+    }
+
     // Verify and export, as an inspector would.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let note = api
@@ -812,7 +878,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     let exported = audit::export(&store, &vkey, &export_dir, |_| {}).await?;
     audit::verify_export(&export_dir, &vkey, |_| {})?;
     println!(
-        "11. verify: {} entries, {} checkpoints and {} signatures intact; export of {} entries checked offline.",
+        "12. verify: {} entries, {} checkpoints and {} signatures intact; export of {} entries checked offline.",
         report.entries, report.checkpoints, report.signatures, exported.entries
     );
     println!(
@@ -830,6 +896,14 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
         export_dir.display(),
         data.join("verifier-key").display()
     );
+    if let Some((_, path, _)) = written.first() {
+        println!(
+            "  cargo run --release -- verify-report {} --key {} --ca {}",
+            path.display(),
+            data.join("verifier-key").display(),
+            data.join("report-ca.pem").display()
+        );
+    }
     if let Some(server) = server {
         let url = server.url();
         println!(

@@ -18,6 +18,7 @@ mod ops;
 mod people;
 pub mod problem;
 mod proofs;
+mod reports;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -131,6 +132,11 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
         Some(Permission::IntegrationManage),
     ),
     ("POST", "/v1/reconciliations", Some(Permission::EventsSend)),
+    (
+        "GET",
+        "/v1/reports/{name}",
+        Some(Permission::ReportsGenerate),
+    ),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
     ("GET", "/metrics", None),
@@ -166,6 +172,8 @@ pub struct AppState {
     pub identity: Identity,
     /// Events, rules, hand-overs.
     pub integration: crate::integration::Integration,
+    /// Signed reports.
+    pub reports: crate::report::Reporter,
     tokens: Arc<Mutex<HashMap<String, (TokenRow, Instant)>>>,
 }
 
@@ -178,6 +186,7 @@ impl AppState {
         verifier: VerifierKey,
         identity: Identity,
         integration: crate::integration::Integration,
+        reports: crate::report::Reporter,
     ) -> AppState {
         AppState {
             store,
@@ -186,6 +195,7 @@ impl AppState {
             verifier,
             identity,
             integration,
+            reports,
             tokens: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -450,6 +460,7 @@ async fn authorize(
         integration::post_events, integration::xapi_statements, integration::list_schemas, integration::get_schema,
         integration::closure_readiness, integration::close_capa, integration::compliance, integration::lineage,
         integration::dead_letters, integration::replay, integration::reconcile,
+        reports::report,
     ),
     components(schemas(
         entries::AppendBody, entries::AppendResponse, entries::EntryView, entries::EntryPage,
@@ -544,6 +555,7 @@ pub fn router(state: AppState, max_body_bytes: usize, max_batch_bytes: usize) ->
         )
         .route("/v1/capas/{id}/closure", post(integration::close_capa))
         .route("/v1/compliance", get(integration::compliance))
+        .route("/v1/reports/{name}", get(reports::report))
         .route("/v1/lineage/{*subject}", get(integration::lineage))
         .route("/v1/deadletters", get(integration::dead_letters))
         .route("/v1/deadletters/{id}/replay", post(integration::replay))
@@ -625,6 +637,15 @@ impl Server {
                 stopping.clone(),
             )));
         }
+        let signer = crate::config::DataDir::at(data_dir)
+            .report_signer()?
+            .map(Arc::new);
+        let reports = crate::report::Reporter::new(
+            store.clone(),
+            sequencer.handle(),
+            signer,
+            config.origin.clone(),
+        );
         let state = AppState::new(
             store,
             sequencer.handle(),
@@ -632,6 +653,7 @@ impl Server {
             verifier,
             identity,
             integration.clone(),
+            reports,
         );
         let app = router(
             state,

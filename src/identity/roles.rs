@@ -509,6 +509,8 @@ mod tests {
                         | P::RolesRead
                         | P::AccountSelf
                         | P::IntegrationRead
+                        // Records only that a report was generated, by whom.
+                        | P::ReportsGenerate
                 ),
                 "inspectors are read-only, but hold {p:?}"
             );

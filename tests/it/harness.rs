@@ -272,8 +272,8 @@ impl Api {
 }
 
 /// Entries `trailmark init` writes: genesis, the signing policy, the CA, the
-/// integration token.
-pub const INIT_ENTRIES: u64 = 4;
+/// report-signing keys, the integration token.
+pub const INIT_ENTRIES: u64 = 5;
 
 /// A valid record append.
 pub fn record(n: usize) -> Value {

@@ -15,11 +15,11 @@ use trailmark::store::Bind;
 use crate::harness::TestLedger;
 use crate::people::{Http, person};
 
-fn event(ty: &str, id: &str, time: &str, data: Value) -> Value {
+pub(crate) fn event(ty: &str, id: &str, time: &str, data: Value) -> Value {
     json!({"specversion": "1.0", "id": id, "source": "test://qms", "type": ty, "time": time, "data": data})
 }
 
-async fn send(http: &Http, token: &str, events: Vec<Value>) -> (u16, Value) {
+pub(crate) async fn send(http: &Http, token: &str, events: Vec<Value>) -> (u16, Value) {
     let r = http
         .http
         .post(format!("{}/v1/events", http.base))
@@ -34,7 +34,7 @@ async fn send(http: &Http, token: &str, events: Vec<Value>) -> (u16, Value) {
 }
 
 /// Waits until the rules worker has nothing pending.
-async fn settle(ledger: &TestLedger) {
+pub(crate) async fn settle(ledger: &TestLedger) {
     for _ in 0..400 {
         let (pending,): (i64,) = ledger
             .opened
@@ -85,7 +85,7 @@ async fn status_of(ledger: &TestLedger, person: &str, version: &str) -> Option<S
 
 /// Starts the server with an `lms` and a `qms` target pointing at fresh
 /// receivers; `tweak` adjusts the target settings.
-async fn with_targets(
+pub(crate) async fn with_targets(
     ledger: &TestLedger,
     tweak: impl Fn(&mut TargetConfig),
 ) -> (Server, Http, Receiver, Receiver) {
@@ -121,7 +121,7 @@ async fn with_targets(
 
 /// SOP category (30 days), SOP-017 trained by OP, people E1..=En in OP
 /// since January, Q1 in QA, and SOP-017 v3 effective on 10 January.
-async fn master_data(http: &Http, token: &str, n: usize) {
+pub(crate) async fn master_data(http: &Http, token: &str, n: usize) {
     let mut events = vec![
         event(
             "qms.training_category.changed.v1",
@@ -154,7 +154,7 @@ async fn master_data(http: &Http, token: &str, n: usize) {
     assert_eq!(status, 202, "{body}");
 }
 
-fn completion(id: &str, person: &str, version: &str, at: &str, outcome: &str) -> Value {
+pub(crate) fn completion(id: &str, person: &str, version: &str, at: &str, outcome: &str) -> Value {
     event(
         "lms.completion.recorded.v1",
         id,

@@ -10,5 +10,6 @@ mod harness;
 mod integration;
 mod people;
 mod property;
+mod reports;
 mod tamper;
 mod vectors;
