@@ -2037,7 +2037,7 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
         actor: Actor::parse("system:cli")?,
         printed_name: "Benchmark".into(),
     };
-    for (ty, scope, name) in [
+    for (ty, scope, name, format) in [
         (
             ReportType::Lineage,
             Scope {
@@ -2045,6 +2045,7 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
                 ..Scope::default()
             },
             "lineage (1,000 entries)",
+            Format::Pdf,
         ),
         (
             ReportType::Compliance,
@@ -2054,13 +2055,26 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
                 ..Scope::default()
             },
             "compliance (10,000 people x 200 revisions)",
+            Format::Pdf,
+        ),
+        (
+            ReportType::Compliance,
+            Scope {
+                from: Some("2026-06-01".into()),
+                to: Some("2026-07-01".into()),
+                ..Scope::default()
+            },
+            "the same as JSONL (no PDF)",
+            Format::Jsonl,
         ),
     ] {
-        let out = tmp.path().join(format!("{}.pdf", ty.as_str()));
+        let out = tmp
+            .path()
+            .join(format!("{}.{}", ty.as_str(), format.as_str()));
         reset_peak_rss();
         let before = peak_rss_mib();
         let t = Instant::now();
-        let g = reporter.generate(ty, scope, Format::Pdf, &by, &out).await?;
+        let g = reporter.generate(ty, scope, format, &by, &out).await?;
         let took = t.elapsed();
         let peak = peak_rss_mib();
         println!(
@@ -2073,6 +2087,9 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
             peak,
             before
         );
+        for (phase, secs) in &g.phases {
+            println!("  {phase:<40} {secs:.2} s");
+        }
         let t = Instant::now();
         let bytes = std::fs::read(&out)?;
         let checked = trailmark::report::verify::check_file(&bytes, &opened.key.verifier(), None)

@@ -136,6 +136,8 @@ pub struct ComplianceRow {
     pub effective_at: String,
     /// Person required.
     pub person_id: String,
+    /// Their name from HR master data.
+    pub person_name: Option<String>,
     /// The job functions that made them required.
     pub job_functions: Vec<String>,
     /// The SOP assignment, if any.
@@ -150,8 +152,12 @@ pub struct ComplianceRow {
     pub completed_at: Option<String>,
     /// `on_time`, `late`, `open`, `overdue`, `missing` or `cancelled`.
     pub status: String,
+    /// Seq of the assignment entry.
+    pub assignment_entry_seq: Option<u64>,
     /// Hash of the assignment entry.
     pub assignment_entry_hash: Option<String>,
+    /// Seq of the completion entry.
+    pub completion_entry_seq: Option<u64>,
     /// Hash of the completion entry.
     pub completion_entry_hash: Option<String>,
 }
@@ -215,50 +221,52 @@ pub async fn compliance_of_revision(
     functions: &[String],
     now: &str,
 ) -> Result<Vec<ComplianceRow>, StoreError> {
-    let required: Vec<(String, String)> = store
+    let required: Vec<(String, String, Option<String>)> = store
         .rows(
-            "SELECT DISTINCT pf.person_id, tm.job_function FROM training_matrix tm JOIN person_functions pf ON pf.job_function = tm.job_function WHERE tm.document_id = $1 AND tm.superseded_seq IS NULL AND pf.superseded_seq IS NULL AND pf.valid_from < $2 AND (pf.valid_to IS NULL OR pf.valid_to > $3)",
+            "SELECT DISTINCT pf.person_id, tm.job_function, p.name FROM training_matrix tm JOIN person_functions pf ON pf.job_function = tm.job_function LEFT JOIN people p ON p.person_id = pf.person_id WHERE tm.document_id = $1 AND tm.superseded_seq IS NULL AND pf.superseded_seq IS NULL AND pf.valid_from < $2 AND (pf.valid_to IS NULL OR pf.valid_to > $3)",
             &[Bind::Text(doc.clone()), Bind::Text(to.into()), Bind::Text(effective_at.clone())],
         )
         .await?;
-    let mut people: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (person, function) in required {
+    let mut people: BTreeMap<String, (BTreeSet<String>, Option<String>)> = BTreeMap::new();
+    for (person, function, name) in required {
         if functions.is_empty() || functions.contains(&function) {
-            people.entry(person).or_default().insert(function);
+            let e = people.entry(person).or_default();
+            e.0.insert(function);
+            e.1 = name;
         }
     }
-    let assignments: Vec<(String, String, String, String, String, Vec<u8>)> = store
+    let assignments: Vec<(String, String, String, String, String, Vec<u8>, i64)> = store
         .rows(
-            "SELECT person_id, assignment_id, created_at, due_at, status, entry_hash FROM assignments WHERE document_id = $1 AND version = $2 AND origin = 'sop' ORDER BY created_seq",
+            "SELECT person_id, assignment_id, created_at, due_at, status, entry_hash, created_seq FROM assignments WHERE document_id = $1 AND version = $2 AND origin = 'sop' ORDER BY created_seq",
             &[Bind::Text(doc.clone()), Bind::Text(version.clone())],
         )
         .await?;
-    let mut first_assignment: BTreeMap<String, (String, String, String, String, Vec<u8>)> =
+    let mut first_assignment: BTreeMap<String, (String, String, String, String, Vec<u8>, i64)> =
         BTreeMap::new();
-    for (person, id, created, due, status, hash) in assignments {
+    for (person, id, created, due, status, hash, seq) in assignments {
         first_assignment
             .entry(person)
-            .or_insert((id, created, due, status, hash));
+            .or_insert((id, created, due, status, hash, seq));
     }
-    let completions: Vec<(String, String, Vec<u8>)> = store
+    let completions: Vec<(String, String, Vec<u8>, i64)> = store
         .rows(
-            "SELECT person_id, completed_at, entry_hash FROM completions WHERE document_id = $1 AND version = $2 ORDER BY completed_at",
+            "SELECT person_id, completed_at, entry_hash, seq FROM completions WHERE document_id = $1 AND version = $2 ORDER BY completed_at",
             &[Bind::Text(doc.clone()), Bind::Text(version.clone())],
         )
         .await?;
-    let mut first_completion: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
-    for (person, at, hash) in completions {
-        first_completion.entry(person).or_insert((at, hash));
+    let mut first_completion: BTreeMap<String, (String, Vec<u8>, i64)> = BTreeMap::new();
+    for (person, at, hash, seq) in completions {
+        first_completion.entry(person).or_insert((at, hash, seq));
     }
     let mut out = Vec::with_capacity(people.len());
-    for (person, fns) in people {
+    for (person, (fns, person_name)) in people {
         let a = first_assignment.get(&person);
         let c = first_completion.get(&person);
         let completed_at = c.map(|c| c.0.clone());
         let status = match a {
             None => "missing",
-            Some((_, _, _, s, _)) if s == "cancelled" => "cancelled",
-            Some((_, _, due, _, _)) => match &completed_at {
+            Some((_, _, _, s, _, _)) if s == "cancelled" => "cancelled",
+            Some((_, _, due, _, _, _)) => match &completed_at {
                 Some(done) if done <= due => "on_time",
                 Some(_) => "late",
                 None if now > due.as_str() => "overdue",
@@ -270,6 +278,7 @@ pub async fn compliance_of_revision(
             version: version.clone(),
             effective_at: effective_at.clone(),
             person_id: person,
+            person_name,
             job_functions: fns.into_iter().collect(),
             assignment_id: a.map(|a| a.0.clone()),
             assignment_created_at: a.map(|a| a.1.clone()),
@@ -277,7 +286,9 @@ pub async fn compliance_of_revision(
             due_at: a.map(|a| a.2.clone()),
             completed_at,
             status: status.into(),
+            assignment_entry_seq: a.and_then(|a| u64::try_from(a.5).ok()),
             assignment_entry_hash: a.map(|a| hex::encode(&a.4)),
+            completion_entry_seq: c.and_then(|c| u64::try_from(c.2).ok()),
             completion_entry_hash: c.map(|c| hex::encode(&c.1)),
         });
     }

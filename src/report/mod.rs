@@ -32,7 +32,7 @@ use crate::integration::queries;
 use crate::ledger::merkle::{NodeId, ProofPlan};
 use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use crate::sequencer::{AppendRequest, SequencerHandle};
-use crate::store::{Bind, Store, StoreError};
+use crate::store::{Store, StoreError};
 use font::Style;
 use pdf::{Column, Doc, Meta};
 use sign::ReportSigner;
@@ -270,6 +270,9 @@ pub struct Generated {
     pub entry_seq: u64,
     /// Hash of the `report.generated` entry.
     pub entry_hash: String,
+    /// Seconds spent in each phase, for logs and benchmarks.
+    #[serde(skip)]
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 /// Why a report was not made.
@@ -589,6 +592,12 @@ impl Reporter {
         path: &Path,
     ) -> Result<Generated, ReportError> {
         let scope = scope.checked(ty)?;
+        let mut clock = std::time::Instant::now();
+        let mut phases: Vec<(&'static str, f64)> = Vec::new();
+        let mut lap = |name: &'static str| {
+            phases.push((name, clock.elapsed().as_secs_f64()));
+            clock = std::time::Instant::now();
+        };
         let signer = match format {
             Format::Pdf => Some(self.signer.clone().ok_or_else(|| {
                 ReportError::NoSigner(
@@ -699,10 +708,11 @@ impl Reporter {
                 },
             )?;
         }
+        lap("checkpoint and title");
         let mut names = Names::new(self.store.clone());
         match ty {
             ReportType::Lineage => self.lineage_rows(&scope, &mut names, &mut out).await?,
-            ReportType::Compliance => self.compliance_rows(&scope, &mut names, &mut out).await?,
+            ReportType::Compliance => self.compliance_rows(&scope, &mut out).await?,
             ReportType::AuditTrail => self.audit_rows(&scope, &mut names, &mut out).await?,
         }
         if out.rows == 0 {
@@ -727,6 +737,7 @@ impl Reporter {
             )?;
         }
 
+        lap("rows (read, laid out, drawn)");
         // Entries in seq order, then the tree nodes their paths need.
         let cited: Vec<(u64, Hash)> = out.cited.iter().map(|(s, h)| (*s, *h)).collect();
         let mut needed: BTreeSet<NodeId> = BTreeSet::new();
@@ -746,6 +757,7 @@ impl Reporter {
                 needed.extend(plan.needed());
             }
         }
+        lap("cited entries");
         let needed: Vec<NodeId> = needed.into_iter().collect();
         for chunk in needed.chunks(500) {
             let nodes = self.store.nodes(chunk).await?;
@@ -785,6 +797,7 @@ impl Reporter {
                 let mut bundle = tmp;
                 let (placeholders, n) = doc.finish(&meta, &mut bundle, size, &bundle_sha)?;
                 pages = n;
+                lap("PDF finished (fonts, bundle copied in)");
                 let sha = pdf::sign_file(path, placeholders, |digest| {
                     signer.sign_digest(digest).map_err(|e| e.to_string())
                 })?;
@@ -797,6 +810,7 @@ impl Reporter {
             }
             (None, None) => (bundle_sha, size),
         };
+        lap("signed and hashed");
 
         // Record it; a report that cannot be recorded is not delivered.
         let mut payload = Map::new();
@@ -830,6 +844,8 @@ impl Reporter {
             })
             .await
             .map_err(|e| ReportError::Record(e.to_string()))?;
+        lap("recorded");
+        tracing::info!(report_id = %report_id, ty = ty.as_str(), rows, cited = cited.len(), pages, ?phases, "report generated");
         Ok(Generated {
             report_id,
             ty,
@@ -844,6 +860,7 @@ impl Reporter {
             checkpoint_root: root.to_hex(),
             entry_seq: receipt.seq,
             entry_hash: receipt.hash.to_hex(),
+            phases,
         })
     }
 
@@ -973,12 +990,7 @@ impl Reporter {
         Ok(())
     }
 
-    async fn compliance_rows(
-        &self,
-        scope: &Scope,
-        names: &mut Names,
-        out: &mut Out,
-    ) -> Result<(), ReportError> {
+    async fn compliance_rows(&self, scope: &Scope, out: &mut Out) -> Result<(), ReportError> {
         let (from, to) = (
             scope.from.clone().unwrap_or_default(),
             scope.to.clone().unwrap_or_default(),
@@ -1006,41 +1018,36 @@ impl Reporter {
                 )),
                 ..Row::default()
             })?;
-            let mut hashes: Vec<Hash> = Vec::new();
-            for r in &rows {
-                for h in [&r.assignment_entry_hash, &r.completion_entry_hash]
-                    .into_iter()
-                    .flatten()
-                {
-                    hashes.push(Hash::parse_hex(h).map_err(StoreError::Corrupt)?);
-                }
-            }
-            let seqs = self.store.seqs_of(&hashes).await?;
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
             for r in rows {
                 *counts.entry(r.status.clone()).or_default() += 1;
                 let mut cites = Vec::new();
                 let mut evidence = Vec::new();
-                for (label, h) in [
-                    ("assignment", &r.assignment_entry_hash),
-                    ("completion", &r.completion_entry_hash),
+                for (label, h, seq) in [
+                    (
+                        "assignment",
+                        &r.assignment_entry_hash,
+                        r.assignment_entry_seq,
+                    ),
+                    (
+                        "completion",
+                        &r.completion_entry_hash,
+                        r.completion_entry_seq,
+                    ),
                 ] {
-                    match h {
-                        Some(h) => {
+                    match (h, seq) {
+                        (Some(h), Some(seq)) => {
                             let hash = Hash::parse_hex(h).map_err(StoreError::Corrupt)?;
-                            let seq = seqs.get(&hash).copied();
-                            if let Some(seq) = seq {
-                                cites.push((seq, hash));
-                            }
-                            evidence.push(format!(
-                                "{label} #{}\n{h}",
-                                seq.map_or("?".into(), |s| s.to_string())
-                            ));
+                            cites.push((seq, hash));
+                            evidence.push(format!("{label} #{seq}\n{h}"));
                         }
-                        None => evidence.push(format!("{label}: none")),
+                        _ => evidence.push(format!("{label}: none")),
                     }
                 }
-                let person = names.person(&r.person_id).await?;
+                let person = match &r.person_name {
+                    Some(n) if !n.is_empty() => format!("{n} ({})", r.person_id),
+                    _ => r.person_id.clone(),
+                };
                 out.row(Row {
                     band: None,
                     values: vec![
@@ -1296,11 +1303,10 @@ impl Loaded {
     }
 }
 
-/// Printed names of users and people, looked up once each.
+/// Printed names of users, looked up once each.
 struct Names {
     store: Store,
     users: HashMap<String, String>,
-    people: HashMap<String, String>,
 }
 
 impl Names {
@@ -1308,7 +1314,6 @@ impl Names {
         Names {
             store,
             users: HashMap::new(),
-            people: HashMap::new(),
         }
     }
 
@@ -1325,26 +1330,6 @@ impl Names {
             None => actor.to_owned(),
         };
         self.users.insert(id.to_owned(), name.clone());
-        Ok(name)
-    }
-
-    /// `Name (person ID)` from HR master data, the ID alone otherwise.
-    async fn person(&mut self, id: &str) -> Result<String, ReportError> {
-        if let Some(n) = self.people.get(id) {
-            return Ok(n.clone());
-        }
-        let row: Option<(String,)> = self
-            .store
-            .row(
-                "SELECT name FROM people WHERE person_id = $1",
-                &[Bind::Text(id.to_owned())],
-            )
-            .await?;
-        let name = match row.map(|r| r.0) {
-            Some(n) if !n.is_empty() => format!("{n} ({id})"),
-            _ => id.to_owned(),
-        };
-        self.people.insert(id.to_owned(), name.clone());
         Ok(name)
     }
 }

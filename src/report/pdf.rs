@@ -256,7 +256,7 @@ impl Doc {
         let page_ref = *self.pages.last().expect("a page is open");
         let content_ref = self.alloc();
         let data = page.content.finish();
-        let compressed = miniz_oxide::deflate::compress_to_vec_zlib(data.as_slice(), 6);
+        let compressed = miniz_oxide::deflate::compress_to_vec_zlib(data.as_slice(), 1);
         let mut c = Chunk::new();
         c.stream(content_ref, &compressed)
             .filter(Filter::FlateDecode);
