@@ -115,19 +115,16 @@ impl Fonts {
             slots: vec![
                 Slot::new(
                     "NotoSans-Regular",
-                    include_bytes!("../../assets/fonts/NotoSans-Regular.ttf"),
+                    include_bytes!("fonts/NotoSans-Regular.ttf"),
                 ),
-                Slot::new(
-                    "NotoSans-Bold",
-                    include_bytes!("../../assets/fonts/NotoSans-Bold.ttf"),
-                ),
+                Slot::new("NotoSans-Bold", include_bytes!("fonts/NotoSans-Bold.ttf")),
                 Slot::new(
                     "NotoSansMono-Regular",
-                    include_bytes!("../../assets/fonts/NotoSansMono-Regular.ttf"),
+                    include_bytes!("fonts/NotoSansMono-Regular.ttf"),
                 ),
                 Slot::new(
                     "DroidSansFallbackFull",
-                    include_bytes!("../../assets/fonts/DroidSansFallbackFull.ttf"),
+                    include_bytes!("fonts/DroidSansFallbackFull.ttf"),
                 ),
             ],
             refs,
