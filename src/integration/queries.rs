@@ -295,7 +295,8 @@ pub async fn compliance_of_revision(
     Ok(out)
 }
 
-fn csv_field(text: &str) -> String {
+/// One RFC 4180 field: quoted when it holds a comma, quote or line break.
+pub(crate) fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {

@@ -440,10 +440,9 @@ impl Out {
                 doc.band(text)?;
             }
             if let Some(csv) = &mut self.csv {
-                let mut fields = vec![csv_field(text)];
-                fields.resize(cols.len() + 1, String::new());
-                csv.write_all(fields.join(",").as_bytes())?;
-                csv.write_all(b"\r\n")?;
+                let mut fields = vec![text.clone()];
+                fields.resize(cols.len() + 2, String::new());
+                csv_line(csv, &fields)?;
             }
             self.rows += 1;
             return Ok(());
@@ -469,16 +468,15 @@ impl Out {
         }
         if let Some(csv) = &mut self.csv {
             let mut fields: Vec<String> = vec![String::new()];
-            fields.extend(row.values.iter().map(|v| csv_field(v)));
-            fields.push(csv_field(
-                &cites
+            fields.extend(row.values.iter().cloned());
+            fields.push(
+                cites
                     .iter()
                     .map(|(s, h)| format!("{s}:{}", h.to_hex()))
                     .collect::<Vec<_>>()
                     .join(" "),
-            ));
-            csv.write_all(fields.join(",").as_bytes())?;
-            csv.write_all(b"\r\n")?;
+            );
+            csv_line(csv, &fields)?;
         }
         self.rows += 1;
         Ok(())
@@ -503,12 +501,11 @@ fn group_hashes(text: &str) -> String {
         .join("\n")
 }
 
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
+/// Writes one CSV record: each field escaped, CRLF-terminated.
+fn csv_line(w: &mut impl Write, fields: &[String]) -> io::Result<()> {
+    let escaped: Vec<String> = fields.iter().map(|f| queries::csv_field(f)).collect();
+    w.write_all(escaped.join(",").as_bytes())?;
+    w.write_all(b"\r\n")
 }
 
 /// `R-` and the first 16 hex digits of SHA-256 over the canonical JSON of
@@ -648,8 +645,7 @@ impl Reporter {
                 let mut head = vec!["band".to_owned()];
                 head.extend(cols.iter().map(|c| c.key.to_owned()));
                 head.push("cites".into());
-                w.write_all(head.join(",").as_bytes())?;
-                w.write_all(b"\r\n")?;
+                csv_line(&mut w, &head)?;
                 Some(w)
             }
             _ => None,
