@@ -11,6 +11,8 @@
 //! cargo bench --bench ledger -- events   [--count N] [--clients C] [--people P] [--database-url URL]
 //! cargo bench --bench ledger -- fanout   [--people N] [--timeout S] [--database-url URL]
 //! cargo bench --bench ledger -- latency  [--rate R] [--seconds S] [--functions F] [--database-url URL]
+//! cargo bench --bench ledger -- reports  [--people N] [--documents D]
+//! cargo bench --bench ledger -- console  [--entries N] [--samples K] [--dir DIR] [--database-url URL]
 //! ```
 //!
 //! `append` uses a fresh ledger in a temp dir on SQLite, or on PostgreSQL
@@ -27,6 +29,12 @@
 //! delivered to a simulated LMS, and event-to-delivery latency at a steady
 //! rate (SQLite, or a fresh `trailmark_bench_{mode}` database next to
 //! `--database-url`).
+//! `console` times the QA console's audit-trail page (first page, a deep
+//! page, each filter, free text) as a signed-in qa_reviewer over a ledger of
+//! N fixture entries (default 1,000,000) that it builds through the
+//! sequencer, or reuses and tops up in `--dir DIR`; on PostgreSQL with
+//! `--database-url` or `TRAILMARK_BENCH_DATABASE_URL` (a fresh
+//! `trailmark_bench_console` database).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +53,7 @@ use trailmark::ledger::merkle::ProofPlan;
 use trailmark::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use trailmark::sequencer::{AppendRequest, Sequencer, SequencerHandle, record_request};
 use trailmark::signature::{self, Manifestation, SignatureChecker};
+use trailmark::store::EntryFilter;
 use trailmark::telemetry::Metrics;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -315,8 +324,47 @@ async fn build(args: &[String]) -> anyhow::Result<()> {
         )
         .await?
     };
+    let batch = arg(args, "--batch").map_or(Ok(4096), |s| s.parse())?;
+    let start_size = opened.store.size().await?;
+    let actor = Actor::parse("service:bench")?;
+    let started = Instant::now();
+    fill(&opened, start_size..entries, batch, |n| {
+        let mut request = record_request(
+            "lms.completion.recorded",
+            actor.clone(),
+            &format!("person:E{:05}", n % 5000),
+            payload(n),
+            true,
+        )?;
+        request.correlation_id = Some(format!("asg-{}", n % 997));
+        Ok(request)
+    })
+    .await?;
+    let size = opened.store.size().await?;
+    println!(
+        "built              {} entries in {:.1} s ({:.0}/s through the sequencer, no HTTP)",
+        size - start_size,
+        started.elapsed().as_secs_f64(),
+        (size - start_size) as f64 / started.elapsed().as_secs_f64()
+    );
+    opened.store.close().await;
+    Ok(())
+}
+
+/// Appends the entries `make(n)` for every n in `range` through a bulk
+/// sequencer (batches of up to `batch`, 2,048 appends in flight, no HTTP):
+/// what `build` and `console` use to make big ledgers.
+async fn fill<F>(
+    opened: &cli::Opened,
+    range: std::ops::Range<u64>,
+    batch: usize,
+    mut make: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(u64) -> anyhow::Result<AppendRequest>,
+{
     let mut config = opened.config.sequencer.clone();
-    config.batch_max_entries = arg(args, "--batch").map_or(Ok(4096), |s| s.parse())?;
+    config.batch_max_entries = batch;
     config.queue_max_entries = 65_536;
     let sequencer = Sequencer::start(
         opened.store.clone(),
@@ -326,22 +374,14 @@ async fn build(args: &[String]) -> anyhow::Result<()> {
     )
     .await?;
     let handle = sequencer.handle();
-    let start_size = opened.store.size().await?;
     let started = Instant::now();
-    let actor = Actor::parse("service:bench")?;
     let in_flight = 2048u64;
-    let mut next = start_size;
+    let mut next = range.start;
+    let mut reported = range.start;
     let mut tasks = tokio::task::JoinSet::new();
-    while next < entries || !tasks.is_empty() {
-        while next < entries && (tasks.len() as u64) < in_flight {
-            let mut request = record_request(
-                "lms.completion.recorded",
-                actor.clone(),
-                &format!("person:E{:05}", next % 5000),
-                payload(next),
-                true,
-            )?;
-            request.correlation_id = Some(format!("asg-{}", next % 997));
+    while next < range.end || !tasks.is_empty() {
+        while next < range.end && (tasks.len() as u64) < in_flight {
+            let request = make(next)?;
             let handle = handle.clone();
             tasks.spawn(async move { handle.append(request).await });
             next += 1;
@@ -349,23 +389,16 @@ async fn build(args: &[String]) -> anyhow::Result<()> {
         if let Some(done) = tasks.join_next().await {
             done??;
         }
-        if next % 1_000_000 == 0 && tasks.len() as u64 == in_flight - 1 {
+        if next - reported >= 250_000 {
+            reported = next;
             eprintln!(
                 "  {next} entries, {:.0}/s",
-                (next - start_size) as f64 / started.elapsed().as_secs_f64()
+                (next - range.start) as f64 / started.elapsed().as_secs_f64()
             );
         }
     }
     drop(handle);
     sequencer.shutdown().await;
-    let size = opened.store.size().await?;
-    println!(
-        "built              {} entries in {:.1} s ({:.0}/s through the sequencer, no HTTP)",
-        size - start_size,
-        started.elapsed().as_secs_f64(),
-        (size - start_size) as f64 / started.elapsed().as_secs_f64()
-    );
-    opened.store.close().await;
     Ok(())
 }
 
@@ -1865,7 +1898,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let Some(what) = args.first() else {
         println!(
-            "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures|events|fanout|latency|reports [options]; see benches/ledger.rs"
+            "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures|events|fanout|latency|reports|console [options]; see benches/ledger.rs"
         );
         return Ok(());
     };
@@ -1881,6 +1914,7 @@ fn main() -> anyhow::Result<()> {
             "fanout" => fanout(&args).await,
             "latency" => latency(&args).await,
             "reports" => reports(&args).await,
+            "console" => console(&args).await,
             other => bail!("unknown benchmark `{other}`"),
         }
     })
@@ -2102,6 +2136,627 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
         );
     }
     sequencer.shutdown().await;
+    opened.store.close().await;
+    Ok(())
+}
+
+// `console`: the QA console's audit-trail page over a big ledger.
+
+/// A word in the `comment` of one fixture entry in four.
+const CONSOLE_COMMON_WORD: &str = "refresher";
+/// A word in the `comment` of one fixture entry in 10,000.
+const CONSOLE_RARE_WORD: &str = "forklift";
+/// A word in no fixture entry: free-text search reads every entry.
+const CONSOLE_ABSENT_WORD: &str = "quetzalcoatl";
+/// People (`person:E00000` ...) the fixture's records are about.
+const CONSOLE_PEOPLE: u64 = 20_000;
+/// The console's rows per trail page (`console::PAGE_ROWS`).
+const CONSOLE_PAGE_ROWS: usize = 50;
+/// The user who reads the trail.
+const CONSOLE_READER: &str = "qa-console";
+
+/// Entry n of the `console` fixture: seven kinds (one in 100,000 a
+/// `qms.capa.opened`, one in 1,000 a `qms.deviation.opened`, the rest LMS
+/// and HR records), 20,000 people as subjects, four actors, a correlation ID
+/// shared by 8 consecutive entries, and a comment with a common or a rare
+/// word.
+struct FixtureEntry {
+    kind: &'static str,
+    actor: &'static str,
+    subject: String,
+    correlation_id: String,
+    payload: Map<String, Value>,
+}
+
+fn fixture_entry(n: u64) -> FixtureEntry {
+    let person = format!("E{:05}", n % CONSOLE_PEOPLE);
+    let comment = if n % 10_000 == 4_321 {
+        "forklift recertification after the incident"
+    } else {
+        [
+            "annual GMP refresher",
+            "initial training on the revised SOP",
+            "read and understood",
+            "classroom session with a practical assessment",
+        ][(n / 7 % 4) as usize]
+    };
+    let (kind, subject, payload) = if n % 100_000 == 77_777 {
+        let id = format!("CAPA-{:05}", n / 100_000);
+        (
+            "qms.capa.opened",
+            format!("qms:capa/{id}"),
+            json!({"capa_id": id, "title": "Training gaps found in the internal audit", "owner": "QA operations", "comment": comment}),
+        )
+    } else if n % 1_000 == 500 {
+        let id = format!("DEV-{:06}", n / 1_000);
+        (
+            "qms.deviation.opened",
+            format!("qms:deviation/{id}"),
+            json!({"deviation_id": id, "site": "Basel", "classification": "minor", "people": [person], "comment": comment}),
+        )
+    } else {
+        let kind = match n % 10 {
+            0..=6 => "lms.completion.recorded",
+            7 | 8 => "lms.assignment.created",
+            _ => "hr.person.updated",
+        };
+        (
+            kind,
+            format!("person:{person}"),
+            json!({"person_id": person, "document": format!("SOP-{:03}", n % 300), "version": n % 7 + 1, "score": 0.95,
+                   "completed_at": "2026-11-25T10:15:00Z", "attempt": n % 3 + 1, "printed_name": "Zoë Łukasz", "comment": comment}),
+        )
+    };
+    let actor = match kind {
+        "hr.person.updated" => "service:hr",
+        k if k.starts_with("qms.") => "user:qa.lead",
+        _ if (n / 10).is_multiple_of(5) => "service:lms-import",
+        _ => "service:lms",
+    };
+    FixtureEntry {
+        kind,
+        actor,
+        subject,
+        correlation_id: format!("wf-{:06}", n / 8),
+        payload: payload.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+fn fixture_request(n: u64) -> anyhow::Result<AppendRequest> {
+    let e = fixture_entry(n);
+    let mut request = record_request(e.kind, Actor::parse(e.actor)?, &e.subject, e.payload, true)?;
+    request.correlation_id = Some(e.correlation_id);
+    Ok(request)
+}
+
+/// One page the `console` benchmark requests.
+struct TrailCase {
+    name: String,
+    params: Vec<(&'static str, String)>,
+    /// Rows the page must show.
+    rows: usize,
+    /// The seq of the first row, when the case knows it.
+    first_seq: Option<u64>,
+}
+
+/// A filter with the trail page's query parameters, for `Store::list`.
+/// The filter the console builds for `params`; a free-text page scans at
+/// most `window` seqs from its cursor (`Store::text_scan_rows`).
+fn filter_of(params: &[(&'static str, String)], window: u64) -> anyhow::Result<EntryFilter> {
+    let mut f = EntryFilter {
+        limit: CONSOLE_PAGE_ROWS as u32,
+        ..EntryFilter::default()
+    };
+    for (k, v) in params {
+        let v = Some(v.clone());
+        match *k {
+            "subject" => f.subject = v,
+            "kind" => f.kind = v,
+            "actor" => f.actor = v,
+            "correlation_id" => f.correlation_id = v,
+            "from" => f.from = v,
+            "to" => f.to = v,
+            "text" => f.text = v,
+            "after" => f.after_seq = v.map(|s| s.parse()).transpose()?,
+            other => bail!("no trail parameter `{other}`"),
+        }
+    }
+    if f.text.is_some() {
+        f.before_seq = Some(f.after_seq.map_or(0, |a| a + 1) + window);
+    }
+    Ok(f)
+}
+
+/// The text between the first `start` in `text` and the next `end`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
+
+/// The count in the trail page's caption ("N entries ...") and the seqs of
+/// its table rows, in page order.
+fn trail_rows(html: &str) -> anyhow::Result<(usize, Vec<u64>)> {
+    let caption = between(html, "<caption>", " entries")
+        .context("the page has a caption `N entries`")?
+        .parse()?;
+    let body = between(html, "<tbody>", "</tbody>").context("the page has a table body")?;
+    let seqs = body
+        .split("<tr>")
+        .skip(1)
+        .map(|row| {
+            Ok(between(row, "href=\"/console/entries/", "\"")
+                .context("each row links its entry")?
+                .parse::<u64>()?)
+        })
+        .collect::<anyhow::Result<Vec<u64>>>()?;
+    anyhow::ensure!(
+        seqs.len() == body.matches("<tr").count(),
+        "a table row without an entry link"
+    );
+    Ok((caption, seqs))
+}
+
+/// Checks the rows of a page against the stored bytes of each entry: every
+/// row satisfies every filter of `params`.
+async fn check_page_content(
+    store: &trailmark::store::Store,
+    params: &[(&'static str, String)],
+    seqs: &[u64],
+) -> anyhow::Result<()> {
+    let stored = store.canonical_of(seqs).await?;
+    anyhow::ensure!(stored.len() == seqs.len(), "a listed entry is not stored");
+    for (seq, bytes) in stored {
+        let entry: Value = serde_json::from_slice(&bytes)?;
+        let text = String::from_utf8(bytes)?.to_lowercase();
+        let recorded_at = entry["recorded_at"].as_str().unwrap_or_default();
+        for (k, want) in params {
+            let ok = match *k {
+                "subject" | "kind" | "actor" | "correlation_id" => {
+                    entry[*k].as_str() == Some(want.as_str())
+                }
+                "from" => recorded_at >= want.as_str(),
+                "to" => recorded_at < want.as_str(),
+                "text" => text.contains(&want.to_lowercase()),
+                "after" => seq > want.parse::<u64>()?,
+                other => bail!("no trail parameter `{other}`"),
+            };
+            anyhow::ensure!(ok, "entry {seq} on the page does not match {k}={want}");
+        }
+    }
+    Ok(())
+}
+
+async fn recorded_at_of(store: &trailmark::store::Store, seq: u64) -> anyhow::Result<String> {
+    Ok(store
+        .entry(seq)
+        .await?
+        .with_context(|| format!("entry {seq} exists"))?
+        .recorded_at)
+}
+
+/// The seq of the first entry recorded at or after the time of entry `seq`
+/// (`recorded_at` does not decrease along the chain).
+async fn first_at_time_of(store: &trailmark::store::Store, seq: u64) -> anyhow::Result<u64> {
+    let at = recorded_at_of(store, seq).await?;
+    let mut first = seq;
+    while first > 0 && recorded_at_of(store, first - 1).await? == at {
+        first -= 1;
+    }
+    Ok(first)
+}
+
+/// Logs `user_id` in through the console's form; the session cookie.
+async fn console_login(
+    http: &reqwest::Client,
+    base: &str,
+    user_id: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next()?.strip_prefix(&format!("{name}=")))
+            .find(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+    let form = http.get(format!("{base}/console/login")).send().await?;
+    anyhow::ensure!(
+        form.status().as_u16() == 200,
+        "GET /console/login: {}",
+        form.status()
+    );
+    let cookie = set_cookie(&form, "tm_login_csrf").context("the form sets tm_login_csrf")?;
+    let html = form.text().await?;
+    let csrf = between(&html, "name=\"csrf\" value=\"", "\"")
+        .context("the form has a csrf field")?
+        .to_owned();
+    anyhow::ensure!(
+        csrf == cookie,
+        "the form's csrf field differs from its cookie"
+    );
+    let body = trailmark::console::urlencode(&[
+        ("user_id", user_id),
+        ("password", password),
+        ("csrf", &csrf),
+    ]);
+    let response = http
+        .post(format!("{base}/console/login"))
+        .header("cookie", format!("tm_login_csrf={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let session = set_cookie(&response, "tm_session");
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    anyhow::ensure!(
+        status == 303 && location == "/console/trail",
+        "POST /console/login: {status} to `{location}`: {}",
+        response.text().await.unwrap_or_default()
+    );
+    session.context("the log-in sets tm_session")
+}
+
+/// `console`: the audit-trail page (`GET /console/trail`) over a ledger of N
+/// fixture entries, first page, a deep page and each filter, as a signed-in
+/// qa_reviewer through the real server; each page checked (status, rows,
+/// every row against its stored entry) and timed, and the same filter timed
+/// through `Store::list` alone.
+async fn console(args: &[String]) -> anyhow::Result<()> {
+    let entries: u64 = arg(args, "--entries").map_or(Ok(1_000_000), |s| s.parse())?;
+    let samples: usize = arg(args, "--samples").map_or(Ok(30), |s| s.parse())?;
+    anyhow::ensure!(samples >= 1, "--samples must be at least 1");
+    let database =
+        arg(args, "--database-url").or_else(|| std::env::var("TRAILMARK_BENCH_DATABASE_URL").ok());
+    let tmp = tempfile::tempdir()?;
+    let dir = arg(args, "--dir").map_or_else(|| tmp.path().to_owned(), PathBuf::from);
+    let marker = dir.join("console-fixture");
+
+    // The ledger: made fresh, or reused and topped up to N fixture entries.
+    let (opened, fresh) = if dir.join("data/trailmark.toml").exists() {
+        (cli::open(&dir.join("data"), None).await?, false)
+    } else {
+        let url = match &database {
+            Some(base) => Some(fresh_pg(base, "trailmark_bench_console").await?),
+            None => None,
+        };
+        let (opened, _) = cli::initialise(
+            &dir.join("data"),
+            Some("bench.trailmark.local/console".into()),
+            url.as_deref(),
+        )
+        .await?;
+        (opened, true)
+    };
+    let done: u64 = if fresh {
+        0
+    } else {
+        let text = std::fs::read_to_string(&marker).with_context(|| {
+            format!(
+                "{} holds a ledger that `console` did not build (no console-fixture file)",
+                dir.display()
+            )
+        })?;
+        text.trim()
+            .strip_prefix("entries ")
+            .with_context(|| {
+                format!(
+                    "{}: `{}`: an earlier build was interrupted; remove the directory",
+                    marker.display(),
+                    text.trim()
+                )
+            })?
+            .parse()?
+    };
+    let mut built = None;
+    if done < entries {
+        std::fs::write(&marker, format!("filling {done}..{entries}\n"))?;
+        let started = Instant::now();
+        fill(&opened, done..entries, 4096, fixture_request).await?;
+        built = Some((entries - done, started.elapsed()));
+        std::fs::write(&marker, format!("entries {entries}\n"))?;
+    }
+    let fixture = done.max(entries);
+    // PostgreSQL plans with statistics; autovacuum gathers them in a normal
+    // installation (the project's test server runs with autovacuum off).
+    let analyzed = if opened.store.backend_name() == "postgres" {
+        let url = opened.dir.database_url(&opened.config, None);
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        sqlx::raw_sql("ANALYZE").execute(&mut conn).await?;
+        " (ANALYZE run first, as autovacuum would)"
+    } else {
+        ""
+    };
+
+    // What each filter must find, from the fixture's definition.
+    let started = Instant::now();
+    let person = format!("person:E{:05}", 12_345 % CONSOLE_PEOPLE);
+    let workflow = format!("wf-{:06}", fixture / 2 / 8);
+    let words = [CONSOLE_COMMON_WORD, CONSOLE_RARE_WORD, CONSOLE_ABSENT_WORD];
+    let (mut subject_n, mut completion_n, mut capa_n, mut hr_n, mut workflow_n) = (0, 0, 0, 0, 0);
+    let mut word_n = [0usize; 3];
+    // A free-text page scans the first `window` seqs; the fixture starts
+    // at the seq of its first entry (the set-up entries come before it).
+    let window = opened.store.text_scan_rows();
+    let base = opened
+        .store
+        .list(&EntryFilter {
+            correlation_id: Some(fixture_entry(0).correlation_id),
+            limit: 1,
+            ..EntryFilter::default()
+        })
+        .await?
+        .first()
+        .map(|e| e.seq)
+        .context("the fixture's first entry")?;
+    for n in 0..fixture {
+        let e = fixture_entry(n);
+        subject_n += usize::from(e.subject == person);
+        completion_n += usize::from(e.kind == "lms.completion.recorded");
+        capa_n += usize::from(e.kind == "qms.capa.opened");
+        hr_n += usize::from(e.actor == "service:hr");
+        workflow_n += usize::from(e.correlation_id == workflow);
+        let text = format!(
+            "{} {} {} {} {}",
+            e.kind,
+            e.actor,
+            e.subject,
+            e.correlation_id,
+            Value::Object(e.payload)
+        )
+        .to_lowercase();
+        if base + n < window {
+            for (count, word) in word_n.iter_mut().zip(words) {
+                *count += usize::from(text.contains(word));
+            }
+        }
+    }
+    let counting = started.elapsed();
+
+    // The reader: a qa_reviewer who replaced the one-time password.
+    let exists = opened.store.user(CONSOLE_READER).await?.is_some();
+    if !exists {
+        create_people(&opened, &[(CONSOLE_READER, "Quinn Auditor", "qa_reviewer")]).await?;
+    }
+    let server = opened.start_server("127.0.0.1:0").await?;
+    let base = server.url();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    if !exists {
+        ready(&http, &base, CONSOLE_READER).await?;
+    }
+    let session = console_login(
+        &http,
+        &base,
+        CONSOLE_READER,
+        &own_password_of(CONSOLE_READER),
+    )
+    .await?;
+    let cookie = format!("tm_session={session}");
+    let size = opened.store.size().await?;
+
+    let page = |n: usize| n.min(CONSOLE_PAGE_ROWS);
+    let deep = size.saturating_sub(1000);
+    let s = |v: &str| v.to_owned();
+    let mut cases = vec![
+        TrailCase {
+            name: s("first page"),
+            params: vec![],
+            rows: page(size as usize),
+            first_seq: Some(0),
+        },
+        TrailCase {
+            name: s("deep page (after = size - 1000)"),
+            params: vec![("after", deep.to_string())],
+            rows: page((size - 1 - deep) as usize),
+            first_seq: Some(deep + 1),
+        },
+        TrailCase {
+            name: format!("subject {person} ({subject_n} entries)"),
+            params: vec![("subject", person.clone())],
+            rows: page(subject_n),
+            first_seq: None,
+        },
+        TrailCase {
+            name: format!("kind lms.completion.recorded ({completion_n})"),
+            params: vec![("kind", s("lms.completion.recorded"))],
+            rows: page(completion_n),
+            first_seq: None,
+        },
+        TrailCase {
+            name: format!("kind qms.capa.opened ({capa_n})"),
+            params: vec![("kind", s("qms.capa.opened"))],
+            rows: page(capa_n),
+            first_seq: None,
+        },
+        TrailCase {
+            name: format!("actor service:hr ({hr_n})"),
+            params: vec![("actor", s("service:hr"))],
+            rows: page(hr_n),
+            first_seq: None,
+        },
+        TrailCase {
+            name: format!("correlation_id {workflow} ({workflow_n})"),
+            params: vec![("correlation_id", workflow.clone())],
+            rows: page(workflow_n),
+            first_seq: None,
+        },
+    ];
+    // Time windows over the middle 2% and the middle half of the ledger.
+    for (label, from, to) in [
+        ("2%", size / 2, size / 2 + size / 50),
+        ("50%", size / 4, size * 3 / 4),
+    ] {
+        let from_at = recorded_at_of(&opened.store, from).await?;
+        // A small ledger's window can fall inside one batch (one time):
+        // widen it to the next batch.
+        let mut to = to;
+        let mut to_at = recorded_at_of(&opened.store, to).await?;
+        while to_at == from_at && to + 1 < size {
+            to += 1;
+            to_at = recorded_at_of(&opened.store, to).await?;
+        }
+        anyhow::ensure!(
+            from_at < to_at,
+            "entries {from} to {to} were recorded at the same time"
+        );
+        let first = first_at_time_of(&opened.store, from).await?;
+        let in_window = first_at_time_of(&opened.store, to).await? - first;
+        cases.push(TrailCase {
+            name: format!("time range, {label} of the ledger ({in_window})"),
+            params: vec![("from", from_at), ("to", to_at)],
+            rows: page(in_window as usize),
+            first_seq: Some(first),
+        });
+    }
+    for (word, count) in words.iter().zip(word_n) {
+        cases.push(TrailCase {
+            name: format!("text `{word}` ({count} in the first {window} seqs)"),
+            params: vec![("text", (*word).to_owned())],
+            rows: page(count),
+            first_seq: None,
+        });
+    }
+
+    println!(
+        "backend            {}{analyzed}",
+        opened.store.backend_name()
+    );
+    match built {
+        Some((n, took)) => println!(
+            "ledger             {size} entries, {fixture} of them the fixture ({n} appended now in {:.1} s, {:.0}/s through the sequencer)",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        ),
+        None => println!(
+            "ledger             {size} entries, {fixture} of them the fixture (reused {})",
+            dir.display()
+        ),
+    }
+    println!(
+        "expected rows      from the fixture's definition ({fixture} entries enumerated in {:.1} s); every page also checked row by row against the stored entries",
+        counting.as_secs_f64()
+    );
+    println!(
+        "method             GET /console/trail as a signed-in qa_reviewer, one client, keep-alive, {samples} samples after 2 warm-ups; then Store::list alone with the same filter"
+    );
+    println!(
+        "{:<48} {:>4}  {:>8} {:>8} {:>8}  {:>14}  {:>9}",
+        "page", "rows", "p50 ms", "p95 ms", "max ms", "Store::list p50", "< 200 ms"
+    );
+    let mut misses = Vec::new();
+    for case in &cases {
+        let query = if case.params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", trailmark::console::urlencode(&case.params))
+        };
+        let url = format!("{base}/console/trail{query}");
+        let mut times = Vec::with_capacity(samples);
+        for i in 0..samples + 2 {
+            let started = Instant::now();
+            let response = http.get(&url).header("cookie", &cookie).send().await?;
+            let status = response.status().as_u16();
+            let html = response.text().await?;
+            let took = started.elapsed();
+            anyhow::ensure!(status == 200, "{}: {status} {}", case.name, html);
+            let (caption, seqs) = trail_rows(&html)?;
+            anyhow::ensure!(
+                caption == seqs.len() && seqs.len() == case.rows,
+                "{}: {} rows (caption {caption}), expected {}",
+                case.name,
+                seqs.len(),
+                case.rows
+            );
+            if i == 0 {
+                anyhow::ensure!(
+                    seqs.windows(2).all(|w| w[0] < w[1]),
+                    "{}: rows not in seq order",
+                    case.name
+                );
+                if let Some(first) = case.first_seq {
+                    anyhow::ensure!(
+                        seqs.first() == Some(&first) && seqs.windows(2).all(|w| w[1] == w[0] + 1),
+                        "{}: the page starts at {:?}, expected {first} and consecutive seqs",
+                        case.name,
+                        seqs.first()
+                    );
+                }
+                check_page_content(&opened.store, &case.params, &seqs).await?;
+                let listed: Vec<u64> = opened
+                    .store
+                    .list(&filter_of(&case.params, window)?)
+                    .await?
+                    .iter()
+                    .map(|e| e.seq)
+                    .collect();
+                anyhow::ensure!(
+                    listed == seqs,
+                    "{}: the page differs from Store::list",
+                    case.name
+                );
+            }
+            if i >= 2 {
+                times.push(took);
+            }
+        }
+        let filter = filter_of(&case.params, window)?;
+        let mut store_times = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let started = Instant::now();
+            std::hint::black_box(opened.store.list(&filter).await?);
+            store_times.push(started.elapsed());
+        }
+        times.sort();
+        store_times.sort();
+        let p95 = percentile(&times, 0.95);
+        let met = p95 < Duration::from_millis(200);
+        if !met {
+            misses.push(case.name.clone());
+        }
+        println!(
+            "{:<48} {:>4}  {:>8.1} {:>8.1} {:>8.1}  {:>14.1}  {:>9}",
+            case.name,
+            case.rows,
+            ms(percentile(&times, 0.5)),
+            ms(p95),
+            ms(*times.last().expect("samples")),
+            ms(percentile(&store_times, 0.5)),
+            if met { "met" } else { "MISSES" }
+        );
+    }
+    server.stop().await;
+    println!(
+        "result             {} of {} pages under 200 ms at p95{}",
+        cases.len() - misses.len(),
+        cases.len(),
+        if misses.is_empty() {
+            String::new()
+        } else {
+            format!("; misses: {}", misses.join("; "))
+        }
+    );
+    println!(
+        "reproduce          {}cargo bench --bench ledger -- console --entries {entries} --samples {samples}{}",
+        if opened.store.backend_name() == "postgres" && arg(args, "--database-url").is_none() {
+            "TRAILMARK_BENCH_DATABASE_URL=postgres://... "
+        } else {
+            ""
+        },
+        arg(args, "--dir")
+            .map(|d| format!(" --dir {d}"))
+            .unwrap_or_default()
+    );
     opened.store.close().await;
     Ok(())
 }

@@ -81,6 +81,50 @@ impl VerifyReport {
     }
 }
 
+/// [`verify_store`], then its outcome recorded in `verify_runs` (the
+/// operations page's "last full verify"): `intact` with the root, `broken`
+/// with the first problem, or `error`. A failure to record is logged and
+/// does not change the result.
+///
+/// # Errors
+/// As [`verify_store`].
+pub async fn verify_and_record(
+    store: &Store,
+    key: &VerifierKey,
+    options: &VerifyOptions,
+    by_whom: &str,
+    progress: impl FnMut(u64),
+) -> Result<VerifyReport, AuditError> {
+    let started_at = crate::ledger::Timestamp::now().to_string();
+    let result = verify_store(store, key, options, progress).await;
+    let (outcome, counts, detail) = match &result {
+        Ok(r) => (
+            "intact",
+            (r.entries, r.checkpoints, r.signatures),
+            r.root.clone(),
+        ),
+        Err(e @ (AuditError::Broken(_) | AuditError::Signature(_))) => {
+            ("broken", (0, 0, 0), e.to_string())
+        }
+        Err(e) => ("error", (0, 0, 0), e.to_string()),
+    };
+    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let run = crate::store::VerifyRun {
+        started_at,
+        finished_at: crate::ledger::Timestamp::now().to_string(),
+        by_whom: by_whom.to_owned(),
+        result: outcome.to_owned(),
+        entries: as_i64(counts.0),
+        checkpoints: as_i64(counts.1),
+        signatures: as_i64(counts.2),
+        detail: detail.chars().take(2000).collect(),
+    };
+    if let Err(e) = store.record_verify_run(&run).await {
+        tracing::warn!(error = %e, "the verification's outcome could not be recorded in verify_runs");
+    }
+    result
+}
+
 /// Options of [`verify_store`].
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {

@@ -148,6 +148,59 @@ enum Command {
     Ca(CaCommand),
     /// Print the roles -> permissions matrix and the signing policy in force.
     Roles,
+    /// Validation as code: IQ and OQ with a signed evidence package (docs/VALIDATION.md).
+    #[command(subcommand)]
+    Validate(ValidateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ValidateCommand {
+    /// Installation qualification: check this installation as it is.
+    Iq {
+        /// A new directory for the evidence package.
+        #[arg(long)]
+        out: PathBuf,
+        /// The user who executes and signs the run (`executed`); password from TRAILMARK_PASSWORD or the terminal.
+        #[arg(long)]
+        executor: Option<String>,
+        /// An earlier IQ package: its binary hash and configuration become the expected ones.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// An approved configuration (trailmark.toml form) to compare the controlled settings with.
+        #[arg(long)]
+        expected_config: Option<PathBuf>,
+    },
+    /// Operational qualification: run the protocols of validation/oq against a throw-away instance (or --target).
+    Oq {
+        /// A new directory for the evidence package.
+        #[arg(long)]
+        out: PathBuf,
+        /// The user who executes and signs the run (`executed`); password from TRAILMARK_PASSWORD or the terminal.
+        #[arg(long)]
+        executor: Option<String>,
+        /// A staged instance's URL; --data must be that instance's data directory.
+        #[arg(long)]
+        target: Option<String>,
+        /// Run only this test case (repeat); a partial run is never complete.
+        #[arg(long = "case")]
+        cases: Vec<String>,
+    },
+    /// Sign a package's run entry (reviewed, approved, or executed afterwards), after checking it.
+    Sign {
+        /// The package directory.
+        dir: PathBuf,
+        /// reviewed, approved or executed.
+        #[arg(long)]
+        meaning: String,
+        /// The signer's user ID; password from TRAILMARK_PASSWORD or the terminal.
+        #[arg(long)]
+        user: String,
+    },
+    /// Check a package: every file against its manifest, results.json against the ledger; list its signatures.
+    Check {
+        /// The package directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +279,15 @@ enum UserCommand {
     },
     /// List users.
     List,
+    /// Change your own password (the one-time one, or an expired one): the
+    /// current password from TRAILMARK_PASSWORD, the new one from
+    /// TRAILMARK_NEW_PASSWORD, or both asked on the terminal. Creates your
+    /// signing key and certificate when you have none.
+    Password {
+        /// Your user ID.
+        #[arg(long)]
+        id: String,
+    },
     /// Load a certificate issued by an enterprise CA for a user's key.
     Certificate {
         /// User ID.
@@ -308,7 +370,11 @@ fn failure(e: impl Into<anyhow::Error>) -> Exit {
 /// Parses the command line and runs it; returns the process exit code.
 pub fn run() -> i32 {
     let cli = Cli::parse();
-    crate::telemetry::init_logging();
+    if matches!(cli.command, Command::Validate(_)) {
+        crate::telemetry::init_logging_at("error");
+    } else {
+        crate::telemetry::init_logging();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -347,6 +413,7 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::User(command) => user(g, command).await,
         Command::Ca(command) => ca(g, command).await,
         Command::Roles => roles(g).await,
+        Command::Validate(command) => validate(g, command).await,
     }
 }
 
@@ -584,30 +651,35 @@ pub async fn create_report_keys(opened: &Opened) -> anyhow::Result<String> {
     payload.insert("subject".into(), signer.signer_name().into());
     payload.insert("algorithm".into(), "ecdsa-p256-sha256".into());
     with_sequencer(opened, |seq| async move {
-        seq.append(crate::sequencer::AppendRequest {
-            kind: crate::ledger::kind::lookup("admin.report_signing.created").expect("registered"),
-            actor: cli_actor(),
-            subject: crate::ledger::Subject::parse(&format!("ca:report/{ca_sha}"))?,
-            correlation_id: None,
-            idempotency_key: None,
-            parents: Vec::new(),
-            reason: Some("report-signing CA and certificate created by `trailmark init` or `trailmark ca init-reports`".into()),
+        let mut request = crate::sequencer::AppendRequest::new(
+            crate::ledger::kind::lookup("admin.report_signing.created").expect("registered"),
+            cli_actor(),
+            crate::ledger::Subject::parse(&format!("ca:report/{ca_sha}"))?,
             payload,
-            effects: Vec::new(),
-            parent_refs: Vec::new(),
-        })
-        .await?;
+        );
+        request.reason = Some("report-signing CA and certificate created by `trailmark init` or `trailmark ca init-reports`".into());
+        seq.append(request).await?;
         Ok(signer.cert_sha256())
     })
     .await
 }
 
-/// Random one-time password (shown once; the user must change it).
-pub fn one_time_password() -> String {
+/// Random password for `user_id` (a one-time password shown once, or a
+/// fixture's replacement): 24 base64url characters, drawn again while they
+/// contain the user ID in any case, which the password policy refuses
+/// (a short ID such as `op1` would otherwise fail now and then, and a
+/// one-letter ID about half the time).
+pub fn one_time_password(user_id: &str) -> String {
     use base64::Engine as _;
-    let mut bytes = [0u8; 18];
-    getrandom::fill(&mut bytes).expect("the OS provides randomness");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    let id = user_id.to_lowercase();
+    loop {
+        let mut bytes = [0u8; 18];
+        getrandom::fill(&mut bytes).expect("the OS provides randomness");
+        let candidate = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if id.is_empty() || !candidate.to_lowercase().contains(&id) {
+            return candidate;
+        }
+    }
 }
 
 /// Creates a user directly on the data directory (the first administrator,
@@ -652,7 +724,7 @@ async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
         .await
         .map_err(usage)?;
     let vkey = opened.key.verifier().to_text();
-    let admin_password = one_time_password();
+    let admin_password = one_time_password("admin");
     let admin = NewUser {
         user_id: "admin".into(),
         printed_name: "Initial Administrator".into(),
@@ -811,9 +883,13 @@ async fn verify(g: &Global, checkpoint: Option<&Path>, json: bool) -> Result<(),
         check_canonical: true,
         external_checkpoint: external,
     };
-    let result = audit::verify_store(&opened.store, &opened.key.verifier(), &options, |n| {
-        bar.set_position(n)
-    })
+    let result = audit::verify_and_record(
+        &opened.store,
+        &opened.key.verifier(),
+        &options,
+        "cli",
+        |n| bar.set_position(n),
+    )
     .await;
     indicatif::ProgressBar::finish_and_clear(&bar);
     opened.store.close().await;
@@ -1035,7 +1111,7 @@ async fn user_command(opened: &Opened, command: UserCommand) -> anyhow::Result<(
             verification_method,
             reason,
         } => {
-            let password = one_time_password();
+            let password = one_time_password(&id);
             let new = NewUser {
                 user_id: id.clone(),
                 printed_name: name,
@@ -1050,6 +1126,23 @@ async fn user_command(opened: &Opened, command: UserCommand) -> anyhow::Result<(
                 "Created user {id}. One-time password (shown once; it must be changed at first login):"
             );
             println!("{password}");
+        }
+        UserCommand::Password { id } => {
+            let current = password_for(&id).map_err(|Exit(_, e)| e)?;
+            let new = match std::env::var("TRAILMARK_NEW_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => prompt_line(&format!("New password for {id}: "))?,
+            };
+            let who = id.clone();
+            with_identity(opened, |identity| async move {
+                let login = identity.login(&who, &current).await?;
+                let caller = identity.authenticate_session(&login.session.token).await?;
+                let changed = identity.change_password(&caller, &current, &new).await;
+                let _ = identity.logout(&caller).await;
+                changed
+            })
+            .await?;
+            eprintln!("Password of {id} changed; recorded in the ledger.");
         }
         UserCommand::List => {
             for u in opened.store.users().await? {
@@ -1246,4 +1339,186 @@ async fn roles(g: &Global) -> Result<(), Exit> {
     print!("{}", crate::identity::roles::matrix_text(&policy));
     print!("\n{}", crate::api::route_table_text());
     Ok(())
+}
+
+/// The signer's password: `TRAILMARK_PASSWORD`, or asked on the terminal.
+fn password_for(user: &str) -> Result<String, Exit> {
+    if let Ok(p) = std::env::var("TRAILMARK_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(usage(anyhow::anyhow!(
+            "{user}'s password is needed to sign: set TRAILMARK_PASSWORD or run on a terminal"
+        )));
+    }
+    prompt_line(&format!("Password for {user} (re-authentication): ")).map_err(failure)
+}
+
+/// Reads one line from the terminal after a prompt on stderr.
+fn prompt_line(prompt: &str) -> anyhow::Result<String> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("no terminal to ask on: {}", prompt.trim_end_matches(": "));
+    }
+    eprint!("{prompt}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn signer(user: Option<String>) -> Result<Option<crate::validate::Signer>, Exit> {
+    user.map(|user_id| {
+        let password = password_for(&user_id)?;
+        Ok(crate::validate::Signer { user_id, password })
+    })
+    .transpose()
+}
+
+fn print_run(phase: &str, out: &Path, s: &crate::validate::RunSummary) {
+    let (passed, failed, not_run) = s.counts;
+    println!(
+        "{phase} {}: {} ({passed} passed, {failed} failed, {not_run} not run; {} deviations) in {:.1} s",
+        s.run_id,
+        s.verdict.to_uppercase(),
+        s.deviations,
+        s.seconds
+    );
+    if phase == "IQ" {
+        println!("every installation check ran");
+    } else if s.complete {
+        println!("complete: every requirement is covered by a test that ran");
+    } else {
+        println!(
+            "NOT complete: not covered by a test that ran: {}",
+            if s.uncovered.is_empty() {
+                "(a partial run)".to_owned()
+            } else {
+                s.uncovered.join(", ")
+            }
+        );
+    }
+    println!(
+        "recorded as ledger entry {}{}; package in {}",
+        s.entry_seq,
+        if s.signed {
+            ", signed `executed`"
+        } else {
+            " (not signed: name --executor, or `trailmark validate sign`)"
+        },
+        out.display()
+    );
+}
+
+async fn validate(g: &Global, command: ValidateCommand) -> Result<(), Exit> {
+    let opened = open(&g.data, g.database_url.as_deref())
+        .await
+        .map_err(usage)?;
+    let binary = std::env::current_exe().map_err(failure)?;
+    let outcome = match command {
+        ValidateCommand::Iq {
+            out,
+            executor,
+            baseline,
+            expected_config,
+        } => {
+            let executor = signer(executor)?;
+            let mut expected = crate::validate::iq::Expected::default();
+            if let Some(b) = baseline {
+                let text = std::fs::read(b.join("results.json"))
+                    .with_context(|| format!("reading the baseline {}", b.display()))
+                    .map_err(usage)?;
+                expected.baseline = Some(serde_json::from_slice(&text).map_err(usage)?);
+            }
+            if let Some(f) = expected_config {
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))
+                    .map_err(usage)?;
+                expected.config = Some(toml::from_str(&text).map_err(usage)?);
+            }
+            let s = crate::validate::run_iq(&opened, &out, &binary, &expected, executor.as_ref())
+                .await
+                .map_err(failure)?;
+            print_run("IQ", &out, &s);
+            s.verdict == "pass" && s.complete
+        }
+        ValidateCommand::Oq {
+            out,
+            executor,
+            target,
+            cases,
+        } => {
+            let executor = signer(executor)?;
+            let options = crate::validate::OqOptions {
+                target,
+                only: cases,
+                binary,
+            };
+            let s = crate::validate::run_oq(&opened, &out, &options, executor.as_ref())
+                .await
+                .map_err(failure)?;
+            print_run("OQ", &out, &s);
+            s.verdict == "pass" && s.complete
+        }
+        ValidateCommand::Sign { dir, meaning, user } => {
+            let who = signer(Some(user))?.expect("a signer");
+            let (report, seq) = crate::validate::sign(&opened, &dir, &meaning, &who)
+                .await
+                .map_err(failure)?;
+            println!(
+                "{}: signed `{meaning}` as entry {seq}; signatures now:",
+                report.run_id
+            );
+            for line in &report.signatures {
+                println!("  {line}");
+            }
+            true
+        }
+        ValidateCommand::Check { dir } => {
+            let report = crate::validate::check(&opened, &dir)
+                .await
+                .map_err(|e| Exit(1, e))?;
+            println!(
+                "{}: {} files match the manifest, summary.pdf's signature verifies, and results.json is the one recorded in entry {} (verdict {}, {})",
+                report.run_id,
+                report.files,
+                report.seq,
+                report.verdict.to_uppercase(),
+                if report.complete {
+                    "complete"
+                } else {
+                    "NOT complete"
+                },
+            );
+            for line in &report.signatures {
+                println!("  signed: {line}");
+            }
+            true
+        }
+    };
+    if outcome {
+        Ok(())
+    } else {
+        Err(Exit(
+            1,
+            anyhow::anyhow!("the validation run did not pass; see the deviations in the package"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_time_password;
+    use crate::identity::password::check_policy;
+
+    #[test]
+    fn generated_passwords_never_contain_the_user_id_so_the_policy_accepts_them() {
+        // A one-letter ID is in about half of all raw 24-character draws,
+        // so 500 accepted draws show the redraw works.
+        for id in ["a", "Z", "op1"] {
+            for _ in 0..500 {
+                let p = one_time_password(id);
+                assert_eq!(p.len(), 24);
+                check_policy(&p, &id.to_lowercase(), 12, &[]).unwrap();
+            }
+        }
+    }
 }

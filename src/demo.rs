@@ -226,7 +226,7 @@ async fn sign_in(
         )
         .await?;
     let session = login["session"].as_str().unwrap_or_default().to_owned();
-    let password = cli::one_time_password();
+    let password = cli::one_time_password(id);
     api.ok(
         Method::POST,
         "/v1/account/password",
@@ -292,7 +292,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     ];
     let mut initial = Vec::new();
     for (id, name, role) in staff_list {
-        let password = cli::one_time_password();
+        let password = cli::one_time_password(id);
         cli::create_user(
             &opened,
             crate::identity::service::NewUser {
@@ -314,7 +314,13 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     // signature and deduplicate on its id. The LMS records the
     // assignments it is given, as an LMS would.
     let (qms, qms_target) = system(data, "qms").await?;
-    let (lms, lms_target) = system(data, "lms").await?;
+    let (lms, mut lms_target) = system(data, "lms").await?;
+    // Demo timing for the LMS: 3 attempts 100-400 ms apart (a site would
+    // keep the default 8 attempts over minutes), so that Scenario 4's outage
+    // dead-letters within a second.
+    lms_target.max_attempts = 3;
+    lms_target.backoff_initial_ms = 100;
+    lms_target.backoff_max_ms = 400;
     let lms_assignments: Arc<Mutex<Vec<Value>>> = Arc::default();
     {
         let inbox = Arc::clone(&lms_assignments);
@@ -748,6 +754,35 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
          the gap and its delivery); {CAPA} reaches {capa_reached} (the action, assignments, completions, evidence, readiness, refusal, closure, signatures and deliveries)."
     );
 
+    // Scenario 4: the LMS is down when a new operator joins the line.
+    println!("\nScenario 4: the LMS is down");
+    lms.stop().await;
+    let joined = Utc::now();
+    api.events(
+        &hr_token,
+        vec![ce(
+            "hr",
+            "hr.person.changed.v1",
+            "person-E9001-join",
+            joined,
+            json!({"person_id": "E9001", "name": "Noor Haddad", "active": true,
+               "job_functions": [{"job_function": OPERATOR, "valid_from": rfc(joined)}]}),
+        )],
+    )
+    .await?;
+    let down_since = Instant::now();
+    while count(&store, "SELECT COUNT(*) FROM outbox WHERE status = 'dead'").await? == 0 {
+        if down_since.elapsed() > WAIT {
+            bail!("the assignment was not dead-lettered while the LMS was down");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lms.resume().await?;
+    println!(
+        "10. E9001 Noor Haddad joined the filling line while the LMS was down: the SOP-017 v5 assignment was tried 3 times and dead-lettered \
+         (integration.handover.dead_lettered). It waits in the console's Operations page (/console/ops) for a replay with a reason."
+    );
+
     // What the ledger holds.
     let kinds: Vec<(String, i64)> = store
         .rows(
@@ -770,7 +805,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     );
     let setup = total - received - applied - handed - delivered - completed - findings - signed;
     println!(
-        "\n10. The ledger holds {total} entries:\n    \
+        "\n11. The ledger holds {total} entries:\n    \
          {received} events received and {applied} records of their application;\n    \
          {handed} hand-overs ({} assignments to the LMS, {} messages to the QMS) and {delivered} deliveries confirmed \
          ({} by the LMS, {} by the QMS, {dead} dead-lettered);\n    \
@@ -840,7 +875,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
         written.push((id, path, bytes.len()));
     }
     println!(
-        "\n11. Signed reports for the inspector (PAdES signature by the report-signing certificate, entries and proofs attached; each recorded as report.generated):"
+        "\n12. Signed reports for the inspector (PAdES signature by the report-signing certificate, entries and proofs attached; each recorded as report.generated):"
     );
     for (id, path, bytes) in &written {
         println!("    {id}  {}  ({} KB)", path.display(), bytes / 1024);
@@ -864,13 +899,14 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
         server.stop().await;
         None
     };
-    let report = audit::verify_store(
+    let report = audit::verify_and_record(
         &store,
         &vkey,
         &VerifyOptions {
             check_canonical: true,
             external_checkpoint: Some(note),
         },
+        "demo",
         |_| {},
     )
     .await?;
@@ -878,7 +914,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     let exported = audit::export(&store, &vkey, &export_dir, |_| {}).await?;
     audit::verify_export(&export_dir, &vkey, |_| {})?;
     println!(
-        "12. verify: {} entries, {} checkpoints and {} signatures intact; export of {} entries checked offline.",
+        "13. verify: {} entries, {} checkpoints and {} signatures intact; export of {} entries checked offline.",
         report.entries, report.checkpoints, report.signatures, exported.entries
     );
     println!(

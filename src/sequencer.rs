@@ -88,6 +88,28 @@ pub struct AppendRequest {
 }
 
 impl AppendRequest {
+    /// A request with only the required fields: no correlation or
+    /// idempotency key, no parents, reason or effects.
+    pub fn new(
+        kind: &'static KindDef,
+        actor: Actor,
+        subject: Subject,
+        payload: Map<String, Value>,
+    ) -> AppendRequest {
+        AppendRequest {
+            kind,
+            actor,
+            subject,
+            correlation_id: None,
+            idempotency_key: None,
+            parents: Vec::new(),
+            reason: None,
+            payload,
+            effects: Vec::new(),
+            parent_refs: Vec::new(),
+        }
+    }
+
     /// Checks the request against the entry rules that do not need the
     /// database (the sequencer checks parents and idempotency).
     ///

@@ -259,8 +259,15 @@ impl Metrics {
 
 /// Installs the log subscriber: `RUST_LOG` or `info`, to stderr.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    init_logging_at("info,sqlx=warn");
+}
+
+/// As [`init_logging`], with `default` as the filter when `RUST_LOG` is
+/// unset (`validate` runs an in-process server whose request log would
+/// bury the run's own report).
+pub fn init_logging_at(default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

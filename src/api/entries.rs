@@ -106,6 +106,9 @@ pub struct ListQuery {
     from: Option<String>,
     /// Recorded before (RFC 3339).
     to: Option<String>,
+    /// Free text anywhere in the entry (payload, reason, subject),
+    /// case-insensitive for ASCII.
+    text: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
@@ -307,7 +310,7 @@ pub async fn list(
 ) -> Result<Json<EntryPage>, Problem> {
     let Query(q) = query.map_err(|e| {
         Problem::bad_query(format!(
-            "{}; allowed: subject, kind, actor, correlation_id, from, to, cursor, limit",
+            "{}; allowed: subject, kind, actor, correlation_id, from, to, text, cursor, limit",
             e.body_text()
         ))
     })?;
@@ -332,7 +335,9 @@ pub async fn list(
         correlation_id: q.correlation_id,
         from: time_bound("from", q.from)?,
         to: time_bound("to", q.to)?,
+        text: q.text.filter(|t| !t.is_empty()),
         after_seq,
+        before_seq: None,
         limit,
     };
     let rows = state.store.list(&filter).await?;

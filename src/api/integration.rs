@@ -679,40 +679,10 @@ pub async fn replay(
             "`reason` must say why the message is sent again",
         ));
     }
-    let row: Option<(String, Vec<u8>, String, i64, Option<String>)> = state
-        .store
-        .row(
-            "SELECT subject, handover_hash, target, attempts, last_error FROM outbox WHERE id = $1 AND status = 'dead'",
-            &[Bind::Text(id.clone())],
-        )
+    let receipt = state
+        .integration
+        .replay(&caller.actor, &id, &body.reason)
         .await?;
-    let (subject, hash, target, attempts, last_error) = row.ok_or_else(|| {
-        Problem::not_found(format!(
-            "no dead letter `{id}`; GET /v1/deadletters lists them"
-        ))
-    })?;
-    let mut payload = Map::new();
-    payload.insert("message_id".into(), json!(id));
-    payload.insert("target".into(), json!(target));
-    payload.insert("attempts_before".into(), json!(attempts));
-    payload.insert("last_error".into(), json!(last_error));
-    let request = AppendRequest {
-        kind: kind::lookup("integration.handover.replayed").expect("registered"),
-        actor: caller.actor.clone(),
-        subject: Subject::parse(&subject).map_err(|e| Problem::internal(&e))?,
-        correlation_id: None,
-        idempotency_key: None,
-        parents: vec![Hash::from_slice(&hash).map_err(|e| Problem::internal(&e))?],
-        reason: Some(body.reason),
-        payload,
-        effects: vec![StateWrite::Sql {
-            sql: "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL WHERE id = $2 AND status = 'dead'",
-            binds: vec![Bind::At, Bind::Text(id.clone())],
-        }],
-        parent_refs: vec![],
-    };
-    let receipt = state.sequencer.append(request).await?;
-    state.integration.wake_delivery();
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"message_id": id, "seq": receipt.seq, "hash": receipt.hash.to_hex()})),

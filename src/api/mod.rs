@@ -568,6 +568,9 @@ pub fn router(state: AppState, max_body_bytes: usize, max_batch_bytes: usize) ->
             state.clone(),
             authorize,
         ))
+        // The console authenticates its own cookie and checks each page's
+        // permission itself (docs/CONSOLE.md), after the API's middleware.
+        .merge(crate::console::routes())
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(too_large))
         .layer(DefaultBodyLimit::max(max_body_bytes))

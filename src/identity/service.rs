@@ -241,6 +241,16 @@ pub struct SessionCaller {
     pub must_change_password: bool,
 }
 
+/// What a re-authentication is for ([`Identity::reauthenticate`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Reauth<'a> {
+    /// A signing with this meaning follows.
+    Sign(&'a str),
+    /// An action that is not a signing (e.g. a dead-letter replay), named
+    /// in the refusal entry if the password is wrong.
+    Act(&'a str),
+}
+
 /// An authenticated API token.
 #[derive(Debug, Clone)]
 pub struct TokenCaller {
@@ -1667,6 +1677,114 @@ impl Identity {
             .signing_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(receipt)
+    }
+
+    /// Re-authentication before a record that is appended only once it
+    /// passes: the console's signed review ([`Reauth::Sign`]) and its
+    /// dead-letter replay ([`Reauth::Act`]). The user active and the
+    /// password right; a wrong one counts toward lockout and is recorded as
+    /// a refusal (`security.signature.refused` for a signing, as in
+    /// [`Identity::sign`]; `security.auth.refused` for an action). A signing
+    /// needs both components at the session's first signing and the policy
+    /// allowing the meaning; an action always needs both. Appends nothing
+    /// on success.
+    ///
+    /// # Errors
+    /// As the first checks of [`Identity::sign`].
+    pub async fn reauthenticate(
+        &self,
+        caller: &SessionCaller,
+        user_id: Option<&str>,
+        password_text: &str,
+        purpose: Reauth<'_>,
+    ) -> Result<()> {
+        let me = caller.user.user_id.clone();
+        let both_needed = match purpose {
+            Reauth::Sign(_) => !caller.session.signed_once,
+            Reauth::Act(_) => true,
+        };
+        match (user_id, both_needed) {
+            (Some(given), _) if given != me => {
+                return Err(IdentityError::Unauthenticated(format!(
+                    "user_id `{given}` is not the user of this session"
+                )));
+            }
+            (None, true) => {
+                return Err(invalid(match purpose {
+                    Reauth::Sign(_) => {
+                        "the first signing in a session needs both components: give your user ID and password"
+                    }
+                    Reauth::Act(_) => {
+                        "this action needs both components: give your user ID and password"
+                    }
+                }));
+            }
+            _ => {}
+        }
+        let meaning = match purpose {
+            Reauth::Sign(m) => Some(Meaning::parse(m).map_err(IdentityError::Invalid)?),
+            Reauth::Act(_) => None,
+        };
+        let user = self.existing(&me).await?;
+        if user.status != "active" {
+            return Err(IdentityError::Locked(format!(
+                "account `{me}` is {}; it cannot sign or act",
+                user.status
+            )));
+        }
+        let (pw, hash) = (password_text.to_owned(), user.password_hash.clone());
+        let ok = Self::blocking(move || {
+            pw.len() <= password::PASSWORD_MAX_BYTES && password::matches(&pw, &hash)
+        })
+        .await;
+        if !ok {
+            self.password_failed(&user).await?;
+            match (purpose, meaning) {
+                (Reauth::Act(action), _) => {
+                    self.append(
+                        "security.auth.refused",
+                        &Actor::system(),
+                        &format!("user:{me}"),
+                        vec![],
+                        None,
+                        json!({"user_id": me, "cause": "wrong password at re-authentication",
+                               "action": action.chars().take(128).collect::<String>()}),
+                        vec![],
+                    )
+                    .await?;
+                }
+                (Reauth::Sign(_), m) => {
+                    let request = SignRequest {
+                        target: String::new(),
+                        meaning: m.map(|m| m.as_str().to_owned()).unwrap_or_default(),
+                        user_id: Some(me.clone()),
+                        password: String::new(),
+                    };
+                    self.refuse(&me, &request, "wrong password").await?;
+                }
+            }
+            return Err(IdentityError::Unauthenticated(
+                "the password is wrong; nothing was recorded or signed".into(),
+            ));
+        }
+        if let Some(meaning) = meaning {
+            let policy = self.policy().await?;
+            if !policy.allows(&user.roles, meaning) {
+                let request = SignRequest {
+                    target: String::new(),
+                    meaning: meaning.as_str().to_owned(),
+                    user_id: Some(me.clone()),
+                    password: String::new(),
+                };
+                self.refuse(&me, &request, "no authority for this meaning")
+                    .await?;
+                return Err(IdentityError::Forbidden(format!(
+                    "your roles may not sign `{}`",
+                    meaning.as_str()
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn refuse(&self, user_id: &str, request: &SignRequest, cause: &str) -> Result<()> {

@@ -92,6 +92,9 @@ struct Inner {
     delivery_wake: Notify,
 }
 
+/// A dead letter's outbox row: subject, hand-over hash, target, attempts, last error.
+type DeadRow = (String, Vec<u8>, String, i64, Option<String>);
+
 impl Integration {
     /// The service over a running sequencer.
     pub fn new(
@@ -148,6 +151,70 @@ impl Integration {
 
     pub(crate) fn delivery_notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.delivery_wake.notified()
+    }
+
+    /// Queues a dead letter again, recorded as
+    /// `integration.handover.replayed` (parent: the hand-over) with the
+    /// reason; the outbox row returns to `pending` in the same commit.
+    /// The caller has checked who may do this (API: the token's
+    /// permission; console: re-authentication too).
+    ///
+    /// # Errors
+    /// Not found (no dead letter with that ID), a blank reason, or the
+    /// ledger's refusal.
+    pub async fn replay(
+        &self,
+        actor: &Actor,
+        id: &str,
+        reason: &str,
+    ) -> Result<crate::sequencer::Receipt, IntegrationError> {
+        if reason.trim().is_empty() {
+            return Err(IntegrationError::Refused {
+                message: "a reason must say why the message is sent again".into(),
+                details: Value::Null,
+            });
+        }
+        let row: Option<DeadRow> = self
+            .inner
+            .store
+            .row(
+                "SELECT subject, handover_hash, target, attempts, last_error FROM outbox WHERE id = $1 AND status = 'dead'",
+                &[Bind::Text(id.to_owned())],
+            )
+            .await?;
+        let (subject, hash, target, attempts, last_error) = row.ok_or_else(|| {
+            IntegrationError::NotFound(format!(
+                "no dead letter `{id}`; GET /v1/deadletters lists them"
+            ))
+        })?;
+        let bad = |what: &str| {
+            IntegrationError::Store(StoreError::Corrupt(format!("outbox row {id}: {what}")))
+        };
+        let mut payload = Map::new();
+        payload.insert("message_id".into(), json!(id));
+        payload.insert("target".into(), json!(target));
+        payload.insert("attempts_before".into(), json!(attempts));
+        payload.insert("last_error".into(), json!(last_error));
+        let request = AppendRequest {
+            kind: kind::lookup("integration.handover.replayed").expect("registered"),
+            actor: actor.clone(),
+            subject: Subject::parse(&subject).map_err(|_| bad("subject"))?,
+            correlation_id: None,
+            idempotency_key: None,
+            parents: vec![
+                crate::ledger::Hash::from_slice(&hash).map_err(|_| bad("hand-over hash"))?,
+            ],
+            reason: Some(reason.to_owned()),
+            payload,
+            effects: vec![StateWrite::Sql {
+                sql: "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL WHERE id = $2 AND status = 'dead'",
+                binds: vec![Bind::At, Bind::Text(id.to_owned())],
+            }],
+            parent_refs: vec![],
+        };
+        let receipt = self.inner.sequencer.append(request).await?;
+        self.wake_delivery();
+        Ok(receipt)
     }
 
     /// Records checked events (all or none) and acknowledges them: each is

@@ -353,6 +353,18 @@ pub static KINDS: &[KindDef] = &[
         false,
         "a report was generated and signed: its ID, scope and the SHA-256 of the file",
     ),
+    kind(
+        "review.audit_trail.completed",
+        Class::Record,
+        false,
+        "an audit-trail review by exception: the entries reviewed, each marked, signed `reviewed` by the reviewer (docs/CONSOLE.md §4)",
+    ),
+    kind(
+        "validation.run.recorded",
+        Class::Record,
+        false,
+        "an IQ or OQ run: its verdict, completeness, deviations and the SHA-256 of its results (docs/VALIDATION.md)",
+    ),
 ];
 
 /// Looks a kind up by its exact name.

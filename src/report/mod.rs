@@ -791,7 +791,18 @@ impl Reporter {
                     reason: format!("Trailmark report {report_id}"),
                 };
                 let mut bundle = tmp;
-                let (placeholders, n) = doc.finish(&meta, &mut bundle, size, &bundle_sha)?;
+                let (placeholders, n) = doc.finish(
+                    &meta,
+                    &mut bundle,
+                    &pdf::Attachment {
+                        name: BUNDLE_NAME,
+                        media_type: "application/jsonl",
+                        description: format!(
+                            "Proof bundle ({BUNDLE_FORMAT}), SHA-256 {bundle_sha}"
+                        ),
+                        size,
+                    },
+                )?;
                 pages = n;
                 lap("PDF finished (fonts, bundle copied in)");
                 let sha = pdf::sign_file(path, placeholders, |digest| {
@@ -825,19 +836,13 @@ impl Reporter {
         }
         let receipt = self
             .sequencer
-            .append(AppendRequest {
-                kind: kind::lookup("report.generated").expect("registered"),
-                actor: by.actor.clone(),
-                subject: Subject::parse(&format!("report:{report_id}"))
+            .append(AppendRequest::new(
+                kind::lookup("report.generated").expect("registered"),
+                by.actor.clone(),
+                Subject::parse(&format!("report:{report_id}"))
                     .map_err(|e| ReportError::Record(e.to_string()))?,
-                correlation_id: None,
-                idempotency_key: None,
-                parents: Vec::new(),
-                reason: None,
                 payload,
-                effects: Vec::new(),
-                parent_refs: Vec::new(),
-            })
+            ))
             .await
             .map_err(|e| ReportError::Record(e.to_string()))?;
         lap("recorded");

@@ -44,6 +44,19 @@ pub struct Column {
     pub style: Style,
 }
 
+/// The file attached to the document (`/AFRelationship /Supplement`).
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// File name, e.g. `trailmark-proof.jsonl`.
+    pub name: &'static str,
+    /// Media type, e.g. `application/jsonl`.
+    pub media_type: &'static str,
+    /// One line saying what it is, with its SHA-256.
+    pub description: String,
+    /// Its inflated size in bytes.
+    pub size: u64,
+}
+
 /// What the document says about itself (Info dictionary, XMP, signature).
 #[derive(Debug, Clone)]
 pub struct Meta {
@@ -531,9 +544,9 @@ impl Doc {
         mut self,
         meta: &Meta,
         bundle: &mut File,
-        bundle_size: u64,
-        bundle_sha256: &str,
+        attachment: &Attachment,
     ) -> io::Result<(Placeholders, u64)> {
+        let bundle_size = attachment.size;
         self.ensure_page()?;
         self.close_page()?;
         let total = self.pages.len();
@@ -599,8 +612,9 @@ impl Doc {
         bundle.seek(SeekFrom::Start(0))?;
         self.offsets[ef.get() as usize] = self.pos;
         let head = format!(
-            "{} 0 obj\n<<\n  /Type /EmbeddedFile\n  /Subtype /application#2Fjsonl\n  /Filter /FlateDecode\n  /Params << /Size {bundle_size} /CreationDate {} >>\n  /Length {compressed_len}\n>>\nstream\n",
+            "{} 0 obj\n<<\n  /Type /EmbeddedFile\n  /Subtype /{}\n  /Filter /FlateDecode\n  /Params << /Size {bundle_size} /CreationDate {} >>\n  /Length {compressed_len}\n>>\nstream\n",
             ef.get(),
+            attachment.media_type.replace('/', "#2F"),
             pdf_date_literal(meta.created)
         );
         self.raw(head.as_bytes())?;
@@ -612,11 +626,9 @@ impl Doc {
         let mut c = Chunk::new();
         {
             let mut fs = c.file_spec(spec);
-            fs.path(Str(super::BUNDLE_NAME.as_bytes()))
-                .unic_file(TextStr(super::BUNDLE_NAME))
-                .description(TextStr(&format!(
-                    "Proof bundle (trailmark-report-proof-v1), SHA-256 {bundle_sha256}"
-                )))
+            fs.path(Str(attachment.name.as_bytes()))
+                .unic_file(TextStr(attachment.name))
+                .description(TextStr(&attachment.description))
                 .association_kind(AssociationKind::Supplement);
             fs.insert(Name(b"EF"))
                 .dict()
@@ -691,7 +703,7 @@ impl Doc {
             cat.names()
                 .embedded_files()
                 .names()
-                .insert(Str(super::BUNDLE_NAME.as_bytes()), spec);
+                .insert(Str(attachment.name.as_bytes()), spec);
             cat.insert(Name(b"AF")).array().item(spec);
             cat.form()
                 .fields([self.field_ref])

@@ -205,7 +205,13 @@ fn int_after(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
 
 /// Steps 1-3: the signature over the file, then the embedded bundle's
 /// deflated bytes (inside the signed range).
-fn check_pdf_signature<'a>(
+/// Steps 1-3 of a PDF: the one signature, its byte range covering the
+/// whole file but `/Contents`, the CMS and its chain to `ca_der`. Returns
+/// the check and the attached file's deflated bytes.
+///
+/// # Errors
+/// The first step that fails.
+pub fn check_pdf_signature<'a>(
     bytes: &'a [u8],
     ca_der: Option<&[u8]>,
 ) -> Result<(SignatureCheck, &'a [u8]), CheckError> {

@@ -120,10 +120,14 @@ macro_rules! bind_values {
 
 mod identity;
 mod integration;
+mod ops;
+pub mod schema;
+
 pub use identity::{
     Bind, CertificateRow, SequencedWrite, SessionRow, StateWrite, TokenRow, UserRow,
 };
 pub use integration::AnyRow;
+pub use ops::VerifyRun;
 
 /// The newest entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,8 +275,13 @@ pub struct EntryFilter {
     pub from: Option<String>,
     /// `recorded_at < to`.
     pub to: Option<String>,
+    /// Free text anywhere in the entry's canonical JSON (payload, reason,
+    /// subject, ...), case-insensitive for ASCII; `%` and `_` are literal.
+    pub text: Option<String>,
     /// Only entries with `seq > after_seq` (the cursor).
     pub after_seq: Option<u64>,
+    /// Only entries with `seq < before_seq` (bounds a free-text scan).
+    pub before_seq: Option<u64>,
     /// Page size, at most [`LIST_LIMIT_MAX`].
     pub limit: u32,
 }
@@ -484,7 +493,12 @@ impl Store {
     /// # Errors
     /// If the server cannot be reached or the schema cannot be migrated.
     pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
-        let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("synchronous_commit", "on"),
+            // JIT compilation cost 38-75 ms on short trail pages at 1M
+            // entries (docs/PERFORMANCE.md); no query here gains from it.
+            ("jit", "off"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
@@ -889,12 +903,36 @@ impl Store {
             .collect()
     }
 
+    /// How many entries one page of a free-text search scans at most (the
+    /// console's trail goes on from there with a link): a free-text match
+    /// is a scan, about 0.5 µs per entry on SQLite and 3 µs on PostgreSQL
+    /// at 1M entries (docs/PERFORMANCE.md), so a page stays near 100 ms.
+    pub fn text_scan_rows(&self) -> u64 {
+        match &self.backend {
+            Backend::Sqlite(_) => 200_000,
+            Backend::Postgres(_) => 40_000,
+        }
+    }
+
     /// A filtered page of entries, ascending by seq.
     ///
     /// # Errors
     /// A database error.
     pub async fn list(&self, filter: &EntryFilter) -> Result<Vec<StoredEntry>, StoreError> {
         let limit = i64::from(filter.limit.clamp(1, LIST_LIMIT_MAX));
+        // The canonical bytes are UTF-8 JSON; each backend reads them as
+        // text and matches without regard to ASCII case.
+        let text_match = match &self.backend {
+            Backend::Sqlite(_) => " AND CAST(canonical AS TEXT) LIKE ",
+            Backend::Postgres(_) => " AND convert_from(canonical, 'UTF8') ILIKE ",
+        };
+        let pattern = filter.text.as_deref().map(|t| {
+            let escaped = t
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
         on_pool!(self, pool => {
             let mut qb = QueryBuilder::new("SELECT ");
             qb.push(ENTRY_COLUMNS).push(" FROM entries WHERE 1 = 1");
@@ -910,11 +948,26 @@ impl Store {
             if let Some(v) = &filter.correlation_id {
                 qb.push(" AND correlation_id = ").push_bind(v.clone());
             }
+            // `recorded_at` never decreases along the chain (the sequencer
+            // clamps it; verify checks it), so a time window is a seq range:
+            // found with the time index, then walked with the primary key,
+            // instead of a walk from seq 0 filtering on time (PostgreSQL) or
+            // a sort of the whole window (SQLite).
             if let Some(v) = &filter.from {
-                qb.push(" AND recorded_at >= ").push_bind(v.clone());
+                qb.push(" AND seq >= COALESCE((SELECT seq FROM entries WHERE recorded_at >= ")
+                    .push_bind(v.clone())
+                    .push(" ORDER BY recorded_at, seq LIMIT 1), 9223372036854775807)");
             }
             if let Some(v) = &filter.to {
-                qb.push(" AND recorded_at < ").push_bind(v.clone());
+                qb.push(" AND seq < COALESCE((SELECT seq FROM entries WHERE recorded_at >= ")
+                    .push_bind(v.clone())
+                    .push(" ORDER BY recorded_at, seq LIMIT 1), 9223372036854775807)");
+            }
+            if let Some(v) = filter.before_seq {
+                qb.push(" AND seq < ").push_bind(i64_of(v));
+            }
+            if let Some(p) = &pattern {
+                qb.push(text_match).push_bind(p.clone()).push(" ESCAPE '\\'");
             }
             if let Some(v) = filter.after_seq {
                 qb.push(" AND seq > ").push_bind(i64_of(v));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::harness::{INIT_ENTRIES, TestLedger, record};
+use crate::harness::{INIT_ENTRIES, TestLedger, record, wait_for_checkpoint};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -116,6 +116,11 @@ async fn kill_9_in_the_middle_of_a_load_loses_no_acknowledged_entry() {
             "acknowledged entry {seq} must survive the crash"
         );
     }
+    // The restarted server attests the crash's tail with a checkpoint
+    // within its interval; wait for it rather than race it (under load the
+    // kill could come first, and the assertion below would test the clock).
+    let size = ledger.opened.store.size().await.unwrap();
+    wait_for_checkpoint(&ledger.opened, size).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let report = ledger.verify().await.unwrap();

@@ -53,7 +53,7 @@ pub(crate) async fn settle(ledger: &TestLedger) {
 
 /// Polls `sql` (a COUNT) for up to 10 s until it equals `want`; returns
 /// the last value.
-async fn count_becomes(ledger: &TestLedger, sql: &'static str, want: i64) -> i64 {
+pub(crate) async fn count_becomes(ledger: &TestLedger, sql: &'static str, want: i64) -> i64 {
     let mut n = count(ledger, sql, &[]).await;
     for _ in 0..200 {
         if n == want {

@@ -5,6 +5,7 @@
 //! server); `.ci/run` runs the suite both ways.
 
 mod api;
+mod console;
 mod crash;
 mod harness;
 mod integration;
@@ -12,4 +13,5 @@ mod people;
 mod property;
 mod reports;
 mod tamper;
+mod validation;
 mod vectors;

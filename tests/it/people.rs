@@ -163,7 +163,8 @@ async fn started(ledger: &TestLedger, tweak: impl FnOnce(&mut Config)) -> (Serve
     (server, http)
 }
 
-async fn kinds_of(ledger: &TestLedger, kind: &str) -> Vec<Value> {
+/// Every entry of `kind`, parsed, oldest first (at most 1,000).
+pub(crate) async fn kinds_of(ledger: &TestLedger, kind: &str) -> Vec<Value> {
     let rows = ledger
         .opened
         .store

@@ -64,18 +64,26 @@ fn external_verdicts(pdf: &Path, ca_pem: &Path, nss: &Path) -> (Option<bool>, Op
         }
         good
     });
-    let pdfsig = tool("pdfsig", "TRAILMARK_PDFSIG").map(|bin| {
-        // pdfsig exits 0 even on a digest mismatch: read its words.
-        let (_, text) = run(Command::new(bin)
-            .arg("-nssdir")
-            .arg(format!("sql:{}", nss.display()))
-            .arg(pdf));
-        let good = text.contains("Signature is Valid.") && text.contains("Certificate is Trusted.");
-        if !good {
-            eprintln!("pdfsig on {}: {text}", pdf.display());
-        }
-        good
-    });
+    // pdfsig trusts through an NSS database, which only certutil makes.
+    let nss_ready = nss.join("cert9.db").exists();
+    if !nss_ready && tool("pdfsig", "TRAILMARK_PDFSIG").is_some() {
+        eprintln!("pdfsig skipped: no NSS database because certutil (libnss3-tools) is missing");
+    }
+    let pdfsig = tool("pdfsig", "TRAILMARK_PDFSIG")
+        .filter(|_| nss_ready)
+        .map(|bin| {
+            // pdfsig exits 0 even on a digest mismatch: read its words.
+            let (_, text) = run(Command::new(bin)
+                .arg("-nssdir")
+                .arg(format!("sql:{}", nss.display()))
+                .arg(pdf));
+            let good =
+                text.contains("Signature is Valid.") && text.contains("Certificate is Trusted.");
+            if !good {
+                eprintln!("pdfsig on {}: {text}", pdf.display());
+            }
+            good
+        });
     (pyhanko, pdfsig)
 }
 

@@ -1,0 +1,491 @@
+//! Audit-trail review by exception (docs/CONSOLE.md §4): the queue of what
+//! needs a human look since the last signed review, and the signed review
+//! record covering exactly those entries.
+
+use std::collections::HashMap;
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Timelike as _};
+use maud::html;
+use serde_json::{Map, Value, json};
+
+use super::{Viewer, actor_cell, names, page, refused, same, viewer};
+use crate::api::AppState;
+use crate::identity::IdentityError;
+use crate::identity::roles::Permission;
+use crate::identity::service::SignRequest;
+use crate::ledger::{Actor, Subject, kind};
+use crate::sequencer::AppendRequest;
+
+/// The record's kind.
+pub const KIND: &str = "review.audit_trail.completed";
+/// The one scope of this version: the whole ledger.
+const SUBJECT: &str = "review:audit-trail/all";
+/// Most entries one review covers; the next review goes on from there.
+const REVIEW_SPAN: u64 = 2_000;
+/// Signatures outside these hours (display offset) need a look.
+const HOURS: std::ops::Range<u32> = 7..19;
+/// Longest note per item.
+const NOTE_MAX: usize = 500;
+
+/// Why an entry needs a human look, if it does.
+pub fn exception(kind: &str, entry: &Value) -> Option<String> {
+    let reason = || entry["reason"].as_str().unwrap_or("").to_owned();
+    match kind {
+        "ledger.correction" => Some(format!("Correction: {}", reason())),
+        k if k.starts_with("admin.") => Some(format!("Administrative change: {}", reason())),
+        "security.account.locked" => Some("Account locked after wrong passwords".into()),
+        "security.signature.refused" => Some(format!(
+            "Signature refused: {}",
+            entry["payload"]["cause"].as_str().unwrap_or("")
+        )),
+        "security.auth.refused" => Some("Authentication refused".into()),
+        "integration.handover.failed" => Some("Hand-over attempt failed".into()),
+        "integration.handover.dead_lettered" => Some("Hand-over dead-lettered".into()),
+        "integration.capa.closure_refused" => Some("CAPA closure refused".into()),
+        "integration.reconciliation.drift" => Some("Reconciliation drift".into()),
+        "signature.applied" => {
+            let local = entry["payload"]["manifestation"]["signed_at_local"].as_str()?;
+            let at = DateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S %:z").ok()?;
+            (!HOURS.contains(&at.hour())).then(|| {
+                format!(
+                    "Signed outside {:02}:00-{:02}:00: {local}",
+                    HOURS.start, HOURS.end
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// One entry that needs a look.
+#[derive(Clone)]
+struct Item {
+    seq: u64,
+    hash: String,
+    kind: String,
+    actor: String,
+    subject: String,
+    recorded_at: String,
+    why: String,
+}
+
+/// Where the next review starts: the `to_seq` of the newest signed review.
+async fn start(state: &AppState) -> Result<u64, crate::store::StoreError> {
+    let mut after = None;
+    let mut last = 0;
+    loop {
+        let page = state
+            .store
+            .list(&crate::store::EntryFilter {
+                subject: Some(SUBJECT.into()),
+                kind: Some(KIND.into()),
+                after_seq: after,
+                limit: crate::store::LIST_LIMIT_MAX,
+                ..crate::store::EntryFilter::default()
+            })
+            .await?;
+        let Some(tail) = page.last() else { break };
+        after = Some(tail.seq);
+        let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
+        let signed: Vec<u64> = state
+            .store
+            .signatures_on(&seqs)
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        for e in page.iter().filter(|e| signed.contains(&e.seq)) {
+            let v: Value = serde_json::from_slice(&e.canonical).unwrap_or(Value::Null);
+            last = last.max(v["payload"]["to_seq"].as_u64().unwrap_or(0));
+        }
+        if page.len() < crate::store::LIST_LIMIT_MAX as usize {
+            break;
+        }
+    }
+    Ok(last)
+}
+
+/// The queue: entries in `[from, to)` that need a look.
+async fn queue(state: &AppState) -> Result<(u64, u64, Vec<Item>), crate::store::StoreError> {
+    let from = start(state).await?;
+    let to = state.store.size().await?.min(from + REVIEW_SPAN);
+    Ok((from, to, items_in(state, from, to).await?))
+}
+
+/// The entries in `[from, to)` that need a look.
+async fn items_in(
+    state: &AppState,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Item>, crate::store::StoreError> {
+    let mut items = Vec::new();
+    let mut assignments: Vec<(Item, String)> = Vec::new();
+    let mut at = from;
+    while at < to {
+        let rows = state
+            .store
+            .entries_page(at, crate::store::STREAM_PAGE_ROWS)
+            .await?;
+        let Some(last) = rows.last().map(|e| e.seq) else {
+            break;
+        };
+        for e in rows.into_iter().take_while(|e| e.seq < to) {
+            let v: Value = serde_json::from_slice(&e.canonical).unwrap_or(Value::Null);
+            if matches!(
+                e.kind.as_str(),
+                "lms.assignment.created" | "integration.assignment.completed"
+            ) {
+                let completed_at = v["payload"]["completed_at"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                assignments.push((
+                    Item {
+                        seq: e.seq,
+                        hash: hex::encode(&e.hash),
+                        kind: e.kind.clone(),
+                        actor: e.actor.clone(),
+                        subject: e.subject.clone(),
+                        recorded_at: e.recorded_at.clone(),
+                        why: String::new(),
+                    },
+                    completed_at,
+                ));
+                continue;
+            }
+            if let Some(why) = exception(&e.kind, &v) {
+                items.push(Item {
+                    seq: e.seq,
+                    hash: hex::encode(&e.hash),
+                    kind: e.kind,
+                    actor: e.actor,
+                    subject: e.subject,
+                    recorded_at: e.recorded_at,
+                    why,
+                });
+            }
+        }
+        at = last + 1;
+    }
+    items.extend(training_items(state, &assignments).await?);
+    items.sort_by_key(|i| i.seq);
+    Ok(items)
+}
+
+/// Late and missing training among the assignment entries of the range:
+/// a completion recorded after its due date, and an assignment still open
+/// past its due date now. (An assignment reviewed before it fell due is not
+/// raised again; the compliance report lists every overdue one.)
+async fn training_items(
+    state: &AppState,
+    entries: &[(Item, String)],
+) -> Result<Vec<Item>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    let now = crate::ledger::Timestamp::now().to_string();
+    for (item, completed_at) in entries {
+        let found: Option<(String, String)> = state
+            .store
+            .row(
+                "SELECT due_at, status FROM assignments WHERE assignment_id = $1",
+                &[crate::store::Bind::Text(
+                    assignment_of(&item.subject).to_owned(),
+                )],
+            )
+            .await?;
+        let Some((due, status)) = found else { continue };
+        let why = if item.kind == "integration.assignment.completed" {
+            later(completed_at, &due)
+                .then(|| format!("Training completed late: due {due}, completed {completed_at}"))
+        } else {
+            (status == "open" && later(&now, &due))
+                .then(|| format!("Training overdue: due {due}, not completed"))
+        };
+        if let Some(why) = why {
+            let mut i = item.clone();
+            i.why = why;
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+/// `a` is after `b` (RFC 3339 times, compared as instants).
+fn later(a: &str, b: &str) -> bool {
+    match (
+        DateTime::parse_from_rfc3339(a),
+        DateTime::parse_from_rfc3339(b),
+    ) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => false,
+    }
+}
+
+fn assignment_of(subject: &str) -> &str {
+    subject.strip_prefix("lms:assignment/").unwrap_or(subject)
+}
+
+pub(super) async fn show(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let v = match super::viewer_may(&state, &headers, Permission::EntriesRead).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    render(&state, &v, StatusCode::OK, None, None).await
+}
+
+/// The queue page; `kept` holds a refused form's fields, so the marks and
+/// notes survive a mistyped password.
+async fn render(
+    state: &AppState,
+    v: &Viewer,
+    status: StatusCode,
+    message: Option<&str>,
+    kept: Option<&HashMap<String, String>>,
+) -> Response {
+    let kept_field = |name: String| kept.and_then(|k| k.get(&name)).cloned().unwrap_or_default();
+    let (from, to, items) = match queue(state).await {
+        Ok(q) => q,
+        Err(e) => {
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Review",
+                Some(v),
+                super::internal(&e),
+            );
+        }
+    };
+    let names = names(state).await;
+    let may_sign = crate::identity::roles::grants(&v.caller.roles, Permission::SignaturesApply);
+    page(
+        status,
+        "Audit-trail review by exception",
+        Some(v),
+        html! {
+            @if let Some(m) = message { p.error role="alert" { (m) } }
+            p { "Entries " (from) " to " (to.saturating_sub(1)) " (since the last signed review): "
+                strong { (items.len()) } " need a look; the other " (to - from - items.len() as u64) " are routine." }
+            form.review method="post" action="/console/review" {
+                input type="hidden" name="csrf" value=(v.csrf);
+                input type="hidden" name="from_seq" value=(from);
+                input type="hidden" name="to_seq" value=(to);
+                table {
+                    caption { "Mark each item, then sign the review." }
+                    thead { tr { th scope="col" { "Seq" } th scope="col" { "Recorded (UTC)" } th scope="col" { "Why" } th scope="col" { "Actor" } th scope="col" { "Subject" } th scope="col" { "Mark" } th scope="col" { "Note" } } }
+                    tbody {
+                        @for i in &items {
+                            tr {
+                                td { a href={ "/console/entries/" (i.seq) } { (i.seq) } }
+                                td.time { (i.recorded_at) }
+                                td.why { code { (i.kind) } br; (i.why) }
+                                td { (actor_cell(&names, &i.actor)) }
+                                td.subject { (i.subject) }
+                                td {
+                                    label.inline for={ "mark_" (i.seq) } { "Mark for " (i.seq) }
+                                    select id={ "mark_" (i.seq) } name={ "mark_" (i.seq) } {
+                                        option value="ok" { "reviewed, no action" }
+                                        option value="follow-up" selected[kept_field(format!("mark_{}", i.seq)) == "follow-up"] { "needs follow-up" }
+                                    }
+                                }
+                                td {
+                                    label.inline for={ "note_" (i.seq) } { "Note for " (i.seq) }
+                                    input id={ "note_" (i.seq) } name={ "note_" (i.seq) } maxlength=(NOTE_MAX) value=(kept_field(format!("note_{}", i.seq)));
+                                }
+                            }
+                        }
+                    }
+                }
+                @if may_sign {
+                    fieldset {
+                        legend { "Sign the review (meaning: reviewed)" }
+                        label for="user_id" { "User ID" }
+                        input #user_id name="user_id" autocomplete="username" required;
+                        label for="password" { "Password" }
+                        input #password name="password" type="password" autocomplete="current-password" required;
+                        button type="submit" { "Sign the review of entries " (from) " to " (to.saturating_sub(1)) }
+                    }
+                } @else {
+                    p { "Your roles do not grant signatures:apply; someone who holds it signs the review." }
+                }
+            }
+        },
+    )
+}
+
+pub(super) async fn sign(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let v = match viewer(&state, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if !same(&v.csrf, form.get("csrf").map_or("", String::as_str)) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            Some(&v),
+            html! { p { "The form did not come from this session; nothing was recorded." } },
+        );
+    }
+    if let Some(r) = refused(&v, Permission::SignaturesApply) {
+        return r;
+    }
+    // The review covers exactly the range the reviewer was shown: from the
+    // last review's end (checked again now) to the size the page had.
+    let posted = |k: &str| form.get(k).and_then(|s| s.parse::<u64>().ok());
+    let (from, size) = match (start(&state).await, state.store.size().await) {
+        (Ok(f), Ok(s)) => (f, s),
+        (Err(e), _) | (_, Err(e)) => {
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Review",
+                Some(&v),
+                super::internal(&e),
+            );
+        }
+    };
+    let to = match (posted("from_seq"), posted("to_seq")) {
+        (Some(f), Some(t)) if f == from && f < t && t <= size && t - f <= REVIEW_SPAN => t,
+        _ => {
+            return render(&state, &v, StatusCode::CONFLICT, Some("Another review was signed since this page was shown; check the queue again and sign."), None).await;
+        }
+    };
+    let items = match items_in(&state, from, to).await {
+        Ok(i) => i,
+        Err(e) => {
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Review",
+                Some(&v),
+                super::internal(&e),
+            );
+        }
+    };
+    let user_id = form
+        .get("user_id")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
+    let password = form.get("password").map_or("", String::as_str);
+    if let Err(e) = state
+        .identity
+        .reauthenticate(
+            &v.caller,
+            user_id,
+            password,
+            crate::identity::service::Reauth::Sign("reviewed"),
+        )
+        .await
+    {
+        let status = match e {
+            IdentityError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            IdentityError::Forbidden(_) | IdentityError::Locked(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        return render(&state, &v, status, Some(&e.to_string()), Some(&form)).await;
+    }
+    let marked: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            let mark = match form.get(&format!("mark_{}", i.seq)).map(String::as_str) {
+                Some("follow-up") => "follow-up",
+                _ => "ok",
+            };
+            let note: String = form.get(&format!("note_{}", i.seq)).map_or("", String::as_str).trim().chars().take(NOTE_MAX).collect();
+            json!({"seq": i.seq, "hash": i.hash, "kind": i.kind, "why": i.why, "mark": mark, "note": note})
+        })
+        .collect();
+    let mut payload = Map::new();
+    payload.insert("scope".into(), json!("all"));
+    payload.insert("from_seq".into(), json!(from));
+    payload.insert("to_seq".into(), json!(to));
+    payload.insert("reviewer".into(), json!(v.caller.user.user_id));
+    payload.insert("reviewer_name".into(), json!(v.caller.user.printed_name));
+    payload.insert("routine".into(), json!(to - from - items.len() as u64));
+    payload.insert(
+        "follow_up".into(),
+        json!(marked.iter().filter(|m| m["mark"] == "follow-up").count()),
+    );
+    payload.insert("items".into(), Value::Array(marked));
+    // The record's actor is the console: the reviewer's `reviewed`
+    // signature on it is what attributes it (no self-review rule).
+    let request = AppendRequest::new(
+        kind::lookup(KIND).expect("registered"),
+        Actor::parse("system:console").expect("a valid actor"),
+        Subject::parse(SUBJECT).expect("a valid subject"),
+        payload,
+    );
+    let receipt = match state.sequencer.append(request).await {
+        Ok(r) => r,
+        Err(e) => {
+            return render(
+                &state,
+                &v,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(&format!("Not recorded: {e}")),
+                Some(&form),
+            )
+            .await;
+        }
+    };
+    let signed = state
+        .identity
+        .sign(
+            &v.caller,
+            SignRequest {
+                target: receipt.hash.to_hex(),
+                meaning: "reviewed".into(),
+                user_id: user_id.map(str::to_owned),
+                password: password.to_owned(),
+            },
+        )
+        .await;
+    match signed {
+        Ok(_) => Redirect::to(&format!("/console/entries/{}", receipt.seq)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, seq = receipt.seq, "the review record was appended but its signature failed");
+            page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Review recorded, not signed",
+                Some(&v),
+                html! { p.error role="alert" { "The review record (entry " (receipt.seq) ") was appended, but signing it failed: " (e.to_string())
+                ". An unsigned review does not count; sign it from the entry page's API or review again." } },
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_compares_instants_not_strings() {
+        assert!(later("2026-11-05T09:00:00Z", "2026-10-31T00:00:00Z"));
+        assert!(!later("2026-10-30T23:59:59Z", "2026-10-31T00:00:00Z"));
+        // The same instant in another offset, and fractions of a second.
+        assert!(!later("2026-10-31T01:00:00+01:00", "2026-10-31T00:00:00Z"));
+        assert!(later("2026-10-31T00:00:00.5Z", "2026-10-31T00:00:00Z"));
+        assert!(!later("not a time", "2026-10-31T00:00:00Z"));
+    }
+
+    #[test]
+    fn exceptions_are_named_and_routine_entries_are_not() {
+        let e = |kind: &str, v: Value| exception(kind, &v);
+        assert!(
+            e("ledger.correction", json!({"reason": "typo"}))
+                .unwrap()
+                .contains("typo")
+        );
+        assert!(e("admin.user.changed", json!({"reason": "new role"})).is_some());
+        assert!(e("security.account.locked", json!({})).is_some());
+        assert!(e("integration.handover.dead_lettered", json!({})).is_some());
+        assert!(e("lms.completion.recorded", json!({})).is_none());
+        assert!(e("security.session.opened", json!({})).is_none());
+        let sig = |local: &str| json!({"payload": {"manifestation": {"signed_at_local": local}}});
+        assert!(e("signature.applied", sig("2026-11-21 03:12:00 +00:00")).is_some());
+        assert!(e("signature.applied", sig("2026-11-21 10:12:00 +00:00")).is_none());
+    }
+}
