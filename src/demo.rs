@@ -152,23 +152,16 @@ async fn count(store: &crate::store::Store, sql: &'static str) -> anyhow::Result
 async fn settle(store: &crate::store::Store) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let pending = count(
-            store,
-            "SELECT COUNT(*) FROM inbox WHERE status IN ('pending', 'parked')",
-        )
-        .await?;
-        let undelivered = count(
-            store,
-            "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
-        )
-        .await?;
-        if pending == 0 && undelivered == 0 {
+        let left = crate::integration::queries::backlog(store).await?;
+        if left.is_idle() {
             return Ok(());
         }
         if started.elapsed() > WAIT {
             bail!(
-                "the integration did not settle in {} s: {pending} events not applied, {undelivered} messages not delivered",
-                WAIT.as_secs()
+                "the integration did not settle in {} s: {} events not applied, {} messages not delivered",
+                WAIT.as_secs(),
+                left.events,
+                left.messages
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -189,14 +189,9 @@ async fn body(
     let size = state.store.size().await?;
     let checkpoint = state.store.latest_checkpoint().await?;
     let last_verify = state.store.last_verify_run().await?;
-    let (inbox,): (i64,) = state
-        .store
-        .row(
-            "SELECT COUNT(*) FROM inbox WHERE status IN ('pending', 'parked')",
-            &[],
-        )
+    let inbox = crate::integration::queries::backlog(&state.store)
         .await?
-        .unwrap_or((0,));
+        .events;
     let sla = sla(state).await?;
     let manage = grants(&v.caller.roles, Permission::IntegrationManage);
     let dead = if manage {

@@ -519,3 +519,40 @@ pub async fn dead_letters(ig: &Integration) -> Result<Vec<DeadLetter>, StoreErro
         )
         .collect())
 }
+
+/// Work the integration has not finished: events received but not yet
+/// applied by the rules worker (pending or parked behind an earlier one),
+/// and messages not yet delivered (dead letters are finished, not waiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Events waiting to be applied.
+    pub events: i64,
+    /// Messages waiting to be delivered.
+    pub messages: i64,
+}
+
+impl Backlog {
+    /// Nothing is waiting.
+    pub fn is_idle(&self) -> bool {
+        self.events == 0 && self.messages == 0
+    }
+}
+
+/// The integration's [`Backlog`] now.
+///
+/// # Errors
+/// A database error.
+pub async fn backlog(store: &Store) -> Result<Backlog, StoreError> {
+    let (events,): (i64,) = store
+        .row(
+            "SELECT COUNT(*) FROM inbox WHERE status IN ('pending', 'parked')",
+            &[],
+        )
+        .await?
+        .unwrap_or((0,));
+    let (messages,): (i64,) = store
+        .row("SELECT COUNT(*) FROM outbox WHERE status = 'pending'", &[])
+        .await?
+        .unwrap_or((0,));
+    Ok(Backlog { events, messages })
+}

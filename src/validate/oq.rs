@@ -1069,28 +1069,16 @@ impl<'a> Runner<'a> {
     async fn idle(&self, limit: Duration) -> anyhow::Result<String> {
         let started = Instant::now();
         loop {
-            let (pending,): (i64,) = self
-                .instance
-                .store
-                .row(
-                    "SELECT COUNT(*) FROM inbox WHERE status IN ('pending', 'parked')",
-                    &[],
-                )
-                .await?
-                .unwrap_or((0,));
-            let (undelivered,): (i64,) = self
-                .instance
-                .store
-                .row("SELECT COUNT(*) FROM outbox WHERE status = 'pending'", &[])
-                .await?
-                .unwrap_or((0,));
-            if pending == 0 && undelivered == 0 {
+            let left = crate::integration::queries::backlog(&self.instance.store).await?;
+            if left.is_idle() {
                 return Ok(format!("idle after {} ms", started.elapsed().as_millis()));
             }
             if started.elapsed() > limit {
                 bail!(
-                    "not idle after {} s: {pending} events not applied, {undelivered} messages not delivered",
-                    limit.as_secs()
+                    "not idle after {} s: {} events not applied, {} messages not delivered",
+                    limit.as_secs(),
+                    left.events,
+                    left.messages
                 );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
