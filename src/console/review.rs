@@ -1,10 +1,10 @@
 //! Audit-trail review by exception (docs/CONSOLE.md §4): the queue of what
-//! needs a human look since the last signed review, and the signed review
-//! record covering exactly those entries.
+//! needs a human look in a scope since that scope's last signed review, and
+//! the signed review record covering exactly those entries.
 
 use std::collections::HashMap;
 
-use axum::extract::{Form, State};
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Timelike as _};
@@ -21,14 +21,87 @@ use crate::sequencer::AppendRequest;
 
 /// The record's kind.
 pub const KIND: &str = "review.audit_trail.completed";
-/// The one scope of this version: the whole ledger.
-const SUBJECT: &str = "review:audit-trail/all";
-/// Most entries one review covers; the next review goes on from there.
+/// Most entries of its scope one review covers; the next goes on from there.
 const REVIEW_SPAN: u64 = 2_000;
+/// Most seqs one review spans, so a narrow scope's page stays quick.
+const REVIEW_SCAN: u64 = 50_000;
 /// Signatures outside these hours (display offset) need a look.
 const HOURS: std::ops::Range<u32> = 7..19;
 /// Longest note per item.
 const NOTE_MAX: usize = 500;
+
+/// Which subjects a review covers (docs/CONSOLE.md §4).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// The name in forms and in the review's subject.
+    pub name: &'static str,
+    /// What the reviewer reads.
+    pub label: &'static str,
+    /// Subject prefixes; empty for every subject.
+    pub prefixes: &'static [&'static str],
+}
+
+/// The review scopes, `all` first.
+pub const SCOPES: &[Scope] = &[
+    Scope {
+        name: "all",
+        label: "Whole audit trail",
+        prefixes: &[],
+    },
+    Scope {
+        name: "quality",
+        label: "Quality records: CAPAs, SOP revisions, deviations, documents",
+        prefixes: &["qms:"],
+    },
+    Scope {
+        name: "training",
+        label: "Training: people, assignments, completions",
+        prefixes: &["lms:", "person:"],
+    },
+    Scope {
+        name: "access",
+        label: "Access: users, roles, tokens, log-ins, lockouts",
+        prefixes: &["user:", "token:", "session:"],
+    },
+];
+
+impl Scope {
+    /// The scope called `name` (an absent one is `all`).
+    pub fn named(name: Option<&str>) -> Option<&'static Scope> {
+        let name = name.filter(|n| !n.is_empty()).unwrap_or("all");
+        SCOPES.iter().find(|s| s.name == name)
+    }
+
+    /// Whether an entry about `subject` is in the scope.
+    pub fn covers(&self, subject: &str) -> bool {
+        self.prefixes.is_empty() || self.prefixes.iter().any(|p| subject.starts_with(p))
+    }
+
+    /// The subject of this scope's review records.
+    fn subject(&self) -> String {
+        format!("review:audit-trail/{}", self.name)
+    }
+}
+
+/// The end of a review period: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS]` (UTC)
+/// or RFC 3339, as a ledger timestamp (`recorded_at` form).
+fn until_of(text: &str) -> Option<String> {
+    let text = text.trim();
+    let at = DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").map(|t| t.and_utc())
+        })
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M").map(|t| t.and_utc())
+        })
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        })
+        .ok()?;
+    Some(at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+}
 
 /// Why an entry needs a human look, if it does.
 pub fn exception(kind: &str, entry: &Value) -> Option<String> {
@@ -72,15 +145,16 @@ struct Item {
     why: String,
 }
 
-/// Where the next review starts: the `to_seq` of the newest signed review.
-async fn start(state: &AppState) -> Result<u64, crate::store::StoreError> {
+/// Where the scope's next review starts: the `to_seq` of its newest signed
+/// review.
+async fn start(state: &AppState, scope: &Scope) -> Result<u64, crate::store::StoreError> {
     let mut after = None;
     let mut last = 0;
     loop {
         let page = state
             .store
             .list(&crate::store::EntryFilter {
-                subject: Some(SUBJECT.into()),
+                subject: Some(scope.subject()),
                 kind: Some(KIND.into()),
                 after_seq: after,
                 limit: crate::store::LIST_LIMIT_MAX,
@@ -108,23 +182,60 @@ async fn start(state: &AppState) -> Result<u64, crate::store::StoreError> {
     Ok(last)
 }
 
-/// The queue: entries in `[from, to)` that need a look.
-async fn queue(state: &AppState) -> Result<(u64, u64, Vec<Item>), crate::store::StoreError> {
-    let from = start(state).await?;
-    let to = state.store.size().await?.min(from + REVIEW_SPAN);
-    Ok((from, to, items_in(state, from, to).await?))
+/// A review's range and what in it needs a look.
+struct Range {
+    from: u64,
+    /// Exclusive.
+    to: u64,
+    /// Entries of the scope in the range.
+    in_scope: u64,
+    /// The range stopped at a limit before the period's end.
+    cut: bool,
+    items: Vec<Item>,
 }
 
-/// The entries in `[from, to)` that need a look.
+/// The queue: the scope's entries from its last review's end up to `until`
+/// (a ledger timestamp; now if none), within the limits.
+async fn queue(
+    state: &AppState,
+    scope: &Scope,
+    until: Option<&str>,
+) -> Result<Range, crate::store::StoreError> {
+    let from = start(state, scope).await?;
+    let mut end = state.store.size().await?;
+    if let Some(t) = until {
+        let first_after: Option<(i64,)> = state
+            .store
+            .row(
+                "SELECT seq FROM entries WHERE recorded_at >= $1 ORDER BY recorded_at, seq LIMIT 1",
+                &[crate::store::Bind::Text(t.to_owned())],
+            )
+            .await?;
+        if let Some((seq,)) = first_after {
+            end = end.min(u64::try_from(seq).unwrap_or(0));
+        }
+    }
+    let end = end.max(from);
+    let limit = end.min(from + REVIEW_SCAN);
+    let mut range = items_in(state, scope, from, limit).await?;
+    range.cut = range.to < end;
+    Ok(range)
+}
+
+/// The entries of `scope` in `[from, limit)` that need a look, stopping
+/// after [`REVIEW_SPAN`] entries of the scope.
 async fn items_in(
     state: &AppState,
+    scope: &Scope,
     from: u64,
-    to: u64,
-) -> Result<Vec<Item>, crate::store::StoreError> {
+    limit: u64,
+) -> Result<Range, crate::store::StoreError> {
     let mut items = Vec::new();
     let mut assignments: Vec<(Item, String)> = Vec::new();
+    let mut in_scope = 0;
+    let mut to = limit;
     let mut at = from;
-    while at < to {
+    'pages: while at < to {
         let rows = state
             .store
             .entries_page(at, crate::store::STREAM_PAGE_ROWS)
@@ -133,6 +244,14 @@ async fn items_in(
             break;
         };
         for e in rows.into_iter().take_while(|e| e.seq < to) {
+            if !scope.covers(&e.subject) {
+                continue;
+            }
+            if in_scope == REVIEW_SPAN {
+                to = e.seq;
+                break 'pages;
+            }
+            in_scope += 1;
             let v: Value = serde_json::from_slice(&e.canonical).unwrap_or(Value::Null);
             if matches!(
                 e.kind.as_str(),
@@ -172,7 +291,13 @@ async fn items_in(
     }
     items.extend(training_items(state, &assignments).await?);
     items.sort_by_key(|i| i.seq);
-    Ok(items)
+    Ok(Range {
+        from,
+        to,
+        in_scope,
+        cut: false,
+        items,
+    })
 }
 
 /// Late and missing training among the assignment entries of the range:
@@ -227,12 +352,60 @@ fn assignment_of(subject: &str) -> &str {
     subject.strip_prefix("lms:assignment/").unwrap_or(subject)
 }
 
-pub(super) async fn show(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// The scope and period a page or form asked for.
+struct Asked {
+    scope: &'static Scope,
+    /// "Up to" as typed (kept in the forms).
+    until_text: String,
+    /// "Up to" as a ledger timestamp.
+    until: Option<String>,
+}
+
+/// Reads `scope` and `until` from a query or form, or says what is accepted.
+fn asked(fields: &HashMap<String, String>) -> Result<Asked, String> {
+    let scope = Scope::named(fields.get("scope").map(String::as_str)).ok_or_else(|| {
+        let names: Vec<&str> = SCOPES.iter().map(|s| s.name).collect();
+        format!("Unknown review scope; choose one of: {}.", names.join(", "))
+    })?;
+    let until_text = fields
+        .get("until")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let until = if until_text.is_empty() {
+        None
+    } else {
+        Some(until_of(&until_text).ok_or_else(|| {
+            format!(
+                "\"Up to\" must be a UTC date or time such as 2026-09-30 or 2026-09-30T18:00, \
+                 or RFC 3339; it was \"{until_text}\"."
+            )
+        })?)
+    };
+    Ok(Asked {
+        scope,
+        until_text,
+        until,
+    })
+}
+
+pub(super) async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let v = match super::viewer_may(&state, &headers, Permission::EntriesRead).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    render(&state, &v, StatusCode::OK, None, None).await
+    match asked(&query) {
+        Ok(a) => render(&state, &v, StatusCode::OK, None, None, &a).await,
+        Err(m) => page(
+            StatusCode::BAD_REQUEST,
+            "Review",
+            Some(&v),
+            html! { p.error role="alert" { (m) } p { a href="/console/review" { "Back to the review" } } },
+        ),
+    }
 }
 
 /// The queue page; `kept` holds a refused form's fields, so the marks and
@@ -243,9 +416,10 @@ async fn render(
     status: StatusCode,
     message: Option<&str>,
     kept: Option<&HashMap<String, String>>,
+    asked: &Asked,
 ) -> Response {
     let kept_field = |name: String| kept.and_then(|k| k.get(&name)).cloned().unwrap_or_default();
-    let (from, to, items) = match queue(state).await {
+    let range = match queue(state, asked.scope, asked.until.as_deref()).await {
         Ok(q) => q,
         Err(e) => {
             return page(
@@ -256,18 +430,57 @@ async fn render(
             );
         }
     };
+    let Range {
+        from,
+        to,
+        in_scope,
+        cut,
+        items,
+    } = range;
     let names = names(state).await;
     let may_sign = crate::identity::roles::grants(&v.caller.roles, Permission::SignaturesApply);
+    let scope = asked.scope;
     page(
         status,
         "Audit-trail review by exception",
         Some(v),
         html! {
             @if let Some(m) = message { p.error role="alert" { (m) } }
-            p { "Entries " (from) " to " (to.saturating_sub(1)) " (since the last signed review): "
-                strong { (items.len()) } " need a look; the other " (to - from - items.len() as u64) " are routine." }
+            form.filters method="get" action="/console/review" {
+                div.field {
+                    label for="scope" { "Scope" }
+                    select #scope name="scope" {
+                        @for s in SCOPES {
+                            option value=(s.name) selected[s == scope] { (s.label) }
+                        }
+                    }
+                }
+                div.field {
+                    label for="until" { "Up to (UTC, exclusive; blank for now)" }
+                    input #until name="until" value=(asked.until_text) placeholder="2026-09-30T18:00";
+                }
+                button type="submit" { "Show the queue" }
+            }
+            p { "Scope: " strong { (scope.label) } " ("
+                @if scope.prefixes.is_empty() { "every subject" } @else { "subjects " (scope.prefixes.join(", ")) }
+                "). Each scope goes on from the end of its own last signed review." }
+            @if in_scope == 0 && !cut {
+                p { "Nothing was recorded in this scope's period since its last signed review"
+                    @if let Some(u) = &asked.until { " (up to " (u) ")" }
+                    ". There is nothing to review or sign." }
+            } @else {
+            p { "Entries " (from) " to " (to - 1) " (since the last signed review of this scope"
+                @if let Some(u) = &asked.until { ", up to " (u) }
+                "): " (in_scope) " in the scope, " strong { (items.len()) } " need a look; the other "
+                (in_scope - items.len() as u64) " are routine." }
+            @if cut {
+                p { "This review stops at " (REVIEW_SPAN) " entries of its scope or " (REVIEW_SCAN)
+                    " seqs; the next review of the scope goes on from entry " (to) "." }
+            }
             form.review method="post" action="/console/review" {
                 input type="hidden" name="csrf" value=(v.csrf);
+                input type="hidden" name="scope" value=(scope.name);
+                input type="hidden" name="until" value=(asked.until_text);
                 input type="hidden" name="from_seq" value=(from);
                 input type="hidden" name="to_seq" value=(to);
                 table {
@@ -303,11 +516,12 @@ async fn render(
                         input #user_id name="user_id" autocomplete="username" required;
                         label for="password" { "Password" }
                         input #password name="password" type="password" autocomplete="current-password" required;
-                        button type="submit" { "Sign the review of entries " (from) " to " (to.saturating_sub(1)) }
+                        button type="submit" { "Sign the review of entries " (from) " to " (to - 1) }
                     }
                 } @else {
                     p { "Your roles do not grant signatures:apply; someone who holds it signs the review." }
                 }
+            }
             }
         },
     )
@@ -333,10 +547,22 @@ pub(super) async fn sign(
     if let Some(r) = refused(&v, Permission::SignaturesApply) {
         return r;
     }
+    let asked = match asked(&form) {
+        Ok(a) => a,
+        Err(m) => {
+            return page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Review",
+                Some(&v),
+                html! { p.error role="alert" { (m) " Nothing was recorded." } p { a href="/console/review" { "Back to the review" } } },
+            );
+        }
+    };
+    let scope = asked.scope;
     // The review covers exactly the range the reviewer was shown: from the
-    // last review's end (checked again now) to the size the page had.
+    // scope's last review's end (checked again now) to where the page ended.
     let posted = |k: &str| form.get(k).and_then(|s| s.parse::<u64>().ok());
-    let (from, size) = match (start(&state).await, state.store.size().await) {
+    let (from, size) = match (start(&state, scope).await, state.store.size().await) {
         (Ok(f), Ok(s)) => (f, s),
         (Err(e), _) | (_, Err(e)) => {
             return page(
@@ -347,14 +573,20 @@ pub(super) async fn sign(
             );
         }
     };
+    let stale = "Another review of this scope was signed since this page was shown, or the range is not one this page offers; check the queue again and sign.";
     let to = match (posted("from_seq"), posted("to_seq")) {
-        (Some(f), Some(t)) if f == from && f < t && t <= size && t - f <= REVIEW_SPAN => t,
+        (Some(f), Some(t)) if f == from && f < t && t <= size && t - f <= REVIEW_SCAN => t,
         _ => {
-            return render(&state, &v, StatusCode::CONFLICT, Some("Another review was signed since this page was shown; check the queue again and sign."), None).await;
+            return render(&state, &v, StatusCode::CONFLICT, Some(stale), None, &asked).await;
         }
     };
-    let items = match items_in(&state, from, to).await {
-        Ok(i) => i,
+    let range = match items_in(&state, scope, from, to).await {
+        // A range with nothing of the scope is signed only to step over a
+        // full scan window of other subjects.
+        Ok(r) if r.to == to && (r.in_scope > 0 || to - from == REVIEW_SCAN) => r,
+        Ok(_) => {
+            return render(&state, &v, StatusCode::CONFLICT, Some(stale), None, &asked).await;
+        }
         Err(e) => {
             return page(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -384,8 +616,17 @@ pub(super) async fn sign(
             IdentityError::Forbidden(_) | IdentityError::Locked(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
-        return render(&state, &v, status, Some(&e.to_string()), Some(&form)).await;
+        return render(
+            &state,
+            &v,
+            status,
+            Some(&e.to_string()),
+            Some(&form),
+            &asked,
+        )
+        .await;
     }
+    let items = range.items;
     let marked: Vec<Value> = items
         .iter()
         .map(|i| {
@@ -398,12 +639,17 @@ pub(super) async fn sign(
         })
         .collect();
     let mut payload = Map::new();
-    payload.insert("scope".into(), json!("all"));
+    payload.insert("scope".into(), json!(scope.name));
+    payload.insert("subject_prefixes".into(), json!(scope.prefixes));
     payload.insert("from_seq".into(), json!(from));
     payload.insert("to_seq".into(), json!(to));
+    if let Some(u) = &asked.until {
+        payload.insert("until".into(), json!(u));
+    }
     payload.insert("reviewer".into(), json!(v.caller.user.user_id));
     payload.insert("reviewer_name".into(), json!(v.caller.user.printed_name));
-    payload.insert("routine".into(), json!(to - from - items.len() as u64));
+    payload.insert("in_scope".into(), json!(range.in_scope));
+    payload.insert("routine".into(), json!(range.in_scope - items.len() as u64));
     payload.insert(
         "follow_up".into(),
         json!(marked.iter().filter(|m| m["mark"] == "follow-up").count()),
@@ -414,7 +660,7 @@ pub(super) async fn sign(
     let request = AppendRequest::new(
         kind::lookup(KIND).expect("registered"),
         Actor::parse("system:console").expect("a valid actor"),
-        Subject::parse(SUBJECT).expect("a valid subject"),
+        Subject::parse(&scope.subject()).expect("a valid subject"),
         payload,
     );
     let receipt = match state.sequencer.append(request).await {
@@ -426,6 +672,7 @@ pub(super) async fn sign(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some(&format!("Not recorded: {e}")),
                 Some(&form),
+                &asked,
             )
             .await;
         }
@@ -460,6 +707,47 @@ pub(super) async fn sign(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_cover_their_prefixes_and_all_covers_everything() {
+        let named = |n: &str| Scope::named(Some(n)).unwrap();
+        assert_eq!(Scope::named(None).unwrap().name, "all");
+        assert_eq!(Scope::named(Some("")).unwrap().name, "all");
+        assert!(Scope::named(Some("qms")).is_none());
+        assert!(named("all").covers("ledger:origin"));
+        assert!(named("quality").covers("qms:capa/CAPA-1"));
+        assert!(!named("quality").covers("lms:assignment/A-1"));
+        assert!(named("training").covers("lms:assignment/A-1"));
+        assert!(named("training").covers("person:E1"));
+        assert!(named("access").covers("user:qa1"));
+        assert!(!named("access").covers("qms:capa/CAPA-1"));
+        // Review subjects are valid ledger subjects.
+        for s in SCOPES {
+            assert!(Subject::parse(&s.subject()).is_ok(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn until_reads_dates_times_and_rfc3339_as_ledger_timestamps() {
+        assert_eq!(
+            until_of("2026-09-30").as_deref(),
+            Some("2026-09-30T00:00:00.000000Z")
+        );
+        assert_eq!(
+            until_of(" 2026-09-30T18:00 ").as_deref(),
+            Some("2026-09-30T18:00:00.000000Z")
+        );
+        assert_eq!(
+            until_of("2026-09-30T18:00:05").as_deref(),
+            Some("2026-09-30T18:00:05.000000Z")
+        );
+        assert_eq!(
+            until_of("2026-09-30T20:00:00+02:00").as_deref(),
+            Some("2026-09-30T18:00:00.000000Z")
+        );
+        assert_eq!(until_of("30/09/2026"), None);
+        assert_eq!(until_of("2026-13-01"), None);
+    }
 
     #[test]
     fn late_compares_instants_not_strings() {

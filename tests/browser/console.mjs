@@ -96,7 +96,13 @@ try {
   expect(queue.includes('Training completed late') && queue.includes('Training overdue'),
     'late and missing training are among the exceptions (the demo\'s E1017 and E1023)');
   await shot('05-review');
-  await page.locator('select').first().selectOption('follow-up');
+  // The training scope: only people, assignments and completions, with its own place.
+  await page.getByLabel('Scope').selectOption('training');
+  await page.getByRole('button', { name: 'Show the queue' }).click();
+  const training = await text();
+  expect(training.includes('Training: people, assignments, completions') && training.includes('Training overdue')
+    && !training.includes('Administrative change'), 'the training scope keeps its exceptions and leaves out the others');
+  await page.locator('select[name^="mark_"]').first().selectOption('follow-up');
   await page.getByLabel('User ID').fill(user);
   await page.getByLabel('Password').fill('not-the-password');
   await page.getByRole('button', { name: /Sign the review/ }).click();

@@ -787,3 +787,155 @@ async fn console_sessions_end_after_inactivity_and_cookies_are_secure_over_tls()
     server.stop().await;
     ledger.finish().await;
 }
+
+/// Review scopes (docs/CONSOLE.md §4): each scope reviews only its own
+/// subjects and keeps its own place; a period can stop at a chosen instant;
+/// an unknown scope or unreadable instant is refused and records nothing.
+#[tokio::test]
+async fn review_scopes_keep_their_own_place_and_a_period_stops_where_asked() {
+    let ledger = TestLedger::new().await;
+    let server = ledger.start().await;
+    let http = Http::new(&server);
+    let _reviewer = person(&ledger, &http, "qa1", "Quinn Reviewer", &["qa_reviewer"]).await;
+    let mut last = serde_json::Value::Null;
+    for body in [
+        json!({"kind": "qms.capa.opened", "subject": "qms:capa/CAPA-SC-1", "payload": {"title": "Seal"}}),
+        json!({"kind": "ledger.correction", "subject": "qms:capa/CAPA-SC-1", "reason": "scope test correction",
+               "payload": {"field": "title", "new": "Seal leak"}}),
+    ] {
+        let mut body = body;
+        if last.is_object() {
+            body["parents"] = json!([last["hash"]]);
+        }
+        let (s, r) = http
+            .call("POST", "/v1/entries", Some(&ledger.admin_token), Some(body))
+            .await;
+        assert_eq!(s, 201, "{r}");
+        last = r;
+    }
+    let correction = last["seq"].as_u64().unwrap();
+    let mut browser = Browser::new(&server.url());
+    assert_eq!(browser.log_in("qa1", &own_password("qa1", 1)).await.0, 303);
+    let all_rows = ledger.opened.store.entries_page(0, 10_000).await.unwrap();
+    let in_range = |prefix: &str, from: u64, to: u64| {
+        all_rows
+            .iter()
+            .filter(|e| e.seq >= from && e.seq < to && e.subject.starts_with(prefix))
+            .count() as u64
+    };
+
+    // The quality queue holds the correction but not the user's creation.
+    let (s, quality, _) = browser.get("/console/review?scope=quality").await;
+    assert_eq!(s, 200, "{quality}");
+    assert!(quality.contains("Correction: scope test correction"));
+    assert!(
+        !quality.contains("Administrative change"),
+        "user:qa1's creation is outside the quality scope"
+    );
+    assert_eq!(Browser::hidden(&quality, "scope"), "quality");
+    let (from, to) = (
+        Browser::hidden(&quality, "from_seq"),
+        Browser::hidden(&quality, "to_seq"),
+    );
+    let sign_form = |page: &str, scope: &str, until: &str, password: &str| {
+        vec![
+            ("csrf".to_owned(), Browser::csrf(page)),
+            ("scope".to_owned(), scope.to_owned()),
+            ("until".to_owned(), until.to_owned()),
+            ("from_seq".to_owned(), Browser::hidden(page, "from_seq")),
+            ("to_seq".to_owned(), Browser::hidden(page, "to_seq")),
+            ("user_id".to_owned(), "qa1".to_owned()),
+            ("password".to_owned(), password.to_owned()),
+        ]
+    };
+    let password = own_password("qa1", 1);
+    let quality_form = sign_form(&quality, "quality", "", &password);
+    let (s, body, _) = browser.post_owned("/console/review", &quality_form).await;
+    assert_eq!(s, 303, "{body}");
+    let review = newest(&ledger, "review.audit_trail.completed")
+        .await
+        .unwrap();
+    assert_eq!(review["subject"], "review:audit-trail/quality");
+    let p = &review["payload"];
+    assert_eq!(p["scope"], "quality");
+    assert_eq!(p["subject_prefixes"], json!(["qms:"]));
+    assert_eq!(p["from_seq"].to_string(), from);
+    assert_eq!(p["to_seq"].to_string(), to);
+    let (f, t) = (from.parse().unwrap(), to.parse().unwrap());
+    assert_eq!(p["in_scope"], in_range("qms:", f, t));
+    assert_eq!(p["in_scope"], 2, "the CAPA record and its correction");
+    let items = p["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{p}");
+    assert_eq!(items[0]["seq"], correction);
+    assert_eq!(p["routine"], 1);
+    // The same form again is stale.
+    let (s, _, _) = browser.post_owned("/console/review", &quality_form).await;
+    assert_eq!(s, 409);
+
+    // Each scope keeps its own place: `all` has not been reviewed yet, and
+    // quality's next review starts where the last one ended.
+    let (_, all, _) = browser.get("/console/review").await;
+    assert_eq!(Browser::hidden(&all, "from_seq"), "0");
+    assert!(all.contains("Administrative change") && all.contains("Correction: scope test"));
+    let (_, quality_next, _) = browser.get("/console/review?scope=quality").await;
+    assert!(
+        !quality_next.contains("name=\"from_seq\""),
+        "no quality entry since the review: {quality_next}"
+    );
+    assert!(quality_next.contains("There is nothing to review or sign."));
+
+    // A period that stops at the correction's time ends before it (exclusive).
+    let at = all_rows
+        .iter()
+        .find(|e| e.seq == correction)
+        .unwrap()
+        .recorded_at
+        .clone();
+    let first_at = all_rows.iter().find(|e| e.recorded_at >= at).unwrap().seq;
+    let (s, period, _) = browser
+        .get(&format!("/console/review?scope=all&until={at}"))
+        .await;
+    assert_eq!(s, 200, "{period}");
+    assert_eq!(Browser::hidden(&period, "to_seq"), first_at.to_string());
+    assert!(!period.contains("Correction: scope test"), "{period}");
+    let (s, body, _) = browser
+        .post_owned(
+            "/console/review",
+            &sign_form(&period, "all", &at, &password),
+        )
+        .await;
+    assert_eq!(s, 303, "{body}");
+    let review = newest(&ledger, "review.audit_trail.completed")
+        .await
+        .unwrap();
+    assert_eq!(review["subject"], "review:audit-trail/all");
+    assert_eq!(review["payload"]["until"], at.as_str());
+    assert_eq!(review["payload"]["to_seq"], first_at);
+    assert_eq!(review["payload"]["in_scope"], first_at);
+    let (_, all_next, _) = browser.get("/console/review").await;
+    assert_eq!(Browser::hidden(&all_next, "from_seq"), first_at.to_string());
+    assert!(all_next.contains("Correction: scope test"));
+    // A period ending before the scope's last review has nothing in it.
+    let (s, empty, _) = browser
+        .get("/console/review?scope=access&until=2000-01-01")
+        .await;
+    assert_eq!(s, 200);
+    assert!(empty.contains("There is nothing to review or sign."));
+
+    // Bad input says what is accepted and records nothing.
+    let size = ledger.opened.store.size().await.unwrap();
+    let (s, page, _) = browser.get("/console/review?scope=qms").await;
+    assert_eq!(s, 400);
+    assert!(page.contains("choose one of: all, quality, training, access"));
+    let (s, page, _) = browser.get("/console/review?until=last%20Friday").await;
+    assert_eq!(s, 400);
+    assert!(page.contains("2026-09-30T18:00"), "{page}");
+    let mut bogus = sign_form(&all_next, "all", "", &password);
+    bogus[1].1 = "everything".to_owned();
+    let (s, page, _) = browser.post_owned("/console/review", &bogus).await;
+    assert_eq!(s, 422, "{page}");
+    assert_eq!(ledger.opened.store.size().await.unwrap(), size);
+    ledger.verify().await.unwrap();
+    server.stop().await;
+    ledger.finish().await;
+}
