@@ -202,6 +202,19 @@ async fn queue(
     until: Option<&str>,
 ) -> Result<Range, crate::store::StoreError> {
     let from = start(state, scope).await?;
+    let end = period_end(state, until).await?.max(from);
+    let limit = end.min(from + REVIEW_SCAN);
+    let mut range = items_in(state, scope, from, limit).await?;
+    range.cut = range.to < end;
+    Ok(range)
+}
+
+/// The exclusive end of a period: the ledger's size, or the first entry
+/// recorded at or after `until` (a ledger timestamp).
+async fn period_end(
+    state: &AppState,
+    until: Option<&str>,
+) -> Result<u64, crate::store::StoreError> {
     let mut end = state.store.size().await?;
     if let Some(t) = until {
         let first_after: Option<(i64,)> = state
@@ -215,11 +228,7 @@ async fn queue(
             end = end.min(u64::try_from(seq).unwrap_or(0));
         }
     }
-    let end = end.max(from);
-    let limit = end.min(from + REVIEW_SCAN);
-    let mut range = items_in(state, scope, from, limit).await?;
-    range.cut = range.to < end;
-    Ok(range)
+    Ok(end)
 }
 
 /// The entries of `scope` in `[from, limit)` that need a look, stopping
@@ -562,7 +571,10 @@ pub(super) async fn sign(
     // The review covers exactly the range the reviewer was shown: from the
     // scope's last review's end (checked again now) to where the page ended.
     let posted = |k: &str| form.get(k).and_then(|s| s.parse::<u64>().ok());
-    let (from, size) = match (start(&state, scope).await, state.store.size().await) {
+    let (from, end) = match (
+        start(&state, scope).await,
+        period_end(&state, asked.until.as_deref()).await,
+    ) {
         (Ok(f), Ok(s)) => (f, s),
         (Err(e), _) | (_, Err(e)) => {
             return page(
@@ -575,7 +587,7 @@ pub(super) async fn sign(
     };
     let stale = "Another review of this scope was signed since this page was shown, or the range is not one this page offers; check the queue again and sign.";
     let to = match (posted("from_seq"), posted("to_seq")) {
-        (Some(f), Some(t)) if f == from && f < t && t <= size && t - f <= REVIEW_SCAN => t,
+        (Some(f), Some(t)) if f == from && f < t && t <= end && t - f <= REVIEW_SCAN => t,
         _ => {
             return render(&state, &v, StatusCode::CONFLICT, Some(stale), None, &asked).await;
         }

@@ -898,6 +898,11 @@ async fn review_scopes_keep_their_own_place_and_a_period_stops_where_asked() {
     assert_eq!(s, 200, "{period}");
     assert_eq!(Browser::hidden(&period, "to_seq"), first_at.to_string());
     assert!(!period.contains("Correction: scope test"), "{period}");
+    // A forged form reaching past the period is refused.
+    let mut past = sign_form(&period, "all", &at, &password);
+    past[4].1 = (correction + 1).to_string();
+    let (s, _, _) = browser.post_owned("/console/review", &past).await;
+    assert_eq!(s, 409);
     let (s, body, _) = browser
         .post_owned(
             "/console/review",
