@@ -191,7 +191,18 @@ struct Range {
     in_scope: u64,
     /// The range stopped at a limit before the period's end.
     cut: bool,
+    /// More overdue assignments fell due than one review lists.
+    more_overdue: bool,
     items: Vec<Item>,
+}
+
+impl Range {
+    /// Entries of the range that need no look (items may also name an
+    /// overdue assignment's creation entry from before the range).
+    fn routine(&self) -> u64 {
+        let flagged = self.items.iter().filter(|i| i.seq >= self.from).count();
+        self.in_scope - flagged as u64
+    }
 }
 
 /// The queue: the scope's entries from its last review's end up to `until`
@@ -262,10 +273,7 @@ async fn items_in(
             }
             in_scope += 1;
             let v: Value = serde_json::from_slice(&e.canonical).unwrap_or(Value::Null);
-            if matches!(
-                e.kind.as_str(),
-                "lms.assignment.created" | "integration.assignment.completed"
-            ) {
+            if e.kind == "integration.assignment.completed" {
                 let completed_at = v["payload"]["completed_at"]
                     .as_str()
                     .unwrap_or("")
@@ -298,27 +306,31 @@ async fn items_in(
         }
         at = last + 1;
     }
-    items.extend(training_items(state, &assignments).await?);
+    items.extend(late_items(state, &assignments).await?);
+    let mut more_overdue = false;
+    if scope.covers("lms:assignment/") && to > from {
+        let (overdue, more) = overdue_items(state, from, to).await?;
+        items.extend(overdue);
+        more_overdue = more;
+    }
     items.sort_by_key(|i| i.seq);
     Ok(Range {
         from,
         to,
         in_scope,
         cut: false,
+        more_overdue,
         items,
     })
 }
 
-/// Late and missing training among the assignment entries of the range:
-/// a completion recorded after its due date, and an assignment still open
-/// past its due date now. (An assignment reviewed before it fell due is not
-/// raised again; the compliance report lists every overdue one.)
-async fn training_items(
+/// Late training among the completions of the range: a completion after
+/// its assignment's due date.
+async fn late_items(
     state: &AppState,
     entries: &[(Item, String)],
 ) -> Result<Vec<Item>, crate::store::StoreError> {
     let mut out = Vec::new();
-    let now = crate::ledger::Timestamp::now().to_string();
     for (item, completed_at) in entries {
         let found: Option<(String, String)> = state
             .store
@@ -329,21 +341,83 @@ async fn training_items(
                 )],
             )
             .await?;
-        let Some((due, status)) = found else { continue };
-        let why = if item.kind == "integration.assignment.completed" {
-            later(completed_at, &due)
-                .then(|| format!("Training completed late: due {due}, completed {completed_at}"))
-        } else {
-            (status == "open" && later(&now, &due))
-                .then(|| format!("Training overdue: due {due}, not completed"))
+        let Some((due, _status)) = found else {
+            continue;
         };
-        if let Some(why) = why {
+        if later(completed_at, &due) {
             let mut i = item.clone();
-            i.why = why;
+            i.why = format!("Training completed late: due {due}, completed {completed_at}");
             out.push(i);
         }
     }
     Ok(out)
+}
+
+/// Most overdue assignments one review lists (the compliance report lists
+/// them all).
+const OVERDUE_MAX: usize = 200;
+
+/// Missing training: assignments still open whose due date fell in the
+/// review's period, which in time is `(recorded_at(from - 1),
+/// recorded_at(to - 1)]`, so that consecutive reviews of a scope share no
+/// instant and leave none out. An assignment created in the range already
+/// past due is raised too. The item is the assignment's creation entry,
+/// which may lie before the range. Also says whether more than
+/// [`OVERDUE_MAX`] were found.
+async fn overdue_items(
+    state: &AppState,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<Item>, bool), crate::store::StoreError> {
+    let start = match from {
+        0 => String::new(),
+        f => state
+            .store
+            .entry(f - 1)
+            .await?
+            .map(|e| e.recorded_at)
+            .unwrap_or_default(),
+    };
+    let Some(end) = state.store.entry(to - 1).await?.map(|e| e.recorded_at) else {
+        return Ok((Vec::new(), false));
+    };
+    let rows: Vec<(i64,)> = state
+        .store
+        .rows(
+            "SELECT created_seq FROM assignments WHERE status = 'open' AND created_seq < $1 \
+             AND due_at <= $2 AND (due_at > $3 OR created_seq >= $4) ORDER BY due_at, assignment_id LIMIT 201",
+            &[
+                crate::store::Bind::Int(i64::try_from(to).unwrap_or(i64::MAX)),
+                crate::store::Bind::Text(end),
+                crate::store::Bind::Text(start),
+                crate::store::Bind::Int(i64::try_from(from).unwrap_or(i64::MAX)),
+            ],
+        )
+        .await?;
+    let more = rows.len() > OVERDUE_MAX;
+    let mut out = Vec::new();
+    for (seq,) in rows.into_iter().take(OVERDUE_MAX) {
+        let Some(e) = state.store.entry(u64::try_from(seq).unwrap_or(0)).await? else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(&e.canonical).unwrap_or(Value::Null);
+        let due = v["payload"]["due_at"].as_str().unwrap_or("?").to_owned();
+        let before = if e.seq < from {
+            " (assigned before this review's range)"
+        } else {
+            ""
+        };
+        out.push(Item {
+            seq: e.seq,
+            hash: hex::encode(&e.hash),
+            kind: e.kind,
+            actor: e.actor,
+            subject: e.subject,
+            recorded_at: e.recorded_at,
+            why: format!("Training overdue: due {due}, not completed{before}"),
+        });
+    }
+    Ok((out, more))
 }
 
 /// `a` is after `b` (RFC 3339 times, compared as instants).
@@ -439,11 +513,13 @@ async fn render(
             );
         }
     };
+    let routine = range.routine();
     let Range {
         from,
         to,
         in_scope,
         cut,
+        more_overdue,
         items,
     } = range;
     let names = names(state).await;
@@ -480,8 +556,12 @@ async fn render(
             } @else {
             p { "Entries " (from) " to " (to - 1) " (since the last signed review of this scope"
                 @if let Some(u) = &asked.until { ", up to " (u) }
-                "): " (in_scope) " in the scope, " strong { (items.len()) } " need a look; the other "
-                (in_scope - items.len() as u64) " are routine." }
+                "): " (in_scope) " in the scope, " strong { (items.len()) } " need a look; "
+                (routine) " are routine." }
+            @if more_overdue {
+                p { "More than " (OVERDUE_MAX) " assignments fell due in this period and are still open; the first "
+                    (OVERDUE_MAX) " by due date are listed. The compliance report lists them all." }
+            }
             @if cut {
                 p { "This review stops at " (REVIEW_SPAN) " entries of its scope or " (REVIEW_SCAN)
                     " seqs; the next review of the scope goes on from entry " (to) "." }
@@ -638,7 +718,7 @@ pub(super) async fn sign(
         )
         .await;
     }
-    let items = range.items;
+    let items = &range.items;
     let marked: Vec<Value> = items
         .iter()
         .map(|i| {
@@ -661,7 +741,10 @@ pub(super) async fn sign(
     payload.insert("reviewer".into(), json!(v.caller.user.user_id));
     payload.insert("reviewer_name".into(), json!(v.caller.user.printed_name));
     payload.insert("in_scope".into(), json!(range.in_scope));
-    payload.insert("routine".into(), json!(range.in_scope - items.len() as u64));
+    payload.insert("routine".into(), json!(range.routine()));
+    if range.more_overdue {
+        payload.insert("more_overdue".into(), json!(true));
+    }
     payload.insert(
         "follow_up".into(),
         json!(marked.iter().filter(|m| m["mark"] == "follow-up").count()),

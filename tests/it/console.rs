@@ -944,3 +944,135 @@ async fn review_scopes_keep_their_own_place_and_a_period_stops_where_asked() {
     server.stop().await;
     ledger.finish().await;
 }
+
+/// Missing training is raised by the review whose period it fell due in,
+/// even when it was assigned in an earlier, already reviewed range, and by
+/// no other review (docs/CONSOLE.md §4).
+#[tokio::test]
+async fn overdue_training_is_raised_by_the_review_whose_period_it_fell_due_in() {
+    use crate::integration::{event, send, settle, with_targets};
+
+    let ledger = TestLedger::new().await;
+    let (server, http, _lms, _qms) = with_targets(&ledger, |_| {}).await;
+    let _reviewer = person(&ledger, &http, "qa1", "Quinn Reviewer", &["qa_reviewer"]).await;
+    // SOP-017 v3 became effective 30 days less 8 seconds ago, with a 30-day
+    // window: E1's assignment falls due 8 seconds from now.
+    let due = chrono::Utc::now() + chrono::Duration::seconds(8);
+    let effective =
+        (due - chrono::Duration::days(30)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (s, body) = send(&http, &ledger.admin_token, vec![
+        event("qms.training_category.changed.v1", "cat-sop", "2026-01-01T00:00:00Z",
+            json!({"category": "SOP", "completion_window_days": 30})),
+        event("qms.training_matrix.changed.v1", "mx-sop017", "2026-01-01T00:00:00Z",
+            json!({"document_id": "SOP-017", "job_functions": ["OP"]})),
+        event("hr.person.changed.v1", "p-E1", "2026-01-01T00:00:00Z",
+            json!({"person_id": "E1", "name": "Operator 1", "active": true,
+                   "job_functions": [{"job_function": "OP", "valid_from": "2026-01-01T00:00:00Z"}]})),
+        event("qms.document.revision_effective.v2", "rev-017-3", &effective,
+            json!({"document_id": "SOP-017", "version": "3", "effective_at": effective, "category": "SOP"})),
+    ])
+    .await;
+    assert_eq!(s, 202, "{body}");
+    settle(&ledger).await;
+    let (assigned,): (i64,) = ledger
+        .opened
+        .store
+        .row(
+            "SELECT created_seq FROM assignments WHERE person_id = 'E1' AND status = 'open'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .expect("E1 is assigned SOP-017 v3");
+    let mut browser = Browser::new(&server.url());
+    assert_eq!(browser.log_in("qa1", &own_password("qa1", 1)).await.0, 303);
+    let password = own_password("qa1", 1);
+    let sign = |page: &str| {
+        vec![
+            ("csrf".to_owned(), Browser::csrf(page)),
+            ("scope".to_owned(), "training".to_owned()),
+            ("from_seq".to_owned(), Browser::hidden(page, "from_seq")),
+            ("to_seq".to_owned(), Browser::hidden(page, "to_seq")),
+            ("user_id".to_owned(), "qa1".to_owned()),
+            ("password".to_owned(), password.clone()),
+        ]
+    };
+    // Something new in the training scope, so a review has a range.
+    let mut n = 0;
+    let mut touch = || {
+        n += 1;
+        json!({"kind": "lms.completion.recorded", "subject": format!("person:T{n}"), "payload": {"n": n}})
+    };
+
+    // Review 1: assigned in its range, not yet due: not raised.
+    let (_, first, _) = browser.get("/console/review?scope=training").await;
+    assert!(
+        chrono::Utc::now() < due,
+        "the machine took more than 8 s to get here; the test cannot tell due from not due"
+    );
+    assert!(!first.contains("Training overdue"), "{first}");
+    let (s, body, _) = browser.post_owned("/console/review", &sign(&first)).await;
+    assert_eq!(s, 303, "{body}");
+
+    // It falls due; review 2 raises it, though it was assigned before its range.
+    tokio::time::sleep((due - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (s, r) = http
+        .call(
+            "POST",
+            "/v1/entries",
+            Some(&ledger.admin_token),
+            Some(touch()),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let (_, second, _) = browser.get("/console/review?scope=training").await;
+    let from: u64 = Browser::hidden(&second, "from_seq").parse().unwrap();
+    assert!(
+        assigned < from as i64,
+        "the assignment lies before review 2's range"
+    );
+    assert!(
+        second.contains("not completed (assigned before this review&#39;s range)")
+            || second.contains("not completed (assigned before this review's range)"),
+        "{second}"
+    );
+    let (s, body, _) = browser.post_owned("/console/review", &sign(&second)).await;
+    assert_eq!(s, 303, "{body}");
+    let review = newest(&ledger, "review.audit_trail.completed")
+        .await
+        .unwrap();
+    let p = &review["payload"];
+    let items = p["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .any(|i| i["seq"] == assigned && i["kind"] == "lms.assignment.created"),
+        "{p}"
+    );
+    let in_range = items
+        .iter()
+        .filter(|i| i["seq"].as_u64().unwrap() >= from)
+        .count() as u64;
+    assert_eq!(
+        p["routine"].as_u64().unwrap(),
+        p["in_scope"].as_u64().unwrap() - in_range,
+        "the carried item is not counted against the range"
+    );
+
+    // Review 3: it is still open, but it fell due in review 2's period.
+    let (s, r) = http
+        .call(
+            "POST",
+            "/v1/entries",
+            Some(&ledger.admin_token),
+            Some(touch()),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let (_, third, _) = browser.get("/console/review?scope=training").await;
+    assert!(third.contains("name=\"from_seq\""), "{third}");
+    assert!(!third.contains("Training overdue"), "{third}");
+    server.stop().await;
+    ledger.finish().await;
+}
