@@ -86,7 +86,9 @@ pub struct EntryView {
 pub struct EntryPage {
     /// Entries in seq order.
     pub entries: Vec<EntryView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; absent on the last page. (A
+    /// free-text page scans a bounded window of seqs, so it may hold fewer
+    /// than `limit` entries, even none, and still have one.)
     pub next_cursor: Option<String>,
 }
 
@@ -328,6 +330,18 @@ pub async fn list(
             })
         })
         .transpose()?;
+    let text = q.text.filter(|t| !t.is_empty());
+    // A free-text page scans at most a window of seqs after the cursor
+    // (Store::text_scan_rows): it may hold fewer than `limit` entries, or
+    // none, and still have a next_cursor until the window reaches the end.
+    let window_end = match &text {
+        Some(_) => Some(
+            after_seq
+                .map_or(0, |a| a.saturating_add(1))
+                .saturating_add(state.store.text_scan_rows()),
+        ),
+        None => None,
+    };
     let filter = EntryFilter {
         subject: q.subject,
         kind: q.kind,
@@ -335,15 +349,20 @@ pub async fn list(
         correlation_id: q.correlation_id,
         from: time_bound("from", q.from)?,
         to: time_bound("to", q.to)?,
-        text: q.text.filter(|t| !t.is_empty()),
+        text,
         after_seq,
-        before_seq: None,
+        before_seq: window_end,
         limit,
     };
     let rows = state.store.list(&filter).await?;
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| r.seq.to_string()))
-        .flatten();
+    let next_cursor = if rows.len() == limit as usize {
+        rows.last().map(|r| r.seq.to_string())
+    } else {
+        match window_end {
+            Some(end) if end < state.store.size().await? => Some((end - 1).to_string()),
+            _ => None,
+        }
+    };
     let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
     let mut signatures = signatures_by_target(&state, &seqs).await?;
     let entries = rows

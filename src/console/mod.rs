@@ -408,8 +408,11 @@ async fn trail(
     };
     // A free-text page scans a bounded window of seqs (Store::text_scan_rows)
     // and offers to go on from its end.
-    let window_end =
-        nonempty(&q.text).map(|_| q.after.map_or(0, |a| a + 1) + state.store.text_scan_rows());
+    let window_end = nonempty(&q.text).map(|_| {
+        q.after
+            .map_or(0, |a| a.saturating_add(1))
+            .saturating_add(state.store.text_scan_rows())
+    });
     let filter = EntryFilter {
         subject: nonempty(&q.subject),
         kind: nonempty(&q.kind),

@@ -13,6 +13,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -79,6 +81,9 @@ pub struct Store {
     /// cache whenever another connection wrote, so a writer that hopped between
     /// pooled connections re-read its index pages on every batch.
     writer: Backend,
+    /// [`Store::text_scan_rows`] when set (0: the backend's default); shared
+    /// by every clone of this handle.
+    text_scan: Arc<AtomicU64>,
 }
 
 macro_rules! on_pool {
@@ -307,6 +312,12 @@ fn i64_of(value: u64) -> i64 {
     i64::try_from(value).expect("seqs and sizes stay below 2^53")
 }
 
+/// A seq bound from a caller (a cursor, a window end): past every seq when
+/// too large for the column, instead of a panic on a stranger's input.
+fn bound_of(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 fn hash_of(bytes: &[u8], what: &str) -> Result<Hash, StoreError> {
     Hash::from_slice(bytes).map_err(|m| StoreError::Corrupt(format!("{what}: {m}")))
 }
@@ -485,6 +496,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(pool),
             writer: Backend::Sqlite(writer),
+            text_scan: Arc::default(),
         })
     }
 
@@ -508,6 +520,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Postgres(pool.clone()),
             writer: Backend::Postgres(pool),
+            text_scan: Arc::default(),
         })
     }
 
@@ -564,6 +577,7 @@ impl Store {
         Store {
             backend: self.writer.clone(),
             writer: self.writer.clone(),
+            text_scan: Arc::clone(&self.text_scan),
         }
     }
 
@@ -903,15 +917,26 @@ impl Store {
             .collect()
     }
 
-    /// How many entries one page of a free-text search scans at most (the
-    /// console's trail goes on from there with a link): a free-text match
-    /// is a scan, about 0.5 µs per entry on SQLite and 3 µs on PostgreSQL
-    /// at 1M entries (docs/PERFORMANCE.md), so a page stays near 100 ms.
+    /// How many seqs one page of a free-text search scans at most (the
+    /// console's trail and `GET /v1/entries?text=` go on from there): a
+    /// free-text match is a scan, about 0.5 µs per entry on SQLite and 3 µs
+    /// on PostgreSQL at 1M entries (docs/PERFORMANCE.md), so a page stays
+    /// near 100 ms.
     pub fn text_scan_rows(&self) -> u64 {
-        match &self.backend {
-            Backend::Sqlite(_) => 200_000,
-            Backend::Postgres(_) => 40_000,
+        match self.text_scan.load(Ordering::Relaxed) {
+            0 => match &self.backend {
+                Backend::Sqlite(_) => 200_000,
+                Backend::Postgres(_) => 40_000,
+            },
+            n => n,
         }
+    }
+
+    /// Sets [`Store::text_scan_rows`] for this handle and its clones (0
+    /// restores the default): a smaller window for a slower disk, or for a
+    /// test that walks the windows of a small ledger.
+    pub fn set_text_scan_rows(&self, rows: u64) {
+        self.text_scan.store(rows, Ordering::Relaxed);
     }
 
     /// A filtered page of entries, ascending by seq.
@@ -964,13 +989,13 @@ impl Store {
                     .push(" ORDER BY recorded_at, seq LIMIT 1), 9223372036854775807)");
             }
             if let Some(v) = filter.before_seq {
-                qb.push(" AND seq < ").push_bind(i64_of(v));
+                qb.push(" AND seq < ").push_bind(bound_of(v));
             }
             if let Some(p) = &pattern {
                 qb.push(text_match).push_bind(p.clone()).push(" ESCAPE '\\'");
             }
             if let Some(v) = filter.after_seq {
-                qb.push(" AND seq > ").push_bind(i64_of(v));
+                qb.push(" AND seq > ").push_bind(bound_of(v));
             }
             qb.push(" ORDER BY seq LIMIT ").push_bind(limit);
             let rows = qb.build().fetch_all(pool).await?;

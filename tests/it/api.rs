@@ -275,6 +275,106 @@ async fn listing_filters_and_pages_with_a_cursor() {
     ledger.finish().await;
 }
 
+/// Free text is a scan, so a page scans at most a window of seqs after its
+/// cursor (`Store::text_scan_rows`): pages may be short or empty and still
+/// have a `next_cursor`, and walking them finds exactly what one unbounded
+/// scan finds. A cursor past every seq is an empty last page, not a panic.
+#[tokio::test]
+async fn free_text_pages_scan_bounded_windows_and_walk_on_to_the_end() {
+    let ledger = TestLedger::new().await;
+    let server = ledger.start().await;
+    let api = Api::new(&server, &ledger.admin_token);
+    let mut needles = Vec::new();
+    for n in 0..30 {
+        let mut body = record(n);
+        if n % 11 == 4 {
+            body["payload"]["remark"] = json!(format!("Needle-Found-{n}"));
+        }
+        let (s, r) = api.post(&body).await;
+        assert_eq!(s, 201, "{r}");
+        if n % 11 == 4 {
+            needles.push(r["seq"].as_u64().unwrap());
+        }
+    }
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    // This ledger fits in one default window: one page has every match,
+    // found regardless of case.
+    let (_, all) = api.get("/v1/entries?text=needle-FOUND&limit=1000").await;
+    assert_eq!(seqs(&all), needles);
+    assert!(all["next_cursor"].is_null());
+
+    // With a window of 4 seqs, the pages are walked window by window.
+    ledger.opened.store.set_text_scan_rows(4);
+    let size = ledger.opened.store.size().await.unwrap();
+    let (mut found, mut cursor, mut pages) = (Vec::new(), None::<String>, 0u64);
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/entries?text=needle-found&limit=1000&cursor={c}"),
+            None => "/v1/entries?text=needle-found&limit=1000".to_owned(),
+        };
+        let (s, page) = api.get(&path).await;
+        assert_eq!(s, 200, "{page}");
+        pages += 1;
+        let start = cursor.as_ref().map_or(0, |c| c.parse::<u64>().unwrap() + 1);
+        let got = seqs(&page);
+        assert!(
+            got.iter().all(|s| (start..start + 4).contains(s)),
+            "{got:?} outside the window from {start}"
+        );
+        if pages == 1 {
+            assert!(
+                got.is_empty(),
+                "the first window holds the init entries only"
+            );
+            assert_eq!(page["next_cursor"], "3", "an empty page still goes on");
+        }
+        found.extend(got);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages < 100, "the walk ends");
+    }
+    assert_eq!(found, needles, "the walk finds what one scan finds");
+    assert_eq!(ledger.opened.store.size().await.unwrap(), size);
+    assert_eq!(pages, size.div_ceil(4), "one page per window, to the end");
+    // A full page ends at its last row, inside the window.
+    let (_, one) = api
+        .get(&format!(
+            "/v1/entries?text=needle-found&limit=1&cursor={}",
+            needles[0] - 1
+        ))
+        .await;
+    assert_eq!(seqs(&one), vec![needles[0]]);
+    assert_eq!(one["next_cursor"], needles[0].to_string());
+
+    // A cursor past every seq (and past what the database column holds) is
+    // an empty last page, with or without text.
+    for path in [
+        "/v1/entries?cursor=18446744073709551615",
+        "/v1/entries?text=needle&cursor=18446744073709551615",
+        "/v1/entries?cursor=9223372036854775807",
+    ] {
+        let (s, page) = api.get(path).await;
+        assert_eq!(s, 200, "{path}: {page}");
+        assert!(
+            seqs(&page).is_empty() && page["next_cursor"].is_null(),
+            "{path}: {page}"
+        );
+    }
+    ledger.opened.store.set_text_scan_rows(0);
+    assert!(ledger.opened.store.text_scan_rows() >= 40_000);
+    server.stop().await;
+    ledger.finish().await;
+}
+
 #[tokio::test]
 async fn a_correction_names_the_corrected_entry_which_stays_readable() {
     let ledger = TestLedger::new().await;
