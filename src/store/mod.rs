@@ -308,13 +308,11 @@ fn u64_of(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what} {value}")))
 }
 
+/// A seq, size or index as the database's BIGINT. Stored values stay below
+/// 2^53; a larger one can only come from a caller (a cursor, `GET
+/// /v1/entries/{seq}`) and becomes `i64::MAX`, past every stored value, so
+/// it finds nothing instead of panicking on a stranger's input.
 fn i64_of(value: u64) -> i64 {
-    i64::try_from(value).expect("seqs and sizes stay below 2^53")
-}
-
-/// A seq bound from a caller (a cursor, a window end): past every seq when
-/// too large for the column, instead of a panic on a stranger's input.
-fn bound_of(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
@@ -989,13 +987,13 @@ impl Store {
                     .push(" ORDER BY recorded_at, seq LIMIT 1), 9223372036854775807)");
             }
             if let Some(v) = filter.before_seq {
-                qb.push(" AND seq < ").push_bind(bound_of(v));
+                qb.push(" AND seq < ").push_bind(i64_of(v));
             }
             if let Some(p) = &pattern {
                 qb.push(text_match).push_bind(p.clone()).push(" ESCAPE '\\'");
             }
             if let Some(v) = filter.after_seq {
-                qb.push(" AND seq > ").push_bind(bound_of(v));
+                qb.push(" AND seq > ").push_bind(i64_of(v));
             }
             qb.push(" ORDER BY seq LIMIT ").push_bind(limit);
             let rows = qb.build().fetch_all(pool).await?;

@@ -369,6 +369,13 @@ async fn free_text_pages_scan_bounded_windows_and_walk_on_to_the_end() {
             "{path}: {page}"
         );
     }
+    for path in [
+        "/v1/entries/18446744073709551615",
+        "/v1/entries/9223372036854775808",
+    ] {
+        let (s, page) = api.get(path).await;
+        assert_eq!(s, 404, "{path}: {page}");
+    }
     ledger.opened.store.set_text_scan_rows(0);
     assert!(ledger.opened.store.text_scan_rows() >= 40_000);
     server.stop().await;
