@@ -824,24 +824,19 @@ mod tests {
 
     #[test]
     fn until_reads_dates_times_and_rfc3339_as_ledger_timestamps() {
-        assert_eq!(
-            until_of("2026-09-30").as_deref(),
-            Some("2026-09-30T00:00:00.000000Z")
-        );
-        assert_eq!(
-            until_of(" 2026-09-30T18:00 ").as_deref(),
-            Some("2026-09-30T18:00:00.000000Z")
-        );
-        assert_eq!(
-            until_of("2026-09-30T18:00:05").as_deref(),
-            Some("2026-09-30T18:00:05.000000Z")
-        );
-        assert_eq!(
-            until_of("2026-09-30T20:00:00+02:00").as_deref(),
-            Some("2026-09-30T18:00:00.000000Z")
-        );
-        assert_eq!(until_of("30/09/2026"), None);
-        assert_eq!(until_of("2026-13-01"), None);
+        for (typed, read) in [
+            ("2026-09-30", Some("2026-09-30T00:00:00.000000Z")),
+            (" 2026-09-30T18:00 ", Some("2026-09-30T18:00:00.000000Z")),
+            ("2026-09-30T18:00:05", Some("2026-09-30T18:00:05.000000Z")),
+            (
+                "2026-09-30T20:00:00+02:00",
+                Some("2026-09-30T18:00:00.000000Z"),
+            ),
+            ("30/09/2026", None),
+            ("2026-13-01", None),
+        ] {
+            assert_eq!(until_of(typed).as_deref(), read, "{typed:?}");
+        }
     }
 
     #[test]
