@@ -145,6 +145,21 @@ struct Item {
     why: String,
 }
 
+impl Item {
+    /// The stored entry `e`, needing a look because of `why`.
+    fn of(e: crate::store::StoredEntry, why: String) -> Item {
+        Item {
+            seq: e.seq,
+            hash: hex::encode(&e.hash),
+            kind: e.kind,
+            actor: e.actor,
+            subject: e.subject,
+            recorded_at: e.recorded_at,
+            why,
+        }
+    }
+}
+
 /// Where the scope's next review starts: the `to_seq` of its newest signed
 /// review.
 async fn start(state: &AppState, scope: &Scope) -> Result<u64, crate::store::StoreError> {
@@ -278,30 +293,11 @@ async fn items_in(
                     .as_str()
                     .unwrap_or("")
                     .to_owned();
-                assignments.push((
-                    Item {
-                        seq: e.seq,
-                        hash: hex::encode(&e.hash),
-                        kind: e.kind.clone(),
-                        actor: e.actor.clone(),
-                        subject: e.subject.clone(),
-                        recorded_at: e.recorded_at.clone(),
-                        why: String::new(),
-                    },
-                    completed_at,
-                ));
+                assignments.push((Item::of(e, String::new()), completed_at));
                 continue;
             }
             if let Some(why) = exception(&e.kind, &v) {
-                items.push(Item {
-                    seq: e.seq,
-                    hash: hex::encode(&e.hash),
-                    kind: e.kind,
-                    actor: e.actor,
-                    subject: e.subject,
-                    recorded_at: e.recorded_at,
-                    why,
-                });
+                items.push(Item::of(e, why));
             }
         }
         at = last + 1;
@@ -407,15 +403,8 @@ async fn overdue_items(
         } else {
             ""
         };
-        out.push(Item {
-            seq: e.seq,
-            hash: hex::encode(&e.hash),
-            kind: e.kind,
-            actor: e.actor,
-            subject: e.subject,
-            recorded_at: e.recorded_at,
-            why: format!("Training overdue: due {due}, not completed{before}"),
-        });
+        let why = format!("Training overdue: due {due}, not completed{before}");
+        out.push(Item::of(e, why));
     }
     Ok((out, more))
 }
