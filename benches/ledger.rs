@@ -72,7 +72,7 @@ fn payload(n: u64) -> Map<String, Value> {
 }
 
 fn body(n: u64) -> Value {
-    json!({"kind": "lms.completion.recorded", "subject": format!("person:E{:05}", n % 5000), "correlation_id": format!("asg-{}", n % 997),
+    json!({"kind": "qms.capa.opened", "subject": format!("person:E{:05}", n % 5000), "correlation_id": format!("asg-{}", n % 997),
            "idempotency_key": format!("xapi-{n:012}"), "payload": payload(n)})
 }
 
@@ -80,7 +80,7 @@ fn body(n: u64) -> Value {
 /// the two cores with the server, so it should cost as little as `wrk` would.
 fn body_text(n: u64) -> String {
     format!(
-        r#"{{"kind":"lms.completion.recorded","subject":"person:E{p:05}","correlation_id":"asg-{a}","idempotency_key":"xapi-{n:012}","payload":{{"person_id":"E{p:05}","document":"SOP-017","version":4,"verb":"completed","score":0.95,"completed_at":"2026-11-25T10:15:00Z","attempt":{t},"printed_name":"Zoë Łukasz"}}}}"#,
+        r#"{{"kind":"qms.capa.opened","subject":"person:E{p:05}","correlation_id":"asg-{a}","idempotency_key":"xapi-{n:012}","payload":{{"person_id":"E{p:05}","document":"SOP-017","version":4,"verb":"completed","score":0.95,"completed_at":"2026-11-25T10:15:00Z","attempt":{t},"printed_name":"Zoë Łukasz"}}}}"#,
         p = n % 5000,
         a = n % 997,
         t = n % 3 + 1
@@ -280,7 +280,7 @@ async fn plain_insert_baseline(url: &str, rows: u64, batch: usize) -> anyhow::Re
                     row.push_bind(n)
                         .push_bind(bytes.clone())
                         .push_bind("2026-11-21T09:00:00.000000Z")
-                        .push_bind("lms.completion.recorded")
+                        .push_bind("qms.capa.opened")
                         .push_bind("service:admin")
                         .push_bind(format!("person:E{:05}", n % 5000))
                         .push_bind(format!("asg-{}", n % 997))
@@ -330,7 +330,7 @@ async fn build(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     fill(&opened, start_size..entries, batch, |n| {
         let mut request = record_request(
-            "lms.completion.recorded",
+            "qms.capa.opened",
             actor.clone(),
             &format!("person:E{:05}", n % 5000),
             payload(n),
@@ -967,13 +967,7 @@ async fn records_through(
     let actor = Actor::parse("service:bench")?;
     in_window(count, 256, |n| {
         let subject = format!("person:E{:05}", n % 5000);
-        let request = record_request(
-            "lms.completion.recorded",
-            actor.clone(),
-            &subject,
-            payload(n),
-            true,
-        );
+        let request = record_request("qms.capa.opened", actor.clone(), &subject, payload(n), true);
         let handle = handle.clone();
         async move { Ok((handle.append(request?).await?.hash, subject)) }
     })
@@ -2207,7 +2201,19 @@ fn fixture_entry(n: u64) -> FixtureEntry {
                    "completed_at": "2026-11-25T10:15:00Z", "attempt": n % 3 + 1, "printed_name": "Zoë Łukasz", "comment": comment}),
         )
     };
+    // Source facts carry their envelope and rules outcomes their actor, as
+    // the writer rules of docs/FORMAT.md §1.3 ask (`verify` checks them).
+    let payload = if matches!(
+        kind,
+        "lms.completion.recorded" | "hr.person.updated" | "qms.deviation.opened"
+    ) {
+        json!({"event": {"id": format!("evt-{n}"), "source": "https://source.bench.example", "type": format!("{kind}.v1"),
+                         "time": "2026-11-25T10:15:00Z"}, "data": payload})
+    } else {
+        payload
+    };
     let actor = match kind {
+        "lms.assignment.created" => "system:rules",
         "hr.person.updated" => "service:hr",
         k if k.starts_with("qms.") => "user:qa.lead",
         _ if (n / 10).is_multiple_of(5) => "service:lms-import",
@@ -2224,7 +2230,7 @@ fn fixture_entry(n: u64) -> FixtureEntry {
 
 fn fixture_request(n: u64) -> anyhow::Result<AppendRequest> {
     let e = fixture_entry(n);
-    let mut request = record_request(e.kind, Actor::parse(e.actor)?, &e.subject, e.payload, true)?;
+    let mut request = record_request(e.kind, Actor::parse(e.actor)?, &e.subject, e.payload, false)?;
     request.correlation_id = Some(e.correlation_id);
     Ok(request)
 }

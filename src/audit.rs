@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use crate::ledger::merkle::{self, ProofPlan};
 use crate::ledger::verify::{ChainVerifier, Prechecked, VerifyError};
 use crate::ledger::{Checkpoint, Hash, VerifierKey};
+use crate::projection::{EntryView, Projector, StateMismatch};
 use crate::signature::{SignatureChecker, SignatureError};
 use crate::store::{STREAM_PAGE_ROWS, Store, StoreError, VerifyRow};
 
@@ -31,6 +32,10 @@ pub enum AuditError {
     /// A Part 11 signature breaks a rule of docs/SIGNATURES.md §7.
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    /// A state table, the parent index or the stored tree is not the
+    /// projection of the entries (docs/STATE.md).
+    #[error(transparent)]
+    State(#[from] StateMismatch),
     /// The database failed while reading.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -103,7 +108,7 @@ pub async fn verify_and_record(
             (r.entries, r.checkpoints, r.signatures),
             r.root.clone(),
         ),
-        Err(e @ (AuditError::Broken(_) | AuditError::Signature(_))) => {
+        Err(e @ (AuditError::Broken(_) | AuditError::Signature(_) | AuditError::State(_))) => {
             ("broken", (0, 0, 0), e.to_string())
         }
         Err(e) => ("error", (0, 0, 0), e.to_string()),
@@ -146,8 +151,15 @@ pub async fn verify_store(
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, AuditError> {
     let started = Instant::now();
-    let mut verifier = ChainVerifier::new(key.clone(), options.check_canonical);
+    let mut verifier = ChainVerifier::new(key.clone(), options.check_canonical)
+        .collecting_nodes()
+        .checking_writers();
     let mut signatures = SignatureChecker::default();
+    let mut projector = Projector::default();
+    // The first difference in what is derived from the entries (parent
+    // index, tree nodes, state tables). Reported only after the entries
+    // themselves passed, so a forged entry is named as such first.
+    let mut derived: Option<StateMismatch> = None;
     let external = options
         .external_checkpoint
         .as_deref()
@@ -204,6 +216,7 @@ pub async fn verify_store(
             if SignatureChecker::is_relevant(verified.kind.name) {
                 signatures.observe(row.seq, &row.canonical)?;
             }
+            project(&mut projector, row, &verified)?;
             parent_refs.extend(verified.parents.iter().map(|p| (verified.seq, *p)));
             while let Some(cp) = checkpoints.peek() {
                 if cp.size > verifier.size() {
@@ -234,27 +247,39 @@ pub async fn verify_store(
             }
         }
         last_seq = page.last().map(|r| r.seq);
-        if !parent_refs.is_empty() {
-            let hashes: Vec<Hash> = parent_refs.iter().map(|(_, h)| *h).collect();
-            let found = store.seqs_of(&hashes).await?;
-            for (child, parent) in parent_refs {
-                match found.get(&parent) {
-                    Some(seq) if *seq < child => {}
-                    _ => {
-                        return Err(VerifyError::BadParent {
-                            seq: child,
-                            parent: parent.to_hex(),
-                        }
-                        .into());
-                    }
-                }
-            }
-        }
+        let found = check_derived_indexes(store, &mut verifier, &page, parent_refs).await?;
+        derived = derived.or(found);
         progress(verifier.size());
     }
     reader
         .await
         .map_err(|e| AuditError::Input(format!("the reader task failed: {e}")))?;
+
+    // The state tables, read in one snapshot; entries a running server
+    // appended meanwhile are verified and projected first, so the state
+    // is compared at the size it belongs to.
+    let snapshot = store.state_snapshot(crate::projection::TABLES).await?;
+    while verifier.size() < snapshot.size {
+        let from = verifier.size();
+        let limit = u32::try_from(snapshot.size - from)
+            .map_or(STREAM_PAGE_ROWS, |n| n.min(STREAM_PAGE_ROWS));
+        let page = store.verify_page(from, limit).await?;
+        if page.is_empty() {
+            break;
+        }
+        let mut parent_refs: Vec<(u64, Hash)> = Vec::new();
+        for (row, pre) in page.iter().zip(precheck_page(&verifier, &page)) {
+            let verified = verifier.apply(row.seq, pre)?;
+            if SignatureChecker::is_relevant(verified.kind.name) {
+                signatures.observe(row.seq, &row.canonical)?;
+            }
+            project(&mut projector, row, &verified)?;
+            parent_refs.extend(verified.parents.iter().map(|p| (verified.seq, *p)));
+        }
+        last_seq = page.last().map(|r| r.seq);
+        let found = check_derived_indexes(store, &mut verifier, &page, parent_refs).await?;
+        derived = derived.or(found);
+    }
 
     let entries = verifier.size();
     if let Some(cp) = checkpoints.next() {
@@ -292,6 +317,10 @@ pub async fn verify_store(
         verifier.check_seal(head_seal.as_deref())?;
         pending = entries - last_checkpoint_size;
     }
+    if let Some(problem) = derived {
+        return Err(problem.into());
+    }
+    projector.compare(&snapshot.tables)?;
     Ok(VerifyReport {
         entries,
         checkpoints: checkpoint_count,
@@ -301,6 +330,122 @@ pub async fn verify_store(
         external_checkpoint: external.map(|c| c.size),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Feeds an entry of a projected kind to the projector.
+fn project(
+    projector: &mut Projector,
+    row: &VerifyRow,
+    verified: &crate::ledger::verify::Verified,
+) -> Result<(), AuditError> {
+    if !Projector::reads(verified.kind.name) {
+        return Ok(());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(&row.canonical).map_err(|e| StateMismatch::Unprojectable {
+            seq: row.seq,
+            problem: e.to_string(),
+        })?;
+    projector.apply(&EntryView {
+        seq: row.seq,
+        hash: verified.hash,
+        recorded_at: value["recorded_at"].as_str().unwrap_or_default(),
+        kind: verified.kind.name,
+        parents: &verified.parents,
+        payload: &value["payload"],
+    })?;
+    Ok(())
+}
+
+/// The checks of a page against the store's derived indexes: every parent
+/// exists earlier (`parent_refs`, child and parent hash), the parent index
+/// holds exactly the entries' parents in order, and every interior tree
+/// node the page completed is stored with the hash the entries give.
+async fn check_derived_indexes(
+    store: &Store,
+    verifier: &mut ChainVerifier,
+    page: &[VerifyRow],
+    parent_refs: Vec<(u64, Hash)>,
+) -> Result<Option<StateMismatch>, AuditError> {
+    let (Some(first), Some(last)) = (page.first(), page.last()) else {
+        return Ok(None);
+    };
+    let mut expected: Vec<(u64, u64, i64)> = Vec::with_capacity(parent_refs.len());
+    if !parent_refs.is_empty() {
+        let hashes: Vec<Hash> = parent_refs.iter().map(|(_, h)| *h).collect();
+        let found = store.seqs_of(&hashes).await?;
+        let mut position = 0i64;
+        let mut previous_child = None;
+        for (child, parent) in parent_refs {
+            match found.get(&parent) {
+                Some(seq) if *seq < child => {
+                    if previous_child != Some(child) {
+                        position = 0;
+                        previous_child = Some(child);
+                    }
+                    expected.push((child, *seq, position));
+                    position += 1;
+                }
+                _ => {
+                    return Err(VerifyError::BadParent {
+                        seq: child,
+                        parent: parent.to_hex(),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    let stored = store.parent_index(first.seq, last.seq + 1).await?;
+    if stored != expected {
+        let seq = first_difference(&stored, &expected);
+        let of = |rows: &[(u64, u64, i64)]| {
+            let parents: Vec<String> = rows
+                .iter()
+                .filter(|r| r.0 == seq)
+                .map(|r| format!("{}@{}", r.1, r.2))
+                .collect();
+            format!("[{}]", parents.join(", "))
+        };
+        return Ok(Some(StateMismatch::ParentIndex {
+            seq,
+            stored: of(&stored),
+            expected: of(&expected),
+        }));
+    }
+    let nodes = verifier.take_nodes();
+    if !nodes.is_empty() {
+        let ids: Vec<merkle::NodeId> = nodes.iter().map(|(id, _, _)| *id).collect();
+        let stored = store.nodes(&ids).await?;
+        for (id, hash, seq) in nodes {
+            let found = stored.get(&id);
+            if found != Some(&hash) {
+                return Ok(Some(StateMismatch::TreeNode {
+                    level: id.level,
+                    index: id.index,
+                    stored: found.map_or_else(
+                        || "missing".to_owned(),
+                        |h| format!("stored {}", h.to_hex()),
+                    ),
+                    expected: hash.to_hex(),
+                    seq,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The child seq of the first row where two parent-index listings differ.
+fn first_difference(stored: &[(u64, u64, i64)], expected: &[(u64, u64, i64)]) -> u64 {
+    stored
+        .iter()
+        .zip(expected)
+        .find(|(a, b)| a != b)
+        .map(|(a, b)| a.0.min(b.0))
+        .or_else(|| stored.get(expected.len()).map(|r| r.0))
+        .or_else(|| expected.get(stored.len()).map(|r| r.0))
+        .unwrap_or_default()
 }
 
 /// Runs the per-entry checks of a page on all cores (they need no other

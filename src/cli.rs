@@ -861,6 +861,7 @@ fn audit_exit(e: AuditError) -> Exit {
     match e {
         AuditError::Broken(v) => Exit(1, anyhow::anyhow!("VERIFICATION FAILED: {v}")),
         AuditError::Signature(v) => Exit(1, anyhow::anyhow!("VERIFICATION FAILED: {v}")),
+        AuditError::State(v) => Exit(1, anyhow::anyhow!("VERIFICATION FAILED: {v}")),
         AuditError::Input(m) => usage(anyhow::anyhow!(m)),
         other => failure(other),
     }

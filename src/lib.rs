@@ -11,6 +11,7 @@ pub mod demo;
 pub mod identity;
 pub mod integration;
 pub mod ledger;
+pub mod projection;
 pub mod report;
 pub mod sequencer;
 pub mod signature;

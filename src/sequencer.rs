@@ -1248,7 +1248,7 @@ pub fn record_request(
         field: "kind",
         problem: format!("`{kind_name}` is not a registered kind; GET /v1/kinds lists them"),
     })?;
-    if api && !kind.api_appendable {
+    if api && !kind.api_appendable() {
         return Err(EntryError::Field {
             field: "kind",
             problem: format!(

@@ -175,6 +175,7 @@ fn body_problem(rejection: BytesRejection) -> Problem {
         (status = 200, body = AppendResponse, description = "replay: an entry with this idempotency key and content exists"),
         (status = 400, description = "malformed JSON (problem+json)"),
         (status = 401, description = "missing or invalid token"),
+        (status = 403, description = "the token's scope does not include the kind, or the kind is written only by Trailmark or through POST /v1/events (problem type kind-not-appendable)"),
         (status = 409, description = "idempotency key used for different content"),
         (status = 413, description = "body too large"),
         (status = 422, description = "invalid entry: unknown kind, bad field, unknown parent"),
@@ -231,6 +232,24 @@ pub async fn append(
         }
         (b, h) => b.or(h),
     };
+    if let Some(kind) = crate::ledger::kind::lookup(&body.kind)
+        && !kind.api_appendable()
+    {
+        // Before the scope check: no token scope can grant this, and the
+        // caller learns where the kind does come from.
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "kind-not-appendable",
+            "This kind is not appended through POST /v1/entries",
+            format!(
+                "`{}` is {}; nothing was appended",
+                kind.name,
+                kind.writers.rule()
+            ),
+        )
+        .with("kind", kind.name)
+        .with("written_by", kind.writers.as_str()));
+    }
     if !caller.may_append_kind(&body.kind) {
         return Err(Problem::forbidden(format!(
             "this token's scopes do not include kind `{}`; issue a token scoped to it",

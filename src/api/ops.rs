@@ -16,6 +16,8 @@ pub struct KindView {
     name: &'static str,
     class: &'static str,
     api_appendable: bool,
+    /// Who may write it: callers, source events, rules, delivery, Trailmark only.
+    written_by: &'static str,
     reason_required: bool,
     description: &'static str,
 }
@@ -29,7 +31,8 @@ pub async fn kinds() -> Json<Vec<KindView>> {
             .map(|k| KindView {
                 name: k.name,
                 class: k.class.as_str(),
-                api_appendable: k.api_appendable,
+                api_appendable: k.api_appendable(),
+                written_by: k.writers.as_str(),
                 reason_required: k.class.requires_reason(),
                 description: k.description,
             })

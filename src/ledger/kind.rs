@@ -40,6 +40,57 @@ impl Class {
     }
 }
 
+/// Who may write entries of a kind (docs/FORMAT.md §1.3, "written by").
+///
+/// `POST /v1/entries` accepts only [`Writers::Callers`] kinds; the others are
+/// written by Trailmark's own paths, and `trailmark verify` checks the rule
+/// that each class of writer leaves visible in the entry ([`check_writer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writers {
+    /// Any authenticated caller through `POST /v1/entries`.
+    Callers,
+    /// A source system's fact, recorded by `POST /v1/events` or
+    /// `POST /xapi/statements` with its envelope, where the rules apply it.
+    SourceEvents,
+    /// Trailmark's rules worker (actor `system:rules`).
+    Rules,
+    /// Trailmark's delivery workers (actor `system:delivery`).
+    Delivery,
+    /// Trailmark's own operations (identity, signatures, reports, reviews,
+    /// validation), on a person's behalf or its own.
+    Trailmark,
+}
+
+impl Writers {
+    /// The name written in docs/FORMAT.md §1.3.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Writers::Callers => "callers",
+            Writers::SourceEvents => "source events",
+            Writers::Rules => "rules",
+            Writers::Delivery => "delivery",
+            Writers::Trailmark => "Trailmark only",
+        }
+    }
+
+    /// The rule in words, for errors and `GET /v1/kinds`.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Writers::Callers => "any authorised caller may append it with POST /v1/entries",
+            Writers::SourceEvents => {
+                "a source-system fact: send it as an event to POST /v1/events (or an xAPI statement to POST /xapi/statements), where the integration rules apply it"
+            }
+            Writers::Rules => "an outcome of Trailmark's integration rules (actor system:rules)",
+            Writers::Delivery => {
+                "a delivery outcome recorded by Trailmark's delivery workers (actor system:delivery)"
+            }
+            Writers::Trailmark => {
+                "recorded by Trailmark's own operations (identity, signatures, reports, reviews, validation)"
+            }
+        }
+    }
+}
+
 /// One registered kind.
 #[derive(Debug, PartialEq, Eq)]
 pub struct KindDef {
@@ -47,23 +98,30 @@ pub struct KindDef {
     pub name: &'static str,
     /// Its class.
     pub class: Class,
-    /// Whether an API caller may append it with `POST /v1/entries`; the
-    /// others are written only by Trailmark itself (genesis, token changes).
-    pub api_appendable: bool,
+    /// Who may write it; only [`Writers::Callers`] kinds are accepted by
+    /// `POST /v1/entries`.
+    pub writers: Writers,
     /// One line for people reading the registry (`GET /v1/kinds`).
     pub description: &'static str,
+}
+
+impl KindDef {
+    /// Whether an API caller may append it with `POST /v1/entries`.
+    pub fn api_appendable(&self) -> bool {
+        self.writers == Writers::Callers
+    }
 }
 
 const fn kind(
     name: &'static str,
     class: Class,
-    api_appendable: bool,
+    writers: Writers,
     description: &'static str,
 ) -> KindDef {
     KindDef {
         name,
         class,
-        api_appendable,
+        writers,
         description,
     }
 }
@@ -73,296 +131,301 @@ pub static KINDS: &[KindDef] = &[
     kind(
         "ledger.genesis",
         Class::Genesis,
-        false,
+        Writers::Trailmark,
         "the first entry: names the ledger's origin and verifier key",
     ),
     kind(
         "ledger.correction",
         Class::Correction,
-        true,
+        Writers::Callers,
         "corrects the entry named as first parent; the earlier entry stays readable",
     ),
     kind(
         "ledger.annotation",
         Class::Record,
-        true,
+        Writers::Callers,
         "a remark about the entries named as parents",
     ),
     kind(
         "admin.token.created",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "an API token was issued to a principal",
     ),
     kind(
         "admin.token.revoked",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "an API token was revoked",
     ),
     kind(
         "admin.config.changed",
         Class::Administrative,
-        true,
+        Writers::Callers,
         "a configuration value changed (old and new value in the payload)",
     ),
     kind(
         "admin.user.created",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "a user was created, with who verified their identity and how",
     ),
     kind(
         "admin.user.changed",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "a user's name, email, roles or status changed (old and new values)",
     ),
     kind(
         "admin.user.password_set",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "a user's password was set by the user or reset by an administrator",
     ),
     kind(
         "admin.ca.trusted",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "a CA certificate was trusted for user signing certificates",
     ),
     kind(
         "admin.certificate.issued",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "a signing certificate was issued or imported for a user",
     ),
     kind(
         "admin.certificate.revoked",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "a user's signing certificate was revoked",
     ),
     kind(
         "admin.signing_policy.changed",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "the signing policy changed (old and new policy)",
     ),
     kind(
         "security.auth.refused",
         Class::Security,
-        false,
+        Writers::Trailmark,
         "a request with a missing, unknown or revoked credential was refused",
     ),
     kind(
         "security.account.locked",
         Class::Security,
-        false,
+        Writers::Trailmark,
         "an account locked after consecutive wrong passwords",
     ),
     kind(
         "security.session.opened",
         Class::Security,
-        false,
+        Writers::Trailmark,
         "a user logged in",
     ),
     kind(
         "security.session.closed",
         Class::Security,
-        false,
+        Writers::Trailmark,
         "a session ended at logout or after inactivity",
     ),
     kind(
         "security.signature.refused",
         Class::Security,
-        false,
+        Writers::Trailmark,
         "a signing attempt was refused (wrong password, authority, sequence)",
     ),
     kind(
         "signature.applied",
         Class::Signature,
-        false,
+        Writers::Trailmark,
         "a Part 11 electronic signature on the entry named as parent",
     ),
     kind(
         "qms.document.revision_effective",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "a controlled document revision became effective",
     ),
     kind(
         "qms.document.revision_retired",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "a controlled document revision was retired",
     ),
-    kind("qms.capa.opened", Class::Record, true, "a CAPA was opened"),
+    kind(
+        "qms.capa.opened",
+        Class::Record,
+        Writers::Callers,
+        "a CAPA was opened",
+    ),
     kind(
         "qms.capa.training_action",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "a CAPA named training as a corrective or preventive action",
     ),
     kind(
         "qms.capa.closed",
         Class::Record,
-        false,
+        Writers::Trailmark,
         "a CAPA was closed, after its closure readiness was checked (POST /v1/capas/{id}/closure)",
     ),
     kind(
         "qms.deviation.opened",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "a deviation was reported",
     ),
     kind(
         "qms.deviation.training_status",
         Class::Record,
-        true,
+        Writers::Rules,
         "training status of the people involved at the time of a deviation",
     ),
     kind(
         "lms.assignment.created",
         Class::Record,
-        true,
+        Writers::Rules,
         "a training assignment was created in the LMS",
     ),
     kind(
         "lms.assignment.cancelled",
         Class::Record,
-        true,
+        Writers::Rules,
         "a training assignment was cancelled",
     ),
     kind(
         "lms.completion.recorded",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "a person completed a training assignment",
     ),
     kind(
         "hr.person.updated",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "a person's master data changed",
     ),
     kind(
         "hr.person.job_function_changed",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "a person moved into or out of a job function",
     ),
     kind(
         "integration.handover.sent",
         Class::Record,
-        true,
+        Writers::Rules,
         "a hand-over was sent to a target system",
     ),
     kind(
         "integration.handover.delivered",
         Class::Record,
-        true,
+        Writers::Delivery,
         "a target system acknowledged a hand-over",
     ),
     kind(
         "integration.handover.failed",
         Class::Record,
-        true,
+        Writers::Delivery,
         "a hand-over delivery attempt failed",
     ),
     kind(
         "qms.job_function.changed",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "a job function was created, renamed or deactivated",
     ),
     kind(
         "qms.training_category.changed",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "the completion window of a document category changed",
     ),
     kind(
         "qms.training_matrix.changed",
         Class::Record,
-        true,
+        Writers::SourceEvents,
         "the job functions that must be trained on a document changed",
     ),
     kind(
         "integration.event.applied",
         Class::Record,
-        false,
+        Writers::Rules,
         "the rules applied an event: its master data and what it caused",
     ),
     kind(
         "integration.event.parked",
         Class::Record,
-        false,
+        Writers::Rules,
         "an event waits for master data it needs",
     ),
     kind(
         "integration.event.rejected",
         Class::Record,
-        false,
+        Writers::Rules,
         "a parked event was rejected: its master data never arrived",
     ),
     kind(
         "integration.assignment.completed",
         Class::Record,
-        false,
+        Writers::Rules,
         "a completion fulfilled a training assignment",
     ),
     kind(
         "integration.capa.closure_refused",
         Class::Record,
-        false,
+        Writers::Trailmark,
         "a CAPA closure was refused: required training is not evidenced",
     ),
     kind(
         "integration.handover.dead_lettered",
         Class::Record,
-        false,
+        Writers::Delivery,
         "a hand-over exhausted its delivery attempts",
     ),
     kind(
         "integration.handover.replayed",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "a dead-lettered hand-over was queued again by a person, with a reason",
     ),
     kind(
         "integration.reconciliation.matched",
         Class::Record,
-        false,
+        Writers::Trailmark,
         "a source system's counts matched what Trailmark recorded",
     ),
     kind(
         "integration.reconciliation.drift",
         Class::Record,
-        false,
+        Writers::Trailmark,
         "a source system's counts differ from what Trailmark recorded",
     ),
     kind(
         "admin.report_signing.created",
         Class::Administrative,
-        false,
+        Writers::Trailmark,
         "the report-signing CA and certificate (P-256) were created",
     ),
     kind(
         "report.generated",
         Class::Record,
-        false,
+        Writers::Trailmark,
         "a report was generated and signed: its ID, scope and the SHA-256 of the file",
     ),
     kind(
         "review.audit_trail.completed",
         Class::Record,
-        false,
+        Writers::Trailmark,
         "an audit-trail review by exception: the entries reviewed, each marked, signed `reviewed` by the reviewer (docs/CONSOLE.md §4)",
     ),
     kind(
         "validation.run.recorded",
         Class::Record,
-        false,
+        Writers::Trailmark,
         "an IQ or OQ run: its verdict, completeness, deviations and the SHA-256 of its results (docs/VALIDATION.md)",
     ),
 ];
@@ -370,6 +433,58 @@ pub static KINDS: &[KindDef] = &[
 /// Looks a kind up by its exact name.
 pub fn lookup(name: &str) -> Option<&'static KindDef> {
     KINDS.iter().find(|k| k.name == name)
+}
+
+/// Checks the writer rule of `kind` against what an entry shows: the actor
+/// of a rules or delivery outcome, and the source envelope (`event` with
+/// `id`, `source`, `type`, and `data`) of a source-system fact. Kinds written
+/// by callers or by Trailmark's own operations carry nothing more to check.
+///
+/// # Errors
+/// The rule broken, in words.
+pub fn check_writer(
+    kind: &KindDef,
+    actor: &str,
+    payload: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    let actor_must_be = |wanted: &str| {
+        if actor == wanted {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{}` is {}; this entry's actor is `{actor}`",
+                kind.name,
+                kind.writers.rule()
+            ))
+        }
+    };
+    match kind.writers {
+        Writers::Rules => actor_must_be("system:rules"),
+        Writers::Delivery => actor_must_be("system:delivery"),
+        Writers::SourceEvents => {
+            let envelope = payload.get("event").and_then(|e| e.as_object());
+            let complete = envelope.is_some_and(|e| {
+                ["id", "source", "type"]
+                    .iter()
+                    .all(|m| e.get(*m).is_some_and(serde_json::Value::is_string))
+            }) && payload.contains_key("data");
+            if !complete {
+                return Err(format!(
+                    "`{}` is {}; this entry has no source envelope (payload `event` with `id`, `source`, `type`, and `data`)",
+                    kind.name,
+                    kind.writers.rule()
+                ));
+            }
+            if actor.starts_with("system:") {
+                return Err(format!(
+                    "`{}` is a source system's fact; Trailmark's own actor `{actor}` cannot have sent it",
+                    kind.name
+                ));
+            }
+            Ok(())
+        }
+        Writers::Callers | Writers::Trailmark => Ok(()),
+    }
 }
 
 /// Whether `name` is shaped like a kind: lowercase dotted segments.
@@ -403,8 +518,45 @@ mod tests {
     }
 
     #[test]
+    fn writer_rules_name_what_each_outcome_must_show() {
+        let payload = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let delivered = lookup("integration.handover.delivered").unwrap();
+        assert!(
+            check_writer(
+                delivered,
+                "system:delivery",
+                &payload(serde_json::json!({}))
+            )
+            .is_ok()
+        );
+        let forged = check_writer(
+            delivered,
+            "service:integration",
+            &payload(serde_json::json!({})),
+        );
+        assert!(forged.unwrap_err().contains("system:delivery"));
+        let assigned = lookup("lms.assignment.created").unwrap();
+        assert!(check_writer(assigned, "service:lms", &payload(serde_json::json!({}))).is_err());
+        let completion = lookup("lms.completion.recorded").unwrap();
+        let enveloped = payload(
+            serde_json::json!({"event": {"id": "c1", "source": "s", "type": "t"}, "data": {}}),
+        );
+        assert!(check_writer(completion, "service:lms", &enveloped).is_ok());
+        assert!(check_writer(completion, "system:rules", &enveloped).is_err());
+        let bare = check_writer(
+            completion,
+            "service:lms",
+            &payload(serde_json::json!({"data": {}})),
+        );
+        assert!(bare.unwrap_err().contains("envelope"));
+        let annotation = lookup("ledger.annotation").unwrap();
+        assert!(annotation.api_appendable());
+        assert!(!completion.api_appendable() && !delivered.api_appendable());
+    }
+
+    #[test]
     fn genesis_is_not_appendable_and_corrections_need_reasons() {
-        assert!(!lookup("ledger.genesis").unwrap().api_appendable);
+        assert!(!lookup("ledger.genesis").unwrap().api_appendable());
         assert!(lookup("ledger.correction").unwrap().class.requires_reason());
         assert!(lookup("no.such_kind").is_none());
     }
@@ -423,7 +575,7 @@ mod doc_tests {
             .find("<!-- kinds:begin")
             .expect("FORMAT.md has the kinds table");
         let end = doc.find("<!-- kinds:end -->").expect("the table ends");
-        let rows: Vec<(String, String, bool)> = doc[start..end]
+        let rows: Vec<(String, String, String)> = doc[start..end]
             .lines()
             .filter(|l| l.starts_with("| `"))
             .map(|l| {
@@ -431,17 +583,17 @@ mod doc_tests {
                 (
                     cells[1].to_owned(),
                     cells[2].to_owned(),
-                    cells[3] == "callers",
+                    cells[3].to_owned(),
                 )
             })
             .collect();
-        let code: Vec<(String, String, bool)> = KINDS
+        let code: Vec<(String, String, String)> = KINDS
             .iter()
             .map(|k| {
                 (
                     k.name.to_owned(),
                     k.class.as_str().to_owned(),
-                    k.api_appendable,
+                    k.writers.as_str().to_owned(),
                 )
             })
             .collect();

@@ -6,8 +6,8 @@
 use super::Timestamp;
 use super::entry::{self, ParsedEntry};
 use super::hash::Hash;
-use super::kind::Class;
-use super::merkle::{self, Frontier};
+use super::kind::{Class, Writers, check_writer};
+use super::merkle::{self, Frontier, NodeId};
 use super::note::{Checkpoint, VerifierKey};
 
 /// The first thing found wrong, with the seq where it was found.
@@ -136,6 +136,15 @@ pub enum VerifyError {
         /// The newest seq.
         seq: u64,
     },
+    /// An entry breaks its kind's writer rule (FORMAT §1.3): an outcome
+    /// only Trailmark writes, recorded by someone else.
+    #[error("seq {seq}: {problem}")]
+    Writer {
+        /// Where.
+        seq: u64,
+        /// The rule and what the entry shows.
+        problem: String,
+    },
     /// Entries beyond the newest checkpoint that no checkpoint attests.
     #[error("seq {from}..{to}: {count} entries are not covered by any signed checkpoint (the server signs one within its checkpoint interval; entries that stay unattested were added outside the ledger)", count = .to - .from + 1)]
     Unattested {
@@ -260,6 +269,11 @@ pub struct ChainVerifier {
     prev: Hash,
     prev_time: Option<Timestamp>,
     frontier: Frontier,
+    /// Interior nodes completed since the last [`ChainVerifier::take_nodes`],
+    /// with the seq whose leaf completed each; kept only when asked for.
+    completed: Option<Vec<(NodeId, Hash, u64)>>,
+    /// Whether the writer rule of each kind is checked (FORMAT §1.3).
+    check_writers: bool,
 }
 
 impl ChainVerifier {
@@ -273,7 +287,33 @@ impl ChainVerifier {
             prev: Hash::ZERO,
             prev_time: None,
             frontier: Frontier::default(),
+            completed: None,
+            check_writers: false,
         }
+    }
+
+    /// Also checks each entry against its kind's writer rule (docs/FORMAT.md
+    /// §1.3): rules and delivery outcomes by Trailmark's own actors, source
+    /// facts with their envelope. `trailmark verify` does.
+    pub fn checking_writers(mut self) -> ChainVerifier {
+        self.check_writers = true;
+        self
+    }
+
+    /// Also collects the interior tree nodes (level >= 1) each entry
+    /// completes, for comparison with a stored tree; drain them with
+    /// [`ChainVerifier::take_nodes`] after each page.
+    pub fn collecting_nodes(mut self) -> ChainVerifier {
+        self.completed = Some(Vec::new());
+        self
+    }
+
+    /// The nodes completed since the last call: `(node, hash, seq)`.
+    pub fn take_nodes(&mut self) -> Vec<(NodeId, Hash, u64)> {
+        self.completed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Entries checked so far.
@@ -363,6 +403,19 @@ impl ChainVerifier {
         } else if fields.kind.class == Class::Genesis {
             return Err(malformed("only entry 0 may be a genesis entry".into()));
         }
+        if self.check_writers {
+            let payload = if fields.kind.writers == Writers::SourceEvents {
+                serde_json::from_str(parsed.payload.get()).unwrap_or_default()
+            } else {
+                serde_json::Map::new()
+            };
+            check_writer(fields.kind, &parsed.actor, &payload).map_err(|problem| {
+                VerifyError::Writer {
+                    seq: position,
+                    problem,
+                }
+            })?;
+        }
         Ok(Prechecked { hash, fields })
     }
 
@@ -407,7 +460,12 @@ impl ChainVerifier {
                 found: fields.recorded_at.to_string(),
             });
         }
-        self.frontier.push(hash);
+        match &mut self.completed {
+            Some(nodes) => self
+                .frontier
+                .push_with(hash, |id, node| nodes.push((id, node, position))),
+            None => self.frontier.push(hash),
+        }
         self.prev = hash;
         self.prev_time = Some(fields.recorded_at);
         self.next += 1;

@@ -126,6 +126,7 @@ macro_rules! bind_values {
 mod identity;
 mod integration;
 mod ops;
+mod projection;
 pub mod schema;
 
 pub use identity::{
@@ -133,6 +134,7 @@ pub use identity::{
 };
 pub use integration::AnyRow;
 pub use ops::VerifyRun;
+pub use projection::{Cell, ColumnType, StateSnapshot, TableSpec};
 
 /// The newest entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

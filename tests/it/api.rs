@@ -127,7 +127,11 @@ async fn bad_input_gets_a_problem_that_says_what_to_fix_and_appends_nothing() {
         ("payload not an object", json!({"kind": "qms.capa.opened", "subject": "qms:x", "payload": [1]}).to_string(), Some(&ledger.admin_token), 400, "malformed-json", "payload"),
         ("unknown member", json!({"kind": "qms.capa.opened", "subject": "qms:x", "payload": {}, "colour": "red"}).to_string(), Some(&ledger.admin_token), 400, "malformed-json", "colour"),
         ("unknown kind", json!({"kind": "qms.capa.exploded", "subject": "qms:x", "payload": {}}).to_string(), Some(&ledger.admin_token), 422, "invalid-entry", "GET /v1/kinds"),
-        ("kind only Trailmark writes", json!({"kind": "ledger.genesis", "subject": "qms:x", "payload": {}}).to_string(), Some(&ledger.admin_token), 422, "invalid-entry", "Trailmark itself"),
+        ("kind only Trailmark writes", json!({"kind": "ledger.genesis", "subject": "qms:x", "payload": {}}).to_string(), Some(&ledger.admin_token), 403, "kind-not-appendable", "Trailmark's own operations"),
+        // Outcomes only Trailmark records, forged by a token whose scope is `*`.
+        ("forged delivery outcome", json!({"kind": "integration.handover.delivered", "subject": "lms:assignment/A-1", "payload": {"message_id": "msg_1", "status": 204}}).to_string(), Some(&ledger.admin_token), 403, "kind-not-appendable", "delivery workers"),
+        ("forged rules outcome", json!({"kind": "lms.assignment.created", "subject": "lms:assignment/A-1", "payload": {}}).to_string(), Some(&ledger.admin_token), 403, "kind-not-appendable", "integration rules"),
+        ("source fact past the rules", json!({"kind": "lms.completion.recorded", "subject": "person:E1", "payload": {"data": {}, "event": {"id": "x", "source": "s", "type": "t"}}}).to_string(), Some(&ledger.admin_token), 403, "kind-not-appendable", "POST /v1/events"),
         ("bad subject", json!({"kind": "qms.capa.opened", "subject": "CAPA 1", "payload": {}}).to_string(), Some(&ledger.admin_token), 422, "invalid-entry", "SCHEME:ID"),
         ("correction without reason", json!({"kind": "ledger.correction", "subject": "qms:x", "payload": {}, "parents": [first["hash"]]}).to_string(), Some(&ledger.admin_token), 422, "invalid-entry", "reason"),
         ("unknown parent", json!({"kind": "ledger.annotation", "subject": "qms:x", "payload": {}, "parents": [no_hash]}).to_string(), Some(&ledger.admin_token), 422, "unknown-parent", "not an entry"),
@@ -186,7 +190,7 @@ async fn the_same_key_and_content_returns_the_original_entry() {
     let ledger = TestLedger::new().await;
     let server = ledger.start().await;
     let api = Api::new(&server, &ledger.admin_token);
-    let body = json!({"kind": "qms.document.revision_effective", "subject": "qms:sop/SOP-017@4", "payload": {"version": 4}, "idempotency_key": "qms-evt-1"});
+    let body = json!({"kind": "qms.capa.opened", "subject": "qms:sop/SOP-017@4", "payload": {"version": 4}, "idempotency_key": "qms-evt-1"});
     let (s1, r1) = api.post(&body).await;
     let response = api
         .http

@@ -1001,7 +1001,7 @@ async fn overdue_training_is_raised_by_the_review_whose_period_it_fell_due_in() 
     let mut n = 0;
     let mut touch = || {
         n += 1;
-        json!({"kind": "lms.completion.recorded", "subject": format!("person:T{n}"), "payload": {"n": n}})
+        json!({"kind": "qms.capa.opened", "subject": format!("person:T{n}"), "payload": {"n": n}})
     };
 
     // Review 1: assigned in its range, not yet due: not raised.

@@ -278,7 +278,7 @@ pub const INIT_ENTRIES: u64 = 5;
 /// A valid record append.
 pub fn record(n: usize) -> Value {
     serde_json::json!({
-        "kind": "lms.completion.recorded",
+        "kind": "qms.capa.opened",
         "subject": format!("person:E{:04}", n % 50),
         "correlation_id": format!("corr-{}", n % 7),
         "payload": {"n": n, "document": "SOP-017", "version": 4, "score": 0.95, "name": "Zoë Łukasz 李雷"}

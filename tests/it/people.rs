@@ -496,7 +496,7 @@ async fn part11_11_50_annex11_14_every_view_of_an_entry_shows_name_time_and_mean
     let (_, page) = http
         .call(
             "GET",
-            "/v1/entries?kind=lms.completion.recorded",
+            "/v1/entries?kind=qms.capa.opened",
             Some(&ledger.admin_token),
             None,
         )
@@ -997,10 +997,11 @@ async fn part11_11_10_h_tokens_are_scoped_rotatable_revocable_and_can_be_pinned_
             .0,
         201
     );
+    let annotation = json!({"kind": "ledger.annotation", "subject": "person:E0001", "payload": {}});
     let (status, p) = http
-        .call("POST", "/v1/entries", Some(&qms), Some(record(1)))
+        .call("POST", "/v1/entries", Some(&qms), Some(annotation))
         .await;
-    assert_eq!(status, 403, "an lms kind is outside a qms.* scope: {p}");
+    assert_eq!(status, 403, "an annotation is outside a qms.* scope: {p}");
     assert_eq!(
         http.call("GET", "/v1/entries", Some(&qms), None).await.0,
         403,
