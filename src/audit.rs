@@ -68,6 +68,8 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     /// Part 11 signatures checked (docs/SIGNATURES.md §7).
     pub signatures: u64,
+    /// State-table rows compared with their projection (docs/STATE.md).
+    pub state_rows: u64,
     /// Root of all entries.
     pub root: String,
     /// Entries after the newest checkpoint, covered by the head's batch seal
@@ -320,9 +322,10 @@ pub async fn verify_store(
     if let Some(problem) = derived {
         return Err(problem.into());
     }
-    projector.compare(&snapshot.tables)?;
+    let state_rows = projector.compare(&snapshot.tables)?;
     Ok(VerifyReport {
         entries,
+        state_rows,
         checkpoints: checkpoint_count,
         signatures: signatures.checked,
         root: verifier.root().to_hex(),
@@ -649,6 +652,8 @@ pub fn verify_export(
     verifier.check_checkpoint_here(&note, None)?;
     Ok(VerifyReport {
         entries: seq,
+        // An export holds entries only; there is no state to replay.
+        state_rows: 0,
         checkpoints: 1,
         signatures: signatures.checked,
         root: verifier.root().to_hex(),

@@ -903,12 +903,16 @@ async fn verify(g: &Global, checkpoint: Option<&Path>, json: bool) -> Result<(),
     } else {
         println!("OK: ledger `{}` is intact", opened.config.origin);
         println!(
-            "  entries checked     {} (hash, chain, fields, canonical form, index columns, parents)",
+            "  entries checked     {} (hash, chain, fields, canonical form, index columns, parents, writer rules)",
             report.entries
         );
         println!(
             "  checkpoints checked {} (signature and root)",
             report.checkpoints
+        );
+        println!(
+            "  state rows replayed {} (tokens, users, certificates, CAs, signing policy, completions; parent index and tree nodes too: docs/STATE.md)",
+            report.state_rows
         );
         println!(
             "  signatures checked  {} (Ed25519, certificate chain and validity, authority and status at signing)",

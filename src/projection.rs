@@ -489,9 +489,12 @@ impl Projector {
     /// Compares the stored rows of every projected table (in [`TABLES`]
     /// order) with the projection.
     ///
+    /// Returns the number of rows compared.
+    ///
     /// # Errors
     /// The first difference, table by table, in key order.
-    pub fn compare(&self, stored: &[Vec<Vec<Cell>>]) -> Result<(), StateMismatch> {
+    pub fn compare(&self, stored: &[Vec<Vec<Cell>>]) -> Result<u64, StateMismatch> {
+        let mut compared = 0u64;
         for (i, spec) in TABLES.iter().enumerate() {
             let rows = stored.get(i).map_or(&[][..], Vec::as_slice);
             let mut found: BTreeMap<String, &Vec<Cell>> = BTreeMap::new();
@@ -506,6 +509,7 @@ impl Projector {
                         written_by: expected.written_by,
                     });
                 };
+                compared += 1;
                 for (c, (column, _)) in spec.columns.iter().enumerate() {
                     if row[c] != expected.cells[c] {
                         return Err(StateMismatch::Value {
@@ -526,7 +530,7 @@ impl Projector {
                 });
             }
         }
-        Ok(())
+        Ok(compared)
     }
 }
 
