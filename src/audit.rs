@@ -153,15 +153,6 @@ pub async fn verify_store(
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, AuditError> {
     let started = Instant::now();
-    let mut verifier = ChainVerifier::new(key.clone(), options.check_canonical)
-        .collecting_nodes()
-        .checking_writers();
-    let mut signatures = SignatureChecker::default();
-    let mut projector = Projector::default();
-    // The first difference in what is derived from the entries (parent
-    // index, tree nodes, state tables). Reported only after the entries
-    // themselves passed, so a forged entry is named as such first.
-    let mut derived: Option<StateMismatch> = None;
     let external = options
         .external_checkpoint
         .as_deref()
@@ -174,16 +165,25 @@ pub async fn verify_store(
             })
         })
         .transpose()?;
-
-    // Checkpoints, ascending by size, fetched page by page.
-    let mut checkpoints = store
-        .checkpoints_page(0, STREAM_PAGE_ROWS)
-        .await?
-        .into_iter()
-        .peekable();
-    let mut checkpoint_count = 0u64;
-    let mut last_checkpoint_size = 0u64;
-    let mut last_seq: Option<u64> = None;
+    let mut walk = Walk {
+        store,
+        verifier: ChainVerifier::new(key.clone(), options.check_canonical)
+            .collecting_nodes()
+            .checking_writers(),
+        signatures: SignatureChecker::default(),
+        projector: Projector::default(),
+        derived: None,
+        // Checkpoints, ascending by size, fetched page by page.
+        checkpoints: store
+            .checkpoints_page(0, STREAM_PAGE_ROWS)
+            .await?
+            .into_iter()
+            .peekable(),
+        checkpoint_count: 0,
+        last_checkpoint_size: 0,
+        last_seq: None,
+        external,
+    };
 
     // Prefetch: while one page is checked the next is read.
     let (pages_tx, mut pages_rx) =
@@ -205,53 +205,13 @@ pub async fn verify_store(
             from = last.expect("checked") + 1;
         }
     });
-
     while let Some(page) = pages_rx.recv().await {
         let page = page?;
         if page.is_empty() {
             break;
         }
-        let mut parent_refs: Vec<(u64, Hash)> = Vec::new();
-        let prechecked = precheck_page(&verifier, &page);
-        for (row, pre) in page.iter().zip(prechecked) {
-            let verified = verifier.apply(row.seq, pre)?;
-            if SignatureChecker::is_relevant(verified.kind.name) {
-                signatures.observe(row.seq, &row.canonical)?;
-            }
-            project(&mut projector, row, &verified)?;
-            parent_refs.extend(verified.parents.iter().map(|p| (verified.seq, *p)));
-            while let Some(cp) = checkpoints.peek() {
-                if cp.size > verifier.size() {
-                    break;
-                }
-                let cp = checkpoints.next().expect("peeked");
-                verifier.check_checkpoint_here(&cp.note, Some((cp.size, &cp.root)))?;
-                checkpoint_count += 1;
-                last_checkpoint_size = cp.size;
-                if checkpoints.peek().is_none() {
-                    checkpoints = store
-                        .checkpoints_page(cp.size, STREAM_PAGE_ROWS)
-                        .await?
-                        .into_iter()
-                        .peekable();
-                }
-            }
-            if let Some(ext) = &external
-                && ext.size == verifier.size()
-                && ext.root != verifier.root()
-            {
-                return Err(VerifyError::RootMismatch {
-                    size: ext.size,
-                    signed: ext.root.to_hex(),
-                    computed: verifier.root().to_hex(),
-                }
-                .into());
-            }
-        }
-        last_seq = page.last().map(|r| r.seq);
-        let found = check_derived_indexes(store, &mut verifier, &page, parent_refs).await?;
-        derived = derived.or(found);
-        progress(verifier.size());
+        walk.page(&page).await?;
+        progress(walk.verifier.size());
     }
     reader
         .await
@@ -261,27 +221,29 @@ pub async fn verify_store(
     // appended meanwhile are verified and projected first, so the state
     // is compared at the size it belongs to.
     let snapshot = store.state_snapshot(crate::projection::TABLES).await?;
-    while verifier.size() < snapshot.size {
-        let from = verifier.size();
+    while walk.verifier.size() < snapshot.size {
+        let from = walk.verifier.size();
         let limit = u32::try_from(snapshot.size - from)
             .map_or(STREAM_PAGE_ROWS, |n| n.min(STREAM_PAGE_ROWS));
         let page = store.verify_page(from, limit).await?;
         if page.is_empty() {
             break;
         }
-        let mut parent_refs: Vec<(u64, Hash)> = Vec::new();
-        for (row, pre) in page.iter().zip(precheck_page(&verifier, &page)) {
-            let verified = verifier.apply(row.seq, pre)?;
-            if SignatureChecker::is_relevant(verified.kind.name) {
-                signatures.observe(row.seq, &row.canonical)?;
-            }
-            project(&mut projector, row, &verified)?;
-            parent_refs.extend(verified.parents.iter().map(|p| (verified.seq, *p)));
-        }
-        last_seq = page.last().map(|r| r.seq);
-        let found = check_derived_indexes(store, &mut verifier, &page, parent_refs).await?;
-        derived = derived.or(found);
+        walk.page(&page).await?;
+        progress(walk.verifier.size());
     }
+    let Walk {
+        verifier,
+        signatures,
+        projector,
+        derived,
+        mut checkpoints,
+        checkpoint_count,
+        last_checkpoint_size,
+        last_seq,
+        external,
+        ..
+    } = walk;
 
     let entries = verifier.size();
     if let Some(cp) = checkpoints.next() {
@@ -319,6 +281,8 @@ pub async fn verify_store(
         verifier.check_seal(head_seal.as_deref())?;
         pending = entries - last_checkpoint_size;
     }
+    // What is derived from the entries is judged only once the entries
+    // themselves passed, so a forged entry is named as such first.
     if let Some(problem) = derived {
         return Err(problem.into());
     }
@@ -333,6 +297,81 @@ pub async fn verify_store(
         external_checkpoint: external.map(|c| c.size),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The state of one [`verify_store`] run as pages of entries pass through.
+struct Walk<'a> {
+    store: &'a Store,
+    verifier: ChainVerifier,
+    signatures: SignatureChecker,
+    projector: Projector,
+    /// The first difference in what is derived from the entries (parent
+    /// index, tree nodes), reported after the entry checks.
+    derived: Option<StateMismatch>,
+    checkpoints: std::iter::Peekable<std::vec::IntoIter<crate::store::StoredCheckpoint>>,
+    checkpoint_count: u64,
+    last_checkpoint_size: u64,
+    last_seq: Option<u64>,
+    external: Option<Checkpoint>,
+}
+
+impl Walk<'_> {
+    /// Every check of one page, the next in seq order: the entries (on all
+    /// cores, then in order), the signatures, the projection, the stored
+    /// checkpoints the page reaches, the saved checkpoint, and the page's
+    /// parent index and tree nodes.
+    async fn page(&mut self, page: &[VerifyRow]) -> Result<(), AuditError> {
+        let mut parent_refs: Vec<(u64, Hash)> = Vec::new();
+        let prechecked = precheck_page(&self.verifier, page);
+        for (row, pre) in page.iter().zip(prechecked) {
+            let verified = self.verifier.apply(row.seq, pre)?;
+            if SignatureChecker::is_relevant(verified.kind.name) {
+                self.signatures.observe(row.seq, &row.canonical)?;
+            }
+            project(&mut self.projector, row, &verified)?;
+            parent_refs.extend(verified.parents.iter().map(|p| (verified.seq, *p)));
+            self.checkpoints_here().await?;
+            if let Some(ext) = &self.external
+                && ext.size == self.verifier.size()
+                && ext.root != self.verifier.root()
+            {
+                return Err(VerifyError::RootMismatch {
+                    size: ext.size,
+                    signed: ext.root.to_hex(),
+                    computed: self.verifier.root().to_hex(),
+                }
+                .into());
+            }
+        }
+        self.last_seq = page.last().map(|r| r.seq);
+        let found =
+            check_derived_indexes(self.store, &mut self.verifier, page, parent_refs).await?;
+        self.derived = self.derived.take().or(found);
+        Ok(())
+    }
+
+    /// Checks every stored checkpoint of the size verified so far.
+    async fn checkpoints_here(&mut self) -> Result<(), AuditError> {
+        while let Some(cp) = self.checkpoints.peek() {
+            if cp.size > self.verifier.size() {
+                break;
+            }
+            let cp = self.checkpoints.next().expect("peeked");
+            self.verifier
+                .check_checkpoint_here(&cp.note, Some((cp.size, &cp.root)))?;
+            self.checkpoint_count += 1;
+            self.last_checkpoint_size = cp.size;
+            if self.checkpoints.peek().is_none() {
+                self.checkpoints = self
+                    .store
+                    .checkpoints_page(cp.size, STREAM_PAGE_ROWS)
+                    .await?
+                    .into_iter()
+                    .peekable();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Feeds an entry of a projected kind to the projector.

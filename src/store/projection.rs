@@ -95,32 +95,6 @@ macro_rules! read_cells {
     }};
 }
 
-macro_rules! snapshot_body {
-    ($tx:ident, $tables:expr) => {{
-        let size: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries")
-            .fetch_one(&mut *$tx)
-            .await?;
-        let mut out = Vec::with_capacity($tables.len());
-        for table in $tables {
-            let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
-            let sql = format!("SELECT {} FROM {}", columns.join(", "), table.name);
-            // Names come from the static `projection::TABLES`, never from input.
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&mut *$tx)
-                .await?;
-            let mut cells = Vec::with_capacity(rows.len());
-            for row in &rows {
-                cells.push(read_cells!(row, table.columns));
-            }
-            out.push(cells);
-        }
-        StateSnapshot {
-            size: u64::try_from(size).unwrap_or(0),
-            tables: out,
-        }
-    }};
-}
-
 impl Store {
     /// Reads every table of `tables` and the number of entries in one
     /// read transaction (a repeatable-read snapshot on PostgreSQL, one WAL
@@ -130,22 +104,37 @@ impl Store {
     /// # Errors
     /// A database failure.
     pub async fn state_snapshot(&self, tables: &[TableSpec]) -> Result<StateSnapshot, StoreError> {
-        Ok(match &self.backend {
-            Backend::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                let snapshot = snapshot_body!(tx, tables);
-                tx.rollback().await?;
-                snapshot
-            }
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+        let postgres = matches!(self.backend, Backend::Postgres(_));
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if postgres {
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .execute(&mut *tx)
                     .await?;
-                let snapshot = snapshot_body!(tx, tables);
-                tx.rollback().await?;
-                snapshot
             }
+            // The head's seq through the primary key, not a count of rows.
+            let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq) + 1, 0) FROM entries")
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut out = Vec::with_capacity(tables.len());
+            for table in tables {
+                let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
+                let sql = format!("SELECT {} FROM {}", columns.join(", "), table.name);
+                // Names come from the static `projection::TABLES`, never from input.
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut cells = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    cells.push(read_cells!(row, table.columns));
+                }
+                out.push(cells);
+            }
+            tx.rollback().await?;
+            Ok(StateSnapshot {
+                size: u64::try_from(size).unwrap_or(0),
+                tables: out,
+            })
         })
     }
 
@@ -160,22 +149,13 @@ impl Store {
         to: u64,
     ) -> Result<Vec<(u64, u64, i64)>, StoreError> {
         const SQL: &str = "SELECT seq, parent_seq, position FROM entry_parents WHERE seq >= $1 AND seq < $2 ORDER BY seq, position";
-        let rows: Vec<(i64, i64, i64)> = match &self.backend {
-            Backend::Sqlite(pool) => {
-                sqlx::query_as(SQL)
-                    .bind(i64_of(from))
-                    .bind(i64_of(to))
-                    .fetch_all(pool)
-                    .await?
-            }
-            Backend::Postgres(pool) => {
-                sqlx::query_as(SQL)
-                    .bind(i64_of(from))
-                    .bind(i64_of(to))
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
+        let rows: Vec<(i64, i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(SQL)
+                .bind(i64_of(from))
+                .bind(i64_of(to))
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows
             .into_iter()
             .map(|(s, p, pos)| {
