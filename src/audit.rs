@@ -305,8 +305,9 @@ struct Walk<'a> {
     verifier: ChainVerifier,
     signatures: SignatureChecker,
     projector: Projector,
-    /// The first difference in what is derived from the entries (parent
-    /// index, tree nodes), reported after the entry checks.
+    /// The first problem in what is derived from the entries (an entry the
+    /// projection cannot replay, the parent index, tree nodes), reported
+    /// after the entry checks.
     derived: Option<StateMismatch>,
     checkpoints: std::iter::Peekable<std::vec::IntoIter<crate::store::StoredCheckpoint>>,
     checkpoint_count: u64,
@@ -328,7 +329,9 @@ impl Walk<'_> {
             if SignatureChecker::is_relevant(verified.kind.name) {
                 self.signatures.observe(row.seq, &row.canonical)?;
             }
-            project(&mut self.projector, row, &verified)?;
+            if let Err(problem) = project(&mut self.projector, row, &verified) {
+                self.derived.get_or_insert(problem);
+            }
             parent_refs.extend(verified.parents.iter().map(|p| (verified.seq, *p)));
             self.checkpoints_here().await?;
             if let Some(ext) = &self.external
@@ -379,7 +382,7 @@ fn project(
     projector: &mut Projector,
     row: &VerifyRow,
     verified: &crate::ledger::verify::Verified,
-) -> Result<(), AuditError> {
+) -> Result<(), StateMismatch> {
     if !Projector::reads(verified.kind.name) {
         return Ok(());
     }
@@ -393,10 +396,12 @@ fn project(
         hash: verified.hash,
         recorded_at: value["recorded_at"].as_str().unwrap_or_default(),
         kind: verified.kind.name,
+        subject: value["subject"].as_str().unwrap_or_default(),
+        correlation_id: value["correlation_id"].as_str(),
+        idempotency_key: value["idempotency_key"].as_str(),
         parents: &verified.parents,
         payload: &value["payload"],
-    })?;
-    Ok(())
+    })
 }
 
 /// The checks of a page against the store's derived indexes: every parent

@@ -911,7 +911,7 @@ async fn verify(g: &Global, checkpoint: Option<&Path>, json: bool) -> Result<(),
             report.checkpoints
         );
         println!(
-            "  state rows replayed {} (tokens, users, certificates, CAs, signing policy, completions; parent index and tree nodes too: docs/STATE.md)",
+            "  state rows replayed {} (identity and integration tables, parent index and tree nodes: docs/STATE.md)",
             report.state_rows
         );
         println!(

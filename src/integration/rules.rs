@@ -513,7 +513,12 @@ async fn prepare(
         capa: false,
     };
     let outcome = match data {
-        EventData::Person(p) => person(ig, &mut plan, p, event_time.as_deref()).await,
+        // An event without a time is as of when Trailmark received it: a
+        // time the ledger holds, so the projection can recompute it.
+        EventData::Person(p) => {
+            let source_time = event_time.clone().unwrap_or_else(|| received_at.clone());
+            person(ig, &mut plan, p, &source_time).await
+        }
         EventData::JobFunction(j) => {
             plan.master_data = true;
             plan.sql(
@@ -772,9 +777,9 @@ async fn person(
     ig: &Integration,
     plan: &mut Plan,
     p: &events::PersonChanged,
-    event_time: Option<&str>,
+    source_time: &str,
 ) -> Ruled {
-    let source_time = event_time.map_or_else(|| ts(plan.now), str::to_owned);
+    let source_time = source_time.to_owned();
     let known: Option<(String,)> = ig
         .store()
         .row(

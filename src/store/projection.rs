@@ -55,6 +55,9 @@ pub struct TableSpec {
     pub name: &'static str,
     /// How many of `columns` (from the first) form the key.
     pub key_columns: usize,
+    /// Whether the key is unique in the table; without a unique key,
+    /// duplicate rows are told apart by their order.
+    pub unique: bool,
     /// The columns compared, key first.
     pub columns: &'static [(&'static str, ColumnType)],
 }

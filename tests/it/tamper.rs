@@ -304,6 +304,13 @@ async fn ledger_with_state() -> TestLedger {
     assert_eq!(status, 200, "{r}");
     master_data(&http, &ledger.admin_token, 2).await;
     let done = vec![
+        crate::integration::event(
+            "qms.capa.training_action.v1",
+            "capa-a1",
+            "2026-01-11T00:00:00Z",
+            json!({"capa_id": "CAPA-9", "action_id": "A1", "document_id": "SOP-017", "version": "3",
+                   "people": ["E1"], "due_date": "2026-03-31", "verification_required": false}),
+        ),
         completion("c1", "E1", "3", "2026-01-12T09:00:00Z", "completed"),
         completion("c2", "E2", "3", "2026-03-01T09:00:00Z", "completed"),
     ];
@@ -384,6 +391,61 @@ async fn verify_replays_the_state_and_names_every_edited_table() {
             "signing_policy",
             "UPDATE signing_policy SET policy = '{\"meanings\":{},\"rules\":{}}'",
             &["signing_policy", "policy"],
+        ),
+        (
+            "inbox",
+            "UPDATE inbox SET status = 'pending', status_seq = NULL WHERE event_id = 'c2'",
+            &["inbox", "status"],
+        ),
+        (
+            "people",
+            "UPDATE people SET active = 0 WHERE person_id = 'E2'",
+            &["people", "person_id=E2", "active"],
+        ),
+        (
+            "person_functions",
+            "UPDATE person_functions SET job_function = 'QA' WHERE person_id = 'E1'",
+            &["person_functions", "person_id=E1"],
+        ),
+        (
+            "training_categories",
+            "UPDATE training_categories SET window_days = 365",
+            &["training_categories", "window_days"],
+        ),
+        (
+            "training_matrix",
+            "INSERT INTO training_matrix (document_id, job_function, known_seq, known_at) VALUES ('SOP-017', 'QA', 1, '2026-01-01T00:00:00.000000Z')",
+            &["training_matrix", "written by no entry"],
+        ),
+        (
+            "document_versions",
+            "UPDATE document_versions SET effective_at = '2026-02-01T00:00:00.000000Z'",
+            &["document_versions", "effective_at"],
+        ),
+        (
+            "assignments",
+            "UPDATE assignments SET due_at = '2099-01-01T00:00:00.000000Z'",
+            &["assignments", "due_at"],
+        ),
+        (
+            "assignments",
+            "UPDATE assignments SET status = 'cancelled', cancel_reason = 'forged' WHERE person_id = 'E2'",
+            &["assignments", "status"],
+        ),
+        (
+            "capa_actions",
+            "UPDATE capa_actions SET due_at = '2099-01-01T00:00:00.000000Z'",
+            &["capa_actions", "capa_id=CAPA-9"],
+        ),
+        (
+            "capas",
+            "UPDATE capas SET status = 'closed', ready = 1",
+            &["capas", "CAPA-9"],
+        ),
+        (
+            "outbox",
+            "UPDATE outbox SET status = 'delivered', delivered_at = '2026-01-01T00:00:00.000000Z' WHERE status = 'pending'",
+            &["outbox", "status"],
         ),
         (
             "merkle_nodes",
