@@ -328,21 +328,24 @@ async fn late_items(
 ) -> Result<Vec<Item>, crate::store::StoreError> {
     let mut out = Vec::new();
     for (item, completed_at) in entries {
-        let found: Option<(String, String)> = state
+        let found: Option<(String, String, String, String)> = state
             .store
             .row(
-                "SELECT due_at, status FROM assignments WHERE assignment_id = $1",
+                "SELECT due_at, person_id, document_id, version FROM assignments WHERE assignment_id = $1",
                 &[crate::store::Bind::Text(
                     assignment_of(&item.subject).to_owned(),
                 )],
             )
             .await?;
-        let Some((due, _status)) = found else {
+        let Some((due, person, document, version)) = found else {
             continue;
         };
         if later(completed_at, &due) {
             let mut i = item.clone();
-            i.why = format!("Training completed late: due {due}, completed {completed_at}");
+            i.why = format!(
+                "Training completed late: {}, due {due}, completed {completed_at}",
+                training(&person, &document, &version)
+            );
             out.push(i);
         }
     }
@@ -397,16 +400,30 @@ async fn overdue_items(
             continue;
         };
         let v: Value = serde_json::from_slice(&e.canonical).unwrap_or(Value::Null);
-        let due = v["payload"]["due_at"].as_str().unwrap_or("?").to_owned();
+        let data = &v["payload"]["data"];
+        let field = |name: &str| data[name].as_str().unwrap_or("(not recorded)").to_owned();
         let before = if e.seq < from {
             " (assigned before this review's range)"
         } else {
             ""
         };
-        let why = format!("Training overdue: due {due}, not completed{before}");
+        let why = format!(
+            "Training overdue: {}, due {}, not completed{before}",
+            training(
+                &field("person_id"),
+                &field("document_id"),
+                &field("version")
+            ),
+            field("due_at")
+        );
         out.push(Item::of(e, why));
     }
     Ok((out, more))
+}
+
+/// Whose training on what, as a review item names it.
+fn training(person: &str, document: &str, version: &str) -> String {
+    format!("person {person}, {document} version {version}")
 }
 
 /// `a` is after `b` (RFC 3339 times, compared as instants).

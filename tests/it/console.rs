@@ -1044,11 +1044,25 @@ async fn overdue_training_is_raised_by_the_review_whose_period_it_fell_due_in() 
         .unwrap();
     let p = &review["payload"];
     let items = p["items"].as_array().unwrap();
+    let overdue = items
+        .iter()
+        .find(|i| i["seq"] == assigned && i["kind"] == "lms.assignment.created")
+        .unwrap_or_else(|| panic!("{p}"));
+    // The signed record names whose training on what, and when it fell due.
+    let why = overdue["why"].as_str().unwrap();
+    let due_at = chrono::DateTime::parse_from_rfc3339(
+        why.trim_start_matches("Training overdue: person E1, SOP-017 version 3, due ")
+            .split(',')
+            .next()
+            .unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("`{why}` names no due time: {e}"));
     assert!(
-        items
-            .iter()
-            .any(|i| i["seq"] == assigned && i["kind"] == "lms.assignment.created"),
-        "{p}"
+        (due_at.with_timezone(&chrono::Utc) - due)
+            .num_seconds()
+            .abs()
+            <= 5,
+        "{why} (due about {due})"
     );
     let in_range = items
         .iter()
