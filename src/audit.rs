@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use crate::ledger::merkle::{self, ProofPlan};
 use crate::ledger::verify::{ChainVerifier, Prechecked, VerifyError};
 use crate::ledger::{Checkpoint, Hash, VerifierKey};
 use crate::projection::{EntryView, Projector, StateMismatch};
+use crate::sequencer::{AppendRequest, SequencerHandle};
 use crate::signature::{SignatureChecker, SignatureError};
 use crate::store::{STREAM_PAGE_ROWS, Store, StoreError, VerifyRow};
 
@@ -132,6 +134,132 @@ pub async fn verify_and_record(
     result
 }
 
+/// Whether a full verification started by the server (the console's
+/// "Verify now" or the schedule) is running: one at a time.
+pub static VERIFYING: AtomicBool = AtomicBool::new(false);
+
+/// The problem of the last `security.verification.failed` this process
+/// recorded.
+static LAST_ALERT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Claims [`VERIFYING`]; `None` when a verification already runs. The
+/// claim ends when the guard drops.
+pub fn claim_verification() -> Option<VerificationClaim> {
+    VERIFYING
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+        .ok()
+        .map(|_| VerificationClaim)
+}
+
+/// Holds [`VERIFYING`] until dropped.
+#[derive(Debug)]
+pub struct VerificationClaim;
+
+impl Drop for VerificationClaim {
+    fn drop(&mut self) {
+        VERIFYING.store(false, Ordering::Release);
+    }
+}
+
+/// [`verify_and_record`], and when the ledger or what is derived from it
+/// is not intact, a `security.verification.failed` entry with the first
+/// problem, appended by Trailmark: the failure is on the record, not only
+/// in a log. An error that is not a verdict (the database failed) is
+/// logged and not recorded.
+///
+/// # Errors
+/// As [`verify_store`].
+pub async fn verify_and_alert(
+    store: &Store,
+    key: &VerifierKey,
+    sequencer: &SequencerHandle,
+    options: &VerifyOptions,
+    by_whom: &str,
+) -> Result<VerifyReport, AuditError> {
+    let result = verify_and_record(store, key, options, by_whom, |_| {}).await;
+    let class = match &result {
+        Err(AuditError::Broken(_)) => "entries",
+        Err(AuditError::Signature(_)) => "signatures",
+        Err(AuditError::State(_)) => "derived state",
+        Err(e) => {
+            tracing::error!(error = %e, requested_by = by_whom, "a full verification could not finish");
+            return result;
+        }
+        Ok(_) => return result,
+    };
+    let problem: String = result
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default()
+        .chars()
+        .take(2_000)
+        .collect();
+    tracing::error!(requested_by = by_whom, what = class, %problem, "VERIFICATION FAILED");
+    {
+        // The same problem found again (the schedule runs on while nobody
+        // has mended it) is recorded once per process, not every interval.
+        let mut last = LAST_ALERT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() == Some(problem.as_str()) {
+            return result;
+        }
+        *last = Some(problem.clone());
+    }
+    let mut payload = serde_json::Map::new();
+    payload.insert("requested_by".into(), by_whom.into());
+    payload.insert("found_in".into(), class.into());
+    payload.insert("problem".into(), problem.into());
+    let request = AppendRequest {
+        kind: crate::ledger::kind::lookup("security.verification.failed").expect("registered"),
+        actor: crate::ledger::Actor::system(),
+        subject: crate::ledger::Subject::parse("ledger:verification").expect("a valid subject"),
+        correlation_id: None,
+        idempotency_key: None,
+        parents: vec![],
+        reason: None,
+        payload,
+        effects: vec![],
+        parent_refs: vec![],
+    };
+    if let Err(e) = sequencer.append(request).await {
+        tracing::error!(error = %e, "the failed verification could not be recorded in the ledger");
+    }
+    result
+}
+
+/// The server's scheduled verification: every `interval` (none when zero)
+/// until `stop` turns true, skipped while another verification runs.
+pub async fn run_schedule(
+    store: Store,
+    key: VerifierKey,
+    sequencer: SequencerHandle,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let options = VerifyOptions {
+        check_canonical: true,
+        external_checkpoint: None,
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let Some(_claim) = claim_verification() else {
+            continue;
+        };
+        let _ = verify_and_alert(&store, &key, &sequencer, &options, "system:schedule").await;
+    }
+}
+
 /// Options of [`verify_store`].
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -185,37 +313,57 @@ pub async fn verify_store(
         external,
     };
 
-    // Prefetch: while one page is checked the next is read.
-    let (pages_tx, mut pages_rx) =
+    // Prefetch in two stages: while one page is checked, the next page's
+    // derived rows (parent index, tree nodes) are read, and the page after
+    // it. Measured on 1M entries: the entries' read takes 4.2 s and the
+    // derived rows 1.4 s; one after the other the reader bounded verify.
+    let (rows_tx, mut rows_rx) =
         tokio::sync::mpsc::channel::<Result<Vec<VerifyRow>, StoreError>>(2);
+    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Result<Page, StoreError>>(2);
     let reader_store = store.clone();
     let reader = tokio::spawn(async move {
         let mut from = 0u64;
         loop {
-            let page = reader_store.verify_page(from, STREAM_PAGE_ROWS).await;
-            let last = match &page {
-                Ok(rows) if rows.is_empty() => None,
-                Ok(rows) => Some(rows[rows.len() - 1].seq),
+            let rows = reader_store.verify_page(from, STREAM_PAGE_ROWS).await;
+            let last = match &rows {
+                Ok(rows) => rows.last().map(|r| r.seq),
                 Err(_) => None,
             };
-            let stop = last.is_none();
+            if rows_tx.send(rows).await.is_err() {
+                break;
+            }
+            match last {
+                Some(last) => from = last + 1,
+                None => break,
+            }
+        }
+    });
+    let deriver_store = store.clone();
+    let deriver = tokio::spawn(async move {
+        while let Some(rows) = rows_rx.recv().await {
+            let page = match rows {
+                Ok(rows) => Page::derive(&deriver_store, rows).await,
+                Err(e) => Err(e),
+            };
+            let stop = page.as_ref().map_or(true, |p| p.rows.is_empty());
             if pages_tx.send(page).await.is_err() || stop {
                 break;
             }
-            from = last.expect("checked") + 1;
         }
     });
     while let Some(page) = pages_rx.recv().await {
         let page = page?;
-        if page.is_empty() {
+        if page.rows.is_empty() {
             break;
         }
         walk.page(&page).await?;
         progress(walk.verifier.size());
     }
-    reader
-        .await
-        .map_err(|e| AuditError::Input(format!("the reader task failed: {e}")))?;
+    drop(pages_rx);
+    for task in [reader, deriver] {
+        task.await
+            .map_err(|e| AuditError::Input(format!("the reader task failed: {e}")))?;
+    }
 
     // The state tables, read in one snapshot; entries a running server
     // appended meanwhile are verified and projected first, so the state
@@ -225,8 +373,8 @@ pub async fn verify_store(
         let from = walk.verifier.size();
         let limit = u32::try_from(snapshot.size - from)
             .map_or(STREAM_PAGE_ROWS, |n| n.min(STREAM_PAGE_ROWS));
-        let page = store.verify_page(from, limit).await?;
-        if page.is_empty() {
+        let page = Page::read(store, from, limit).await?;
+        if page.rows.is_empty() {
             break;
         }
         walk.page(&page).await?;
@@ -321,10 +469,10 @@ impl Walk<'_> {
     /// cores, then in order), the signatures, the projection, the stored
     /// checkpoints the page reaches, the saved checkpoint, and the page's
     /// parent index and tree nodes.
-    async fn page(&mut self, page: &[VerifyRow]) -> Result<(), AuditError> {
+    async fn page(&mut self, page: &Page) -> Result<(), AuditError> {
         let mut parent_refs: Vec<(u64, Hash)> = Vec::new();
-        let prechecked = precheck_page(&self.verifier, page);
-        for (row, pre) in page.iter().zip(prechecked) {
+        let prechecked = precheck_page(&self.verifier, &page.rows);
+        for (row, pre) in page.rows.iter().zip(prechecked) {
             let verified = self.verifier.apply(row.seq, pre)?;
             if SignatureChecker::is_relevant(verified.kind.name) {
                 self.signatures.observe(row.seq, &row.canonical)?;
@@ -346,7 +494,7 @@ impl Walk<'_> {
                 .into());
             }
         }
-        self.last_seq = page.last().map(|r| r.seq);
+        self.last_seq = page.rows.last().map(|r| r.seq);
         let found =
             check_derived_indexes(self.store, &mut self.verifier, page, parent_refs).await?;
         self.derived = self.derived.take().or(found);
@@ -404,6 +552,57 @@ fn project(
     })
 }
 
+/// A page of entries with what the store derived from them: the parent
+/// index rows of its seqs and the interior tree nodes its leaves complete.
+struct Page {
+    rows: Vec<VerifyRow>,
+    /// `(seq, parent_seq, position)`, by seq and position.
+    parents: Vec<(u64, u64, i64)>,
+    /// `(level, index)` to stored hash.
+    nodes: HashMap<(u8, u64), Hash>,
+}
+
+impl Page {
+    /// Reads up to `limit` entries from `from` and what they derive.
+    async fn read(store: &Store, from: u64, limit: u32) -> Result<Page, StoreError> {
+        Page::derive(store, store.verify_page(from, limit).await?).await
+    }
+
+    /// `rows` with their parent index rows and, level by level, the stored
+    /// nodes that leaves `first..=last` complete: node `(l, i)` completes at
+    /// leaf `(i + 1) * 2^l - 1`, so on each level they are one contiguous
+    /// range of the primary key.
+    async fn derive(store: &Store, rows: Vec<VerifyRow>) -> Result<Page, StoreError> {
+        let (Some(first), Some(last)) = (rows.first().map(|r| r.seq), rows.last().map(|r| r.seq))
+        else {
+            return Ok(Page {
+                rows,
+                parents: Vec::new(),
+                nodes: HashMap::new(),
+            });
+        };
+        let parents = store.parent_index(first, last + 1).await?;
+        let mut ranges = Vec::new();
+        for level in 1..64u8 {
+            let width = 1u64 << level;
+            if width > last + 1 {
+                break;
+            }
+            let low = (first + 1).div_ceil(width) - 1;
+            let high = (last + 1) / width;
+            if low < high {
+                ranges.push((level, low, high));
+            }
+        }
+        let nodes = store.node_ranges(&ranges).await?;
+        Ok(Page {
+            rows,
+            parents,
+            nodes,
+        })
+    }
+}
+
 /// The checks of a page against the store's derived indexes: every parent
 /// exists earlier (`parent_refs`, child and parent hash), the parent index
 /// holds exactly the entries' parents in order, and every interior tree
@@ -411,12 +610,9 @@ fn project(
 async fn check_derived_indexes(
     store: &Store,
     verifier: &mut ChainVerifier,
-    page: &[VerifyRow],
+    page: &Page,
     parent_refs: Vec<(u64, Hash)>,
 ) -> Result<Option<StateMismatch>, AuditError> {
-    let (Some(first), Some(last)) = (page.first(), page.last()) else {
-        return Ok(None);
-    };
     let mut expected: Vec<(u64, u64, i64)> = Vec::with_capacity(parent_refs.len());
     if !parent_refs.is_empty() {
         let hashes: Vec<Hash> = parent_refs.iter().map(|(_, h)| *h).collect();
@@ -443,9 +639,9 @@ async fn check_derived_indexes(
             }
         }
     }
-    let stored = store.parent_index(first.seq, last.seq + 1).await?;
-    if stored != expected {
-        let seq = first_difference(&stored, &expected);
+    let stored = &page.parents;
+    if *stored != expected {
+        let seq = first_difference(stored, &expected);
         let of = |rows: &[(u64, u64, i64)]| {
             let parents: Vec<String> = rows
                 .iter()
@@ -456,28 +652,23 @@ async fn check_derived_indexes(
         };
         return Ok(Some(StateMismatch::ParentIndex {
             seq,
-            stored: of(&stored),
+            stored: of(stored),
             expected: of(&expected),
         }));
     }
-    let nodes = verifier.take_nodes();
-    if !nodes.is_empty() {
-        let ids: Vec<merkle::NodeId> = nodes.iter().map(|(id, _, _)| *id).collect();
-        let stored = store.nodes(&ids).await?;
-        for (id, hash, seq) in nodes {
-            let found = stored.get(&id);
-            if found != Some(&hash) {
-                return Ok(Some(StateMismatch::TreeNode {
-                    level: id.level,
-                    index: id.index,
-                    stored: found.map_or_else(
-                        || "missing".to_owned(),
-                        |h| format!("stored {}", h.to_hex()),
-                    ),
-                    expected: hash.to_hex(),
-                    seq,
-                }));
-            }
+    for (id, hash, seq) in verifier.take_nodes() {
+        let found = page.nodes.get(&(id.level, id.index));
+        if found != Some(&hash) {
+            return Ok(Some(StateMismatch::TreeNode {
+                level: id.level,
+                index: id.index,
+                stored: found.map_or_else(
+                    || "missing".to_owned(),
+                    |h| format!("stored {}", h.to_hex()),
+                ),
+                expected: hash.to_hex(),
+                seq,
+            }));
         }
     }
     Ok(None)

@@ -493,6 +493,7 @@ pub async fn initialise(
         sequencer: SequencerConfig::default(),
         identity: crate::config::IdentityConfig::default(),
         integration: crate::config::IntegrationConfig::default(),
+        verify: crate::config::VerifyConfig::default(),
     };
     let dir = DataDir::at(data);
     let key = dir.create(&config)?;

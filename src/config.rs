@@ -99,6 +99,27 @@ pub struct Config {
     /// Events in, rules, hand-overs out (docs/INTEGRATION.md).
     #[serde(default)]
     pub integration: IntegrationConfig,
+    /// The server's scheduled full verification (docs/STATE.md §2).
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// The server's scheduled full verification: entries, derived tables and
+/// state; a failure is recorded as `security.verification.failed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Seconds between two scheduled verifications; 0 turns the schedule
+    /// off (the console's "Verify now" and `trailmark verify` remain).
+    pub interval_seconds: u64,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> VerifyConfig {
+        VerifyConfig {
+            interval_seconds: 86_400,
+        }
+    }
 }
 
 /// The QMS-LMS integration (docs/INTEGRATION.md).
@@ -514,6 +535,7 @@ mod tests {
             sequencer: SequencerConfig::default(),
             identity: IdentityConfig::default(),
             integration: IntegrationConfig::default(),
+            verify: VerifyConfig::default(),
         };
         let key = data.create(&config).unwrap();
         assert_eq!(data.config().unwrap(), config);

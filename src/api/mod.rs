@@ -640,6 +640,13 @@ impl Server {
                 stopping.clone(),
             )));
         }
+        workers.push(tokio::spawn(crate::audit::run_schedule(
+            store.clone(),
+            verifier.clone(),
+            sequencer.handle(),
+            std::time::Duration::from_secs(config.verify.interval_seconds),
+            stopping.clone(),
+        )));
         let signer = crate::config::DataDir::at(data_dir)
             .report_signer()?
             .map(Arc::new);

@@ -4,7 +4,7 @@
 //! downloads.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -22,9 +22,6 @@ use crate::integration::IntegrationError;
 use crate::ledger::Actor;
 use crate::report::{Format, ReportType, Requester, Scope};
 use crate::store::Bind;
-
-/// One console-started verification at a time.
-static VERIFYING: AtomicBool = AtomicBool::new(false);
 
 /// Delivered messages per target the SLA figures are computed over.
 const SLA_WINDOW: i64 = 10_000;
@@ -202,7 +199,7 @@ async fn body(
     let dead_total: i64 = sla.values().map(|s| s.dead).sum();
     let pending_total: i64 = sla.values().map(|s| s.pending).sum();
     let limit = state.integration.config().delivery_sla_seconds;
-    let verifying = VERIFYING.load(Ordering::Relaxed);
+    let verifying = crate::audit::VERIFYING.load(Ordering::Relaxed);
     let reports = grants(&v.caller.roles, Permission::ReportsGenerate);
     Ok(html! {
         @if let Some(n) = notice { (n) }
@@ -442,23 +439,21 @@ pub(super) async fn verify(
         Ok(v) => v,
         Err(r) => return r,
     };
-    if VERIFYING
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok()
-    {
+    if let Some(claim) = crate::audit::claim_verification() {
         let by = format!("user:{}", v.caller.user.user_id);
-        let (store, key) = (state.store.clone(), state.verifier.clone());
+        let (store, key, sequencer) = (
+            state.store.clone(),
+            state.verifier.clone(),
+            state.sequencer.clone(),
+        );
         tokio::spawn(async move {
+            let _claim = claim;
             let options = crate::audit::VerifyOptions {
                 check_canonical: true,
                 external_checkpoint: None,
             };
-            if let Err(e) =
-                crate::audit::verify_and_record(&store, &key, &options, &by, |_| {}).await
-            {
-                tracing::error!(error = %e, "a full verification started in the console failed");
-            }
-            VERIFYING.store(false, Ordering::Release);
+            // A failure is logged and recorded by `verify_and_alert`.
+            let _ = crate::audit::verify_and_alert(&store, &key, &sequencer, &options, &by).await;
         });
     }
     Redirect::to("/console/ops?verifying=1").into_response()

@@ -237,6 +237,12 @@ pub static KINDS: &[KindDef] = &[
         "a signing attempt was refused (wrong password, authority, sequence)",
     ),
     kind(
+        "security.verification.failed",
+        Class::Security,
+        Writers::Trailmark,
+        "a full verification (scheduled or asked for) found the ledger or the state derived from it not intact; the first problem in the payload",
+    ),
+    kind(
         "signature.applied",
         Class::Signature,
         Writers::Trailmark,

@@ -2,9 +2,13 @@
 //! consistent snapshot of every projected table with the ledger size it
 //! belongs to, and the parent index by seq range.
 
+use std::collections::HashMap;
+
+use sqlx::QueryBuilder;
 use sqlx::Row as _;
 
-use super::{Backend, Store, StoreError, i64_of};
+use super::{Backend, Store, StoreError, hash_of, i64_of, u64_of};
+use crate::ledger::Hash;
 
 /// The SQL type a projected column is read as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +143,80 @@ impl Store {
                 tables: out,
             })
         })
+    }
+
+    /// The stored interior nodes in `ranges` (`(level, from, to)`: the
+    /// nodes of `level` with `from <= idx < to`), for `verify`'s comparison
+    /// of the nodes a page of entries completes (contiguous on each level).
+    /// One query for all levels, the hashes of a level joined in hex in SQL:
+    /// a row per node cost more in the driver than the comparison. A level
+    /// whose range is not complete is read row by row, so the missing node
+    /// can be named.
+    ///
+    /// # Errors
+    /// A database failure or a malformed stored hash.
+    pub async fn node_ranges(
+        &self,
+        ranges: &[(u8, u64, u64)],
+    ) -> Result<HashMap<(u8, u64), Hash>, StoreError> {
+        let mut out = HashMap::new();
+        if ranges.is_empty() {
+            return Ok(out);
+        }
+        let joined = match &self.backend {
+            Backend::Sqlite(_) => "group_concat(lower(hex(hash)), '' ORDER BY idx)",
+            Backend::Postgres(_) => "string_agg(encode(hash, 'hex'), '' ORDER BY idx)",
+        };
+        let rows: Vec<(i64, i64, Option<i64>, Option<String>)> = on_pool!(self, pool => {
+            let mut qb = QueryBuilder::new("SELECT level, COUNT(*), MIN(idx), ");
+            qb.push(joined).push(" FROM merkle_nodes WHERE ");
+            for (i, (level, from, to)) in ranges.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" OR ");
+                }
+                qb.push("(level = ").push_bind(i64::from(*level))
+                    .push(" AND idx >= ").push_bind(i64_of(*from))
+                    .push(" AND idx < ").push_bind(i64_of(*to)).push(")");
+            }
+            qb.push(" GROUP BY level");
+            qb.build_query_as().fetch_all(pool).await?
+        });
+        let mut complete = std::collections::HashSet::new();
+        for (level, count, first, hex_joined) in rows {
+            let Some(&(level, from, to)) = ranges.iter().find(|r| i64::from(r.0) == level) else {
+                continue;
+            };
+            let hex_joined = hex_joined.unwrap_or_default();
+            let whole = u64::try_from(count).ok() == Some(to - from)
+                && first.and_then(|f| u64::try_from(f).ok()) == Some(from)
+                && hex_joined.len() as u64 == 64 * (to - from);
+            if !whole {
+                continue;
+            }
+            // The primary key makes the indices distinct: `to - from` of
+            // them, the least `from`, all below `to`, are `from..to`.
+            for (idx, hex) in (from..to).zip(hex_joined.as_bytes().chunks(64)) {
+                let bytes = hex::decode(hex)
+                    .map_err(|_| StoreError::Corrupt(format!("node ({level}, {idx}): not hex")))?;
+                out.insert((level, idx), hash_of(&bytes, "node")?);
+            }
+            complete.insert(level);
+        }
+        for &(level, from, to) in ranges.iter().filter(|r| !complete.contains(&r.0)) {
+            const SQL: &str = "SELECT idx, hash FROM merkle_nodes WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx";
+            let rows: Vec<(i64, Vec<u8>)> = on_pool!(self, pool => {
+                sqlx::query_as(SQL)
+                    .bind(i64::from(level))
+                    .bind(i64_of(from))
+                    .bind(i64_of(to))
+                    .fetch_all(pool)
+                    .await?
+            });
+            for (idx, hash) in rows {
+                out.insert((level, u64_of(idx, "node index")?), hash_of(&hash, "node")?);
+            }
+        }
+        Ok(out)
     }
 
     /// The parent index rows `(seq, parent_seq, position)` of the entries

@@ -103,6 +103,7 @@ pub fn flatten(value: &Value) -> BTreeMap<String, String> {
 pub fn controlled(key: &str) -> bool {
     (key.starts_with("identity.") && key != "identity.alert_webhook_url")
         || key.starts_with("sequencer.")
+        || key.starts_with("verify.")
         || (key.starts_with("integration.") && !key.starts_with("integration.targets."))
         || key == "max_body_bytes"
 }
@@ -123,6 +124,7 @@ pub fn default_controlled() -> BTreeMap<String, String> {
         "sequencer": crate::config::SequencerConfig::default(),
         "identity": crate::config::IdentityConfig::default(),
         "integration": crate::config::IntegrationConfig::default(),
+        "verify": crate::config::VerifyConfig::default(),
     });
     flatten(&defaults)
         .into_iter()

@@ -492,3 +492,69 @@ async fn verify_replays_the_state_and_names_every_edited_table() {
     }
     ledger.finish().await;
 }
+
+/// The server's scheduled verification replays the state too: a completion
+/// edited under a running server is found within the interval and recorded
+/// as `security.verification.failed` naming the table, once, not at every
+/// interval.
+#[tokio::test]
+async fn the_scheduled_verification_records_a_state_edit_once() {
+    let ledger = ledger_with_state().await;
+    let mut config = ledger.config();
+    config.verify.interval_seconds = 1;
+    let server = ledger.start_with(&config).await;
+    let mut raw = ledger.db.raw().await;
+    raw.exec("CREATE TABLE saved AS SELECT * FROM completions")
+        .await
+        .unwrap();
+    raw.exec("UPDATE completions SET person_id = 'E2' WHERE person_id = 'E1'")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let found = loop {
+        let found = raw_alerts(&ledger).await;
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(found.len(), 1, "one alert within the interval: {found:?}");
+    let payload = &found[0];
+    assert_eq!(payload["requested_by"], "system:schedule");
+    assert_eq!(payload["found_in"], "derived state");
+    let problem = payload["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("`completions`") && problem.contains("person_id"),
+        "{problem}"
+    );
+    // Two more intervals with the same problem: still one alert.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(raw_alerts(&ledger).await.len(), 1);
+    server.stop().await;
+    raw.exec(
+        "DELETE FROM completions; INSERT INTO completions SELECT * FROM saved; DROP TABLE saved",
+    )
+    .await
+    .unwrap();
+    ledger
+        .verify()
+        .await
+        .expect("mended, the ledger with its alert verifies");
+    ledger.finish().await;
+}
+
+/// The payloads of the `security.verification.failed` entries.
+async fn raw_alerts(ledger: &TestLedger) -> Vec<serde_json::Value> {
+    let rows: Vec<(Vec<u8>,)> = ledger
+        .opened
+        .store
+        .rows(
+            "SELECT canonical FROM entries WHERE kind = 'security.verification.failed' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(c,)| serde_json::from_slice::<serde_json::Value>(&c).unwrap()["payload"].clone())
+        .collect()
+}
