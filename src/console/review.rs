@@ -119,6 +119,23 @@ pub fn exception(kind: &str, entry: &Value) -> Option<String> {
         "integration.handover.dead_lettered" => Some("Hand-over dead-lettered".into()),
         "integration.capa.closure_refused" => Some("CAPA closure refused".into()),
         "integration.reconciliation.drift" => Some("Reconciliation drift".into()),
+        // Manual interventions: a person acted where the rules did not.
+        "integration.handover.replayed" => Some(format!(
+            "Dead letter {} replayed by {}: {}",
+            entry["payload"]["message_id"].as_str().unwrap_or(""),
+            entry["actor"].as_str().unwrap_or(""),
+            reason()
+        )),
+        "qms.capa.closed" => Some(format!(
+            "CAPA closed by {}: {}",
+            entry["actor"].as_str().unwrap_or(""),
+            reason()
+        )),
+        "security.verification.failed" => Some(format!(
+            "Verification failed ({}): {}",
+            entry["payload"]["found_in"].as_str().unwrap_or(""),
+            entry["payload"]["problem"].as_str().unwrap_or("")
+        )),
         "signature.applied" => {
             let local = entry["payload"]["manifestation"]["signed_at_local"].as_str()?;
             let at = DateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S %:z").ok()?;
@@ -864,6 +881,30 @@ mod tests {
                 .contains("typo")
         );
         assert!(e("admin.user.changed", json!({"reason": "new role"})).is_some());
+        let replay = e(
+            "integration.handover.replayed",
+            json!({"actor": "user:ops1", "reason": "LMS back up", "payload": {"message_id": "msg_1"}}),
+        )
+        .unwrap();
+        assert!(
+            replay.contains("msg_1")
+                && replay.contains("user:ops1")
+                && replay.contains("LMS back up")
+        );
+        assert!(
+            e(
+                "qms.capa.closed",
+                json!({"actor": "user:qa", "reason": "done"})
+            )
+            .unwrap()
+            .contains("user:qa")
+        );
+        let failed = e(
+            "security.verification.failed",
+            json!({"payload": {"found_in": "derived state", "problem": "state table `users`"}}),
+        )
+        .unwrap();
+        assert!(failed.contains("derived state") && failed.contains("users"));
         assert!(e("security.account.locked", json!({})).is_some());
         assert!(e("integration.handover.dead_lettered", json!({})).is_some());
         assert!(e("lms.completion.recorded", json!({})).is_none());
