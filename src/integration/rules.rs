@@ -333,6 +333,9 @@ struct Plan {
     targets: Vec<String>,
     /// A completion that evidences a CAPA assignment.
     capa: bool,
+    /// The source signatures of the event and where they were recorded;
+    /// every hand-over derived from the event carries them.
+    signed: Option<Value>,
 }
 
 impl Plan {
@@ -377,9 +380,12 @@ impl Plan {
         subject: &str,
         parents: Vec<Hash>,
         parent_refs: Vec<usize>,
-        data: Value,
+        mut data: Value,
         mut effects: Vec<StateWrite>,
     ) -> usize {
+        if let (Some(signed), Value::Object(map)) = (&self.signed, &mut data) {
+            map.insert("source_signatures".into(), signed.clone());
+        }
         let id = message_id();
         effects.push(outbox_write(
             &id,
@@ -414,6 +420,9 @@ struct Loaded {
     data: EventData,
     event_time: Option<String>,
     subject: String,
+    /// What a receiving system needs to check the source system's
+    /// signatures on the event (docs/SIGNATURES.md §8), if it carries any.
+    signed: Option<Value>,
 }
 
 async fn load(ig: &Integration, row: &InboxRow) -> Result<Loaded, Failure> {
@@ -429,10 +438,20 @@ async fn load(ig: &Integration, row: &InboxRow) -> Result<Loaded, Failure> {
     let payload = &value["payload"];
     let data = EventData::from_entry(kind_name, payload["data"].clone())
         .map_err(|e| Failure::Corrupt(format!("entry {seq}: {e}")))?;
+    let signed = payload.get("source_signatures").map(|signatures| {
+        json!({
+            "signatures": signatures,
+            "event": {
+                "source": payload["event"]["source"], "id": payload["event"]["id"],
+                "type": payload["event"]["type"], "entry_seq": seq, "entry_hash": hex::encode(&entry.hash),
+            },
+        })
+    });
     Ok(Loaded {
         data,
         event_time: payload["event"]["time"].as_str().map(str::to_owned),
         subject: entry.subject.clone(),
+        signed,
     })
 }
 
@@ -511,6 +530,7 @@ async fn prepare(
         master_data: false,
         targets: vec![],
         capa: false,
+        signed: loaded.signed.clone(),
     };
     let outcome = match data {
         // An event without a time is as of when Trailmark received it: a

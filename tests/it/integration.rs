@@ -1228,3 +1228,75 @@ async fn pipelined_rules_end_in_the_state_of_one_event_at_a_time() {
     together.finish().await;
     apart.finish().await;
 }
+
+/// A revision signed in the QMS: the signatures travel with every hand-over
+/// derived from it, with the event they were recorded on, so the LMS can
+/// check them against the signed content without asking Trailmark.
+#[tokio::test]
+async fn source_signatures_travel_with_the_hand_overs_derived_from_the_signed_event() {
+    use base64::Engine as _;
+    use ed25519_dalek::{Signer as _, Verifier as _};
+    let ledger = TestLedger::new().await;
+    let (server, http, lms, _qms) = with_targets(&ledger, |_| {}).await;
+    let token = ledger.admin_token.clone();
+    master_data(&http, &token, 2).await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let content = b"SOP-017 v4 approved for release";
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let signature = json!({"system": "qms", "signer": "jdoe", "printed_name": "Jane Doe", "meaning": "Approval",
+        "signed_at": "2026-02-01T10:00:00Z", "method": "user ID + password", "algorithm": "ed25519",
+        "signature": b64(&key.sign(content).to_bytes()), "signed_content": b64(content),
+        "public_key": b64(key.verifying_key().as_bytes())});
+    let revision = event(
+        "qms.document.revision_effective.v2",
+        "rev-017-4",
+        "2026-02-01T00:00:00Z",
+        json!({"document_id": "SOP-017", "version": "4", "effective_at": "2026-02-01T00:00:00Z",
+               "category": "SOP", "source_signatures": [signature]}),
+    );
+    let (status, body) = send(&http, &token, vec![revision]).await;
+    assert_eq!(status, 202, "{body}");
+    settle(&ledger).await;
+    // v3's two assignments and v4's two: only v4's derive from the signed event.
+    assert!(
+        lms.wait_for(4, Duration::from_secs(10)).await,
+        "{:?}",
+        lms.stats()
+    );
+    let v4: Vec<_> = lms
+        .messages()
+        .into_iter()
+        .filter(|m| m.body["data"]["version"] == "4")
+        .collect();
+    assert!(!v4.is_empty());
+    for m in &v4 {
+        let carried = &m.body["data"]["source_signatures"];
+        assert_eq!(carried["event"]["id"], "rev-017-4", "{}", m.body);
+        let s = &carried["signatures"][0];
+        assert_eq!(s["signer"], "jdoe");
+        let decode = |v: &Value| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap()
+        };
+        let public =
+            ed25519_dalek::VerifyingKey::from_bytes(&decode(&s["public_key"]).try_into().unwrap())
+                .unwrap();
+        let sig = ed25519_dalek::Signature::from_slice(&decode(&s["signature"])).unwrap();
+        public
+            .verify(&decode(&s["signed_content"]), &sig)
+            .expect("the LMS can check the QMS signature it received");
+    }
+    let v3_carries = lms
+        .messages()
+        .iter()
+        .filter(|m| m.body["data"]["version"] == "3")
+        .any(|m| !m.body["data"]["source_signatures"].is_null());
+    assert!(
+        !v3_carries,
+        "hand-overs of an unsigned event carry no signatures"
+    );
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
