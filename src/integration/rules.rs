@@ -707,6 +707,10 @@ async fn assignment_exists(ig: &Integration, id: &str) -> Result<bool, Failure> 
     Ok(row.is_some())
 }
 
+/// A completion as the rules read it: seq, entry hash, completed at,
+/// outcome, verified by.
+type CompletionRow = (i64, Vec<u8>, String, String, Option<String>);
+
 /// What an assignment is for.
 struct Duty<'a> {
     person: &'a str,
@@ -755,8 +759,30 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
             Bind::Hash,
         ],
     };
+    // A completion that arrived before the assignment (training done ahead
+    // of a late revision event, or an LMS faster than the QMS) completes it
+    // at once, so the assignment, the LMS's messages and compliance agree.
+    // An SOP assignment takes any completion on the version; a CAPA's
+    // retraining only one at or after the action (docs/INTEGRATION.md §3,
+    // "A completion before its assignment").
+    let since = if duty.capa.is_some() {
+        duty.effective_at.clone()
+    } else {
+        String::new()
+    };
+    let earlier: Option<CompletionRow> = ig
+        .store()
+        .row(
+            "SELECT seq, entry_hash, completed_at, outcome, verified_by FROM completions WHERE person_id = $1 AND document_id = $2 AND version = $3 AND completed_at >= $4 ORDER BY completed_at, seq LIMIT 1",
+            &[Bind::Text(duty.person.into()), Bind::Text(duty.document.into()), Bind::Text(duty.version.into()), Bind::Text(since)],
+        )
+        .await?;
+    let mut data = data;
+    if let Some((seq, _, completed_at, _, _)) = &earlier {
+        data["completed_by"] = json!({"completion_seq": seq, "completed_at": completed_at});
+    }
     let parent = plan.event_hash;
-    plan.handover(
+    let created = plan.handover(
         "lms.assignment.created",
         "lms",
         "lms.assignment.created",
@@ -766,6 +792,33 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
         data,
         vec![row],
     );
+    if let Some((seq, hash, completed_at, outcome, verified_by)) = earlier {
+        let verified = outcome == "passed" && verified_by.is_some();
+        let effect = StateWrite::Sql {
+            sql: "UPDATE assignments SET status = 'completed', completed_at = $1, completion_seq = $2, completion_hash = $3, verified = $4 WHERE assignment_id = $5",
+            binds: vec![
+                Bind::Text(completed_at.clone()),
+                Bind::Int(seq),
+                Bind::Blob(hash.clone()),
+                Bind::Int(i64::from(verified)),
+                Bind::Text(id.clone()),
+            ],
+        };
+        let mut payload = Map::new();
+        payload.insert("assignment_id".into(), json!(id));
+        payload.insert("completed_at".into(), json!(completed_at));
+        payload.insert("verified".into(), json!(verified));
+        payload.insert("completion_seq".into(), json!(seq));
+        payload.insert("completion_before_assignment".into(), json!(true));
+        plan.derive(
+            "integration.assignment.completed",
+            &format!("lms:assignment/{id}"),
+            vec![hash_of(&hash)?],
+            vec![created],
+            payload,
+            vec![effect],
+        );
+    }
     Ok(())
 }
 

@@ -539,17 +539,27 @@ fn assigned(p: &mut Projector, e: &EntryView<'_>) {
 
 /// An assignment completed by the completion event named as first parent.
 fn completed(p: &mut Projector, e: &EntryView<'_>) -> Result<(), StateMismatch> {
-    let Some(completion) = e.parents.first() else {
-        return Err(unprojectable(e, "names no completion as its parent"));
-    };
     let completion_seq = e.payload["completion_seq"]
         .as_u64()
         .ok_or_else(|| unprojectable(e, "has no `completion_seq`"))?;
+    // The completion's entry hash, from its projected row (it was applied
+    // before any assignment it completes).
+    let hash = p
+        .get(Table::Completions, &[seq_cell(completion_seq)])
+        .map(|row| row[Table::Completions.column("entry_hash")].clone())
+        .ok_or_else(|| {
+            unprojectable(
+                e,
+                format!(
+                    "completes with completion {completion_seq}, which no applied event recorded"
+                ),
+            )
+        })?;
     let changes = [
         ("status", text_of("completed")),
         ("completed_at", text(&e.payload["completed_at"])),
         ("completion_seq", seq_cell(completion_seq)),
-        ("completion_hash", hash_cell(completion)),
+        ("completion_hash", hash),
         (
             "verified",
             Cell::Int(i64::from(e.payload["verified"].as_bool().unwrap_or(false))),

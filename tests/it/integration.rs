@@ -1300,3 +1300,106 @@ async fn source_signatures_travel_with_the_hand_overs_derived_from_the_signed_ev
     ledger.verify().await.unwrap();
     ledger.finish().await;
 }
+
+/// A completion that arrives before the assignment it satisfies completes
+/// the assignment when it is created: the assignment's state, the message
+/// to the LMS and the compliance query agree. A CAPA's retraining is not
+/// satisfied by training done before the action.
+#[tokio::test]
+async fn a_completion_before_its_assignment_completes_it_but_not_a_later_capa_retraining() {
+    let ledger = TestLedger::new().await;
+    let server = ledger.start().await;
+    let http = Http::new(&server);
+    let token = ledger.admin_token.clone();
+    master_data(&http, &token, 2).await;
+    let person = |id: &str, function: &str, from: &str| {
+        event(
+            "hr.person.changed.v1",
+            id,
+            from,
+            json!({"person_id": "E3", "name": "Operator 3", "active": true,
+                   "job_functions": [{"job_function": function, "valid_from": from}]}),
+        )
+    };
+    // E3 is known (in QA) and trains on SOP-017 v3 before being required to.
+    let (s, b) = send(
+        &http,
+        &token,
+        vec![
+            person("p-E3-qa", "QA", "2026-01-01T00:00:00Z"),
+            completion("c-E3", "E3", "3", "2026-01-20T09:00:00Z", "completed"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    settle(&ledger).await;
+    // Then moves to OP, which the matrix maps to SOP-017.
+    let (s, b) = send(
+        &http,
+        &token,
+        vec![person("p-E3-op", "OP", "2026-01-25T00:00:00Z")],
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    settle(&ledger).await;
+    assert_eq!(
+        status_of(&ledger, "E3", "3").await.as_deref(),
+        Some("completed")
+    );
+    let (created,): (Vec<u8>,) = ledger
+        .opened
+        .store
+        .row(
+            "SELECT e.canonical FROM entries e JOIN assignments a ON a.created_seq = e.seq WHERE a.person_id = 'E3' AND a.origin = 'sop'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let created: Value = serde_json::from_slice(&created).unwrap();
+    assert_eq!(
+        created["payload"]["data"]["completed_by"]["completed_at"], "2026-01-20T09:00:00.000000Z",
+        "the LMS is told the assignment is already satisfied"
+    );
+    let (s, rows) = http
+        .call(
+            "GET",
+            "/v1/compliance?from=2026-01-01&to=2026-02-01",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{rows}");
+    let e3 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["person_id"] == "E3")
+        .cloned()
+        .unwrap();
+    assert_eq!(e3["status"], "on_time", "{e3}");
+    assert_eq!(e3["completed_at"], "2026-01-20T09:00:00.000000Z");
+    // A CAPA retraining on the same version, ordered afterwards, stays open.
+    let capa = event(
+        "qms.capa.training_action.v1",
+        "capa-e3",
+        "2026-02-01T00:00:00Z",
+        json!({"capa_id": "CAPA-E3", "action_id": "A1", "document_id": "SOP-017", "version": "3",
+               "people": ["E3"], "due_date": "2026-02-28", "verification_required": false}),
+    );
+    assert_eq!(send(&http, &token, vec![capa]).await.0, 202);
+    settle(&ledger).await;
+    let capa_status = count(
+        &ledger,
+        "SELECT COUNT(*) FROM assignments WHERE person_id = 'E3' AND capa_id = 'CAPA-E3' AND status = 'open'",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        capa_status, 1,
+        "training before the CAPA does not evidence it"
+    );
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
