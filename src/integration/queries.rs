@@ -150,8 +150,15 @@ pub struct ComplianceRow {
     pub due_at: Option<String>,
     /// Earliest completion on this version.
     pub completed_at: Option<String>,
-    /// `on_time`, `late`, `open`, `overdue`, `missing` or `cancelled`.
+    /// `on_time`, `late`, `open`, `overdue`, `missing` or `cancelled`. An
+    /// assignment cancelled (superseded, retired, person inactive) after
+    /// its due date without a completion before then is `overdue`.
     pub status: String,
+    /// When a cancelled assignment ended, in business time: the next
+    /// version's effective time for a supersession, otherwise when the
+    /// cancellation was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment_ended_at: Option<String>,
     /// Seq of the assignment entry.
     pub assignment_entry_seq: Option<u64>,
     /// Hash of the assignment entry.
@@ -235,18 +242,23 @@ pub async fn compliance_of_revision(
             e.1 = name;
         }
     }
-    let assignments: Vec<(String, String, String, String, String, Vec<u8>, i64)> = store
+    // A cancelled assignment comes with when it ended, in business time:
+    // the next version's effective time for a supersession, otherwise when
+    // the cancellation was recorded.
+    let assignments: Vec<(String, String, String, String, String, Vec<u8>, i64, Option<String>)> = store
         .rows(
-            "SELECT person_id, assignment_id, created_at, due_at, status, entry_hash, created_seq FROM assignments WHERE document_id = $1 AND version = $2 AND origin = 'sop' ORDER BY created_seq",
-            &[Bind::Text(doc.clone()), Bind::Text(version.clone())],
+            "SELECT a.person_id, a.assignment_id, a.created_at, a.due_at, a.status, a.entry_hash, a.created_seq,              CASE WHEN a.status <> 'cancelled' THEN NULL                   WHEN a.cancel_reason = 'superseded by a newer version' THEN                        (SELECT MIN(d.effective_at) FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3)                   ELSE (SELECT e.recorded_at FROM entries e WHERE e.seq = a.closed_seq) END              FROM assignments a WHERE a.document_id = $1 AND a.version = $2 AND a.origin = 'sop' ORDER BY a.created_seq",
+            &[Bind::Text(doc.clone()), Bind::Text(version.clone()), Bind::Text(effective_at.clone())],
         )
         .await?;
-    let mut first_assignment: BTreeMap<String, (String, String, String, String, Vec<u8>, i64)> =
-        BTreeMap::new();
-    for (person, id, created, due, status, hash, seq) in assignments {
+    let mut first_assignment: BTreeMap<
+        String,
+        (String, String, String, String, Vec<u8>, i64, Option<String>),
+    > = BTreeMap::new();
+    for (person, id, created, due, status, hash, seq, ended) in assignments {
         first_assignment
             .entry(person)
-            .or_insert((id, created, due, status, hash, seq));
+            .or_insert((id, created, due, status, hash, seq, ended));
     }
     let completions: Vec<(String, String, Vec<u8>, i64)> = store
         .rows(
@@ -265,8 +277,20 @@ pub async fn compliance_of_revision(
         let completed_at = c.map(|c| c.0.clone());
         let status = match a {
             None => "missing",
-            Some((_, _, _, s, _, _)) if s == "cancelled" => "cancelled",
-            Some((_, _, due, _, _, _)) => match &completed_at {
+            Some((_, _, due, s, _, _, ended)) if s == "cancelled" => {
+                // Cancelled while already past due and not trained: the
+                // person worked untrained until then, so it stays overdue
+                // (the supersession is shown in `ended_at`); cancelled
+                // before its due date, it was never owed.
+                let ended = ended.as_deref().unwrap_or(now);
+                match &completed_at {
+                    Some(done) if done <= due => "on_time",
+                    Some(done) if done.as_str() <= ended => "late",
+                    _ if ended > due.as_str() => "overdue",
+                    _ => "cancelled",
+                }
+            }
+            Some((_, _, due, _, _, _, _)) => match &completed_at {
                 Some(done) if done <= due => "on_time",
                 Some(_) => "late",
                 None if now > due.as_str() => "overdue",
@@ -286,6 +310,7 @@ pub async fn compliance_of_revision(
             due_at: a.map(|a| a.2.clone()),
             completed_at,
             status: status.into(),
+            assignment_ended_at: a.and_then(|a| a.6.clone()),
             assignment_entry_seq: a.and_then(|a| u64::try_from(a.5).ok()),
             assignment_entry_hash: a.map(|a| hex::encode(&a.4)),
             completion_entry_seq: c.and_then(|c| u64::try_from(c.2).ok()),

@@ -913,6 +913,7 @@ async fn person(
             functions.insert(function.clone());
         }
     }
+    let mut required = BTreeSet::new();
     for function in functions {
         let docs: Vec<(String,)> = ig
             .store()
@@ -923,8 +924,26 @@ async fn person(
             .await?;
         for (doc,) in docs {
             ensure_current(ig, plan, &p.person_id, &doc, &now).await?;
+            required.insert(doc);
         }
     }
+    // A mover keeps no SOP training of a function they left: open SOP
+    // assignments on documents none of their current functions needs end
+    // with the reason, as a leaver's do (compliance still shows one that
+    // was already overdue as overdue).
+    let open: Vec<(String, Vec<u8>, String)> = ig
+        .store()
+        .rows(
+            "SELECT assignment_id, entry_hash, document_id FROM assignments WHERE person_id = $1 AND status = 'open' AND origin = 'sop' ORDER BY assignment_id",
+            &[Bind::Text(p.person_id.clone())],
+        )
+        .await?;
+    let left: Vec<(String, Vec<u8>)> = open
+        .into_iter()
+        .filter(|(_, _, doc)| !required.contains(doc))
+        .map(|(id, hash, _)| (id, hash))
+        .collect();
+    cancel(plan, left, "job function changed")?;
     Ok(Ok(()))
 }
 

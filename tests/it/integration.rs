@@ -1403,3 +1403,98 @@ async fn a_completion_before_its_assignment_completes_it_but_not_a_later_capa_re
     ledger.verify().await.unwrap();
     ledger.finish().await;
 }
+
+/// Supersession and job changes under the compliance rules: an assignment
+/// already past due when a newer version supersedes it stays overdue in
+/// compliance (with when it ended), one superseded before its due date is
+/// cancelled, and a person who moves to a function that does not need the
+/// document has their open SOP assignment ended with the reason.
+#[tokio::test]
+async fn overdue_survives_supersession_and_a_job_change_ends_the_old_functions_training() {
+    let ledger = TestLedger::new().await;
+    let server = ledger.start().await;
+    let http = Http::new(&server);
+    let token = ledger.admin_token.clone();
+    // v3 effective 10 January, due 9 February (30-day window); nobody trains.
+    master_data(&http, &token, 2).await;
+    let revision = |v: &str, at: &str| {
+        event(
+            "qms.document.revision_effective.v2",
+            &format!("rev-017-{v}"),
+            at,
+            json!({"document_id": "SOP-017", "version": v, "effective_at": at, "category": "SOP"}),
+        )
+    };
+    // v4 on 1 March supersedes v3 a month past due; v5 on 5 March
+    // supersedes v4 before its due date (31 March).
+    for (v, at) in [("4", "2026-03-01T00:00:00Z"), ("5", "2026-03-05T00:00:00Z")] {
+        assert_eq!(send(&http, &token, vec![revision(v, at)]).await.0, 202);
+        settle(&ledger).await;
+    }
+    assert_eq!(
+        status_of(&ledger, "E1", "3").await.as_deref(),
+        Some("cancelled")
+    );
+    let compliance = |from: &'static str, to: &'static str| {
+        let (http, token) = (&http, &token);
+        async move {
+            let (s, rows) = http
+                .call(
+                    "GET",
+                    &format!("/v1/compliance?from={from}&to={to}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "{rows}");
+            rows.as_array().unwrap().clone()
+        }
+    };
+    let january = compliance("2026-01-01", "2026-02-01").await;
+    let e1 = january.iter().find(|r| r["person_id"] == "E1").unwrap();
+    assert_eq!(
+        e1["status"], "overdue",
+        "worked untrained from 9 February to 1 March: {e1}"
+    );
+    assert_eq!(e1["assignment_ended_at"], "2026-03-01T00:00:00.000000Z");
+    let march = compliance("2026-03-01", "2026-03-02").await;
+    let v4 = march
+        .iter()
+        .find(|r| r["person_id"] == "E1" && r["version"] == "4")
+        .unwrap();
+    assert_eq!(
+        v4["status"], "cancelled",
+        "superseded before it was due: {v4}"
+    );
+
+    // E2 moves from OP to QA on 10 March: QA needs no SOP-017.
+    let mover = event(
+        "hr.person.changed.v1",
+        "p-E2-qa",
+        "2026-03-10T00:00:00Z",
+        json!({"person_id": "E2", "name": "Operator 2", "active": true,
+               "job_functions": [{"job_function": "OP", "valid_from": "2026-01-01T00:00:00Z", "valid_to": "2026-03-10T00:00:00Z"},
+                                 {"job_function": "QA", "valid_from": "2026-03-10T00:00:00Z"}]}),
+    );
+    assert_eq!(send(&http, &token, vec![mover]).await.0, 202);
+    settle(&ledger).await;
+    let (reason,): (Option<String>,) = ledger
+        .opened
+        .store
+        .row(
+            "SELECT cancel_reason FROM assignments WHERE person_id = 'E2' AND version = '5' AND origin = 'sop'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason.as_deref(), Some("job function changed"));
+    assert_eq!(
+        status_of(&ledger, "E1", "5").await.as_deref(),
+        Some("open"),
+        "E1 stays in OP"
+    );
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
