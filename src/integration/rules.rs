@@ -907,14 +907,20 @@ async fn person(
     }
     // Every document mapped to a function the person holds now: ensure an
     // assignment on its current version.
-    let mut functions = BTreeSet::new();
+    // Each function held now, with when the person took it up (business
+    // time): HR may report a change after the fact, and the training it
+    // requires fell due counting from then, not from when Trailmark heard.
+    let mut functions: BTreeMap<String, String> = BTreeMap::new();
     for (function, from, to) in spans {
         if from <= now && to.as_ref().is_none_or(|t| *t > now) {
-            functions.insert(function.clone());
+            let since = functions.entry(function.clone()).or_insert(from.clone());
+            if from < *since {
+                *since = from;
+            }
         }
     }
     let mut required = BTreeSet::new();
-    for function in functions {
+    for (function, since) in functions {
         let docs: Vec<(String,)> = ig
             .store()
             .rows(
@@ -923,7 +929,7 @@ async fn person(
             )
             .await?;
         for (doc,) in docs {
-            ensure_current(ig, plan, &p.person_id, &doc, &now).await?;
+            ensure_current(ig, plan, &p.person_id, &doc, &now, Some(&since)).await?;
             required.insert(doc);
         }
     }
@@ -947,17 +953,25 @@ async fn person(
     Ok(Ok(()))
 }
 
-/// Ensures `person` has an SOP assignment on the version of `doc` effective now.
+/// Ensures `person` has an SOP assignment on the version of `doc` effective
+/// now, due one window after the later of the version's effective time and
+/// `required_since` (when the person took up the function, in business
+/// time), or after now when that is not known.
 async fn ensure_current(
     ig: &Integration,
     plan: &mut Plan,
     person: &str,
     doc: &str,
     now: &str,
+    required_since: Option<&str>,
 ) -> Result<(), Failure> {
     if let Some((version, effective_at, category, _)) = version_at(ig, doc, now).await? {
         let days = window_days(ig, category.as_deref()).await?;
-        let due = ts(plan.now + chrono::Duration::days(days));
+        let start = match required_since {
+            Some(since) => parse_time(std::cmp::max(since, effective_at.as_str()))?,
+            None => plan.now,
+        };
+        let due = ts(start + chrono::Duration::days(days));
         ensure(
             ig,
             plan,
@@ -1001,7 +1015,7 @@ async fn matrix(ig: &Integration, plan: &mut Plan, m: &events::MatrixChanged) ->
     let now = ts(plan.now);
     for f in new.difference(&old) {
         for person in people_in(ig, f, &now).await? {
-            ensure_current(ig, plan, &person, &m.document_id, &now).await?;
+            ensure_current(ig, plan, &person, &m.document_id, &now, None).await?;
         }
     }
     plan.summary.insert(

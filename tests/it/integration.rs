@@ -1498,3 +1498,57 @@ async fn overdue_survives_supersession_and_a_job_change_ends_the_old_functions_t
     ledger.verify().await.unwrap();
     ledger.finish().await;
 }
+
+/// Late HR data: a move into a function reported weeks after it happened
+/// dates the training it requires from the move (business time), not from
+/// when Trailmark heard of it, and the person counts as required from then.
+#[tokio::test]
+async fn a_job_change_reported_late_is_due_from_when_it_happened() {
+    let ledger = TestLedger::new().await;
+    let server = ledger.start().await;
+    let http = Http::new(&server);
+    let token = ledger.admin_token.clone();
+    // v3 effective 10 January, 30-day window.
+    master_data(&http, &token, 1).await;
+    // E3 moved into OP on 15 January; HR reports it on 1 March.
+    let late = event(
+        "hr.person.changed.v1",
+        "p-E3",
+        "2026-03-01T00:00:00Z",
+        json!({"person_id": "E3", "name": "Operator 3", "active": true,
+               "job_functions": [{"job_function": "OP", "valid_from": "2026-01-15T00:00:00Z"}]}),
+    );
+    assert_eq!(send(&http, &token, vec![late]).await.0, 202);
+    settle(&ledger).await;
+    let (due,): (String,) = ledger
+        .opened
+        .store
+        .row(
+            "SELECT due_at FROM assignments WHERE person_id = 'E3' AND document_id = 'SOP-017' AND version = '3'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .expect("E3 is assigned SOP-017 v3");
+    assert_eq!(due, "2026-02-14T00:00:00.000000Z", "15 January + 30 days");
+    let (s, rows) = http
+        .call(
+            "GET",
+            "/v1/compliance?from=2026-01-01&to=2026-02-01",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{rows}");
+    let e3 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["person_id"] == "E3")
+        .cloned();
+    let e3 = e3.expect("E3 was required in January, from the 15th");
+    assert_eq!(e3["status"], "overdue", "{e3}");
+    server.stop().await;
+    ledger.verify().await.unwrap();
+    ledger.finish().await;
+}
