@@ -144,7 +144,10 @@ pub struct ComplianceRow {
     pub assignment_id: Option<String>,
     /// When it was created (its entry's time).
     pub assignment_created_at: Option<String>,
-    /// Seconds from effective to assignment.
+    /// From when, in business time, the person had to be trained: the
+    /// effective time, or later when they took up the job function later.
+    pub required_from: Option<String>,
+    /// Recording lag: seconds from `required_from` to `assignment_created_at`.
     pub lag_seconds: Option<i64>,
     /// Due.
     pub due_at: Option<String>,
@@ -217,48 +220,179 @@ pub async fn revisions_effective(
 
 /// The compliance rows of one revision, by person: who had to be trained
 /// (in a required job function at the effective time, or joining one before
-/// `to`), limited to `functions` unless empty. Three queries per revision.
+/// `to`), limited to `functions` unless empty.
 ///
 /// # Errors
 /// A database error.
 pub async fn compliance_of_revision(
     store: &Store,
-    (doc, version, effective_at): &Revision,
+    revision: &Revision,
     to: &str,
     functions: &[String],
     now: &str,
 ) -> Result<Vec<ComplianceRow>, StoreError> {
-    let required: Vec<(String, String, Option<String>)> = store
-        .rows(
-            "SELECT DISTINCT pf.person_id, tm.job_function, p.name FROM training_matrix tm JOIN person_functions pf ON pf.job_function = tm.job_function LEFT JOIN people p ON p.person_id = pf.person_id WHERE tm.document_id = $1 AND tm.superseded_seq IS NULL AND pf.superseded_seq IS NULL AND pf.valid_from < $2 AND (pf.valid_to IS NULL OR pf.valid_to > $3)",
-            &[Bind::Text(doc.clone()), Bind::Text(to.into()), Bind::Text(effective_at.clone())],
+    Ok(
+        compliance_with_evidence(store, revision, to, functions, now)
+            .await?
+            .into_iter()
+            .map(|(row, _)| row)
+            .collect(),
+    )
+}
+
+/// The entries a compliance row rests on besides its assignment and
+/// completion (docs/REPORTS.md §4.1): seqs of the revision, the person's
+/// master data, the training matrix, the cancellation and the superseding
+/// revision.
+#[derive(Debug, Clone, Default)]
+pub struct RowEvidence {
+    /// The revision entry (`qms.document.revision_effective`).
+    pub revision: Option<u64>,
+    /// The person entries (`hr.person.updated`): name and job functions.
+    pub person: BTreeSet<u64>,
+    /// The training matrix entries of the document.
+    pub matrix: BTreeSet<u64>,
+    /// The `lms.assignment.cancelled` entry of a cancelled assignment.
+    pub cancellation: Option<u64>,
+    /// Why it was cancelled.
+    pub end_reason: Option<String>,
+    /// The next revision's entry, for a supersession.
+    pub superseded_by: Option<u64>,
+}
+
+/// One required person as the matrix and HR data say: job functions, name,
+/// and the entries that say so.
+#[derive(Default)]
+struct Required {
+    functions: BTreeSet<String>,
+    name: Option<String>,
+    person: BTreeSet<u64>,
+    matrix: BTreeSet<u64>,
+}
+
+/// The first SOP assignment of a person on a version.
+struct FirstAssignment {
+    id: String,
+    created_at: String,
+    due_at: String,
+    status: String,
+    hash: Vec<u8>,
+    seq: i64,
+    ended_at: Option<String>,
+    required_from: Option<String>,
+    closed_seq: Option<i64>,
+    cancel_reason: Option<String>,
+    superseded_by: Option<i64>,
+}
+
+/// Person, job function, name, and the event entries (the first parent of
+/// the `integration.event.applied` that wrote each row) of the function,
+/// the name and the matrix.
+type RequiredRow = (
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+type FirstAssignmentRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// [`compliance_of_revision`] with each row's [`RowEvidence`]. Four
+/// queries per revision.
+///
+/// # Errors
+/// A database error.
+pub async fn compliance_with_evidence(
+    store: &Store,
+    (doc, version, effective_at): &Revision,
+    to: &str,
+    functions: &[String],
+    now: &str,
+) -> Result<Vec<(ComplianceRow, RowEvidence)>, StoreError> {
+    // The version is current from its effective time until the next
+    // version's or its retirement: only who took up a mapped job function
+    // before then (and before `to`) had to be trained on it.
+    let current: Option<(i64, Option<String>, Option<String>)> = store
+        .row(
+            "SELECT v.known_seq, v.retired_at, (SELECT MIN(d.effective_at) FROM document_versions d WHERE d.document_id = v.document_id AND d.effective_at > v.effective_at) FROM document_versions v WHERE v.document_id = $1 AND v.version = $2",
+            &[Bind::Text(doc.clone()), Bind::Text(version.clone())],
         )
         .await?;
-    let mut people: BTreeMap<String, (BTreeSet<String>, Option<String>)> = BTreeMap::new();
-    for (person, function, name) in required {
+    let revision_seq = current.as_ref().map(|c| (c.0,));
+    let until = current
+        .iter()
+        .flat_map(|(_, retired, next)| [retired.clone(), next.clone()])
+        .flatten()
+        .fold(to.to_owned(), |a, b| a.min(b));
+    let required: Vec<RequiredRow> = store
+        .rows(
+            "SELECT DISTINCT pf.person_id, tm.job_function, p.name, (SELECT ep.parent_seq FROM entry_parents ep WHERE ep.seq = pf.known_seq AND ep.position = 0), (SELECT ep.parent_seq FROM entry_parents ep WHERE ep.seq = p.known_seq AND ep.position = 0), (SELECT ep.parent_seq FROM entry_parents ep WHERE ep.seq = tm.known_seq AND ep.position = 0) FROM training_matrix tm JOIN person_functions pf ON pf.job_function = tm.job_function LEFT JOIN people p ON p.person_id = pf.person_id WHERE tm.document_id = $1 AND tm.superseded_seq IS NULL AND pf.superseded_seq IS NULL AND pf.valid_from < $2 AND (pf.valid_to IS NULL OR pf.valid_to > $3)",
+            &[Bind::Text(doc.clone()), Bind::Text(until), Bind::Text(effective_at.clone())],
+        )
+        .await?;
+    let mut people: BTreeMap<String, Required> = BTreeMap::new();
+    for (person, function, name, function_seq, name_seq, matrix_seq) in required {
         if functions.is_empty() || functions.contains(&function) {
             let e = people.entry(person).or_default();
-            e.0.insert(function);
-            e.1 = name;
+            e.functions.insert(function);
+            e.name = name;
+            e.person.extend(function_seq.and_then(seq_of));
+            e.person.extend(name_seq.and_then(seq_of));
+            e.matrix.extend(matrix_seq.and_then(seq_of));
         }
     }
     // A cancelled assignment comes with when it ended, in business time:
     // the next version's effective time for a supersession, otherwise when
     // the cancellation was recorded.
-    let assignments: Vec<(String, String, String, String, String, Vec<u8>, i64, Option<String>)> = store
+    let assignments: Vec<FirstAssignmentRow> = store
         .rows(
-            "SELECT a.person_id, a.assignment_id, a.created_at, a.due_at, a.status, a.entry_hash, a.created_seq,              CASE WHEN a.status <> 'cancelled' THEN NULL                   WHEN a.cancel_reason = 'superseded by a newer version' THEN                        (SELECT MIN(d.effective_at) FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3)                   ELSE (SELECT e.recorded_at FROM entries e WHERE e.seq = a.closed_seq) END              FROM assignments a WHERE a.document_id = $1 AND a.version = $2 AND a.origin = 'sop' ORDER BY a.created_seq",
+            "SELECT a.person_id, a.assignment_id, a.created_at, a.due_at, a.status, a.entry_hash, a.created_seq,              CASE WHEN a.status <> 'cancelled' THEN NULL                   WHEN a.cancel_reason = 'superseded by a newer version' THEN                        (SELECT MIN(d.effective_at) FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3)                   ELSE (SELECT e.recorded_at FROM entries e WHERE e.seq = a.closed_seq) END,              a.required_from, CASE WHEN a.status = 'cancelled' THEN a.closed_seq END, CASE WHEN a.status = 'cancelled' THEN a.cancel_reason END,              CASE WHEN a.status = 'cancelled' AND a.cancel_reason = 'superseded by a newer version' THEN                   (SELECT d.known_seq FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3 ORDER BY d.effective_at, d.version LIMIT 1) END              FROM assignments a WHERE a.document_id = $1 AND a.version = $2 AND a.origin = 'sop' ORDER BY a.created_seq",
             &[Bind::Text(doc.clone()), Bind::Text(version.clone()), Bind::Text(effective_at.clone())],
         )
         .await?;
-    let mut first_assignment: BTreeMap<
-        String,
-        (String, String, String, String, Vec<u8>, i64, Option<String>),
-    > = BTreeMap::new();
-    for (person, id, created, due, status, hash, seq, ended) in assignments {
-        first_assignment
-            .entry(person)
-            .or_insert((id, created, due, status, hash, seq, ended));
+    let mut first_assignment: BTreeMap<String, FirstAssignment> = BTreeMap::new();
+    for (
+        person,
+        id,
+        created_at,
+        due_at,
+        status,
+        hash,
+        seq,
+        ended_at,
+        required_from,
+        closed_seq,
+        cancel_reason,
+        superseded_by,
+    ) in assignments
+    {
+        first_assignment.entry(person).or_insert(FirstAssignment {
+            id,
+            created_at,
+            due_at,
+            status,
+            hash,
+            seq,
+            ended_at,
+            required_from,
+            closed_seq,
+            cancel_reason,
+            superseded_by,
+        });
     }
     let completions: Vec<(String, String, Vec<u8>, i64)> = store
         .rows(
@@ -271,53 +405,81 @@ pub async fn compliance_of_revision(
         first_completion.entry(person).or_insert((at, hash, seq));
     }
     let mut out = Vec::with_capacity(people.len());
-    for (person, (fns, person_name)) in people {
+    for (person, required) in people {
         let a = first_assignment.get(&person);
         let c = first_completion.get(&person);
         let completed_at = c.map(|c| c.0.clone());
-        let status = match a {
-            None => "missing",
-            Some((_, _, due, s, _, _, ended)) if s == "cancelled" => {
-                // Cancelled while already past due and not trained: the
-                // person worked untrained until then, so it stays overdue
-                // (the supersession is shown in `ended_at`); cancelled
-                // before its due date, it was never owed.
-                let ended = ended.as_deref().unwrap_or(now);
-                match &completed_at {
-                    Some(done) if done <= due => "on_time",
-                    Some(done) if done.as_str() <= ended => "late",
-                    _ if ended > due.as_str() => "overdue",
-                    _ => "cancelled",
-                }
-            }
-            Some((_, _, due, _, _, _, _)) => match &completed_at {
-                Some(done) if done <= due => "on_time",
-                Some(_) => "late",
-                None if now > due.as_str() => "overdue",
-                None => "open",
-            },
-        };
-        out.push(ComplianceRow {
+        let status = status_of(a, completed_at.as_deref(), now);
+        let required_from = a.map(|a| {
+            a.required_from
+                .clone()
+                .unwrap_or_else(|| effective_at.clone())
+        });
+        let row = ComplianceRow {
             document_id: doc.clone(),
             version: version.clone(),
             effective_at: effective_at.clone(),
             person_id: person,
-            person_name,
-            job_functions: fns.into_iter().collect(),
-            assignment_id: a.map(|a| a.0.clone()),
-            assignment_created_at: a.map(|a| a.1.clone()),
-            lag_seconds: a.and_then(|a| seconds_between(effective_at, &a.1)),
-            due_at: a.map(|a| a.2.clone()),
+            person_name: required.name,
+            job_functions: required.functions.into_iter().collect(),
+            assignment_id: a.map(|a| a.id.clone()),
+            assignment_created_at: a.map(|a| a.created_at.clone()),
+            lag_seconds: a
+                .zip(required_from.as_deref())
+                .and_then(|(a, from)| seconds_between(from, &a.created_at)),
+            required_from,
+            due_at: a.map(|a| a.due_at.clone()),
             completed_at,
             status: status.into(),
-            assignment_ended_at: a.and_then(|a| a.6.clone()),
-            assignment_entry_seq: a.and_then(|a| u64::try_from(a.5).ok()),
-            assignment_entry_hash: a.map(|a| hex::encode(&a.4)),
+            assignment_ended_at: a.and_then(|a| a.ended_at.clone()),
+            assignment_entry_seq: a.and_then(|a| u64::try_from(a.seq).ok()),
+            assignment_entry_hash: a.map(|a| hex::encode(&a.hash)),
             completion_entry_seq: c.and_then(|c| u64::try_from(c.2).ok()),
             completion_entry_hash: c.map(|c| hex::encode(&c.1)),
-        });
+        };
+        let evidence = RowEvidence {
+            revision: revision_seq.and_then(|(s,)| seq_of(s)),
+            person: required.person,
+            matrix: required.matrix,
+            cancellation: a.and_then(|a| a.closed_seq).and_then(seq_of),
+            end_reason: a.and_then(|a| a.cancel_reason.clone()),
+            superseded_by: a.and_then(|a| a.superseded_by).and_then(seq_of),
+        };
+        out.push((row, evidence));
     }
     Ok(out)
+}
+
+fn seq_of(seq: i64) -> Option<u64> {
+    u64::try_from(seq).ok()
+}
+
+/// The status of a row (docs/INTEGRATION.md §3, point 4; the same rule as
+/// `report::proof::ComplianceFacts::status`).
+fn status_of(a: Option<&FirstAssignment>, completed_at: Option<&str>, now: &str) -> &'static str {
+    let Some(a) = a else {
+        return "missing";
+    };
+    let due = a.due_at.as_str();
+    if a.status == "cancelled" {
+        // Cancelled while already past due and not trained: the person
+        // worked untrained until then, so it stays overdue (the supersession
+        // is shown in `ended_at`); cancelled before its due date, it was
+        // never owed.
+        let ended = a.ended_at.as_deref().unwrap_or(now);
+        return match completed_at {
+            Some(done) if done <= due => "on_time",
+            Some(done) if done <= ended => "late",
+            _ if ended > due => "overdue",
+            _ => "cancelled",
+        };
+    }
+    match completed_at {
+        Some(done) if done <= due => "on_time",
+        Some(_) => "late",
+        None if now > due => "overdue",
+        None => "open",
+    }
 }
 
 /// One RFC 4180 field: quoted when it holds a comma, quote or line break.

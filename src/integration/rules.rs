@@ -720,6 +720,9 @@ struct Duty<'a> {
     capa: Option<(&'a str, &'a str)>,
     verification_required: bool,
     effective_at: String,
+    /// Business time from which the person had to be trained: the
+    /// revision's effective time, or when they took up the function later.
+    required_from: String,
     due_at: String,
 }
 
@@ -738,11 +741,11 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
     let data = json!({
         "assignment_id": id, "person_id": duty.person, "document_id": duty.document,
         "version": duty.version, "origin": duty.origin, "capa_id": capa_id, "action_id": action_id,
-        "effective_at": duty.effective_at, "due_at": duty.due_at,
+        "effective_at": duty.effective_at, "due_at": duty.due_at, "required_from": duty.required_from,
         "verification_required": duty.verification_required,
     });
     let row = StateWrite::Sql {
-        sql: "INSERT INTO assignments (assignment_id, person_id, document_id, version, origin, capa_id, action_id, verification_required, effective_at, due_at, created_seq, created_at, entry_hash, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'open') ON CONFLICT (assignment_id) DO NOTHING",
+        sql: "INSERT INTO assignments (assignment_id, person_id, document_id, version, origin, capa_id, action_id, verification_required, effective_at, due_at, created_seq, created_at, entry_hash, status, required_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'open', $14) ON CONFLICT (assignment_id) DO NOTHING",
         binds: vec![
             Bind::Text(id.clone()),
             Bind::Text(duty.person.into()),
@@ -757,6 +760,7 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
             Bind::Seq,
             Bind::At,
             Bind::Hash,
+            Bind::Text(duty.required_from.clone()),
         ],
     };
     // A completion that arrived before the assignment (training done ahead
@@ -972,6 +976,7 @@ async fn ensure_current(
             None => plan.now,
         };
         let due = ts(start + chrono::Duration::days(days));
+        let required_from = ts(start);
         ensure(
             ig,
             plan,
@@ -983,6 +988,7 @@ async fn ensure_current(
                 capa: None,
                 verification_required: false,
                 effective_at,
+                required_from,
                 due_at: due,
             },
         )
@@ -1092,6 +1098,7 @@ async fn effective(
                 capa: None,
                 verification_required: false,
                 effective_at: effective_at.clone(),
+                required_from: effective_at.clone(),
                 due_at: due.clone(),
             },
         )
@@ -1233,6 +1240,7 @@ async fn capa_action(
                 capa: Some((&a.capa_id, &a.action_id)),
                 verification_required: a.verification_required,
                 effective_at: now.clone(),
+                required_from: now.clone(),
                 due_at: due.clone(),
             },
         )

@@ -533,6 +533,7 @@ fn assigned(p: &mut Projector, e: &EntryView<'_>) {
         Cell::Int(0),
         Cell::Null,
         Cell::Null,
+        text(&d["required_from"]),
     ];
     p.insert_absent(Table::Assignments, cells, e.seq);
 }

@@ -228,6 +228,7 @@ pub static TABLES: &[TableSpec] = &[
             ("verified", Int),
             ("closed_seq", Int),
             ("cancel_reason", Text),
+            ("required_from", Text),
         ],
     },
     TableSpec {

@@ -11,6 +11,7 @@
 
 pub mod font;
 pub mod pdf;
+pub mod proof;
 pub mod sign;
 pub mod verify;
 
@@ -40,7 +41,7 @@ use sign::ReportSigner;
 /// Name of the attached proof bundle.
 pub const BUNDLE_NAME: &str = "trailmark-proof.jsonl";
 /// Format tag of the bundle's header line.
-pub const BUNDLE_FORMAT: &str = "trailmark-report-proof-v1";
+pub const BUNDLE_FORMAT: &str = "trailmark-report-proof-v2";
 /// Most rows a lineage or audit-trail report holds.
 pub const MAX_ENTRIES: usize = queries::LINEAGE_MAX;
 
@@ -381,13 +382,35 @@ fn columns(ty: ReportType) -> &'static [Col] {
     }
 }
 
-/// One report row: values by column, or a band (heading or totals), and the
-/// entries it cites.
+/// One report row: values by column, or a band (heading or totals), its
+/// facts (REPORTS.md §4.1), and the entries it cites with their roles.
 #[derive(Debug, Clone, Default)]
 struct Row {
     band: Option<String>,
     values: Vec<String>,
-    cites: Vec<(u64, Hash)>,
+    facts: Value,
+    cites: Vec<(u64, Hash, &'static str)>,
+}
+
+impl Row {
+    /// A note band of a lineage or audit-trail report.
+    fn note(text: String) -> Row {
+        Row {
+            band: Some(text),
+            facts: json!({"band": "note"}),
+            ..Row::default()
+        }
+    }
+
+    /// A row showing one entry.
+    fn entry(values: Vec<String>, seq: u64, hash: Hash) -> Row {
+        Row {
+            band: None,
+            values,
+            facts: json!({}),
+            cites: vec![(seq, hash, proof::role::ENTRY)],
+        }
+    }
 }
 
 /// A line-oriented sink with its running SHA-256 and size.
@@ -421,21 +444,21 @@ struct Out {
 impl Out {
     fn row(&mut self, row: Row) -> Result<(), ReportError> {
         let cols = columns(self.ty);
-        let cites: Vec<(u64, Hash)> = row
+        let cites: Vec<(u64, Hash, &str)> = row
             .cites
             .into_iter()
-            .filter(|(seq, _)| *seq < self.checkpoint_size)
+            .filter(|(seq, _, _)| *seq < self.checkpoint_size)
             .collect();
-        for (seq, hash) in &cites {
+        for (seq, hash, _) in &cites {
             self.cited.insert(*seq, *hash);
         }
         let cites_json: Vec<Value> = cites
             .iter()
-            .map(|(seq, h)| json!({"seq": seq, "hash": h.to_hex()}))
+            .map(|(seq, h, role)| json!({"seq": seq, "hash": h.to_hex(), "as": role}))
             .collect();
         if let Some(text) = &row.band {
             self.lines
-                .line(&json!({"row": {"band": text}, "cites": cites_json}))?;
+                .line(&json!({"row": {"band": text}, "facts": row.facts, "cites": cites_json}))?;
             if let Some(doc) = &mut self.pdf {
                 doc.band(text)?;
             }
@@ -451,7 +474,8 @@ impl Out {
         for (c, v) in cols.iter().zip(&row.values) {
             map.insert(c.key.into(), Value::String(v.clone()));
         }
-        self.lines.line(&json!({"row": map, "cites": cites_json}))?;
+        self.lines
+            .line(&json!({"row": map, "facts": row.facts, "cites": cites_json}))?;
         if let Some(doc) = &mut self.pdf {
             let cells: Vec<String> = cols
                 .iter()
@@ -472,7 +496,7 @@ impl Out {
             fields.push(
                 cites
                     .iter()
-                    .map(|(s, h)| format!("{s}:{}", h.to_hex()))
+                    .map(|(s, h, _)| format!("{s}:{}", h.to_hex()))
                     .collect::<Vec<_>>()
                     .join(" "),
             );
@@ -708,7 +732,10 @@ impl Reporter {
         let mut names = Names::new(self.store.clone());
         match ty {
             ReportType::Lineage => self.lineage_rows(&scope, &mut names, &mut out).await?,
-            ReportType::Compliance => self.compliance_rows(&scope, &mut out).await?,
+            ReportType::Compliance => {
+                self.compliance_rows(&scope, &generated_at, &mut out)
+                    .await?;
+            }
             ReportType::AuditTrail => self.audit_rows(&scope, &mut names, &mut out).await?,
         }
         if out.rows == 0 {
@@ -957,7 +984,7 @@ impl Reporter {
             }
         }
         for e in &entries {
-            let mut details = describe(e, names).await?;
+            let mut details = describe(e);
             if e.kind == "integration.handover.sent"
                 && let Some(id) = e.payload.get("message_id").and_then(Value::as_str)
             {
@@ -966,9 +993,8 @@ impl Reporter {
                     outcome.get(id).map_or("not yet delivered", String::as_str)
                 ));
             }
-            out.row(Row {
-                band: None,
-                values: vec![
+            out.row(Row::entry(
+                vec![
                     e.seq.to_string(),
                     e.recorded_at.clone(),
                     e.kind.clone(),
@@ -977,108 +1003,108 @@ impl Reporter {
                     details,
                     e.hash.to_hex(),
                 ],
-                cites: vec![(e.seq, e.hash)],
-            })?;
+                e.seq,
+                e.hash,
+            ))?;
         }
         if lineage.truncated {
-            out.row(Row {
-                band: Some(format!(
-                    "The lineage walk stopped at {MAX_ENTRIES} entries; narrow the subject."
-                )),
-                ..Row::default()
-            })?;
+            out.row(Row::note(format!(
+                "The lineage walk stopped at {MAX_ENTRIES} entries; narrow the subject."
+            )))?;
         }
         Ok(())
     }
 
-    async fn compliance_rows(&self, scope: &Scope, out: &mut Out) -> Result<(), ReportError> {
+    async fn compliance_rows(
+        &self,
+        scope: &Scope,
+        generated_at: &str,
+        out: &mut Out,
+    ) -> Result<(), ReportError> {
         let (from, to) = (
             scope.from.clone().unwrap_or_default(),
             scope.to.clone().unwrap_or_default(),
         );
-        let now = Timestamp::now().to_string();
         let revisions = queries::revisions_effective(&self.store, &from, &to).await?;
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-        let mut people_total = 0u64;
         for revision in &revisions {
-            let rows = queries::compliance_of_revision(
+            let rows = queries::compliance_with_evidence(
                 &self.store,
                 revision,
                 &to,
                 &scope.job_functions,
-                &now,
+                generated_at,
             )
             .await?;
+            let hashes = self.hashes_of(&rows).await?;
+            let (facts, text) =
+                proof::revision_band(&revision.0, &revision.1, &revision.2, rows.len() as u64);
             out.row(Row {
-                band: Some(format!(
-                    "{} version {} · effective {} · {} people required",
-                    revision.0,
-                    revision.1,
-                    revision.2,
-                    rows.len()
-                )),
+                band: Some(text),
+                facts,
                 ..Row::default()
             })?;
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            for r in rows {
+            for (r, evidence) in rows {
                 *counts.entry(r.status.clone()).or_default() += 1;
                 let mut cites = Vec::new();
-                let mut evidence = Vec::new();
-                for (label, h, seq) in [
-                    (
-                        "assignment",
-                        &r.assignment_entry_hash,
-                        r.assignment_entry_seq,
-                    ),
-                    (
-                        "completion",
-                        &r.completion_entry_hash,
-                        r.completion_entry_seq,
-                    ),
-                ] {
-                    match (h, seq) {
-                        (Some(h), Some(seq)) => {
-                            let hash = Hash::parse_hex(h).map_err(StoreError::Corrupt)?;
-                            cites.push((seq, hash));
-                            evidence.push(format!("{label} #{seq}\n{h}"));
-                        }
-                        _ => evidence.push(format!("{label}: none")),
+                let mut cite = |seq: Option<u64>, role: &'static str| {
+                    if let Some(seq) = seq
+                        && let Some(h) = hashes.get(&seq)
+                    {
+                        cites.push((seq, *h, role));
                     }
-                }
-                let person = match &r.person_name {
-                    Some(n) if !n.is_empty() => format!("{n} ({})", r.person_id),
-                    _ => r.person_id.clone(),
                 };
+                cite(evidence.revision, proof::role::REVISION);
+                for seq in &evidence.person {
+                    cite(Some(*seq), proof::role::PERSON);
+                }
+                for seq in &evidence.matrix {
+                    cite(Some(*seq), proof::role::MATRIX);
+                }
+                cite(r.assignment_entry_seq, proof::role::ASSIGNMENT);
+                cite(r.completion_entry_seq, proof::role::COMPLETION);
+                cite(evidence.cancellation, proof::role::CANCELLATION);
+                cite(evidence.superseded_by, proof::role::SUPERSEDED_BY);
+                let ended = evidence.end_reason.is_some();
+                let facts = proof::ComplianceFacts {
+                    document_id: r.document_id,
+                    version: r.version,
+                    effective_at: r.effective_at,
+                    person_id: r.person_id,
+                    person_name: r.person_name,
+                    job_functions: r.job_functions,
+                    assignment_id: r.assignment_id,
+                    required_from: r.required_from,
+                    recorded_at: r.assignment_created_at,
+                    due_at: r.due_at,
+                    completed_at: r.completed_at,
+                    ended_at: r.assignment_ended_at.filter(|_| ended),
+                    end_reason: evidence.end_reason,
+                    as_of: generated_at.to_owned(),
+                    status: r.status,
+                };
+                let shown: Vec<proof::Cite> = cites
+                    .iter()
+                    .map(|(seq, h, role)| proof::Cite {
+                        role,
+                        seq: *seq,
+                        hash: h.to_hex(),
+                    })
+                    .collect();
                 out.row(Row {
                     band: None,
-                    values: vec![
-                        format!("{} v{}", r.document_id, r.version),
-                        r.effective_at.clone(),
-                        person,
-                        r.job_functions.join(", "),
-                        r.assignment_created_at
-                            .clone()
-                            .unwrap_or_else(|| "not assigned".into()),
-                        r.lag_seconds.map(lag_text).unwrap_or_default(),
-                        r.due_at.clone().unwrap_or_default(),
-                        r.completed_at
-                            .clone()
-                            .unwrap_or_else(|| "not completed".into()),
-                        r.status.replace('_', " "),
-                        evidence.join("\n"),
-                    ],
+                    values: facts.cells(&shown),
+                    facts: serde_json::to_value(&facts).map_err(|e| {
+                        ReportError::Store(StoreError::Corrupt(format!("row facts: {e}")))
+                    })?,
                     cites,
                 })?;
             }
-            let n: u64 = counts.values().sum();
-            people_total += n;
+            let (facts, text) = proof::totals_band(&revision.0, &revision.1, &counts);
             out.row(Row {
-                band: Some(format!(
-                    "Totals for {} v{}: {n} required · {}",
-                    revision.0,
-                    revision.1,
-                    counts_text(&counts)
-                )),
+                band: Some(text),
+                facts,
                 ..Row::default()
             })?;
             for (k, v) in counts {
@@ -1086,16 +1112,43 @@ impl Reporter {
             }
         }
         if !revisions.is_empty() {
+            let (facts, text) = proof::overall_band(revisions.len() as u64, &totals);
             out.row(Row {
-                band: Some(format!(
-                    "Overall: {} revisions effective in the period · {people_total} person-revisions required · {}",
-                    revisions.len(),
-                    counts_text(&totals)
-                )),
+                band: Some(text),
+                facts,
                 ..Row::default()
             })?;
         }
         Ok(())
+    }
+
+    /// The hashes of every entry the rows of a revision rest on, in one
+    /// query per 500.
+    async fn hashes_of(
+        &self,
+        rows: &[(queries::ComplianceRow, queries::RowEvidence)],
+    ) -> Result<HashMap<u64, Hash>, ReportError> {
+        let mut seqs: BTreeSet<u64> = BTreeSet::new();
+        for (r, e) in rows {
+            seqs.extend(r.assignment_entry_seq);
+            seqs.extend(r.completion_entry_seq);
+            seqs.extend(e.revision);
+            seqs.extend(e.cancellation);
+            seqs.extend(e.superseded_by);
+            seqs.extend(e.person.iter().copied());
+            seqs.extend(e.matrix.iter().copied());
+        }
+        let ids: Vec<NodeId> = seqs
+            .into_iter()
+            .map(|index| NodeId { level: 0, index })
+            .collect();
+        Ok(self
+            .store
+            .nodes(&ids)
+            .await?
+            .into_iter()
+            .map(|(id, h)| (id.index, h))
+            .collect())
     }
 
     async fn audit_rows(
@@ -1131,9 +1184,8 @@ impl Reporter {
                 .collect();
             for e in self.load(&seqs).await? {
                 let content = self.full_content(&e, names).await?;
-                out.row(Row {
-                    band: None,
-                    values: vec![
+                out.row(Row::entry(
+                    vec![
                         e.seq.to_string(),
                         e.recorded_at.clone(),
                         e.kind.clone(),
@@ -1142,14 +1194,14 @@ impl Reporter {
                         content,
                         e.hash.to_hex(),
                     ],
-                    cites: vec![(e.seq, e.hash)],
-                })?;
+                    e.seq,
+                    e.hash,
+                ))?;
                 count += 1;
                 if count >= MAX_ENTRIES * 10 {
-                    out.row(Row {
-                        band: Some(format!("Stopped at {count} entries; narrow the period.")),
-                        ..Row::default()
-                    })?;
+                    out.row(Row::note(format!(
+                        "Stopped at {count} entries; narrow the period."
+                    )))?;
                     return Ok(());
                 }
             }
@@ -1164,11 +1216,7 @@ impl Reporter {
     /// field, the reason, parents, the earlier values it corrects, and the
     /// signatures on it.
     async fn full_content(&self, e: &Loaded, names: &mut Names) -> Result<String, ReportError> {
-        let mut lines = Vec::new();
-        flatten("", &Value::Object(e.payload.clone()), &mut lines);
-        if let Some(r) = &e.reason {
-            lines.push(format!("Reason: {r}"));
-        }
+        let mut lines = own_content(e);
         if !e.parents.is_empty() {
             let seqs = self.store.seqs_of(&e.parents).await?;
             let named: Vec<String> = e
@@ -1224,31 +1272,6 @@ fn file_sha256(path: &Path) -> io::Result<String> {
     let mut h = Sha256::new();
     pdf::copy_into(&mut f, &mut h)?;
     Ok(hex::encode(h.finalize()))
-}
-
-fn lag_text(seconds: i64) -> String {
-    match seconds {
-        s if s < 0 => format!("{s} s"),
-        s if s < 120 => format!("{s} s"),
-        s if s < 7200 => format!("{} min", s / 60),
-        s if s < 172_800 => format!("{} h", s / 3600),
-        s => format!("{} d", s / 86_400),
-    }
-}
-
-fn counts_text(counts: &BTreeMap<String, u64>) -> String {
-    let order = ["on_time", "late", "open", "overdue", "missing", "cancelled"];
-    order
-        .iter()
-        .map(|k| {
-            format!(
-                "{} {}",
-                counts.get(*k).copied().unwrap_or(0),
-                k.replace('_', " ")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" · ")
 }
 
 /// An entry parsed for display.
@@ -1355,7 +1378,7 @@ fn outcome_text(e: &Loaded) -> String {
     let p = &e.payload;
     let n = |k: &str| {
         p.get(k)
-            .map(|v| v.to_string().trim_matches('"').to_owned())
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
             .unwrap_or_default()
     };
     match e.kind.as_str() {
@@ -1390,8 +1413,9 @@ fn outcome_text(e: &Loaded) -> String {
     }
 }
 
-/// The details column of a lineage row.
-async fn describe(e: &Loaded, names: &mut Names) -> Result<String, ReportError> {
+/// The details column of a lineage row, before the outcome of a hand-over:
+/// everything here comes from the entry itself (REPORTS.md §4.1).
+fn describe(e: &Loaded) -> String {
     let p = &e.payload;
     let s = |k: &str| {
         p.get(k)
@@ -1419,10 +1443,18 @@ async fn describe(e: &Loaded, names: &mut Names) -> Result<String, ReportError> 
     if let Some(r) = &e.reason {
         text.push_str(&format!("\nReason: {r}"));
     }
-    if e.actor.starts_with("user:") && e.kind != "signature.applied" {
-        let _ = names.actor(&e.actor).await?;
+    text
+}
+
+/// The first lines of the content column of an audit-trail row: the whole
+/// payload and the reason, from the entry itself (REPORTS.md §4.1).
+fn own_content(e: &Loaded) -> Vec<String> {
+    let mut lines = Vec::new();
+    flatten("", &Value::Object(e.payload.clone()), &mut lines);
+    if let Some(r) = &e.reason {
+        lines.push(format!("Reason: {r}"));
     }
-    Ok(text)
+    lines
 }
 
 /// `a.b: value` lines of a JSON value, arrays indexed.

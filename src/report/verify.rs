@@ -8,12 +8,13 @@
 //! general PDF parser.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::BUNDLE_FORMAT;
+use super::proof::{CitedEntry, RowChecker};
 use super::sign::{CmsCheck, verify_cms};
 use crate::ledger::entry::{ParsedEntry, is_canonical};
 use crate::ledger::merkle::{self, NodeId, ProofPlan};
@@ -133,7 +134,7 @@ impl Checked {
             b.entries, b.checkpoint_size, b.nodes
         ));
         out.push(format!(
-            "[6] rows: {} rows; every cited seq and hash is a checked entry",
+            "[6] rows: {} rows; every cited seq and hash is a checked entry, and every row and total follows from its cited entries",
             b.rows
         ));
         out.push(format!(
@@ -155,8 +156,11 @@ pub fn check_file(
 ) -> Result<Checked, CheckError> {
     if bytes.starts_with(b"%PDF-") {
         let (signature, bundle) = check_pdf_signature(bytes, ca_der)?;
-        let mut inflated = flate2::read::ZlibDecoder::new(bundle);
-        let bundle = check_bundle(BufReader::new(&mut inflated), key)?;
+        let mut inflated = Vec::new();
+        flate2::read::ZlibDecoder::new(bundle)
+            .read_to_end(&mut inflated)
+            .map_err(|e| fail(3, format!("inflating the attached bundle: {e}")))?;
+        let bundle = check_bundle(&inflated, key)?;
         Ok(Checked {
             signature: Some(signature),
             bundle,
@@ -164,7 +168,7 @@ pub fn check_file(
     } else {
         Ok(Checked {
             signature: None,
-            bundle: check_bundle(BufReader::new(bytes), key)?,
+            bundle: check_bundle(bytes, key)?,
         })
     }
 }
@@ -330,24 +334,21 @@ fn der_length(der: &[u8]) -> Option<usize> {
 ///
 /// # Errors
 /// The first step that fails.
-pub fn check_bundle(mut r: impl BufRead, key: &VerifierKey) -> Result<BundleCheck, CheckError> {
+pub fn check_bundle(bundle: &[u8], key: &VerifierKey) -> Result<BundleCheck, CheckError> {
     let mut out = BundleCheck::default();
-    let mut line = String::new();
-    let mut bytes = 0u64;
-    let mut read = |r: &mut dyn BufRead, step: u8| -> Result<Option<Value>, CheckError> {
-        line.clear();
-        let n = r
-            .read_line(&mut line)
-            .map_err(|e| fail(step, format!("reading the bundle: {e}")))?;
-        if n == 0 {
+    let mut lines = Lines {
+        rest: bundle,
+        at: 0,
+    };
+    let read = |lines: &mut Lines, step: u8| -> Result<Option<(usize, Value)>, CheckError> {
+        let Some((at, line)) = lines.next() else {
             return Ok(None);
-        }
-        bytes += n as u64;
-        serde_json::from_str(line.trim_end_matches('\n'))
-            .map(Some)
+        };
+        serde_json::from_slice(line)
+            .map(|v| Some((at, v)))
             .map_err(|e| fail(step, format!("a line is not JSON: {e}")))
     };
-    let header = read(&mut r, 3)?.ok_or_else(|| fail(3, "the bundle is empty"))?;
+    let (_, header) = read(&mut lines, 3)?.ok_or_else(|| fail(3, "the bundle is empty"))?;
     if header["format"] != BUNDLE_FORMAT {
         return Err(fail(
             3,
@@ -376,9 +377,11 @@ pub fn check_bundle(mut r: impl BufRead, key: &VerifierKey) -> Result<BundleChec
 
     let mut cites: BTreeMap<u64, Hash> = BTreeMap::new();
     let mut entries: Vec<(u64, Hash)> = Vec::new();
+    let mut entry_lines: HashMap<u64, usize> = HashMap::new();
+    let mut row_lines: Vec<usize> = Vec::new();
     let mut nodes: HashMap<NodeId, Hash> = HashMap::new();
     let mut ended = false;
-    while let Some(v) = read(&mut r, 5)? {
+    while let Some((at, v)) = read(&mut lines, 5)? {
         if ended {
             return Err(fail(5, "lines after the end line"));
         }
@@ -387,6 +390,7 @@ pub fn check_bundle(mut r: impl BufRead, key: &VerifierKey) -> Result<BundleChec
                 return Err(fail(6, "a line has cites but no row"));
             }
             out.rows += 1;
+            row_lines.push(at);
             for c in row.as_array().into_iter().flatten() {
                 let seq = c["seq"]
                     .as_u64()
@@ -432,6 +436,7 @@ pub fn check_bundle(mut r: impl BufRead, key: &VerifierKey) -> Result<BundleChec
                 ));
             }
             entries.push((seq, leaf));
+            entry_lines.insert(seq, at);
         } else if let Some(n) = v.get("node").and_then(Value::as_array) {
             let level = n
                 .first()
@@ -517,10 +522,87 @@ pub fn check_bundle(mut r: impl BufRead, key: &VerifierKey) -> Result<BundleChec
     if checked.len() != cites.len() {
         return Err(fail(6, "the bundle holds entries no row cites"));
     }
+    check_rows(bundle, &header, &row_lines, &entry_lines)?;
     out.entries = entries.len() as u64;
     out.nodes = nodes.len() as u64;
-    out.bytes = bytes;
+    out.bytes = bundle.len() as u64;
     Ok(out)
+}
+
+/// The bundle's lines with their offsets.
+struct Lines<'a> {
+    rest: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (usize, &'a [u8]);
+
+    fn next(&mut self) -> Option<(usize, &'a [u8])> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let end = self
+            .rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap_or(self.rest.len());
+        let line = &self.rest[..end];
+        let at = self.at;
+        let used = (end + 1).min(self.rest.len());
+        self.rest = &self.rest[used..];
+        self.at += used;
+        Some((at, line))
+    }
+}
+
+/// The line starting at `at`.
+fn line_at(bundle: &[u8], at: usize) -> &[u8] {
+    let rest = &bundle[at..];
+    &rest[..rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len())]
+}
+
+/// Step 6, second half: every row recomputed from its cited entries
+/// (REPORTS.md §4.1). Entries are parsed again when cited; the shared ones
+/// (revision, person, matrix) from a small cache.
+fn check_rows(
+    bundle: &[u8],
+    header: &Value,
+    row_lines: &[usize],
+    entry_lines: &HashMap<u64, usize>,
+) -> Result<(), CheckError> {
+    let mut checker = RowChecker::new(
+        header["type"].as_str().unwrap_or_default(),
+        &header["scope"],
+        header["generated_at"].as_str().unwrap_or_default(),
+    );
+    let mut cache: HashMap<u64, CitedEntry> = HashMap::new();
+    let mut entry = |seq: u64| -> Result<CitedEntry, String> {
+        if let Some(e) = cache.get(&seq) {
+            return Ok(e.clone());
+        }
+        let at = entry_lines
+            .get(&seq)
+            .ok_or_else(|| format!("entry {seq} is not in the bundle"))?;
+        let line: Value = serde_json::from_slice(line_at(bundle, *at))
+            .map_err(|e| format!("entry {seq}: {e}"))?;
+        let text = line["entry"].as_str().unwrap_or_default();
+        let hash = line["hash"].as_str().unwrap_or_default().to_owned();
+        let e = CitedEntry::parse(seq, hash, text.as_bytes())?;
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(seq, e.clone());
+        Ok(e)
+    };
+    for (i, at) in row_lines.iter().enumerate() {
+        let v: Value = serde_json::from_slice(line_at(bundle, *at))
+            .map_err(|e| fail(6, format!("row {}: {e}", i + 1)))?;
+        checker
+            .row(&v, &mut entry)
+            .map_err(|e| fail(6, format!("row {}: {e}", i + 1)))?;
+    }
+    checker.finish().map_err(|e| fail(6, e))
 }
 
 /// Reads a whole file for checking.

@@ -368,3 +368,106 @@ def verify_inclusion(leaf_index, tree_size, leaf, path, root):
         fn >>= 1
         sn >>= 1
     return sn == 0 and r == root
+
+
+def subtree_hash(lo, hi, node):
+    """MTH of the leaves [lo, hi) of an RFC 9162 tree, computed from perfect,
+    aligned subtrees: node(level, index) returns the hash of leaves
+    [index * 2^level, (index + 1) * 2^level). A range of a power-of-two size
+    aligned to it is one such node; any other range (the right edge of a tree
+    whose size is not a power of two) is split as RFC 9162 §2.1.1 splits it,
+    into a perfect left part and the rest."""
+    n = hi - lo
+    if n <= 0:
+        raise ValueError("empty range")
+    if n & (n - 1) == 0 and lo % n == 0:
+        return node(n.bit_length() - 1, lo // n)
+    k = _split(n)
+    return node_hash(subtree_hash(lo, lo + k, node), subtree_hash(lo + k, hi, node))
+
+
+def perfect_subtrees(lo, hi):
+    """The (level, index) nodes subtree_hash(lo, hi, ...) reads, left to right."""
+    n = hi - lo
+    if n & (n - 1) == 0 and lo % n == 0:
+        return [(n.bit_length() - 1, lo // n)]
+    k = _split(n)
+    return perfect_subtrees(lo, lo + k) + perfect_subtrees(lo + k, hi)
+
+
+def inclusion_ranges(m, n):
+    """The leaf ranges [lo, hi) whose MTHs are PATH(m, D[n]) of RFC 9162
+    §2.1.3.1, in path order (closest to the leaf first)."""
+    if not 0 <= m < n:
+        raise ValueError("leaf index out of range")
+    out = []
+    lo, hi = 0, n
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if m < lo + k:
+            out.append((lo + k, hi))
+            hi = lo + k
+        else:
+            out.append((lo, lo + k))
+            lo = lo + k
+    out.reverse()
+    return out
+
+
+# ---------------------------------------------------------------- RFC 3339 times
+
+# re.ASCII: \d would otherwise also match non-ASCII digits; [0-9] is used anyway.
+RFC3339_RE = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))\Z", re.ASCII)
+# Trailmark's stored form (FORMAT.md §1 recorded_at, REPORTS.md §4.1 facts)
+STORED_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z", re.ASCII)
+
+
+def _days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _days_in_month(y, m):
+    if m == 2:
+        return 29 if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0 else 28
+    return 30 if m in (4, 6, 9, 11) else 31
+
+
+def rfc3339_micros(s, what="time"):
+    """Parse an RFC 3339 date-time (§5.6: 'T'/'t', 'Z'/'z' or a numeric offset,
+    any number of fractional digits) and return the instant as whole
+    microseconds since 1970-01-01T00:00:00Z, the fraction truncated (not
+    rounded) to six digits. A leap second (:60) is refused: Trailmark never
+    stores one (FORMAT.md §1) and it has no unique instant to compare."""
+    if not isinstance(s, str):
+        raise VerifyError(f"{what}: {s!r} is not a string")
+    m = RFC3339_RE.match(s)
+    if not m:
+        raise VerifyError(f"{what}: {s!r} is not an RFC 3339 date-time")
+    y, mo, d, hh, mi, ss = (int(m.group(i)) for i in range(1, 7))
+    frac = m.group(7) or ""
+    if not (1 <= mo <= 12 and 1 <= d <= _days_in_month(y, mo) and hh <= 23 and mi <= 59 and ss <= 59):
+        raise VerifyError(f"{what}: {s!r} is not a valid calendar date and time")
+    off = 0
+    if not m.group(8):
+        oh, om = int(m.group(10)), int(m.group(11))
+        if oh > 23 or om > 59:
+            raise VerifyError(f"{what}: {s!r} has an invalid offset")
+        off = (oh * 60 + om) * (1 if m.group(9) == "+" else -1)
+    micros = int((frac + "000000")[:6])
+    secs = _days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss - off * 60
+    return secs * 1_000_000 + micros
+
+
+def stored_time_micros(s, what="time"):
+    """A time in Trailmark's stored form, YYYY-MM-DDTHH:MM:SS.ffffffZ."""
+    if not isinstance(s, str) or not STORED_TIME_RE.match(s):
+        raise VerifyError(f"{what}: {s!r} is not in the stored form YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    return rfc3339_micros(s, what)

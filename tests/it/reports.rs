@@ -348,7 +348,21 @@ async fn every_report_type_is_signed_readable_proved_and_recorded() {
 
     // Tampering with the JSONL: an altered entry, then a wrong proof node.
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let i = lines.iter().position(|l| l.contains("\"entry\"")).unwrap();
+    // A row's own cell, changed: refused at step 6, naming the column.
+    let r = lines
+        .iter()
+        .position(|l| l.starts_with("{\"cites\"") && l.contains("CAPA-9"))
+        .unwrap();
+    let original = lines[r].clone();
+    lines[r] = original.replacen("CAPA-9", "CAPA-8", 1);
+    let err = check_file((lines.join("\n") + "\n").as_bytes(), &vkey, None).unwrap_err();
+    assert_eq!(err.step, 6, "{err}");
+    assert!(err.reason.contains("column"), "{err}");
+    lines[r] = original;
+    let i = lines
+        .iter()
+        .position(|l| l.starts_with("{\"entry\""))
+        .unwrap();
     let altered = lines[i].replacen("CAPA-9", "CAPA-8", 1);
     assert_ne!(altered, lines[i]);
     let original = std::mem::replace(&mut lines[i], altered);

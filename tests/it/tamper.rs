@@ -340,7 +340,9 @@ async fn verify_replays_the_state_and_names_every_edited_table() {
     })
     .await
     .unwrap();
-    // (table, the edit, what the failure must name)
+    // (table, the edit, what the failure must name). The edits marked
+    // in `REFUSED_IN_REPORTS` change what a compliance report shows, so a
+    // report generated on the edited state is refused offline as well.
     let cases: &[(&str, &str, &[&str])] = &[
         (
             "completions",
@@ -401,6 +403,11 @@ async fn verify_replays_the_state_and_names_every_edited_table() {
             "people",
             "UPDATE people SET active = 0 WHERE person_id = 'E2'",
             &["people", "person_id=E2", "active"],
+        ),
+        (
+            "people",
+            "UPDATE people SET name = 'Mallory' WHERE person_id = 'E2'",
+            &["people", "person_id=E2", "name"],
         ),
         (
             "person_functions",
@@ -480,6 +487,21 @@ async fn verify_replays_the_state_and_names_every_edited_table() {
         for name in *names {
             assert!(err.contains(name), "{edit}: `{err}` does not name {name}");
         }
+        if REFUSED_IN_REPORTS.contains(edit) {
+            let bundle = compliance_bundle(&ledger).await;
+            let err =
+                trailmark::report::verify::check_file(&bundle, &ledger.opened.key.verifier(), None)
+                    .expect_err(&format!(
+                        "{edit}: verify-report accepted a report of the edited state"
+                    ));
+            assert_eq!(err.step, 6, "{edit}: {err}");
+            if let Some(refusal) = independent_refusal(&ledger, &bundle) {
+                assert!(
+                    refusal.contains("FAILED"),
+                    "{edit}: the independent verifier said {refusal}"
+                );
+            }
+        }
         raw.exec(&format!(
             "DELETE FROM {table}; INSERT INTO {table} SELECT * FROM saved; DROP TABLE saved"
         ))
@@ -491,6 +513,100 @@ async fn verify_replays_the_state_and_names_every_edited_table() {
             .unwrap_or_else(|e| panic!("after undoing `{edit}`: {e}"));
     }
     ledger.finish().await;
+}
+
+/// The edits of `verify_replays_the_state_and_names_every_edited_table`
+/// that change a compliance report's cells: each makes a row claim what
+/// its entries do not say (REPORTS.md §4.1). The others either touch no
+/// report, or make one leave a row or a completion out, which citations
+/// cannot prove and `verify`'s replay catches.
+const REFUSED_IN_REPORTS: &[&str] = &[
+    "UPDATE completions SET person_id = 'E2' WHERE person_id = 'E1'",
+    "UPDATE completions SET completed_at = '2026-01-01T00:00:00.000000Z'",
+    "UPDATE people SET name = 'Mallory' WHERE person_id = 'E2'",
+    "INSERT INTO training_matrix (document_id, job_function, known_seq, known_at) VALUES ('SOP-017', 'QA', 1, '2026-01-01T00:00:00.000000Z')",
+    "UPDATE document_versions SET effective_at = '2026-02-01T00:00:00.000000Z'",
+    "UPDATE assignments SET due_at = '2099-01-01T00:00:00.000000Z'",
+    "UPDATE assignments SET status = 'cancelled', cancel_reason = 'forged' WHERE person_id = 'E2'",
+];
+
+/// A compliance report of 2026 (JSONL), generated on the stored state as
+/// `trailmark report` does.
+async fn compliance_bundle(ledger: &TestLedger) -> Vec<u8> {
+    use trailmark::report::{Format, ReportType, Reporter, Requester, Scope};
+    let out = ledger.dir.path().join("compliance.jsonl");
+    let scope = Scope {
+        from: Some("2026-01-01".into()),
+        to: Some("2027-01-01".into()),
+        ..Scope::default()
+    }
+    .checked(ReportType::Compliance)
+    .unwrap();
+    let store = ledger.opened.store.clone();
+    let origin = ledger.opened.config.origin.clone();
+    let path = out.clone();
+    trailmark::cli::with_sequencer(&ledger.opened, |seq| async move {
+        let by = Requester {
+            actor: trailmark::ledger::Actor::parse("system:cli")?,
+            printed_name: "tamper test".into(),
+        };
+        Reporter::new(store, seq, None, origin)
+            .generate(ReportType::Compliance, scope, Format::Jsonl, &by, &path)
+            .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    std::fs::read(&out).unwrap()
+}
+
+/// What `tests/independent/check_report.py` says of a bundle, or `None`
+/// (with a message) where Python or its `cryptography` package is missing
+/// outside CI.
+fn independent_refusal(ledger: &TestLedger, bundle: &[u8]) -> Option<String> {
+    let path = ledger.dir.path().join("independent.jsonl");
+    std::fs::write(&path, bundle).unwrap();
+    let key = ledger.dir.path().join("verifier-key.txt");
+    std::fs::write(
+        &key,
+        format!("{}\n", ledger.opened.key.verifier().to_text()),
+    )
+    .unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/independent/check_report.py"
+    );
+    match std::process::Command::new("python3")
+        .arg(script)
+        .arg(&path)
+        .arg("--key")
+        .arg(&key)
+        .output()
+    {
+        Ok(out) if out.status.code() == Some(1) => {
+            Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        Ok(out) => {
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if std::env::var_os("CI").is_none() && said.contains("No module named") {
+                eprintln!("SKIPPED the independent report check: {said}");
+                return None;
+            }
+            panic!("the independent verifier did not refuse the report: {said}");
+        }
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "python3 is required under CI: {e}"
+            );
+            eprintln!("SKIPPED the independent report check: python3 does not run: {e}");
+            None
+        }
+    }
 }
 
 /// The server's scheduled verification replays the state too: a completion

@@ -1,0 +1,1064 @@
+//! Rows prove their cells (docs/REPORTS.md §4.1): the facts a report row
+//! shows, how its cells are drawn from them, and the check that recomputes
+//! a row from the entries it cites.
+//!
+//! The generator draws every cell through [`ComplianceFacts::cells`] and the
+//! verifier recomputes facts, status and cells from the cited entries with
+//! the same functions, so a row either follows from its entries or
+//! `verify-report` names the cell that does not. `tests/independent`
+//! implements the same section in Python without this code.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::integration::events::normalise_time;
+
+/// Reason of a cancellation by a newer version (INTEGRATION.md §3).
+pub const SUPERSEDED: &str = "superseded by a newer version";
+
+/// Statuses, in the order the totals list them.
+pub const STATUSES: [&str; 6] = ["on_time", "late", "open", "overdue", "missing", "cancelled"];
+
+/// The role of a cited entry in a row.
+pub mod role {
+    /// The one entry a lineage or audit-trail row shows.
+    pub const ENTRY: &str = "entry";
+    /// The revision's `qms.document.revision_effective`.
+    pub const REVISION: &str = "revision";
+    /// An `hr.person.updated` with the person's name and job functions.
+    pub const PERSON: &str = "person";
+    /// A `qms.training_matrix.changed` of the document.
+    pub const MATRIX: &str = "matrix";
+    /// The `lms.assignment.created`.
+    pub const ASSIGNMENT: &str = "assignment";
+    /// The `lms.completion.recorded`.
+    pub const COMPLETION: &str = "completion";
+    /// The `lms.assignment.cancelled`.
+    pub const CANCELLATION: &str = "cancellation";
+    /// The next revision, for a supersession.
+    pub const SUPERSEDED_BY: &str = "superseded_by";
+}
+
+/// What a compliance row shows, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceFacts {
+    /// Document.
+    pub document_id: String,
+    /// Version.
+    pub version: String,
+    /// When the version became effective.
+    pub effective_at: String,
+    /// Person required.
+    pub person_id: String,
+    /// Their name, when HR data gives one.
+    pub person_name: Option<String>,
+    /// The job functions that made them required, sorted.
+    pub job_functions: Vec<String>,
+    /// The SOP assignment; none means `missing`.
+    pub assignment_id: Option<String>,
+    /// From when (business time) they had to be trained.
+    pub required_from: Option<String>,
+    /// When Trailmark recorded the assignment.
+    pub recorded_at: Option<String>,
+    /// Due.
+    pub due_at: Option<String>,
+    /// Earliest completion on the version.
+    pub completed_at: Option<String>,
+    /// When a cancelled assignment ended (business time).
+    pub ended_at: Option<String>,
+    /// Why it was cancelled.
+    pub end_reason: Option<String>,
+    /// When the status is judged: the report's generation time.
+    pub as_of: String,
+    /// The status.
+    pub status: String,
+}
+
+/// A cited entry: the line's role, seq and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cite {
+    /// Role (`role::*`).
+    pub role: &'static str,
+    /// Seq.
+    pub seq: u64,
+    /// Hash, hex.
+    pub hash: String,
+}
+
+impl ComplianceFacts {
+    /// The status the rules give these facts (INTEGRATION.md §3, point 4).
+    pub fn status(&self) -> &'static str {
+        let Some(due) = self
+            .due_at
+            .as_deref()
+            .filter(|_| self.assignment_id.is_some())
+        else {
+            return "missing";
+        };
+        let done = self.completed_at.as_deref();
+        if self.end_reason.is_some() {
+            let ended = self.ended_at.as_deref().unwrap_or(self.as_of.as_str());
+            return match done {
+                Some(d) if d <= due => "on_time",
+                Some(d) if d <= ended => "late",
+                _ if ended > due => "overdue",
+                _ => "cancelled",
+            };
+        }
+        match done {
+            Some(d) if d <= due => "on_time",
+            Some(_) => "late",
+            None if self.as_of.as_str() > due => "overdue",
+            None => "open",
+        }
+    }
+
+    /// The display cells, in column order (REPORTS.md §4.1). `cites` gives
+    /// the evidence column its assignment and completion entries.
+    pub fn cells(&self, cites: &[Cite]) -> Vec<String> {
+        let person = match &self.person_name {
+            Some(n) if !n.is_empty() => format!("{n} ({})", self.person_id),
+            _ => self.person_id.clone(),
+        };
+        let assigned = match (&self.assignment_id, &self.required_from, &self.recorded_at) {
+            (Some(_), Some(from), Some(at)) => format!("{from}\nrecorded {at}"),
+            _ => "not assigned".to_owned(),
+        };
+        let lag = match (&self.assignment_id, &self.required_from, &self.recorded_at) {
+            (Some(_), Some(from), Some(at)) => {
+                seconds_between(from, at).map(lag_text).unwrap_or_default()
+            }
+            _ => String::new(),
+        };
+        let completed = match &self.completed_at {
+            Some(done) => match &self.required_from {
+                Some(from) if done < from => format!("{done}\nbefore the assignment was required"),
+                _ => done.clone(),
+            },
+            None => "not completed".to_owned(),
+        };
+        let mut status = self.status.replace('_', " ");
+        if let (Some(ended), Some(reason)) = (&self.ended_at, &self.end_reason) {
+            status.push_str(&format!("\nended {ended}: {reason}"));
+        }
+        let evidence = [role::ASSIGNMENT, role::COMPLETION]
+            .iter()
+            .map(|r| match cites.iter().find(|c| c.role == *r) {
+                Some(c) => format!("{r} #{}\n{}", c.seq, c.hash),
+                None => format!("{r}: none"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        vec![
+            format!("{} v{}", self.document_id, self.version),
+            self.effective_at.clone(),
+            person,
+            self.job_functions.join(", "),
+            assigned,
+            lag,
+            self.due_at.clone().unwrap_or_default(),
+            completed,
+            status,
+            evidence,
+        ]
+    }
+}
+
+/// Whole seconds from `a` to `b`, truncated toward zero.
+pub fn seconds_between(a: &str, b: &str) -> Option<i64> {
+    let a = chrono::DateTime::parse_from_rfc3339(a).ok()?;
+    let b = chrono::DateTime::parse_from_rfc3339(b).ok()?;
+    Some((b - a).num_seconds())
+}
+
+/// A lag for people: seconds, minutes, hours or days.
+pub fn lag_text(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
+    }
+}
+
+/// `<n> <status>` for the six statuses, joined by ` · `.
+pub fn counts_text(counts: &BTreeMap<String, u64>) -> String {
+    STATUSES
+        .iter()
+        .map(|k| {
+            format!(
+                "{} {}",
+                counts.get(*k).copied().unwrap_or(0),
+                k.replace('_', " ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// Counts with every status present, zeros included.
+pub fn full_counts(counts: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    STATUSES
+        .iter()
+        .map(|k| ((*k).to_owned(), counts.get(*k).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// The facts and text of a revision band.
+pub fn revision_band(
+    doc: &str,
+    version: &str,
+    effective_at: &str,
+    required: u64,
+) -> (Value, String) {
+    (
+        json!({"band": "revision", "document_id": doc, "version": version,
+               "effective_at": effective_at, "required": required}),
+        format!("{doc} version {version} · effective {effective_at} · {required} people required"),
+    )
+}
+
+/// The facts and text of a revision's totals band.
+pub fn totals_band(doc: &str, version: &str, counts: &BTreeMap<String, u64>) -> (Value, String) {
+    let n: u64 = counts.values().sum();
+    (
+        json!({"band": "totals", "document_id": doc, "version": version, "counts": full_counts(counts)}),
+        format!(
+            "Totals for {doc} v{version}: {n} required · {}",
+            counts_text(counts)
+        ),
+    )
+}
+
+/// The facts and text of the overall band.
+pub fn overall_band(revisions: u64, counts: &BTreeMap<String, u64>) -> (Value, String) {
+    let n: u64 = counts.values().sum();
+    (
+        json!({"band": "overall", "revisions": revisions, "required": n, "counts": full_counts(counts)}),
+        format!(
+            "Overall: {revisions} revisions effective in the period · {n} person-revisions required · {}",
+            counts_text(counts)
+        ),
+    )
+}
+
+/// A cited entry as the row check reads it.
+#[derive(Debug, Clone)]
+pub struct CitedEntry {
+    /// Seq.
+    pub seq: u64,
+    /// Hash, hex.
+    pub hash: String,
+    /// Recorded time.
+    pub recorded_at: String,
+    /// Kind.
+    pub kind: String,
+    /// Actor.
+    pub actor: String,
+    /// Subject.
+    pub subject: String,
+    /// `payload.data`, or null.
+    pub data: Value,
+    /// The whole payload.
+    pub payload: serde_json::Map<String, Value>,
+    /// The reason, if any.
+    pub reason: Option<String>,
+}
+
+impl CitedEntry {
+    /// Reads an entry's canonical bytes.
+    ///
+    /// # Errors
+    /// If they are not a JSON object.
+    pub fn parse(seq: u64, hash: String, canonical: &[u8]) -> Result<CitedEntry, String> {
+        let v: Value =
+            serde_json::from_slice(canonical).map_err(|e| format!("entry {seq}: {e}"))?;
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Ok(CitedEntry {
+            seq,
+            hash,
+            recorded_at: text("recorded_at"),
+            kind: text("kind"),
+            actor: text("actor"),
+            subject: text("subject"),
+            data: v
+                .get("payload")
+                .and_then(|p| p.get("data"))
+                .cloned()
+                .unwrap_or(Value::Null),
+            payload: v
+                .get("payload")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+            reason: v.get("reason").and_then(Value::as_str).map(str::to_owned),
+        })
+    }
+
+    /// The entry as the report's renderers read it.
+    fn loaded(&self) -> super::Loaded {
+        super::Loaded {
+            seq: self.seq,
+            hash: crate::ledger::Hash::parse_hex(&self.hash)
+                .unwrap_or(crate::ledger::Hash([0; 32])),
+            recorded_at: self.recorded_at.clone(),
+            kind: self.kind.clone(),
+            actor: self.actor.clone(),
+            subject: self.subject.clone(),
+            reason: self.reason.clone(),
+            parents: Vec::new(),
+            payload: self.payload.clone(),
+        }
+    }
+
+    fn text(&self, key: &str) -> Option<&str> {
+        self.data.get(key).and_then(Value::as_str)
+    }
+
+    /// A payload time as Trailmark stores it, for comparing as instants.
+    fn time(&self, key: &str) -> Option<String> {
+        self.text(key).and_then(|t| normalise_time(t).ok())
+    }
+}
+
+/// Checks the rows of a bundle in order (REPORTS.md §4.1, step 6).
+pub struct RowChecker {
+    ty: String,
+    scope_to: String,
+    as_of: String,
+    open: Option<Band>,
+    revisions: u64,
+    totals: BTreeMap<String, u64>,
+    overall_seen: bool,
+}
+
+/// The revision band being filled.
+struct Band {
+    document_id: String,
+    version: String,
+    effective_at: String,
+    required: u64,
+    rows: u64,
+    counts: BTreeMap<String, u64>,
+}
+
+/// A row that the entries do not support: which cell and why.
+pub type RowError = String;
+
+impl RowChecker {
+    /// A checker for a report of type `ty` with the header's scope and
+    /// generation time.
+    pub fn new(ty: &str, scope: &Value, generated_at: &str) -> RowChecker {
+        RowChecker {
+            ty: ty.to_owned(),
+            scope_to: scope["to"].as_str().unwrap_or_default().to_owned(),
+            as_of: generated_at.to_owned(),
+            open: None,
+            revisions: 0,
+            totals: BTreeMap::new(),
+            overall_seen: false,
+        }
+    }
+
+    /// Checks one row line (`{"row", "facts", "cites"}`); `entry` gives a
+    /// cited entry by seq (already checked against the checkpoint).
+    ///
+    /// # Errors
+    /// The first cell or cite the entries do not support.
+    pub fn row(
+        &mut self,
+        line: &Value,
+        entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+    ) -> Result<(), RowError> {
+        let cells = line["row"].as_object().ok_or("the row is not an object")?;
+        let facts = line.get("facts").ok_or("the row has no facts")?;
+        let mut cites = Vec::new();
+        for c in line["cites"].as_array().into_iter().flatten() {
+            let role = match c["as"].as_str() {
+                Some(r) => ROLES
+                    .iter()
+                    .find(|k| **k == r)
+                    .copied()
+                    .ok_or_else(|| format!("a cite has the unknown role `{r}`"))?,
+                None => return Err("a cite has no role (`as`)".into()),
+            };
+            let seq = c["seq"].as_u64().ok_or("a cite has no seq")?;
+            cites.push(Cite {
+                role,
+                seq,
+                hash: c["hash"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        if self.overall_seen {
+            return Err("a row follows the overall totals".into());
+        }
+        if let Some(band) = cells.get("band") {
+            let text = band.as_str().ok_or("the band is not text")?;
+            if !cites.is_empty() {
+                return Err("a band cites entries".into());
+            }
+            return self.band(text, facts);
+        }
+        match self.ty.as_str() {
+            "compliance" => self.compliance(cells, facts, &cites, entry),
+            "lineage" => entry_row(cells, facts, &cites, entry, "details"),
+            "audit-trail" => entry_row(cells, facts, &cites, entry, "content"),
+            other => Err(format!("unknown report type `{other}`")),
+        }
+    }
+
+    /// Checks what must hold after the last row.
+    ///
+    /// # Errors
+    /// A revision without totals, or missing overall totals.
+    pub fn finish(&self) -> Result<(), RowError> {
+        if self.ty != "compliance" {
+            return Ok(());
+        }
+        if let Some(b) = &self.open {
+            return Err(format!(
+                "{} v{} has no totals band",
+                b.document_id, b.version
+            ));
+        }
+        if self.revisions > 0 && !self.overall_seen {
+            return Err("the overall totals band is missing".into());
+        }
+        Ok(())
+    }
+
+    fn band(&mut self, text: &str, facts: &Value) -> Result<(), RowError> {
+        if self.ty != "compliance" {
+            if *facts != json!({"band": "note"}) {
+                return Err(format!("a note band has the facts {facts}"));
+            }
+            return Ok(());
+        }
+        let s = |k: &str| facts[k].as_str().unwrap_or_default().to_owned();
+        let (expected_facts, expected_text) = match facts["band"].as_str() {
+            Some("revision") => {
+                if let Some(b) = &self.open {
+                    return Err(format!(
+                        "{} v{} has no totals band",
+                        b.document_id, b.version
+                    ));
+                }
+                let required = facts["required"]
+                    .as_u64()
+                    .ok_or("a revision band has no count")?;
+                self.open = Some(Band {
+                    document_id: s("document_id"),
+                    version: s("version"),
+                    effective_at: s("effective_at"),
+                    required,
+                    rows: 0,
+                    counts: BTreeMap::new(),
+                });
+                self.revisions += 1;
+                revision_band(
+                    &s("document_id"),
+                    &s("version"),
+                    &s("effective_at"),
+                    required,
+                )
+            }
+            Some("totals") => {
+                let b = self
+                    .open
+                    .take()
+                    .ok_or("a totals band without its revision band")?;
+                if b.rows != b.required {
+                    return Err(format!(
+                        "{} v{}: the band says {} people required, {} rows follow",
+                        b.document_id, b.version, b.required, b.rows
+                    ));
+                }
+                for (k, v) in &b.counts {
+                    *self.totals.entry(k.clone()).or_default() += v;
+                }
+                totals_band(&b.document_id, &b.version, &b.counts)
+            }
+            Some("overall") => {
+                if let Some(b) = &self.open {
+                    return Err(format!(
+                        "{} v{} has no totals band",
+                        b.document_id, b.version
+                    ));
+                }
+                self.overall_seen = true;
+                overall_band(self.revisions, &self.totals)
+            }
+            _ => return Err(format!("a band has the facts {facts}")),
+        };
+        if *facts != expected_facts {
+            return Err(format!(
+                "band facts {facts}, the rows give {expected_facts}"
+            ));
+        }
+        if text != expected_text {
+            return Err(format!(
+                "band reads `{text}`, the rows give `{expected_text}`"
+            ));
+        }
+        Ok(())
+    }
+
+    fn compliance(
+        &mut self,
+        cells: &serde_json::Map<String, Value>,
+        facts: &Value,
+        cites: &[Cite],
+        entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+    ) -> Result<(), RowError> {
+        let f: ComplianceFacts =
+            serde_json::from_value(facts.clone()).map_err(|e| format!("facts: {e}"))?;
+        let band = self.open.as_mut().ok_or("a row outside a revision band")?;
+        if (
+            f.document_id.as_str(),
+            f.version.as_str(),
+            f.effective_at.as_str(),
+        ) != (
+            band.document_id.as_str(),
+            band.version.as_str(),
+            band.effective_at.as_str(),
+        ) {
+            return Err(format!(
+                "the row is about {} v{} effective {}, its band {} v{} effective {}",
+                f.document_id,
+                f.version,
+                f.effective_at,
+                band.document_id,
+                band.version,
+                band.effective_at
+            ));
+        }
+        band.rows += 1;
+        *band.counts.entry(f.status.clone()).or_default() += 1;
+        if f.as_of != self.as_of {
+            return Err(format!(
+                "as_of is {}, the report was generated at {}",
+                f.as_of, self.as_of
+            ));
+        }
+        prove_compliance(&f, cites, &self.scope_to, entry)?;
+        let status = f.status();
+        if f.status != status {
+            return Err(format!(
+                "status: the row says {}, the entries give {status}",
+                f.status
+            ));
+        }
+        compare_cells(cells, COMPLIANCE_KEYS, &f.cells(cites))
+    }
+}
+
+const ROLES: [&str; 8] = [
+    role::ENTRY,
+    role::REVISION,
+    role::PERSON,
+    role::MATRIX,
+    role::ASSIGNMENT,
+    role::COMPLETION,
+    role::CANCELLATION,
+    role::SUPERSEDED_BY,
+];
+
+/// Column keys of the compliance report, in order.
+pub const COMPLIANCE_KEYS: &[&str] = &[
+    "document",
+    "effective_at",
+    "person",
+    "job_functions",
+    "assigned_at",
+    "lag",
+    "due_at",
+    "completed_at",
+    "status",
+    "evidence",
+];
+
+fn compare_cells(
+    cells: &serde_json::Map<String, Value>,
+    keys: &[&str],
+    expected: &[String],
+) -> Result<(), RowError> {
+    if cells.len() != keys.len() {
+        return Err(format!(
+            "the row has {} cells, the report type {}",
+            cells.len(),
+            keys.len()
+        ));
+    }
+    for (k, want) in keys.iter().zip(expected) {
+        let got = cells.get(*k).and_then(Value::as_str).unwrap_or_default();
+        if got != want {
+            return Err(format!(
+                "column {k}: the row shows {got:?}, the entries give {want:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn mismatch(role: &str, seq: u64, what: &str, fact: Option<&str>, entry: Option<&str>) -> RowError {
+    format!(
+        "{what}: the row says {}, its {role} entry {seq} says {}",
+        fact.map_or("nothing".to_owned(), |f| format!("{f:?}")),
+        entry.map_or("nothing".to_owned(), |e| format!("{e:?}"))
+    )
+}
+
+fn cited<'a>(cites: &'a [Cite], r: &str) -> impl Iterator<Item = &'a Cite> {
+    cites.iter().filter(move |c| c.role == r)
+}
+
+fn at_most_one<'a>(cites: &'a [Cite], r: &str, wanted: bool) -> Result<Option<&'a Cite>, RowError> {
+    let mut it = cited(cites, r);
+    let first = it.next();
+    if it.next().is_some() {
+        return Err(format!("the row cites more than one {r} entry"));
+    }
+    match (first, wanted) {
+        (None, true) => Err(format!("the row cites no {r} entry")),
+        (Some(c), false) => Err(format!(
+            "the row cites a {r} entry ({}) it has no fact for",
+            c.seq
+        )),
+        (c, _) => Ok(c),
+    }
+}
+
+fn of_kind(
+    entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+    c: &Cite,
+    kind: &str,
+    actor: Option<&str>,
+) -> Result<CitedEntry, RowError> {
+    let e = entry(c.seq)?;
+    if e.kind != kind {
+        return Err(format!(
+            "its {} entry {} is a {}, not a {kind}",
+            c.role, c.seq, e.kind
+        ));
+    }
+    if let Some(a) = actor
+        && e.actor != a
+    {
+        return Err(format!(
+            "its {} entry {} was written by {}, not {a}",
+            c.role, c.seq, e.actor
+        ));
+    }
+    Ok(e)
+}
+
+fn same(
+    role: &str,
+    e: &CitedEntry,
+    what: &str,
+    fact: Option<&str>,
+    got: Option<&str>,
+) -> Result<(), RowError> {
+    if fact == got {
+        Ok(())
+    } else {
+        Err(mismatch(role, e.seq, what, fact, got))
+    }
+}
+
+/// Every fact of a compliance row against its cited entries.
+fn prove_compliance(
+    f: &ComplianceFacts,
+    cites: &[Cite],
+    scope_to: &str,
+    entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+) -> Result<(), RowError> {
+    // The revision.
+    let c = at_most_one(cites, role::REVISION, true)?.ok_or("no revision")?;
+    let e = of_kind(entry, c, "qms.document.revision_effective", None)?;
+    same(
+        c.role,
+        &e,
+        "document",
+        Some(&f.document_id),
+        e.text("document_id"),
+    )?;
+    same(c.role, &e, "version", Some(&f.version), e.text("version"))?;
+    same(
+        c.role,
+        &e,
+        "effective",
+        Some(&f.effective_at),
+        e.time("effective_at").as_deref(),
+    )?;
+
+    // The person and why they were required.
+    let mut persons = Vec::new();
+    for c in cited(cites, role::PERSON) {
+        let e = of_kind(entry, c, "hr.person.updated", None)?;
+        same(
+            c.role,
+            &e,
+            "person",
+            Some(&f.person_id),
+            e.text("person_id"),
+        )?;
+        persons.push(e);
+    }
+    if persons.is_empty() {
+        return Err("the row cites no person entry".into());
+    }
+    if let Some(name) = &f.person_name
+        && !persons
+            .iter()
+            .any(|p| p.text("name") == Some(name.as_str()))
+    {
+        return Err(format!(
+            "person name: the row says {name:?}, none of its person entries does"
+        ));
+    }
+    let mut matrices = Vec::new();
+    for c in cited(cites, role::MATRIX) {
+        let e = of_kind(entry, c, "qms.training_matrix.changed", None)?;
+        same(
+            c.role,
+            &e,
+            "document",
+            Some(&f.document_id),
+            e.text("document_id"),
+        )?;
+        matrices.push(e);
+    }
+    if f.job_functions.is_empty() {
+        return Err("the row names no job function".into());
+    }
+    let mut sorted = f.job_functions.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted != f.job_functions {
+        return Err("job functions are not sorted and distinct".into());
+    }
+    for function in &f.job_functions {
+        let held = persons.iter().any(|p| {
+            p.data["job_functions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|span| {
+                    let time = |k: &str| span[k].as_str().and_then(|t| normalise_time(t).ok());
+                    span["job_function"].as_str() == Some(function.as_str())
+                        && time("valid_from").is_some_and(|from| from.as_str() < scope_to)
+                        && match &span["valid_to"] {
+                            Value::Null => true,
+                            _ => time("valid_to").is_some_and(|to| to > f.effective_at),
+                        }
+                })
+        });
+        if !held {
+            return Err(format!(
+                "job function {function}: no person entry has {} in it between the effective time and the end of the period",
+                f.person_id
+            ));
+        }
+        let mapped = matrices.iter().any(|m| {
+            m.data["job_functions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|j| j.as_str() == Some(function.as_str()))
+        });
+        if !mapped {
+            return Err(format!(
+                "job function {function}: no matrix entry maps {} to it",
+                f.document_id
+            ));
+        }
+    }
+
+    // The assignment.
+    let assigned = f.assignment_id.is_some();
+    if let Some(c) = at_most_one(cites, role::ASSIGNMENT, assigned)? {
+        let e = of_kind(entry, c, "lms.assignment.created", Some("system:rules"))?;
+        same(
+            c.role,
+            &e,
+            "assignment",
+            f.assignment_id.as_deref(),
+            e.text("assignment_id"),
+        )?;
+        same(
+            c.role,
+            &e,
+            "person",
+            Some(&f.person_id),
+            e.text("person_id"),
+        )?;
+        same(
+            c.role,
+            &e,
+            "document",
+            Some(&f.document_id),
+            e.text("document_id"),
+        )?;
+        same(c.role, &e, "version", Some(&f.version), e.text("version"))?;
+        same(c.role, &e, "origin", Some("sop"), e.text("origin"))?;
+        same(
+            c.role,
+            &e,
+            "due",
+            f.due_at.as_deref(),
+            e.time("due_at").as_deref(),
+        )?;
+        let from = e.time("required_from").or_else(|| e.time("effective_at"));
+        same(
+            c.role,
+            &e,
+            "required from",
+            f.required_from.as_deref(),
+            from.as_deref(),
+        )?;
+        same(
+            c.role,
+            &e,
+            "recorded",
+            f.recorded_at.as_deref(),
+            Some(&e.recorded_at),
+        )?;
+    } else if f.required_from.is_some()
+        || f.recorded_at.is_some()
+        || f.due_at.is_some()
+        || f.end_reason.is_some()
+    {
+        return Err("the row has assignment facts but no assignment".into());
+    }
+
+    // The completion.
+    if let Some(c) = at_most_one(cites, role::COMPLETION, f.completed_at.is_some())? {
+        let e = of_kind(entry, c, "lms.completion.recorded", None)?;
+        same(
+            c.role,
+            &e,
+            "person",
+            Some(&f.person_id),
+            e.text("person_id"),
+        )?;
+        same(
+            c.role,
+            &e,
+            "document",
+            Some(&f.document_id),
+            e.text("document_id"),
+        )?;
+        same(c.role, &e, "version", Some(&f.version), e.text("version"))?;
+        same(
+            c.role,
+            &e,
+            "completed",
+            f.completed_at.as_deref(),
+            e.time("completed_at").as_deref(),
+        )?;
+    }
+
+    // The cancellation, and the revision that superseded it.
+    let superseded = f.end_reason.as_deref() == Some(SUPERSEDED);
+    if let Some(c) = at_most_one(cites, role::CANCELLATION, f.end_reason.is_some())? {
+        let e = of_kind(entry, c, "lms.assignment.cancelled", Some("system:rules"))?;
+        same(
+            c.role,
+            &e,
+            "assignment",
+            f.assignment_id.as_deref(),
+            e.text("assignment_id"),
+        )?;
+        same(
+            c.role,
+            &e,
+            "reason",
+            f.end_reason.as_deref(),
+            e.text("reason"),
+        )?;
+        if !superseded {
+            same(
+                c.role,
+                &e,
+                "ended",
+                f.ended_at.as_deref(),
+                Some(&e.recorded_at),
+            )?;
+        }
+    } else if f.ended_at.is_some() {
+        return Err("the row says the assignment ended but cites no cancellation".into());
+    }
+    if let Some(c) = at_most_one(cites, role::SUPERSEDED_BY, superseded)? {
+        let e = of_kind(entry, c, "qms.document.revision_effective", None)?;
+        same(
+            c.role,
+            &e,
+            "document",
+            Some(&f.document_id),
+            e.text("document_id"),
+        )?;
+        let next = e.time("effective_at");
+        same(c.role, &e, "ended", f.ended_at.as_deref(), next.as_deref())?;
+        if next.as_deref() <= Some(f.effective_at.as_str()) {
+            return Err(format!(
+                "its superseding revision {} is not after {}",
+                c.seq, f.effective_at
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A lineage or audit-trail row: one entry, its own fields shown.
+fn entry_row(
+    cells: &serde_json::Map<String, Value>,
+    facts: &Value,
+    cites: &[Cite],
+    entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+    own: &str,
+) -> Result<(), RowError> {
+    if *facts != json!({}) {
+        return Err(format!("an entry row has the facts {facts}"));
+    }
+    let [c] = cites else {
+        return Err(format!(
+            "an entry row cites {} entries, not one",
+            cites.len()
+        ));
+    };
+    if c.role != role::ENTRY {
+        return Err(format!("an entry row cites its entry as {}", c.role));
+    }
+    let e = entry(c.seq)?;
+    let seq = e.seq.to_string();
+    let cell = |k: &str| cells.get(k).and_then(Value::as_str).unwrap_or_default();
+    for (key, want) in [
+        ("seq", seq.as_str()),
+        ("recorded_at", e.recorded_at.as_str()),
+        ("kind", e.kind.as_str()),
+        ("subject", e.subject.as_str()),
+        ("hash", e.hash.as_str()),
+    ] {
+        if cell(key) != want {
+            return Err(format!(
+                "column {key}: the row shows {:?}, entry {} says {want:?}",
+                cell(key),
+                e.seq
+            ));
+        }
+    }
+    let actor = cell("actor");
+    if actor != e.actor && !actor.ends_with(&format!(" ({})", e.actor)) {
+        return Err(format!(
+            "column actor: the row shows {actor:?}, entry {} was written by {}",
+            e.seq, e.actor
+        ));
+    }
+    // What the entry says of itself comes first; what follows names other
+    // entries (a hand-over's outcome, parents, corrections, signatures).
+    let loaded = e.loaded();
+    let said = if own == "details" {
+        super::describe(&loaded)
+    } else {
+        super::own_content(&loaded).join("\n")
+    };
+    let shown = cell(own);
+    if !(shown == said
+        || shown
+            .strip_prefix(said.as_str())
+            .is_some_and(|rest| rest.starts_with('\n')))
+    {
+        return Err(format!(
+            "column {own}: the row shows {shown:?}, entry {} begins {said:?}",
+            e.seq
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> ComplianceFacts {
+        ComplianceFacts {
+            document_id: "SOP-1".into(),
+            version: "2".into(),
+            effective_at: "2026-01-01T00:00:00.000000Z".into(),
+            person_id: "E1".into(),
+            person_name: Some("Ann".into()),
+            job_functions: vec!["op".into()],
+            assignment_id: Some("A-1".into()),
+            required_from: Some("2026-01-01T00:00:00.000000Z".into()),
+            recorded_at: Some("2026-01-01T00:00:05.000000Z".into()),
+            due_at: Some("2026-01-31T00:00:00.000000Z".into()),
+            completed_at: None,
+            ended_at: None,
+            end_reason: None,
+            as_of: "2026-02-15T00:00:00.000000Z".into(),
+            status: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_status_follows_the_rules_of_integration_md() {
+        let mut f = facts();
+        assert_eq!(f.status(), "overdue");
+        f.as_of = "2026-01-15T00:00:00.000000Z".into();
+        assert_eq!(f.status(), "open");
+        f.completed_at = Some("2026-01-31T00:00:00.000000Z".into());
+        assert_eq!(f.status(), "on_time");
+        f.completed_at = Some("2026-02-01T00:00:00.000000Z".into());
+        assert_eq!(f.status(), "late");
+        // Cancelled after the due date without training: still overdue.
+        f.completed_at = None;
+        f.end_reason = Some(SUPERSEDED.into());
+        f.ended_at = Some("2026-02-10T00:00:00.000000Z".into());
+        assert_eq!(f.status(), "overdue");
+        f.completed_at = Some("2026-02-05T00:00:00.000000Z".into());
+        assert_eq!(f.status(), "late");
+        f.completed_at = None;
+        f.ended_at = Some("2026-01-20T00:00:00.000000Z".into());
+        assert_eq!(f.status(), "cancelled");
+        f.assignment_id = None;
+        assert_eq!(f.status(), "missing");
+    }
+
+    #[test]
+    fn cells_say_when_training_came_before_the_duty() {
+        let mut f = facts();
+        f.completed_at = Some("2025-12-20T00:00:00.000000Z".into());
+        f.status = f.status().into();
+        let cells = f.cells(&[]);
+        assert_eq!(cells[2], "Ann (E1)");
+        assert_eq!(
+            cells[4],
+            "2026-01-01T00:00:00.000000Z\nrecorded 2026-01-01T00:00:05.000000Z"
+        );
+        assert_eq!(cells[5], "5 s");
+        assert_eq!(
+            cells[7],
+            "2025-12-20T00:00:00.000000Z\nbefore the assignment was required"
+        );
+        assert_eq!(cells[8], "on time");
+        assert_eq!(cells[9], "assignment: none\ncompletion: none");
+    }
+
+    #[test]
+    fn lags_read_as_people_read_them() {
+        assert_eq!(lag_text(-3), "-3 s");
+        assert_eq!(lag_text(119), "119 s");
+        assert_eq!(lag_text(7199), "119 min");
+        assert_eq!(lag_text(172_799), "47 h");
+        assert_eq!(lag_text(200 * 86_400 + 5), "200 d");
+    }
+}
