@@ -11,7 +11,7 @@
 //! cargo bench --bench ledger -- events   [--count N] [--clients C] [--people P] [--database-url URL]
 //! cargo bench --bench ledger -- fanout   [--people N] [--timeout S] [--database-url URL]
 //! cargo bench --bench ledger -- latency  [--rate R] [--seconds S] [--functions F] [--database-url URL]
-//! cargo bench --bench ledger -- reports  [--people N] [--documents D]
+//! cargo bench --bench ledger -- reports  [--people N] [--documents D] [--keep DIR]
 //! cargo bench --bench ledger -- console  [--entries N] [--samples K] [--dir DIR] [--database-url URL]
 //! ```
 //!
@@ -1972,6 +1972,14 @@ fn bench_request(
     }
 }
 
+/// An entry a source system sent (actor `service:…`).
+fn source_request(kind_name: &str, actor: &str, subject: &str, payload: Value) -> AppendRequest {
+    AppendRequest {
+        actor: Actor::parse(actor).expect("actor"),
+        ..bench_request(kind_name, subject, vec![], payload)
+    }
+}
+
 /// `reports`: a lineage report of 1,000 entries, and a compliance report for
 /// 10,000 people and 200 document revisions (each revision required by one
 /// of 20 job functions of 500 people: 100,000 rows, about 190,000 cited
@@ -2025,47 +2033,151 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
     }
     seq.append_group(std::mem::take(&mut batch)).await?;
 
-    // Compliance fixture: an assignment entry per (revision, required
-    // person), a completion entry for 9 in 10 of them.
+    // Compliance fixture, as the rules worker would leave it, so that every
+    // row proves its cells (REPORTS.md §4.1): an HR event per person and a
+    // matrix event per document, each followed by the
+    // `integration.event.applied` that wrote its rows (the report cites the
+    // event, the applied entry's first parent); a revision event per
+    // document; an assignment entry per (revision, required person), and a
+    // completion entry for 9 in 10 of them.
     let mut appended = 0usize;
+    let mut flush = |batch: &mut Vec<AppendRequest>, force: bool| {
+        let full = force || batch.len() >= 1000;
+        let group = if full {
+            std::mem::take(batch)
+        } else {
+            Vec::new()
+        };
+        appended += group.len();
+        group
+    };
+    for p in 0..people_n {
+        let name = match p % 4 {
+            0 => format!("Zoë Müller {p}"),
+            1 => format!("李雷 {p}"),
+            2 => format!("Łukasz Nowak {p}"),
+            _ => format!("Anna Sato {p}"),
+        };
+        batch.push(source_request(
+            "hr.person.updated",
+            "service:hr",
+            &format!("person:P{p:05}"),
+            json!({"data": {"person_id": format!("P{p:05}"), "name": name, "active": true,
+                            "job_functions": [{"job_function": format!("JF{:02}", p % functions), "valid_from": "2026-01-01T00:00:00Z"}]}}),
+        ));
+        let mut applied = bench_request(
+            "integration.event.applied",
+            &format!("person:P{p:05}"),
+            vec![],
+            json!({}),
+        );
+        applied.parent_refs = vec![batch.len() - 1];
+        batch.push(applied);
+        let group = flush(&mut batch, false);
+        if !group.is_empty() {
+            seq.append_group(group).await?;
+        }
+    }
     for d in 0..docs_n {
+        batch.push(source_request(
+            "qms.training_matrix.changed",
+            "service:qms",
+            &format!("qms:matrix/D{d:03}"),
+            json!({"data": {"document_id": format!("D{d:03}"), "job_functions": [format!("JF{:02}", d % functions)]}}),
+        ));
+        let mut applied = bench_request(
+            "integration.event.applied",
+            &format!("qms:matrix/D{d:03}"),
+            vec![],
+            json!({}),
+        );
+        applied.parent_refs = vec![batch.len() - 1];
+        batch.push(applied);
+        batch.push(source_request(
+            "qms.document.revision_effective",
+            "service:qms",
+            &format!("qms:sop/D{d:03}@1"),
+            json!({"data": {"document_id": format!("D{d:03}"), "version": "1",
+                            "effective_at": format!("2026-06-01T{:02}:{:02}:00Z", d / 60, d % 60)}}),
+        ));
+    }
+    let group = flush(&mut batch, true);
+    seq.append_group(group).await?;
+    for d in 0..docs_n {
+        let effective = format!("2026-06-01T{:02}:{:02}:00.000000Z", d / 60, d % 60);
         for p in (d % functions..people_n).step_by(functions) {
             batch.push(bench_request(
                 "lms.assignment.created",
                 &format!("lms:assignment/A-D{d:03}-P{p:05}"),
                 vec![],
-                json!({"person_id": format!("P{p:05}"), "document_id": format!("D{d:03}"), "version": "1"}),
+                json!({"data": {"assignment_id": format!("A-D{d:03}-P{p:05}"), "person_id": format!("P{p:05}"),
+                                "document_id": format!("D{d:03}"), "version": "1", "origin": "sop",
+                                "effective_at": effective, "required_from": effective,
+                                "due_at": "2026-06-20T23:59:59.000000Z"}}),
             ));
             if p % 10 != 3 {
-                batch.push(bench_request(
+                batch.push(source_request(
                     "lms.completion.recorded",
+                    "service:lms",
                     &format!("person:P{p:05}"),
-                    vec![],
                     json!({"data": {"person_id": format!("P{p:05}"), "document_id": format!("D{d:03}"), "version": "1",
                                     "completed_at": format!("2026-06-{:02}T10:00:00Z", 2 + p % 25)}}),
                 ));
             }
-            if batch.len() >= 1000 {
-                appended += batch.len();
-                seq.append_group(std::mem::take(&mut batch)).await?;
+            let group = flush(&mut batch, false);
+            if !group.is_empty() {
+                seq.append_group(group).await?;
             }
         }
     }
-    appended += batch.len();
-    seq.append_group(std::mem::take(&mut batch)).await?;
+    let group = flush(&mut batch, true);
+    seq.append_group(group).await?;
     let store = opened.store.clone();
-    let fill: [&'static str; 6] = [
-        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) INSERT INTO people (person_id, name, active, source_time, known_seq) SELECT printf('P%05d', i), CASE i % 4 WHEN 0 THEN 'Zoë Müller ' || i WHEN 1 THEN '李雷 ' || i WHEN 2 THEN 'Łukasz Nowak ' || i ELSE 'Anna Sato ' || i END, 1, '2026-01-01T00:00:00.000000Z', 0 FROM n",
-        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) INSERT INTO person_functions (person_id, job_function, valid_from, known_seq, known_at) SELECT printf('P%05d', i), printf('JF%02d', i % 20), '2026-01-01T00:00:00.000000Z', 0, '2026-01-01T00:00:00.000000Z' FROM n",
-        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) INSERT INTO training_matrix (document_id, job_function, known_seq, known_at) SELECT printf('D%03d', i), printf('JF%02d', i % 20), 0, '2026-01-01T00:00:00.000000Z' FROM n",
-        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) INSERT INTO document_versions (document_id, version, effective_at, known_seq, known_at, entry_hash) SELECT printf('D%03d', i), '1', printf('2026-06-01T%02d:%02d:00.000000Z', i / 60, i % 60), 0, '2026-01-01T00:00:00.000000Z', zeroblob(32) FROM n",
-        "INSERT INTO assignments (assignment_id, person_id, document_id, version, origin, verification_required, effective_at, due_at, created_seq, created_at, entry_hash, status) SELECT substr(subject, 16), json_extract(CAST(canonical AS TEXT), '$.payload.person_id'), json_extract(CAST(canonical AS TEXT), '$.payload.document_id'), '1', 'sop', 0, '2026-06-01T00:00:00.000000Z', '2026-06-20T23:59:59.000000Z', seq, recorded_at, hash, 'open' FROM entries WHERE kind = 'lms.assignment.created' AND subject LIKE 'lms:assignment/A-D%' AND $1 = $1",
-        "INSERT INTO completions (seq, person_id, document_id, version, completed_at, outcome, entry_hash) SELECT seq, json_extract(CAST(canonical AS TEXT), '$.payload.data.person_id'), json_extract(CAST(canonical AS TEXT), '$.payload.data.document_id'), '1', json_extract(CAST(canonical AS TEXT), '$.payload.data.completed_at'), 'passed', hash FROM entries WHERE kind = 'lms.completion.recorded' AND subject LIKE 'person:P%' AND $1 = $1",
+    // The rows the rules worker would have written, read back from the
+    // entries (the applied entry of an event is the next seq).
+    let data =
+        |path: &str| format!("json_extract(CAST(canonical AS TEXT), '$.payload.data.{path}')");
+    let fill: Vec<String> = vec![
+        format!(
+            "INSERT INTO people (person_id, name, active, source_time, known_seq) SELECT {}, {}, 1, '2026-01-01T00:00:00.000000Z', seq + 1 FROM entries WHERE kind = 'hr.person.updated'",
+            data("person_id"),
+            data("name")
+        ),
+        format!(
+            "INSERT INTO person_functions (person_id, job_function, valid_from, known_seq, known_at) SELECT {}, {}, '2026-01-01T00:00:00.000000Z', seq + 1, recorded_at FROM entries WHERE kind = 'hr.person.updated'",
+            data("person_id"),
+            data("job_functions[0].job_function")
+        ),
+        format!(
+            "INSERT INTO training_matrix (document_id, job_function, known_seq, known_at) SELECT {}, {}, seq + 1, recorded_at FROM entries WHERE kind = 'qms.training_matrix.changed'",
+            data("document_id"),
+            data("job_functions[0]")
+        ),
+        format!(
+            "INSERT INTO document_versions (document_id, version, effective_at, known_seq, known_at, entry_hash) SELECT {}, '1', replace({}, 'Z', '.000000Z'), seq, recorded_at, hash FROM entries WHERE kind = 'qms.document.revision_effective'",
+            data("document_id"),
+            data("effective_at")
+        ),
+        format!(
+            "INSERT INTO assignments (assignment_id, person_id, document_id, version, origin, verification_required, effective_at, due_at, required_from, created_seq, created_at, entry_hash, status) SELECT {}, {}, {}, '1', 'sop', 0, {}, {}, {}, seq, recorded_at, hash, 'open' FROM entries WHERE kind = 'lms.assignment.created' AND subject LIKE 'lms:assignment/A-D%'",
+            data("assignment_id"),
+            data("person_id"),
+            data("document_id"),
+            data("effective_at"),
+            data("due_at"),
+            data("required_from")
+        ),
+        format!(
+            "INSERT INTO completions (seq, person_id, document_id, version, completed_at, outcome, entry_hash) SELECT seq, {}, {}, '1', replace({}, 'Z', '.000000Z'), 'passed', hash FROM entries WHERE kind = 'lms.completion.recorded' AND subject LIKE 'person:P%'",
+            data("person_id"),
+            data("document_id"),
+            data("completed_at")
+        ),
     ];
-    for (sql, n) in fill.iter().zip([people_n, people_n, docs_n, docs_n, 0, 0]) {
-        let _: Vec<(i64,)> = store
-            .rows(sql, &[trailmark::store::Bind::Int(n as i64)])
-            .await?;
+    for sql in fill {
+        // `Store::rows` takes static SQL (the store's queries are constants).
+        let sql: &'static str = sql.leak();
+        let _: Vec<(i64,)> = store.rows(sql, &[]).await?;
     }
     println!("backend            {}", store.backend_name());
     println!(
@@ -2140,6 +2252,18 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
             println!("  {phase:<40} {secs:.2} s");
         }
         let t = Instant::now();
+        if let Some(dir) = arg(args, "--keep") {
+            // Kept for timing `trailmark verify-report` on its own.
+            std::fs::create_dir_all(&dir)?;
+            std::fs::copy(
+                &out,
+                std::path::Path::new(&dir).join(out.file_name().unwrap_or_default()),
+            )?;
+            std::fs::write(
+                std::path::Path::new(&dir).join("verifier-key"),
+                format!("{}\n", opened.key.verifier().to_text()),
+            )?;
+        }
         let bytes = std::fs::read(&out)?;
         let checked = trailmark::report::verify::check_file(&bytes, &opened.key.verifier(), None)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -2150,6 +2274,9 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
             checked.bundle.nodes
         );
     }
+    // The sequencer stops once every handle is gone.
+    drop(reporter);
+    drop(seq);
     sequencer.shutdown().await;
     opened.store.close().await;
     Ok(())

@@ -9,6 +9,7 @@
 //! implements the same section in Python without this code.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -260,8 +261,6 @@ pub struct CitedEntry {
     pub actor: String,
     /// Subject.
     pub subject: String,
-    /// `payload.data`, or null.
-    pub data: Value,
     /// The whole payload.
     pub payload: serde_json::Map<String, Value>,
     /// The reason, if any.
@@ -274,8 +273,12 @@ impl CitedEntry {
     /// # Errors
     /// If they are not a JSON object.
     pub fn parse(seq: u64, hash: String, canonical: &[u8]) -> Result<CitedEntry, String> {
-        let v: Value =
+        let mut v: Value =
             serde_json::from_slice(canonical).map_err(|e| format!("entry {seq}: {e}"))?;
+        let payload = match v.get_mut("payload").map(Value::take) {
+            Some(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
         let text = |k: &str| {
             v.get(k)
                 .and_then(Value::as_str)
@@ -289,18 +292,14 @@ impl CitedEntry {
             kind: text("kind"),
             actor: text("actor"),
             subject: text("subject"),
-            data: v
-                .get("payload")
-                .and_then(|p| p.get("data"))
-                .cloned()
-                .unwrap_or(Value::Null),
-            payload: v
-                .get("payload")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
+            payload,
             reason: v.get("reason").and_then(Value::as_str).map(str::to_owned),
         })
+    }
+
+    /// `payload.data`, or null.
+    pub fn data(&self) -> &Value {
+        self.payload.get("data").unwrap_or(&Value::Null)
     }
 
     /// The entry as the report's renderers read it.
@@ -320,7 +319,7 @@ impl CitedEntry {
     }
 
     fn text(&self, key: &str) -> Option<&str> {
-        self.data.get(key).and_then(Value::as_str)
+        self.data().get(key).and_then(Value::as_str)
     }
 
     /// A payload time as Trailmark stores it, for comparing as instants.
@@ -376,7 +375,7 @@ impl RowChecker {
     pub fn row(
         &mut self,
         line: &Value,
-        entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+        entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
     ) -> Result<(), RowError> {
         let cells = line["row"].as_object().ok_or("the row is not an object")?;
         let facts = line.get("facts").ok_or("the row has no facts")?;
@@ -516,7 +515,7 @@ impl RowChecker {
         cells: &serde_json::Map<String, Value>,
         facts: &Value,
         cites: &[Cite],
-        entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+        entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
     ) -> Result<(), RowError> {
         let f: ComplianceFacts =
             serde_json::from_value(facts.clone()).map_err(|e| format!("facts: {e}"))?;
@@ -637,11 +636,11 @@ fn at_most_one<'a>(cites: &'a [Cite], r: &str, wanted: bool) -> Result<Option<&'
 }
 
 fn of_kind(
-    entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
     c: &Cite,
     kind: &str,
     actor: Option<&str>,
-) -> Result<CitedEntry, RowError> {
+) -> Result<Rc<CitedEntry>, RowError> {
     let e = entry(c.seq)?;
     if e.kind != kind {
         return Err(format!(
@@ -679,7 +678,7 @@ fn prove_compliance(
     f: &ComplianceFacts,
     cites: &[Cite],
     scope_to: &str,
-    entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
 ) -> Result<(), RowError> {
     // The revision.
     let c = at_most_one(cites, role::REVISION, true)?.ok_or("no revision")?;
@@ -748,7 +747,7 @@ fn prove_compliance(
     }
     for function in &f.job_functions {
         let held = persons.iter().any(|p| {
-            p.data["job_functions"]
+            p.data()["job_functions"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -769,7 +768,7 @@ fn prove_compliance(
             ));
         }
         let mapped = matrices.iter().any(|m| {
-            m.data["job_functions"]
+            m.data()["job_functions"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -923,7 +922,7 @@ fn entry_row(
     cells: &serde_json::Map<String, Value>,
     facts: &Value,
     cites: &[Cite],
-    entry: &mut dyn FnMut(u64) -> Result<CitedEntry, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
     own: &str,
 ) -> Result<(), RowError> {
     if *facts != json!({}) {

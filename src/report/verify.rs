@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::rc::Rc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -381,22 +382,24 @@ pub fn check_bundle(bundle: &[u8], key: &VerifierKey) -> Result<BundleCheck, Che
     let mut row_lines: Vec<usize> = Vec::new();
     let mut nodes: HashMap<NodeId, Hash> = HashMap::new();
     let mut ended = false;
-    while let Some((at, v)) = read(&mut lines, 5)? {
+    for (at, line) in lines.by_ref() {
+        // Typed, so that the rows' cells and facts are skipped here and
+        // read once, in the row check.
+        let v: BundleLine<'_> = serde_json::from_slice(line)
+            .map_err(|e| fail(5, format!("a line is not a bundle line: {e}")))?;
         if ended {
             return Err(fail(5, "lines after the end line"));
         }
-        if let Some(row) = v.get("cites") {
-            if v.get("row").is_none() {
+        if let Some(row) = &v.cites {
+            if v.row.is_none() {
                 return Err(fail(6, "a line has cites but no row"));
             }
             out.rows += 1;
             row_lines.push(at);
-            for c in row.as_array().into_iter().flatten() {
-                let seq = c["seq"]
-                    .as_u64()
-                    .ok_or_else(|| fail(6, "a cite has no seq"))?;
-                let hash = Hash::parse_hex(c["hash"].as_str().unwrap_or_default())
-                    .map_err(|e| fail(6, format!("cite of {seq}: {e}")))?;
+            for c in row {
+                let seq = c.seq;
+                let hash =
+                    Hash::parse_hex(&c.hash).map_err(|e| fail(6, format!("cite of {seq}: {e}")))?;
                 if let Some(prev) = cites.insert(seq, hash)
                     && prev != hash
                 {
@@ -406,10 +409,8 @@ pub fn check_bundle(bundle: &[u8], key: &VerifierKey) -> Result<BundleCheck, Che
                     ));
                 }
             }
-        } else if let Some(text) = v.get("entry").and_then(Value::as_str) {
-            let seq = v["seq"]
-                .as_u64()
-                .ok_or_else(|| fail(5, "an entry line has no seq"))?;
+        } else if let Some(text) = v.entry.as_deref() {
+            let seq = v.seq.ok_or_else(|| fail(5, "an entry line has no seq"))?;
             if entries.last().is_some_and(|(s, _)| *s >= seq) {
                 return Err(fail(5, format!("entry {seq} is out of order")));
             }
@@ -425,19 +426,20 @@ pub fn check_bundle(bundle: &[u8], key: &VerifierKey) -> Result<BundleCheck, Che
                 ));
             }
             let leaf = merkle::leaf_hash(text.as_bytes());
-            if v["hash"].as_str() != Some(leaf.to_hex().as_str()) {
+            let said = v.hash.as_deref().map(Hash::parse_hex);
+            if !matches!(said, Some(Ok(h)) if h == leaf) {
                 return Err(fail(
                     5,
                     format!(
-                        "entry {seq}: its bytes hash to {}, the bundle says {}",
+                        "entry {seq}: its bytes hash to {}, the bundle says {:?}",
                         leaf.to_hex(),
-                        v["hash"]
+                        v.hash
                     ),
                 ));
             }
             entries.push((seq, leaf));
             entry_lines.insert(seq, at);
-        } else if let Some(n) = v.get("node").and_then(Value::as_array) {
+        } else if let Some(n) = v.node.as_ref().and_then(Value::as_array) {
             let level = n
                 .first()
                 .and_then(Value::as_u64)
@@ -450,7 +452,7 @@ pub fn check_bundle(bundle: &[u8], key: &VerifierKey) -> Result<BundleCheck, Che
                 }
                 _ => return Err(fail(5, "a node line is not [level, index, hash]")),
             }
-        } else if let Some(end) = v.get("end") {
+        } else if let Some(end) = &v.end {
             ended = true;
             let counts = (
                 end["rows"].as_u64(),
@@ -529,6 +531,33 @@ pub fn check_bundle(bundle: &[u8], key: &VerifierKey) -> Result<BundleCheck, Che
     Ok(out)
 }
 
+/// One bundle line after the header, as the first pass reads it.
+#[derive(serde::Deserialize)]
+struct BundleLine<'a> {
+    #[serde(borrow, default)]
+    cites: Option<Vec<CiteLine<'a>>>,
+    #[serde(default)]
+    row: Option<serde::de::IgnoredAny>,
+    #[serde(borrow, default)]
+    entry: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(borrow, default)]
+    hash: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    node: Option<Value>,
+    #[serde(default)]
+    end: Option<Value>,
+}
+
+/// A cite as the first pass reads it.
+#[derive(serde::Deserialize)]
+struct CiteLine<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    hash: std::borrow::Cow<'a, str>,
+}
+
 /// The bundle's lines with their offsets.
 struct Lines<'a> {
     rest: &'a [u8],
@@ -576,23 +605,23 @@ fn check_rows(
         &header["scope"],
         header["generated_at"].as_str().unwrap_or_default(),
     );
-    let mut cache: HashMap<u64, CitedEntry> = HashMap::new();
-    let mut entry = |seq: u64| -> Result<CitedEntry, String> {
+    let mut cache: HashMap<u64, Rc<CitedEntry>> = HashMap::new();
+    let mut entry = |seq: u64| -> Result<Rc<CitedEntry>, String> {
         if let Some(e) = cache.get(&seq) {
-            return Ok(e.clone());
+            return Ok(Rc::clone(e));
         }
         let at = entry_lines
             .get(&seq)
             .ok_or_else(|| format!("entry {seq} is not in the bundle"))?;
-        let line: Value = serde_json::from_slice(line_at(bundle, *at))
+        let line: BundleLine<'_> = serde_json::from_slice(line_at(bundle, *at))
             .map_err(|e| format!("entry {seq}: {e}"))?;
-        let text = line["entry"].as_str().unwrap_or_default();
-        let hash = line["hash"].as_str().unwrap_or_default().to_owned();
-        let e = CitedEntry::parse(seq, hash, text.as_bytes())?;
+        let text = line.entry.as_deref().unwrap_or_default();
+        let hash = line.hash.as_deref().unwrap_or_default().to_owned();
+        let e = Rc::new(CitedEntry::parse(seq, hash, text.as_bytes())?);
         if cache.len() >= 4096 {
             cache.clear();
         }
-        cache.insert(seq, e.clone());
+        cache.insert(seq, Rc::clone(&e));
         Ok(e)
     };
     for (i, at) in row_lines.iter().enumerate() {
