@@ -665,6 +665,23 @@ async fn people_in(ig: &Integration, function: &str, at: &str) -> Result<Vec<Str
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
+/// Active people who took up `function` after `at` and before `until`
+/// (business time) and hold it still, with when they took it up.
+async fn joiners(
+    ig: &Integration,
+    function: &str,
+    at: &str,
+    until: &str,
+) -> Result<Vec<(String, String)>, Failure> {
+    Ok(ig
+        .store()
+        .rows(
+            "SELECT pf.person_id, MIN(pf.valid_from) FROM person_functions pf JOIN people p ON p.person_id = pf.person_id WHERE pf.job_function = $1 AND pf.superseded_seq IS NULL AND pf.valid_from > $2 AND pf.valid_from < $3 AND pf.valid_to IS NULL AND p.active = 1 GROUP BY pf.person_id ORDER BY pf.person_id",
+            &[Bind::Text(function.into()), Bind::Text(at.into()), Bind::Text(until.into())],
+        )
+        .await?)
+}
+
 /// The version of `document` effective at `at` (valid time): version,
 /// effective_at, category, entry hash.
 pub(crate) async fn version_at(
@@ -1082,11 +1099,40 @@ async fn effective(
             &[Bind::Text(e.document_id.clone())],
         )
         .await?;
-    let mut people = BTreeSet::new();
+    // Who held a mapped function when the version took effect, and who
+    // took one up since (business time, before now and before a newer
+    // version) and holds it still: the latter are due one window after they
+    // joined, as if HR had reported the move before the revision
+    // (INTEGRATION.md §3, point 1), so the order the events arrive in does
+    // not change who is assigned or when it is due.
+    let next: Option<(Option<String>,)> = ig
+        .store()
+        .row(
+            "SELECT MIN(effective_at) FROM document_versions WHERE document_id = $1 AND effective_at > $2",
+            &[Bind::Text(e.document_id.clone()), Bind::Text(effective_at.clone())],
+        )
+        .await?;
+    let until = next
+        .and_then(|n| n.0)
+        .map_or(now.clone(), |n| n.min(now.clone()));
+    let mut people: BTreeMap<String, String> = BTreeMap::new();
     for (f,) in &functions {
-        people.extend(people_in(ig, f, &at).await?);
+        for person in people_in(ig, f, &at).await? {
+            people.insert(person, effective_at.clone());
+        }
+        for (person, since) in joiners(ig, f, &at, &until).await? {
+            let earliest = people.entry(person).or_insert(since.clone());
+            if since < *earliest {
+                *earliest = since;
+            }
+        }
     }
-    for person in &people {
+    for (person, required_from) in &people {
+        let due_at = if *required_from == effective_at {
+            due.clone()
+        } else {
+            ts(parse_time(required_from)? + chrono::Duration::days(days))
+        };
         ensure(
             ig,
             plan,
@@ -1098,8 +1144,8 @@ async fn effective(
                 capa: None,
                 verification_required: false,
                 effective_at: effective_at.clone(),
-                required_from: effective_at.clone(),
-                due_at: due.clone(),
+                required_from: required_from.clone(),
+                due_at,
             },
         )
         .await?;
