@@ -7,8 +7,11 @@
 //! The business events carry their own times: the demo plays the last six
 //! weeks of a filling site in a few seconds, so event times (what happened
 //! when) lie in the past while recording times (what Trailmark knew when)
-//! are now. Compliance lags are therefore measured from the effective date
-//! to the moment the demo recorded the assignment.
+//! are now. The compliance report shows both for each assignment: when the
+//! person had to be trained (`required_from`, business time) and when
+//! Trailmark recorded it, with the recording lag between them, so no row
+//! reads as a completion before its assignment unless the training really
+//! came before the duty (and then the row says so).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -873,6 +876,9 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     for (id, path, bytes) in &written {
         println!("    {id}  {}  ({} KB)", path.display(), bytes / 1024);
     }
+    println!(
+        "    Each compliance row shows when the person had to be trained (business time) beside when Trailmark recorded the assignment, and the recording lag between them: the demo replays weeks of history in seconds, so its lags are days. A completion before the person was required says so. Every row, status and total is recomputed from its cited entries by verify-report."
+    );
 
     // Verify and export, as an inspector would.
     tokio::time::sleep(Duration::from_millis(150)).await;

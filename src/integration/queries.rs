@@ -494,7 +494,7 @@ pub(crate) fn csv_field(text: &str) -> String {
 /// The compliance rows as CSV (RFC 4180, header first).
 pub fn compliance_csv(rows: &[ComplianceRow]) -> String {
     let mut out = String::from(
-        "document_id,version,effective_at,person_id,job_functions,assignment_id,assignment_created_at,lag_seconds,due_at,completed_at,status,assignment_entry_hash,completion_entry_hash\r\n",
+        "document_id,version,effective_at,person_id,job_functions,assignment_id,required_from,assignment_created_at,lag_seconds,due_at,completed_at,status,assignment_ended_at,assignment_entry_hash,completion_entry_hash\r\n",
     );
     for r in rows {
         let o = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -505,11 +505,13 @@ pub fn compliance_csv(rows: &[ComplianceRow]) -> String {
             r.person_id.clone(),
             r.job_functions.join(" "),
             o(&r.assignment_id),
+            o(&r.required_from),
             o(&r.assignment_created_at),
             r.lag_seconds.map(|l| l.to_string()).unwrap_or_default(),
             o(&r.due_at),
             o(&r.completed_at),
             r.status.clone(),
+            o(&r.assignment_ended_at),
             o(&r.assignment_entry_hash),
             o(&r.completion_entry_hash),
         ];
