@@ -237,7 +237,9 @@ CASES = [
     ("person name changed", "person_name", case_person_name),
     ("due date changed", "fact due_at", case_due),
     ("band counts changed", "counts", case_counts),
-    ("row removed", "fact required", case_remove_row),
+    # without a row whose entries other rows cite too, the entries it
+    # leaves uncited are what gives the removal away
+    ("row removed", ("fact required", "no row cites it"), case_remove_row),
     ("cite role changed", "the role needs", case_role),
     ("required cite removed", "revision cite", case_cite_removed),
     # more than the brief asked for
@@ -281,7 +283,7 @@ def main():
         try:
             check_bundle(dump(ls), key)
         except VerifyError as e:
-            if expect in e.msg:
+            if any(x in e.msg for x in ((expect,) if isinstance(expect, str) else expect)):
                 print(f"ok: refused {name} [{what}]: {e.msg}")
             else:
                 bad += 1
