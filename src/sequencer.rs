@@ -20,6 +20,14 @@
 //! - After commit and before the acknowledgement, the entries are durable but
 //!   the caller saw an error or nothing; a retry with the same idempotency key
 //!   returns the original entry.
+//! - A commit that reports an error has an outcome the error does not tell:
+//!   on PostgreSQL the connection can drop after the server committed. The
+//!   sequencer reads the head back ([`outcome`]): the batch's last entry
+//!   there means it was written, and the callers get their receipts; the
+//!   head it was built on means nothing was written, and they are told so;
+//!   anything else (or no answer) is said as not known, with the retry that
+//!   is safe. `Store::inject_fault` forces each window in tests
+//!   (`crash::commit_windows`, both backends).
 //! - A batch that commits without a checkpoint (one was signed less than
 //!   `checkpoint_interval_ms` ago) leaves an unattested tail; the timer signs
 //!   it within the interval. If the process dies first, [`Sequencer::start`]
@@ -1123,54 +1131,7 @@ async fn commit(state: &mut State, jobs: Vec<Job>) {
                     .metrics
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
-                let count = prepared.write.entries.len();
-                if count > 0 {
-                    state.metrics.batch_entries.observe(count as f64);
-                    state.metrics.appends.inc_by(count as u64);
-                }
-                state.since_wal_checkpoint += count as u64;
-                state.head = prepared.new_head;
-                state.frontier = prepared.new_frontier;
-                let tree_size = state.head.seq + 1;
-                state
-                    .metrics
-                    .ledger_size
-                    .set(i64::try_from(tree_size).unwrap_or(i64::MAX));
-                if let Some(cp) = &prepared.write.checkpoint {
-                    state.checkpoint = (cp.size, cp.root);
-                    state.checkpoint_at = Instant::now();
-                    state.metrics.checkpoints.inc();
-                }
-                let entries = &prepared.write.entries;
-                let receipt = |i: usize, replayed: bool| Receipt {
-                    seq: entries[i].seq,
-                    hash: entries[i].hash,
-                    recorded_at: entries[i].recorded_at.clone(),
-                    tree_size,
-                    replayed,
-                };
-                for (job, plan) in jobs.into_iter().zip(prepared.plans) {
-                    let answer = match plan {
-                        Planned::Refused(e) => Err(e),
-                        Planned::Items(items) => Ok(items
-                            .into_iter()
-                            .map(|p| match p {
-                                ItemPlan::Replay(r) => r,
-                                ItemPlan::New(i) => receipt(i, false),
-                                ItemPlan::SameAs(i) => receipt(i, true),
-                            })
-                            .collect()),
-                    };
-                    let _ = job.respond.send(answer);
-                }
-                // Between batches, after the callers have their answers: the
-                // WAL checkpoint delays the next batch, not this one's callers.
-                if state.since_wal_checkpoint >= WAL_CHECKPOINT_ENTRIES {
-                    state.since_wal_checkpoint = 0;
-                    if let Err(e) = state.store.checkpoint_wal().await {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
-                    }
-                }
+                committed(state, prepared, jobs).await;
                 return;
             }
             Err(StoreError::HeadMoved { expected, found }) if attempt <= HEAD_MOVED_RETRIES => {
@@ -1181,17 +1142,117 @@ async fn commit(state: &mut State, jobs: Vec<Job>) {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "committing a batch failed; nothing was written");
-                for job in jobs {
-                    let _ = job.respond.send(Err(AppendError::Unavailable(
-                        "the batch could not be committed; nothing was written; retry".into(),
-                    )));
-                }
-                if let Err(e) = state.reload().await {
-                    state.halt(&e.to_string());
+                // The commit's outcome is not known from the error alone: on
+                // PostgreSQL the connection can drop after the server
+                // committed. The head says which it was.
+                match outcome(state, &prepared).await {
+                    Outcome::Written => {
+                        tracing::warn!(error = %e, "the commit reported an error, but the batch is in the ledger; answering with its receipts");
+                        committed(state, prepared, jobs).await;
+                    }
+                    Outcome::NotWritten => {
+                        tracing::error!(error = %e, "committing a batch failed; nothing was written");
+                        for job in jobs {
+                            let _ = job.respond.send(Err(AppendError::Unavailable(
+                                "the batch could not be committed; the ledger's head shows nothing was written; retry".into(),
+                            )));
+                        }
+                        if let Err(e) = state.reload().await {
+                            state.halt(&e.to_string());
+                        }
+                    }
+                    Outcome::Unknown(why) => {
+                        tracing::error!(error = %e, %why, "a batch's commit failed and its outcome cannot be read; writes stop");
+                        for job in jobs {
+                            let _ = job.respond.send(Err(AppendError::Unavailable(
+                                "the batch's commit failed and whether it was written is not known (the database does not answer); retry with the same idempotency key: an append that was written is answered with its receipt".into(),
+                            )));
+                        }
+                        if let Err(e) = state.reload().await {
+                            state.halt(&e.to_string());
+                        }
+                    }
                 }
                 return;
             }
+        }
+    }
+}
+
+/// What a failed commit did, read back from the ledger's head.
+enum Outcome {
+    /// The batch's last entry is the head: it was committed.
+    Written,
+    /// The head is still the one the batch was built on.
+    NotWritten,
+    /// The head cannot be read, or is neither.
+    Unknown(String),
+}
+
+async fn outcome(state: &State, prepared: &Prepared) -> Outcome {
+    match state.store.head().await {
+        Ok(Some(h)) if h.seq == prepared.new_head.seq && h.hash == prepared.new_head.hash => {
+            Outcome::Written
+        }
+        Ok(Some(h)) if h.seq == state.head.seq && h.hash == state.head.hash => Outcome::NotWritten,
+        Ok(Some(h)) => Outcome::Unknown(format!(
+            "the head is seq {} hash {}, neither the batch's nor the one it was built on",
+            h.seq, h.hash
+        )),
+        Ok(None) => Outcome::Unknown("the ledger reads as empty".into()),
+        Err(e) => Outcome::Unknown(e.to_string()),
+    }
+}
+
+/// A batch is in the ledger: move the head, answer every job with its
+/// receipts, and checkpoint SQLite's WAL when it is due.
+async fn committed(state: &mut State, prepared: Prepared, jobs: Vec<Job>) {
+    let count = prepared.write.entries.len();
+    if count > 0 {
+        state.metrics.batch_entries.observe(count as f64);
+        state.metrics.appends.inc_by(count as u64);
+    }
+    state.since_wal_checkpoint += count as u64;
+    state.head = prepared.new_head;
+    state.frontier = prepared.new_frontier;
+    let tree_size = state.head.seq + 1;
+    state
+        .metrics
+        .ledger_size
+        .set(i64::try_from(tree_size).unwrap_or(i64::MAX));
+    if let Some(cp) = &prepared.write.checkpoint {
+        state.checkpoint = (cp.size, cp.root);
+        state.checkpoint_at = Instant::now();
+        state.metrics.checkpoints.inc();
+    }
+    let entries = &prepared.write.entries;
+    let receipt = |i: usize, replayed: bool| Receipt {
+        seq: entries[i].seq,
+        hash: entries[i].hash,
+        recorded_at: entries[i].recorded_at.clone(),
+        tree_size,
+        replayed,
+    };
+    for (job, plan) in jobs.into_iter().zip(prepared.plans) {
+        let answer = match plan {
+            Planned::Refused(e) => Err(e),
+            Planned::Items(items) => Ok(items
+                .into_iter()
+                .map(|p| match p {
+                    ItemPlan::Replay(r) => r,
+                    ItemPlan::New(i) => receipt(i, false),
+                    ItemPlan::SameAs(i) => receipt(i, true),
+                })
+                .collect()),
+        };
+        let _ = job.respond.send(answer);
+    }
+    // Between batches, after the callers have their answers: the WAL
+    // checkpoint delays the next batch, not this one's callers.
+    if state.since_wal_checkpoint >= WAL_CHECKPOINT_ENTRIES {
+        state.since_wal_checkpoint = 0;
+        if let Err(e) = state.store.checkpoint_wal().await {
+            tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
         }
     }
 }

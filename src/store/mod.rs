@@ -84,6 +84,22 @@ pub struct Store {
     /// [`Store::text_scan_rows`] when set (0: the backend's default); shared
     /// by every clone of this handle.
     text_scan: Arc<AtomicU64>,
+    /// A fault the next [`Store::write_batch`] suffers; shared by clones.
+    fault: Arc<std::sync::Mutex<Option<Fault>>>,
+}
+
+/// A fault injected into the next batch write, to test the sequencer's
+/// handling of each commit window (docs/ARCHITECTURE.md, "Crash
+/// windows"). Never set outside tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The commit fails before it reaches the database: nothing is written.
+    CommitFailsBefore,
+    /// The data is committed, then the connection fails before the answer
+    /// arrives (PostgreSQL): the writer sees an error for a durable batch.
+    CommitFailsAfter,
+    /// Another writer appended first: the head check finds the head moved.
+    HeadMoved,
 }
 
 macro_rules! on_pool {
@@ -497,6 +513,7 @@ impl Store {
             backend: Backend::Sqlite(pool),
             writer: Backend::Sqlite(writer),
             text_scan: Arc::default(),
+            fault: Arc::default(),
         })
     }
 
@@ -521,6 +538,7 @@ impl Store {
             backend: Backend::Postgres(pool.clone()),
             writer: Backend::Postgres(pool),
             text_scan: Arc::default(),
+            fault: Arc::default(),
         })
     }
 
@@ -578,6 +596,7 @@ impl Store {
             backend: self.writer.clone(),
             writer: self.writer.clone(),
             text_scan: Arc::clone(&self.text_scan),
+            fault: Arc::clone(&self.fault),
         }
     }
 
@@ -591,13 +610,20 @@ impl Store {
     /// [`StoreError::HeadMoved`] if another writer appended (nothing written),
     /// or a database error (nothing written).
     pub async fn write_batch(&self, batch: &BatchWrite) -> Result<(), StoreError> {
+        let fault = self.fault.lock().map(|mut f| f.take()).unwrap_or(None);
+        if fault == Some(Fault::HeadMoved) {
+            return Err(StoreError::HeadMoved {
+                expected: format!("{:?}", batch.expected_head.map(|h| h.0)),
+                found: "another writer's entry (injected fault)".into(),
+            });
+        }
         match &self.backend {
             Backend::Sqlite(pool) => {
                 // BEGIN IMMEDIATE takes SQLite's write lock up front, so the
                 // head check and the inserts see no concurrent writer.
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 write_batch_body!(tx, batch, sqlx::Sqlite)?;
-                tx.commit().await?;
+                Self::commit_with(tx, fault).await?;
             }
             Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
@@ -606,10 +632,42 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 write_batch_body!(tx, batch, sqlx::Postgres)?;
-                tx.commit().await?;
+                Self::commit_with(tx, fault).await?;
             }
         }
         Ok(())
+    }
+
+    /// Commits, or suffers the injected commit fault.
+    async fn commit_with<DB: sqlx::Database>(
+        tx: sqlx::Transaction<'_, DB>,
+        fault: Option<Fault>,
+    ) -> Result<(), StoreError> {
+        let lost = || {
+            StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection lost during COMMIT (injected fault)",
+            )))
+        };
+        match fault {
+            Some(Fault::CommitFailsBefore) => {
+                tx.rollback().await?;
+                Err(lost())
+            }
+            Some(Fault::CommitFailsAfter) => {
+                tx.commit().await?;
+                Err(lost())
+            }
+            _ => Ok(tx.commit().await?),
+        }
+    }
+
+    /// Makes the next batch write suffer `fault` (tests of the commit
+    /// windows; every clone of this handle shares it).
+    pub fn inject_fault(&self, fault: Fault) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = Some(fault);
+        }
     }
 
     /// Writes only a checkpoint (when one falls due between batches).

@@ -184,3 +184,96 @@ async fn the_sqlite_wal_stays_bounded_under_continuous_appends() {
     );
     opened.store.close().await;
 }
+
+/// The three commit windows (docs/ARCHITECTURE.md, "Crash windows"), each
+/// forced with the store's fault hook on the backend under test: the
+/// sequencer reads the head back and answers what is known.
+mod commit_windows {
+    use serde_json::{Value, json};
+    use trailmark::store::Fault;
+
+    use crate::harness::{TestLedger, record};
+    use crate::people::Http;
+
+    async fn append(http: &Http, token: &str, key: &str) -> (u16, Value) {
+        let mut body = record(7);
+        body["idempotency_key"] = json!(key);
+        http.call("POST", "/v1/entries", Some(token), Some(body))
+            .await
+    }
+
+    async fn size(ledger: &TestLedger) -> u64 {
+        ledger.opened.store.size().await.unwrap()
+    }
+
+    /// Committed, then the connection failed: the caller gets the receipt,
+    /// the entry is there once, and a retry with the same key replays it.
+    #[tokio::test]
+    async fn a_commit_that_failed_after_the_data_was_durable_is_answered_with_its_receipt() {
+        let ledger = TestLedger::new().await;
+        let server = ledger.start().await;
+        let http = Http::new(&server);
+        let before = size(&ledger).await;
+        ledger.opened.store.inject_fault(Fault::CommitFailsAfter);
+        let (status, r) = append(&http, &ledger.admin_token, "after-1").await;
+        assert_eq!(status, 201, "{r}");
+        assert_eq!(r["seq"], json!(before), "{r}");
+        assert_eq!(size(&ledger).await, before + 1);
+        let (status, again) = append(&http, &ledger.admin_token, "after-1").await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["seq"], r["seq"]);
+        assert_eq!(again["replayed"], json!(true));
+        // The sequencer's head moved with it: the next append chains on.
+        let (status, next) = append(&http, &ledger.admin_token, "after-2").await;
+        assert_eq!(status, 201, "{next}");
+        assert_eq!(next["seq"], json!(before + 1));
+        server.stop().await;
+        ledger.verify().await.expect("the ledger verifies");
+        ledger.finish().await;
+    }
+
+    /// Failed before the commit: the caller is told nothing was written,
+    /// nothing was, and a retry with the same key appends it once.
+    #[tokio::test]
+    async fn a_commit_that_failed_before_reaching_the_database_says_nothing_was_written() {
+        let ledger = TestLedger::new().await;
+        let server = ledger.start().await;
+        let http = Http::new(&server);
+        let before = size(&ledger).await;
+        ledger.opened.store.inject_fault(Fault::CommitFailsBefore);
+        let (status, p) = append(&http, &ledger.admin_token, "before-1").await;
+        assert_eq!(status, 503, "{p}");
+        assert!(
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was written"),
+            "{p}"
+        );
+        assert_eq!(size(&ledger).await, before);
+        let (status, r) = append(&http, &ledger.admin_token, "before-1").await;
+        assert_eq!(status, 201, "{r}");
+        assert_eq!(r["seq"], json!(before));
+        server.stop().await;
+        ledger.verify().await.expect("the ledger verifies");
+        ledger.finish().await;
+    }
+
+    /// Another writer appended first: the sequencer reloads the head and
+    /// rebuilds the batch; the caller never sees it.
+    #[tokio::test]
+    async fn a_moved_head_is_reloaded_and_the_batch_rebuilt() {
+        let ledger = TestLedger::new().await;
+        let server = ledger.start().await;
+        let http = Http::new(&server);
+        let before = size(&ledger).await;
+        ledger.opened.store.inject_fault(Fault::HeadMoved);
+        let (status, r) = append(&http, &ledger.admin_token, "moved-1").await;
+        assert_eq!(status, 201, "{r}");
+        assert_eq!(r["seq"], json!(before));
+        assert_eq!(size(&ledger).await, before + 1);
+        server.stop().await;
+        ledger.verify().await.expect("the ledger verifies");
+        ledger.finish().await;
+    }
+}
