@@ -18,6 +18,15 @@ pub struct Migration {
     pub checksum: String,
 }
 
+/// Tables (with their columns) and indexes (with their tables).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaShape {
+    /// Table name to column names.
+    pub tables: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// (index name, table name).
+    pub indexes: std::collections::BTreeSet<(String, String)>,
+}
+
 /// The append-only triggers the migrations create, per backend.
 pub const SQLITE_TRIGGERS: &[&str] = &[
     "checkpoints_no_delete",
@@ -114,6 +123,50 @@ impl Store {
                 Ok((POSTGRES_TRIGGERS, names))
             }
         }
+    }
+
+    /// The tables with their columns, and the indexes with their tables,
+    /// that the migrations created: what must be the same on both backends
+    /// (types differ by dialect; the implicit indexes of primary keys and
+    /// UNIQUE constraints are left out, being named by each engine).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn shape(&self) -> Result<SchemaShape, StoreError> {
+        // (table, column) and (index, table) pairs.
+        type Pairs = Vec<(String, String)>;
+        let (columns, indexes): (Pairs, Pairs) = match &self.backend {
+            Backend::Sqlite(pool) => (
+                sqlx::query_as(
+                    "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations'",
+                )
+                .fetch_all(pool)
+                .await?,
+                sqlx::query_as(
+                    "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex_%'",
+                )
+                .fetch_all(pool)
+                .await?,
+            ),
+            Backend::Postgres(pool) => (
+                sqlx::query_as(
+                    "SELECT table_name::text, column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations'",
+                )
+                .fetch_all(pool)
+                .await?,
+                sqlx::query_as(
+                    "SELECT i.indexname::text, i.tablename::text FROM pg_indexes i WHERE i.schemaname = current_schema() AND i.tablename <> '_sqlx_migrations' AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.contype IN ('p', 'u'))",
+                )
+                .fetch_all(pool)
+                .await?,
+            ),
+        };
+        let mut shape = SchemaShape::default();
+        for (table, column) in columns {
+            shape.tables.entry(table).or_default().insert(column);
+        }
+        shape.indexes = indexes.into_iter().collect();
+        Ok(shape)
     }
 
     /// The database server's version string.
