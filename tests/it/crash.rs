@@ -3,59 +3,62 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::harness::{INIT_ENTRIES, TestLedger, record, wait_for_checkpoint};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn spawn_server(ledger: &TestLedger, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_trailmark"))
+/// Starts `trailmark serve` on a port the system chooses (port 0, so no
+/// other process can take it between choosing and binding) and returns it
+/// with its base URL, read from the line it prints once it listens.
+async fn spawn_server(ledger: &TestLedger) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trailmark"))
         .args(["serve", "--data"])
         .arg(ledger.data_dir())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .env_remove("DATABASE_URL")
         .env_remove("TRAILMARK_DATA")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            && r.status() == 200
-        {
-            return child;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Duration::from_secs(30);
+    let base = tokio::time::timeout(deadline, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("trailmark serving ") {
+                let url = rest.split(" on ").nth(1).unwrap_or_default();
+                return url.split(' ').next().unwrap_or_default().to_owned();
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not become ready on port {port}");
+        panic!("the server exited before it listened");
+    })
+    .await
+    .expect("the server listens within 30 s");
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base.trim_end_matches('/').to_owned())
 }
 
 #[tokio::test]
 async fn kill_9_in_the_middle_of_a_load_loses_no_acknowledged_entry() {
     let ledger = TestLedger::new().await;
-    let port = free_port();
-    let mut child = spawn_server(&ledger, port).await;
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) = spawn_server(&ledger).await;
     let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..16 {
-        let (base, token, stop) = (base.clone(), ledger.admin_token.clone(), stop.clone());
+        let (base, token, stop, acks) = (
+            base.clone(),
+            ledger.admin_token.clone(),
+            stop.clone(),
+            acks.clone(),
+        );
         tasks.spawn(async move {
             let client = reqwest::Client::new();
             let mut acknowledged = Vec::new();
@@ -79,11 +82,18 @@ async fn kill_9_in_the_middle_of_a_load_loses_no_acknowledged_entry() {
                     body["seq"].as_u64().unwrap(),
                     body["hash"].as_str().unwrap().to_owned(),
                 ));
+                acks.fetch_add(1, Ordering::SeqCst);
             }
             acknowledged
         });
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Kill mid-load: once a few hundred appends were acknowledged.
+    for _ in 0..600 {
+        if acks.load(Ordering::SeqCst) >= 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     child.start_kill().unwrap(); // SIGKILL: no shutdown, no final checkpoint
     child.wait().await.unwrap();
     stop.store(true, Ordering::SeqCst);
@@ -97,12 +107,11 @@ async fn kill_9_in_the_middle_of_a_load_loses_no_acknowledged_entry() {
         acknowledged.len()
     );
 
-    let port = free_port();
-    let mut child = spawn_server(&ledger, port).await;
+    let (mut child, base) = spawn_server(&ledger).await;
     let client = reqwest::Client::new();
     for (seq, hash) in &acknowledged {
         let entry: serde_json::Value = client
-            .get(format!("http://127.0.0.1:{port}/v1/entries/{seq}"))
+            .get(format!("{base}/v1/entries/{seq}"))
             .bearer_auth(&ledger.admin_token)
             .send()
             .await

@@ -34,6 +34,38 @@ pub(crate) async fn send(http: &Http, token: &str, events: Vec<Value>) -> (u16, 
 }
 
 /// Waits until the rules worker has nothing pending.
+/// Waits until `check` holds, polling every 10 ms, for at most `secs`:
+/// the wait ends on the event, not on a guess of how long it takes.
+pub(crate) async fn until<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what} after {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until no outbox message is pending: every hand-over's delivery
+/// has an outcome, so nothing more will reach the receivers.
+pub(crate) async fn outbox_settled(ledger: &TestLedger) {
+    until(20, "every outbox message to have an outcome", || async {
+        count(
+            ledger,
+            "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
+            &[],
+        )
+        .await
+            == 0
+    })
+    .await;
+}
+
 pub(crate) async fn settle(ledger: &TestLedger) {
     for _ in 0..400 {
         let (pending,): (i64,) = ledger
@@ -652,7 +684,7 @@ async fn duplicate_reordered_late_and_invalid_events_apply_once_or_not_at_all() 
         2
     );
     assert!(lms.wait_for(2, Duration::from_secs(10)).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    outbox_settled(&ledger).await;
     assert_eq!(lms.stats().accepted, 2);
     server.stop().await;
     ledger.verify().await.unwrap();
@@ -680,24 +712,27 @@ async fn delivery_faults_retry_break_dead_letter_and_replay_without_loss_or_doub
         lms.stats()
     );
     lms.set_fault(Fault::Hang);
+    let faults_before = lms.stats().faults;
     let (s, _) = send(&http, &token, vec![event("qms.document.revision_effective.v2", "rev-4", "2026-03-01T00:00:00Z",
         json!({"document_id": "SOP-017", "version": "4", "effective_at": "2026-03-01T00:00:00Z"}))]).await;
     assert_eq!(s, 202);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    until(10, "the hanging LMS to be called", || async {
+        lms.stats().faults > faults_before
+    })
+    .await;
     // Down: connection refused; the breaker opens.
     lms.set_fault(Fault::None);
     lms.stop().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = reqwest::get(format!("{}/metrics", http.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("trailmark_delivery_errors_total{target=\"lms\"}"),
-        "{metrics}"
-    );
+    until(20, "a delivery error counted for the LMS", || async {
+        let metrics = reqwest::get(format!("{}/metrics", http.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics.contains("trailmark_delivery_errors_total{target=\"lms\"}")
+    })
+    .await;
     lms.resume().await.unwrap();
     // 3 v4 assignments + 3 v3 cancellations.
     assert!(
@@ -883,7 +918,20 @@ async fn a_restart_in_the_middle_of_delivery_loses_nothing() {
     lms.stop().await;
     master_data(&http, &ledger.admin_token, 20).await;
     settle(&ledger).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until(
+        20,
+        "a delivery attempt to fail while the LMS is down",
+        || async {
+            count(
+                &ledger,
+                "SELECT COUNT(*) FROM entries WHERE kind = 'integration.handover.failed'",
+                &[],
+            )
+            .await
+                > 0
+        },
+    )
+    .await;
     server.stop().await;
     let pending = count(
         &ledger,
@@ -912,7 +960,7 @@ async fn a_restart_in_the_middle_of_delivery_loses_nothing() {
         "{:?}",
         lms.stats()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    outbox_settled(&ledger).await;
     assert_eq!(lms.stats().accepted, 20);
     server.stop().await;
     ledger.verify().await.unwrap();

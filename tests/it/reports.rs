@@ -186,7 +186,7 @@ async fn every_report_type_is_signed_readable_proved_and_recorded() {
         .await;
     assert_eq!(s, 201, "{sig}");
     assert!(qms.wait_for(3, std::time::Duration::from_secs(10)).await);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    crate::integration::outbox_settled(&ledger).await;
 
     let dir = ledger.dir.path().to_owned();
     let ca_pem = ledger.data_dir().join("report-ca.pem");
