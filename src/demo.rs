@@ -222,7 +222,7 @@ async fn sign_in(
         )
         .await?;
     let session = login["session"].as_str().unwrap_or_default().to_owned();
-    let password = cli::one_time_password(id);
+    let password = crate::identity::password::one_time_password(id);
     api.ok(
         Method::POST,
         "/v1/account/password",
@@ -288,7 +288,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     ];
     let mut initial = Vec::new();
     for (id, name, role) in staff_list {
-        let password = cli::one_time_password(id);
+        let password = crate::identity::password::one_time_password(id);
         cli::create_user(
             &opened,
             crate::identity::service::NewUser {

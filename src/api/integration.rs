@@ -581,15 +581,9 @@ pub struct ComplianceQuery {
     pub format: Option<String>,
 }
 
+/// A period bound as a query parameter: the message says which one.
 pub(crate) fn period_bound(name: &str, text: &str) -> Result<String, Problem> {
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(crate::ledger::Timestamp::from_datetime(
-            d.and_hms_opt(0, 0, 0).expect("midnight").and_utc(),
-        )
-        .to_string());
-    }
-    events::normalise_time(text)
-        .map_err(|m| Problem::bad_query(format!("`{name}`: {m}, or a date YYYY-MM-DD")))
+    queries::period_bound(text).map_err(|m| Problem::bad_query(format!("`{name}`: {m}")))
 }
 
 /// The unified training-compliance record of a period (JSON or CSV).

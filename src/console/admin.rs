@@ -280,7 +280,7 @@ pub(super) async fn create_user(
     };
     let result = async {
         let user_id = field(&form, "user_id").to_owned();
-        let password = crate::cli::one_time_password(&user_id);
+        let password = crate::identity::password::one_time_password(&user_id);
         let new = NewUser {
             user_id,
             printed_name: field(&form, "printed_name").to_owned(),

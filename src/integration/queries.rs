@@ -198,6 +198,22 @@ pub async fn compliance(
     Ok(out)
 }
 
+/// A bound of a reporting period (RFC 3339, or a date `YYYY-MM-DD` meaning
+/// its midnight UTC), as Trailmark stores times.
+///
+/// # Errors
+/// What is accepted, when it is neither.
+pub fn period_bound(text: &str) -> Result<String, String> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(crate::ledger::Timestamp::from_datetime(
+            d.and_hms_opt(0, 0, 0).expect("midnight").and_utc(),
+        )
+        .to_string());
+    }
+    crate::integration::events::normalise_time(text)
+        .map_err(|m| format!("{m}, or a date YYYY-MM-DD"))
+}
+
 /// A revision that went effective: document, version, effective time.
 pub type Revision = (String, String, String);
 

@@ -117,7 +117,7 @@ impl Scope {
         let bad = |m: String| ReportError::Input(m);
         for (name, v) in [("from", &mut self.from), ("to", &mut self.to)] {
             if let Some(t) = v.as_mut() {
-                *t = crate::api::integration::period_bound(name, t).map_err(|p| bad(p.detail))?;
+                *t = queries::period_bound(t).map_err(|m| bad(format!("`{name}`: {m}")))?;
             }
         }
         if let (Some(f), Some(t)) = (&self.from, &self.to)

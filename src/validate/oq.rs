@@ -268,7 +268,7 @@ async fn make_fixture(
     admin: &str,
     on: &str,
 ) -> anyhow::Result<(BTreeMap<String, String>, String)> {
-    let initial = cli::one_time_password(admin);
+    let initial = crate::identity::password::one_time_password(admin);
     cli::create_user(
         opened,
         crate::identity::service::NewUser {
@@ -327,7 +327,7 @@ async fn first_sign_in(
         .as_str()
         .context("no session credential")?
         .to_owned();
-    let password = cli::one_time_password(id);
+    let password = crate::identity::password::one_time_password(id);
     let r = http
         .post(format!("{base}/v1/account/password"))
         .bearer_auth(&session)
@@ -1020,7 +1020,7 @@ impl<'a> Runner<'a> {
         failures: &mut Vec<String>,
     ) -> anyhow::Result<String> {
         let id = substitute(step.user.as_deref().unwrap_or_default(), vars)?;
-        let initial = cli::one_time_password(&id);
+        let initial = crate::identity::password::one_time_password(&id);
         let name = step.name.clone().unwrap_or_else(|| format!("OQ User {id}"));
         let create = Step {
             action: Action::Http,
