@@ -24,6 +24,38 @@ pub struct TestDb {
     /// URL to open it.
     pub url: String,
     pg_admin: Option<(String, String)>,
+    /// Set once the PostgreSQL database is dropped; a `TestDb` dropped
+    /// without it (a test that panicked) drops the database then.
+    dropped: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.pg_admin.is_none() || self.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        // Drop may run inside the test's runtime: the DROP runs on a thread
+        // with its own, and is waited for, so no database outlives its test.
+        let (base, name) = self.pg_admin.clone().expect("checked above");
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the clean-up");
+            rt.block_on(drop_pg(&base, &name));
+        })
+        .join();
+    }
+}
+
+async fn drop_pg(base: &str, name: &str) {
+    if let Ok(mut admin) = PgConnection::connect(base).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await;
+    }
 }
 
 impl TestDb {
@@ -44,12 +76,14 @@ impl TestDb {
                 TestDb {
                     url: format!("{prefix}/{name}"),
                     pg_admin: Some((base, name)),
+                    dropped: std::sync::atomic::AtomicBool::new(false),
                 }
             }
             // The file `trailmark init` creates inside the data directory.
             Err(_) => TestDb {
                 url: format!("sqlite://{}", dir.join("data").join("ledger.db").display()),
                 pg_admin: None,
+                dropped: std::sync::atomic::AtomicBool::new(false),
             },
         }
     }
@@ -57,12 +91,9 @@ impl TestDb {
     /// Drops the PostgreSQL database (SQLite files go with the temp dir).
     pub async fn drop_db(&self) {
         if let Some((base, name)) = &self.pg_admin {
-            let mut admin = PgConnection::connect(base).await.unwrap();
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await;
+            drop_pg(base, name).await;
+            self.dropped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -300,4 +331,27 @@ pub async fn wait_for_checkpoint(opened: &Opened, size: u64) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("no checkpoint of size {size} within 2 s");
+}
+
+/// A test that ends without `finish` (a panic) still drops its PostgreSQL
+/// database, when its `TestDb` goes.
+#[tokio::test]
+async fn a_test_database_is_dropped_even_without_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(dir.path()).await;
+    let Some((base, name)) = db.pg_admin.clone() else {
+        eprintln!(
+            "SKIPPED: SQLite test databases go with their temp dir; this checks PostgreSQL's"
+        );
+        return;
+    };
+    drop(db);
+    let mut admin = PgConnection::connect(&base).await.unwrap();
+    let left: Option<(String,)> =
+        sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_optional(&mut admin)
+            .await
+            .unwrap();
+    assert_eq!(left, None, "{name} outlived its test");
 }
