@@ -1911,12 +1911,18 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let Some(what) = args.first() else {
-        println!(
-            "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures|events|fanout|latency|reports|console [options]; see benches/ledger.rs"
-        );
+    let usage = "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures|events|fanout|latency|reports|console [options]; the options of each are listed at the top of benches/ledger.rs";
+    let Some(what) = args
+        .first()
+        .filter(|a| !matches!(a.as_str(), "--help" | "-h" | "help"))
+    else {
+        println!("{usage}");
         return Ok(());
     };
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{usage}");
+        return Ok(());
+    }
     runtime.block_on(async {
         match what.as_str() {
             "append" => append(&args).await,
