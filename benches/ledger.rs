@@ -49,10 +49,10 @@ use trailmark::cli;
 use trailmark::identity::password;
 use trailmark::identity::roles::{Meaning, SigningPolicy};
 use trailmark::identity::service::NewUser;
+use trailmark::identity::signature::{self, Manifestation, SignatureChecker};
 use trailmark::ledger::merkle::ProofPlan;
 use trailmark::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use trailmark::sequencer::{AppendRequest, Sequencer, SequencerHandle, record_request};
-use trailmark::signature::{self, Manifestation, SignatureChecker};
 use trailmark::store::EntryFilter;
 use trailmark::telemetry::Metrics;
 
@@ -2193,7 +2193,7 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let signer = opened.dir.report_signer()?.map(Arc::new);
+    let signer = trailmark::report::sign::ReportSigner::from_dir(&opened.dir)?.map(Arc::new);
     let reporter = Reporter::new(
         store.clone(),
         seq.clone(),

@@ -17,12 +17,12 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::identity::signature::{SignatureChecker, SignatureError};
 use crate::ledger::merkle::{self, ProofPlan};
 use crate::ledger::verify::{ChainVerifier, Prechecked, VerifyError};
 use crate::ledger::{Checkpoint, Hash, VerifierKey};
 use crate::projection::{EntryView, Projector, StateMismatch};
 use crate::sequencer::{AppendRequest, SequencerHandle};
-use crate::signature::{SignatureChecker, SignatureError};
 use crate::store::{STREAM_PAGE_ROWS, Store, StoreError, VerifyRow};
 
 /// Why a check could not finish or failed.

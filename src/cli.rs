@@ -641,7 +641,12 @@ pub async fn create_report_keys(opened: &Opened) -> anyhow::Result<String> {
         &keys.key_pem,
         &keys.ca_cert_pem,
     )?;
-    opened.dir.write_report_keys(&keys)?;
+    opened.dir.write_report_keys(
+        &keys.ca_cert_pem,
+        &keys.ca_key_pem,
+        &keys.cert_pem,
+        &keys.key_pem,
+    )?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let ca_sha = hex::encode(sha2::Sha256::digest(&ca_der));
     let mut payload = serde_json::Map::new();
@@ -1231,7 +1236,8 @@ async fn report(g: &Global, args: ReportArgs) -> Result<(), Exit> {
                 printed_name: "Trailmark command line (data-directory holder)".into(),
             },
         };
-        let signer = opened.dir.report_signer()?.map(std::sync::Arc::new);
+        let signer =
+            crate::report::sign::ReportSigner::from_dir(&opened.dir)?.map(std::sync::Arc::new);
         let out = args.out.clone();
         let store = opened.store.clone();
         let origin = opened.config.origin.clone();

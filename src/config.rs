@@ -424,15 +424,30 @@ pub const REPORT_FILES: [&str; 4] = [
     "report-signing.key",
 ];
 
+/// The report-signing files of a data directory, read.
+pub struct ReportKeyFiles {
+    /// The signing certificate.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+    /// The report CA's certificate.
+    pub ca_pem: String,
+    /// Where the key is, for messages.
+    pub key_path: PathBuf,
+}
+
 impl DataDir {
     /// Writes the report CA and signing certificate with their keys (keys
-    /// owner-only).
+    /// owner-only), all PEM.
     ///
     /// # Errors
     /// If they exist already or cannot be written.
     pub fn write_report_keys(
         &self,
-        keys: &crate::report::sign::ReportKeys,
+        ca_cert_pem: &str,
+        ca_key_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
     ) -> Result<(), ConfigError> {
         if let Some(existing) = REPORT_FILES
             .iter()
@@ -444,19 +459,21 @@ impl DataDir {
                 problem: "report-signing keys exist already".into(),
             });
         }
-        fs::write(self.file("report-ca.pem"), &keys.ca_cert_pem)
+        fs::write(self.file("report-ca.pem"), ca_cert_pem)
             .map_err(io(&self.file("report-ca.pem")))?;
-        write_secret(&self.file("report-ca.key"), &keys.ca_key_pem)?;
-        fs::write(self.file("report-signing.pem"), &keys.cert_pem)
+        write_secret(&self.file("report-ca.key"), ca_key_pem)?;
+        fs::write(self.file("report-signing.pem"), cert_pem)
             .map_err(io(&self.file("report-signing.pem")))?;
-        write_secret(&self.file("report-signing.key"), &keys.key_pem)
+        write_secret(&self.file("report-signing.key"), key_pem)
     }
 
-    /// The report signer, if the keys are here.
+    /// The report-signing certificate, its key and the report CA (PEM),
+    /// if the keys are here: `report::sign::ReportSigner::from_dir` makes
+    /// the signer of them.
     ///
     /// # Errors
-    /// If the files exist but are unreadable or do not fit together.
-    pub fn report_signer(&self) -> Result<Option<crate::report::sign::ReportSigner>, ConfigError> {
+    /// If the key exists but a file is unreadable.
+    pub fn report_key_files(&self) -> Result<Option<ReportKeyFiles>, ConfigError> {
         let key = self.file("report-signing.key");
         if !key.exists() {
             return Ok(None);
@@ -465,16 +482,12 @@ impl DataDir {
             let p = self.file(name);
             fs::read_to_string(&p).map_err(io(&p))
         };
-        crate::report::sign::ReportSigner::from_pem(
-            &read("report-signing.pem")?,
-            &read("report-signing.key")?,
-            &read("report-ca.pem")?,
-        )
-        .map(Some)
-        .map_err(|e| ConfigError::Invalid {
-            path: key,
-            problem: e.to_string(),
-        })
+        Ok(Some(ReportKeyFiles {
+            cert_pem: read("report-signing.pem")?,
+            key_pem: read("report-signing.key")?,
+            ca_pem: read("report-ca.pem")?,
+            key_path: key,
+        }))
     }
 }
 

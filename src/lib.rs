@@ -14,7 +14,6 @@ pub mod ledger;
 pub mod projection;
 pub mod report;
 pub mod sequencer;
-pub mod signature;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -13,9 +13,9 @@ use utoipa::{IntoParams, ToSchema};
 use std::collections::HashMap;
 
 use super::{AppState, Caller, Problem};
+use crate::identity::signature::{self, SignatureView, SourceSignatureView};
 use crate::ledger::{Hash, Timestamp};
 use crate::sequencer::record_request;
-use crate::signature::{self, SignatureView, SourceSignatureView};
 use crate::store::{EntryFilter, LIST_LIMIT_MAX, StoredEntry};
 
 /// An append. Unknown members are rejected so that typos are not silently lost.

@@ -464,7 +464,7 @@ async fn authorize(
     ),
     components(schemas(
         entries::AppendBody, entries::AppendResponse, entries::EntryView, entries::EntryPage,
-        crate::signature::SignatureView, crate::signature::SourceSignatureView,
+        crate::identity::signature::SignatureView, crate::identity::signature::SourceSignatureView,
         crate::identity::service::NewUser, crate::identity::service::UserChange,
         crate::identity::service::UserView, crate::identity::service::TokenScopes,
         crate::identity::service::SignRequest,
@@ -647,9 +647,9 @@ impl Server {
             std::time::Duration::from_secs(config.verify.interval_seconds),
             stopping.clone(),
         )));
-        let signer = crate::config::DataDir::at(data_dir)
-            .report_signer()?
-            .map(Arc::new);
+        let signer =
+            crate::report::sign::ReportSigner::from_dir(&crate::config::DataDir::at(data_dir))?
+                .map(Arc::new);
         let reports = crate::report::Reporter::new(
             store.clone(),
             sequencer.handle(),

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::{AppState, Caller, Problem, ROUTES};
 use crate::identity::roles::{MATRIX, SigningPolicy};
 use crate::identity::service::{NewUser, SignRequest, TokenScopes, UserChange, UserView};
-use crate::signature::SignatureView;
+use crate::identity::signature::SignatureView;
 
 /// Parses a JSON body; the error names the path but never echoes a value
 /// (bodies here carry passwords).
@@ -591,7 +591,7 @@ pub async fn sign(
         .entry(receipt.seq)
         .await?
         .ok_or_else(|| Problem::internal(&"the signature entry just appended is missing"))?;
-    let view = crate::signature::view_of(receipt.seq, &entry.canonical)
+    let view = crate::identity::signature::view_of(receipt.seq, &entry.canonical)
         .ok_or_else(|| Problem::internal(&"the signature entry does not parse"))?;
     Ok((
         StatusCode::CREATED,

@@ -439,7 +439,7 @@ async fn trail(
     let seqs: Vec<u64> = rows.iter().map(|e| e.seq).collect();
     let mut signed: HashMap<u64, Vec<String>> = HashMap::new();
     for (target, e) in state.store.signatures_on(&seqs).await.unwrap_or_default() {
-        if let Some(view) = crate::signature::view_of(e.seq, &e.canonical) {
+        if let Some(view) = crate::identity::signature::view_of(e.seq, &e.canonical) {
             signed.entry(target).or_default().push(view.line);
         }
     }
@@ -588,7 +588,9 @@ async fn entry(
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(_, e)| crate::signature::view_of(e.seq, &e.canonical).map(|v| v.line))
+        .filter_map(|(_, e)| {
+            crate::identity::signature::view_of(e.seq, &e.canonical).map(|v| v.line)
+        })
         .collect();
     let proof = proof_status(&state, seq).await;
     let names = names(&state).await;

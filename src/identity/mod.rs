@@ -16,6 +16,7 @@ pub mod ca;
 pub mod password;
 pub mod roles;
 pub mod service;
+pub mod signature;
 
 pub use service::{Identity, IdentityError};
 

@@ -23,9 +23,9 @@ use super::password::{self, Cost};
 use super::roles::{Meaning, Permission, Role, SigningPolicy};
 use super::{IssuedToken, issue_credential, parse_credential, secret_matches};
 use crate::config::IdentityConfig;
+use crate::identity::signature::{self, Manifestation};
 use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use crate::sequencer::{AppendError, AppendRequest, Receipt, SequencerHandle};
-use crate::signature::{self, Manifestation};
 use crate::store::{SessionRow, StateWrite, Store, StoreError, TokenRow, UserRow};
 use crate::telemetry::Metrics;
 

@@ -654,7 +654,7 @@ pub fn check(envelope: Envelope) -> Result<Checked, EventError> {
         // The shared check reads them where an entry payload keeps them.
         let mut payload = Map::new();
         payload.insert("source_signatures".into(), list.clone());
-        crate::signature::check_source_signatures(&payload).map_err(|m| {
+        crate::identity::signature::check_source_signatures(&payload).map_err(|m| {
             EventError::new("data.source_signatures", m.replace("payload.", "data."))
         })?;
     }

@@ -289,6 +289,24 @@ impl fmt::Debug for ReportSigner {
 }
 
 impl ReportSigner {
+    /// The signer of a data directory, if its report keys are there.
+    ///
+    /// # Errors
+    /// If the files exist but are unreadable or do not fit together.
+    pub fn from_dir(
+        dir: &crate::config::DataDir,
+    ) -> Result<Option<ReportSigner>, crate::config::ConfigError> {
+        let Some(files) = dir.report_key_files()? else {
+            return Ok(None);
+        };
+        ReportSigner::from_pem(&files.cert_pem, &files.key_pem, &files.ca_pem)
+            .map(Some)
+            .map_err(|e| crate::config::ConfigError::Invalid {
+                path: files.key_path,
+                problem: e.to_string(),
+            })
+    }
+
     /// Loads the signer from PEM text: the signing certificate, its PKCS#8 P-256 private key
     /// and the CA certificate. Checks that the key matches the certificate and that the
     /// certificate is issued by the CA (issuer name and signature).

@@ -417,7 +417,7 @@ pub async fn run(opened: &Opened, binary: &Path, expected: &Expected) -> Vec<Che
     ));
 
     // IQ-09 report signing
-    let (observed_text, ok) = match opened.dir.report_signer() {
+    let (observed_text, ok) = match crate::report::sign::ReportSigner::from_dir(&opened.dir) {
         Ok(Some(signer)) => {
             let digest = [7u8; 32];
             let ca_der = std::fs::read_to_string(opened.dir.file("report-ca.pem"))

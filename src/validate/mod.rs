@@ -117,7 +117,7 @@ async fn begin(
 ) -> anyhow::Result<Option<(String, String)>> {
     // The package ends with a signed PDF: refuse at once, before anything
     // runs or is recorded, when the installation cannot sign one.
-    if opened.dir.report_signer()?.is_none() {
+    if crate::report::sign::ReportSigner::from_dir(&opened.dir)?.is_none() {
         bail!(
             "the installation has no report-signing key to sign the evidence package; run `trailmark ca init-reports` first"
         );
@@ -482,7 +482,7 @@ pub struct Record {
     /// Its canonical bytes.
     pub canonical: Vec<u8>,
     /// The signatures on it: (seq, canonical bytes, rendered line).
-    pub signatures: Vec<(u64, Vec<u8>, crate::signature::SignatureView)>,
+    pub signatures: Vec<(u64, Vec<u8>, crate::identity::signature::SignatureView)>,
 }
 
 impl Record {
@@ -499,7 +499,7 @@ impl Record {
         let mut signatures = Vec::new();
         for child in opened.store.children(seq).await? {
             if let Some(e) = opened.store.entry(child).await?
-                && let Some(view) = crate::signature::view_of(child, &e.canonical)
+                && let Some(view) = crate::identity::signature::view_of(child, &e.canonical)
             {
                 signatures.push((child, e.canonical, view));
             }

@@ -35,9 +35,7 @@ fn col(label: &str, share: f32, style: Style) -> Column {
 /// # Errors
 /// No report-signing key, or a write failure.
 pub fn write(opened: &Opened, path: &Path, results: &Value, record: &Record) -> anyhow::Result<()> {
-    let signer = opened
-        .dir
-        .report_signer()?
+    let signer = crate::report::sign::ReportSigner::from_dir(&opened.dir)?
         .context("the installation has no report-signing key; run `trailmark ca init-reports`")?;
     let phase = s(&results["phase"]).to_uppercase();
     let run_id = s(&results["run_id"]);

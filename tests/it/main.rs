@@ -5,6 +5,7 @@
 //! server); `.ci/run` runs the suite both ways.
 
 mod api;
+mod architecture;
 mod compliance_property;
 mod console;
 mod crash;

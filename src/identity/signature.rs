@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::identity::ca;
-use crate::identity::roles::{Meaning, SigningPolicy};
+use super::ca;
+use super::roles::{Meaning, SigningPolicy};
 use crate::ledger::entry::ParsedEntry;
 use crate::ledger::{Hash, Timestamp};
 
