@@ -18,9 +18,8 @@ use super::{AppState, Caller, Principal, Problem};
 use crate::integration::events::{self, Envelope, EventError};
 use crate::integration::queries::{self, ComplianceRow, DeadLetter, Lineage, Readiness};
 use crate::integration::{Ack, IntegrationError};
-use crate::ledger::{Hash, Subject, kind};
+use crate::ledger::{Subject, kind};
 use crate::sequencer::AppendRequest;
-use crate::store::{Bind, StateWrite};
 
 impl From<IntegrationError> for Problem {
     fn from(e: IntegrationError) -> Problem {
@@ -455,108 +454,9 @@ pub async fn close_capa(
             "`reason` must say why the CAPA is closed",
         ));
     }
-    let ig = &state.integration;
-    let r = queries::closure_readiness(ig, &id).await?;
-    if !r.known {
-        return Err(Problem::not_found(format!(
-            "no training action of CAPA `{id}` was received"
-        )));
-    }
-    if r.status == "closed" {
-        return Err(IntegrationError::Refused {
-            message: format!("CAPA `{id}` is closed already"),
-            details: json!({}),
-        }
-        .into());
-    }
-    let subject =
-        Subject::parse(&format!("qms:capa/{id}")).map_err(|e| Problem::bad_json(e.to_string()))?;
-    let action_hashes: Vec<Hash> = r
-        .actions
-        .iter()
-        .filter_map(|a| {
-            a["entry_hash"]
-                .as_str()
-                .and_then(|h| Hash::parse_hex(h).ok())
-        })
-        .collect();
-    if !r.ready {
-        let mut payload = Map::new();
-        payload.insert("capa_id".into(), json!(id));
-        payload.insert("missing".into(), json!(r.missing));
-        payload.insert("reason_given".into(), json!(body.reason));
-        let refused = AppendRequest {
-            kind: kind::lookup("integration.capa.closure_refused").expect("registered"),
-            actor: caller.actor.clone(),
-            subject,
-            correlation_id: None,
-            idempotency_key: None,
-            parents: action_hashes,
-            reason: None,
-            payload,
-            effects: vec![],
-            parent_refs: vec![],
-        };
-        let receipt = state.sequencer.append(refused).await?;
-        return Err(Problem::from(IntegrationError::Refused {
-            message: format!(
-                "CAPA `{id}` cannot close: {} required training item(s) are not evidenced; the refusal is entry {}",
-                r.missing.len(),
-                receipt.seq
-            ),
-            details: json!({"missing": r.missing, "refusal_seq": receipt.seq}),
-        }));
-    }
-    let mut parents = action_hashes;
-    for item in &r.required {
-        if let Some(h) = item["completion_entry_hash"]
-            .as_str()
-            .and_then(|h| Hash::parse_hex(h).ok())
-            && !parents.contains(&h)
-        {
-            parents.push(h);
-        }
-    }
-    parents.truncate(256);
-    let data = json!({"capa_id": id, "reason": body.reason, "closed_by": caller.actor.to_string(),
-                      "evidence": r.required});
-    let message = crate::integration::message_id();
-    let mut payload =
-        crate::integration::handover_payload(&message, "qms", "qms.capa.closed", &data);
-    payload.insert("capa_id".into(), json!(id));
-    let correlation = format!("capa-{id}");
-    let closed = AppendRequest {
-        kind: kind::lookup("qms.capa.closed").expect("registered"),
-        actor: caller.actor.clone(),
-        subject: subject.clone(),
-        correlation_id: Some(correlation.chars().take(128).collect()),
-        idempotency_key: None,
-        parents,
-        reason: Some(body.reason.clone()),
-        payload,
-        effects: vec![
-            StateWrite::Sql {
-                sql: "UPDATE capas SET status = 'closed', closed_seq = $1 WHERE capa_id = $2",
-                binds: vec![Bind::Seq, Bind::Text(id.clone())],
-            },
-            crate::integration::outbox_write(
-                &message,
-                "qms",
-                "qms.capa.closed",
-                subject.as_str(),
-                &correlation,
-                &data,
-            ),
-        ],
-        parent_refs: vec![],
-    };
-    let receipt = state.sequencer.append(closed).await?;
-    state
-        .metrics
-        .handovers
-        .get_or_create(&crate::telemetry::label("target", "qms"))
-        .inc();
-    ig.wake_delivery();
+    let receipt =
+        crate::integration::capa::close(&state.integration, &caller.actor, &id, &body.reason)
+            .await?;
     Ok((
         StatusCode::CREATED,
         Json(ClosureResponse {

@@ -11,6 +11,7 @@
 //!                                         outcome entry + outbox row update
 //! ```
 
+pub mod capa;
 pub mod delivery;
 pub mod events;
 pub mod queries;
