@@ -286,8 +286,11 @@ struct Required {
     matrix: BTreeSet<u64>,
 }
 
-/// The first SOP assignment of a person on a version.
+/// An SOP assignment of a version, as the compliance query reads it; the
+/// first of each person counts.
+#[derive(sqlx::FromRow)]
 struct FirstAssignment {
+    person_id: String,
     id: String,
     created_at: String,
     due_at: String,
@@ -310,20 +313,6 @@ type RequiredRow = (
     Option<String>,
     Option<i64>,
     Option<i64>,
-    Option<i64>,
-);
-type FirstAssignmentRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    Vec<u8>,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
     Option<i64>,
 );
 
@@ -374,41 +363,15 @@ pub async fn compliance_with_evidence(
     // A cancelled assignment comes with when it ended, in business time:
     // the next version's effective time for a supersession, otherwise when
     // the cancellation was recorded.
-    let assignments: Vec<FirstAssignmentRow> = store
+    let assignments: Vec<FirstAssignment> = store
         .rows(
-            "SELECT a.person_id, a.assignment_id, a.created_at, a.due_at, a.status, a.entry_hash, a.created_seq,              CASE WHEN a.status <> 'cancelled' THEN NULL                   WHEN a.cancel_reason = 'superseded by a newer version' THEN                        (SELECT MIN(d.effective_at) FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3)                   ELSE (SELECT e.recorded_at FROM entries e WHERE e.seq = a.closed_seq) END,              a.required_from, CASE WHEN a.status = 'cancelled' THEN a.closed_seq END, CASE WHEN a.status = 'cancelled' THEN a.cancel_reason END,              CASE WHEN a.status = 'cancelled' AND a.cancel_reason = 'superseded by a newer version' THEN                   (SELECT d.known_seq FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3 ORDER BY d.effective_at, d.version LIMIT 1) END              FROM assignments a WHERE a.document_id = $1 AND a.version = $2 AND a.origin = 'sop' ORDER BY a.created_seq",
+            "SELECT a.person_id, a.assignment_id AS id, a.created_at, a.due_at, a.status, a.entry_hash AS hash, a.created_seq AS seq,              CASE WHEN a.status <> 'cancelled' THEN NULL                   WHEN a.cancel_reason = 'superseded by a newer version' THEN                        (SELECT MIN(d.effective_at) FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3)                   ELSE (SELECT e.recorded_at FROM entries e WHERE e.seq = a.closed_seq) END AS ended_at,              a.required_from, CASE WHEN a.status = 'cancelled' THEN a.closed_seq END AS closed_seq, CASE WHEN a.status = 'cancelled' THEN a.cancel_reason END AS cancel_reason,              CASE WHEN a.status = 'cancelled' AND a.cancel_reason = 'superseded by a newer version' THEN                   (SELECT d.known_seq FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3 ORDER BY d.effective_at, d.version LIMIT 1) END AS superseded_by              FROM assignments a WHERE a.document_id = $1 AND a.version = $2 AND a.origin = 'sop' ORDER BY a.created_seq",
             &[Bind::Text(doc.clone()), Bind::Text(version.clone()), Bind::Text(effective_at.clone())],
         )
         .await?;
     let mut first_assignment: BTreeMap<String, FirstAssignment> = BTreeMap::new();
-    for (
-        person,
-        id,
-        created_at,
-        due_at,
-        status,
-        hash,
-        seq,
-        ended_at,
-        required_from,
-        closed_seq,
-        cancel_reason,
-        superseded_by,
-    ) in assignments
-    {
-        first_assignment.entry(person).or_insert(FirstAssignment {
-            id,
-            created_at,
-            due_at,
-            status,
-            hash,
-            seq,
-            ended_at,
-            required_from,
-            closed_seq,
-            cancel_reason,
-            superseded_by,
-        });
+    for a in assignments {
+        first_assignment.entry(a.person_id.clone()).or_insert(a);
     }
     let completions: Vec<(String, String, Vec<u8>, i64)> = store
         .rows(
@@ -425,7 +388,13 @@ pub async fn compliance_with_evidence(
         let a = first_assignment.get(&person);
         let c = first_completion.get(&person);
         let completed_at = c.map(|c| c.0.clone());
-        let status = status_of(a, completed_at.as_deref(), now);
+        let status = compliance_status(
+            a.map(|a| a.due_at.as_str()),
+            completed_at.as_deref(),
+            a.filter(|a| a.status == "cancelled")
+                .map(|a| a.ended_at.as_deref().unwrap_or(now)),
+            now,
+        );
         let required_from = a.map(|a| {
             a.required_from
                 .clone()
@@ -470,30 +439,35 @@ fn seq_of(seq: i64) -> Option<u64> {
     u64::try_from(seq).ok()
 }
 
-/// The status of a row (docs/INTEGRATION.md §3, point 4; the same rule as
-/// `report::proof::ComplianceFacts::status`).
-fn status_of(a: Option<&FirstAssignment>, completed_at: Option<&str>, now: &str) -> &'static str {
-    let Some(a) = a else {
+/// The compliance status (docs/INTEGRATION.md §3, point 4) of an
+/// assignment due `due` (none: `missing`), completed first at `completed`,
+/// judged at `as_of`; `ended` is set for a cancelled assignment, when it
+/// ended. The query and the report's proof (`report::proof`) both use it.
+pub fn compliance_status(
+    due: Option<&str>,
+    completed: Option<&str>,
+    ended: Option<&str>,
+    as_of: &str,
+) -> &'static str {
+    let Some(due) = due else {
         return "missing";
     };
-    let due = a.due_at.as_str();
-    if a.status == "cancelled" {
+    if let Some(ended) = ended {
         // Cancelled while already past due and not trained: the person
         // worked untrained until then, so it stays overdue (the supersession
         // is shown in `ended_at`); cancelled before its due date, it was
         // never owed.
-        let ended = a.ended_at.as_deref().unwrap_or(now);
-        return match completed_at {
+        return match completed {
             Some(done) if done <= due => "on_time",
             Some(done) if done <= ended => "late",
             _ if ended > due => "overdue",
             _ => "cancelled",
         };
     }
-    match completed_at {
+    match completed {
         Some(done) if done <= due => "on_time",
         Some(_) => "late",
-        None if now > due => "overdue",
+        None if as_of > due => "overdue",
         None => "open",
     }
 }

@@ -815,21 +815,7 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
     );
     if let Some((seq, hash, completed_at, outcome, verified_by)) = earlier {
         let verified = outcome == "passed" && verified_by.is_some();
-        let effect = StateWrite::Sql {
-            sql: "UPDATE assignments SET status = 'completed', completed_at = $1, completion_seq = $2, completion_hash = $3, verified = $4 WHERE assignment_id = $5",
-            binds: vec![
-                Bind::Text(completed_at.clone()),
-                Bind::Int(seq),
-                Bind::Blob(hash.clone()),
-                Bind::Int(i64::from(verified)),
-                Bind::Text(id.clone()),
-            ],
-        };
-        let mut payload = Map::new();
-        payload.insert("assignment_id".into(), json!(id));
-        payload.insert("completed_at".into(), json!(completed_at));
-        payload.insert("verified".into(), json!(verified));
-        payload.insert("completion_seq".into(), json!(seq));
+        let (effect, mut payload) = completion_of(&id, &completed_at, seq, hash.clone(), verified);
         payload.insert("completion_before_assignment".into(), json!(true));
         plan.derive(
             "integration.assignment.completed",
@@ -841,6 +827,33 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
         );
     }
     Ok(())
+}
+
+/// An assignment completed by the completion entry `seq` (hash `hash`):
+/// the row's update and the `integration.assignment.completed` payload.
+fn completion_of(
+    id: &str,
+    completed_at: &str,
+    seq: i64,
+    hash: Vec<u8>,
+    verified: bool,
+) -> (StateWrite, Map<String, Value>) {
+    let effect = StateWrite::Sql {
+        sql: "UPDATE assignments SET status = 'completed', completed_at = $1, completion_seq = $2, completion_hash = $3, verified = $4 WHERE assignment_id = $5",
+        binds: vec![
+            Bind::Text(completed_at.to_owned()),
+            Bind::Int(seq),
+            Bind::Blob(hash),
+            Bind::Int(i64::from(verified)),
+            Bind::Text(id.to_owned()),
+        ],
+    };
+    let mut payload = Map::new();
+    payload.insert("assignment_id".into(), json!(id));
+    payload.insert("completed_at".into(), json!(completed_at));
+    payload.insert("verified".into(), json!(verified));
+    payload.insert("completion_seq".into(), json!(seq));
+    (effect, payload)
 }
 
 /// Cancels open assignments (rows: id, entry hash) with an entry and an
@@ -1430,21 +1443,13 @@ async fn completion(
         // An assignment that needs verification is completed by any
         // completion and verified by a `passed` one with `verified_by`;
         // closure readiness asks for both.
-        let effect = StateWrite::Sql {
-            sql: "UPDATE assignments SET status = 'completed', completed_at = $1, completion_seq = $2, completion_hash = $3, verified = $4 WHERE assignment_id = $5",
-            binds: vec![
-                Bind::Text(completed_at.clone()),
-                Bind::Int(seq),
-                Bind::Blob(plan.event_hash.0.to_vec()),
-                Bind::Int(i64::from(verified)),
-                Bind::Text(id.clone()),
-            ],
-        };
-        let mut payload = Map::new();
-        payload.insert("assignment_id".into(), json!(id));
-        payload.insert("completed_at".into(), json!(completed_at));
-        payload.insert("verified".into(), json!(verified));
-        payload.insert("completion_seq".into(), json!(seq));
+        let (effect, payload) = completion_of(
+            &id,
+            &completed_at,
+            seq,
+            plan.event_hash.0.to_vec(),
+            verified,
+        );
         let parents = vec![plan.event_hash, hash_of(&hash)?];
         let index = plan.derive(
             "integration.assignment.completed",

@@ -92,29 +92,16 @@ pub struct Cite {
 impl ComplianceFacts {
     /// The status the rules give these facts (INTEGRATION.md §3, point 4).
     pub fn status(&self) -> &'static str {
-        let Some(due) = self
-            .due_at
-            .as_deref()
-            .filter(|_| self.assignment_id.is_some())
-        else {
-            return "missing";
-        };
-        let done = self.completed_at.as_deref();
-        if self.end_reason.is_some() {
-            let ended = self.ended_at.as_deref().unwrap_or(self.as_of.as_str());
-            return match done {
-                Some(d) if d <= due => "on_time",
-                Some(d) if d <= ended => "late",
-                _ if ended > due => "overdue",
-                _ => "cancelled",
-            };
-        }
-        match done {
-            Some(d) if d <= due => "on_time",
-            Some(_) => "late",
-            None if self.as_of.as_str() > due => "overdue",
-            None => "open",
-        }
+        crate::integration::queries::compliance_status(
+            self.due_at
+                .as_deref()
+                .filter(|_| self.assignment_id.is_some()),
+            self.completed_at.as_deref(),
+            self.end_reason
+                .as_ref()
+                .map(|_| self.ended_at.as_deref().unwrap_or(self.as_of.as_str())),
+            &self.as_of,
+        )
     }
 
     /// The display cells, in column order (REPORTS.md §4.1). `cites` gives
@@ -659,18 +646,18 @@ fn of_kind(
     Ok(e)
 }
 
-fn same(
-    role: &str,
+/// Each `(what, the row's fact, what the entry says)` must agree.
+fn agree(
+    c: &Cite,
     e: &CitedEntry,
-    what: &str,
-    fact: Option<&str>,
-    got: Option<&str>,
+    checks: &[(&str, Option<&str>, Option<&str>)],
 ) -> Result<(), RowError> {
-    if fact == got {
-        Ok(())
-    } else {
-        Err(mismatch(role, e.seq, what, fact, got))
+    for (what, fact, got) in checks {
+        if fact != got {
+            return Err(mismatch(c.role, e.seq, what, *fact, *got));
+        }
     }
+    Ok(())
 }
 
 /// Every fact of a compliance row against its cited entries.
@@ -680,36 +667,33 @@ fn prove_compliance(
     scope_to: &str,
     entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
 ) -> Result<(), RowError> {
+    let (doc, version, person) = (
+        Some(f.document_id.as_str()),
+        Some(f.version.as_str()),
+        Some(f.person_id.as_str()),
+    );
     // The revision.
     let c = at_most_one(cites, role::REVISION, true)?.ok_or("no revision")?;
     let e = of_kind(entry, c, "qms.document.revision_effective", None)?;
-    same(
-        c.role,
+    agree(
+        c,
         &e,
-        "document",
-        Some(&f.document_id),
-        e.text("document_id"),
-    )?;
-    same(c.role, &e, "version", Some(&f.version), e.text("version"))?;
-    same(
-        c.role,
-        &e,
-        "effective",
-        Some(&f.effective_at),
-        e.time("effective_at").as_deref(),
+        &[
+            ("document", doc, e.text("document_id")),
+            ("version", version, e.text("version")),
+            (
+                "effective",
+                Some(&f.effective_at),
+                e.time("effective_at").as_deref(),
+            ),
+        ],
     )?;
 
     // The person and why they were required.
     let mut persons = Vec::new();
     for c in cited(cites, role::PERSON) {
         let e = of_kind(entry, c, "hr.person.updated", None)?;
-        same(
-            c.role,
-            &e,
-            "person",
-            Some(&f.person_id),
-            e.text("person_id"),
-        )?;
+        agree(c, &e, &[("person", person, e.text("person_id"))])?;
         persons.push(e);
     }
     if persons.is_empty() {
@@ -727,109 +711,32 @@ fn prove_compliance(
     let mut matrices = Vec::new();
     for c in cited(cites, role::MATRIX) {
         let e = of_kind(entry, c, "qms.training_matrix.changed", None)?;
-        same(
-            c.role,
-            &e,
-            "document",
-            Some(&f.document_id),
-            e.text("document_id"),
-        )?;
+        agree(c, &e, &[("document", doc, e.text("document_id"))])?;
         matrices.push(e);
     }
-    if f.job_functions.is_empty() {
-        return Err("the row names no job function".into());
-    }
-    let mut sorted = f.job_functions.clone();
-    sorted.sort();
-    sorted.dedup();
-    if sorted != f.job_functions {
-        return Err("job functions are not sorted and distinct".into());
-    }
-    for function in &f.job_functions {
-        let held = persons.iter().any(|p| {
-            p.data()["job_functions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|span| {
-                    let time = |k: &str| span[k].as_str().and_then(|t| normalise_time(t).ok());
-                    span["job_function"].as_str() == Some(function.as_str())
-                        && time("valid_from").is_some_and(|from| from.as_str() < scope_to)
-                        && match &span["valid_to"] {
-                            Value::Null => true,
-                            _ => time("valid_to").is_some_and(|to| to > f.effective_at),
-                        }
-                })
-        });
-        if !held {
-            return Err(format!(
-                "job function {function}: no person entry has {} in it between the effective time and the end of the period",
-                f.person_id
-            ));
-        }
-        let mapped = matrices.iter().any(|m| {
-            m.data()["job_functions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|j| j.as_str() == Some(function.as_str()))
-        });
-        if !mapped {
-            return Err(format!(
-                "job function {function}: no matrix entry maps {} to it",
-                f.document_id
-            ));
-        }
-    }
+    required_by(f, &persons, &matrices, scope_to)?;
 
     // The assignment.
-    let assigned = f.assignment_id.is_some();
-    if let Some(c) = at_most_one(cites, role::ASSIGNMENT, assigned)? {
+    if let Some(c) = at_most_one(cites, role::ASSIGNMENT, f.assignment_id.is_some())? {
         let e = of_kind(entry, c, "lms.assignment.created", Some("system:rules"))?;
-        same(
-            c.role,
-            &e,
-            "assignment",
-            f.assignment_id.as_deref(),
-            e.text("assignment_id"),
-        )?;
-        same(
-            c.role,
-            &e,
-            "person",
-            Some(&f.person_id),
-            e.text("person_id"),
-        )?;
-        same(
-            c.role,
-            &e,
-            "document",
-            Some(&f.document_id),
-            e.text("document_id"),
-        )?;
-        same(c.role, &e, "version", Some(&f.version), e.text("version"))?;
-        same(c.role, &e, "origin", Some("sop"), e.text("origin"))?;
-        same(
-            c.role,
-            &e,
-            "due",
-            f.due_at.as_deref(),
-            e.time("due_at").as_deref(),
-        )?;
         let from = e.time("required_from").or_else(|| e.time("effective_at"));
-        same(
-            c.role,
+        agree(
+            c,
             &e,
-            "required from",
-            f.required_from.as_deref(),
-            from.as_deref(),
-        )?;
-        same(
-            c.role,
-            &e,
-            "recorded",
-            f.recorded_at.as_deref(),
-            Some(&e.recorded_at),
+            &[
+                (
+                    "assignment",
+                    f.assignment_id.as_deref(),
+                    e.text("assignment_id"),
+                ),
+                ("person", person, e.text("person_id")),
+                ("document", doc, e.text("document_id")),
+                ("version", version, e.text("version")),
+                ("origin", Some("sop"), e.text("origin")),
+                ("due", f.due_at.as_deref(), e.time("due_at").as_deref()),
+                ("required from", f.required_from.as_deref(), from.as_deref()),
+                ("recorded", f.recorded_at.as_deref(), Some(&e.recorded_at)),
+            ],
         )?;
     } else if f.required_from.is_some()
         || f.recorded_at.is_some()
@@ -842,27 +749,19 @@ fn prove_compliance(
     // The completion.
     if let Some(c) = at_most_one(cites, role::COMPLETION, f.completed_at.is_some())? {
         let e = of_kind(entry, c, "lms.completion.recorded", None)?;
-        same(
-            c.role,
+        agree(
+            c,
             &e,
-            "person",
-            Some(&f.person_id),
-            e.text("person_id"),
-        )?;
-        same(
-            c.role,
-            &e,
-            "document",
-            Some(&f.document_id),
-            e.text("document_id"),
-        )?;
-        same(c.role, &e, "version", Some(&f.version), e.text("version"))?;
-        same(
-            c.role,
-            &e,
-            "completed",
-            f.completed_at.as_deref(),
-            e.time("completed_at").as_deref(),
+            &[
+                ("person", person, e.text("person_id")),
+                ("document", doc, e.text("document_id")),
+                ("version", version, e.text("version")),
+                (
+                    "completed",
+                    f.completed_at.as_deref(),
+                    e.time("completed_at").as_deref(),
+                ),
+            ],
         )?;
     }
 
@@ -870,47 +769,98 @@ fn prove_compliance(
     let superseded = f.end_reason.as_deref() == Some(SUPERSEDED);
     if let Some(c) = at_most_one(cites, role::CANCELLATION, f.end_reason.is_some())? {
         let e = of_kind(entry, c, "lms.assignment.cancelled", Some("system:rules"))?;
-        same(
-            c.role,
+        // A supersession ends at the next version's effective time, proved
+        // by the `superseded_by` cite below; any other ending when recorded.
+        let ended = if superseded {
+            f.ended_at.as_deref()
+        } else {
+            Some(e.recorded_at.as_str())
+        };
+        agree(
+            c,
             &e,
-            "assignment",
-            f.assignment_id.as_deref(),
-            e.text("assignment_id"),
+            &[
+                (
+                    "assignment",
+                    f.assignment_id.as_deref(),
+                    e.text("assignment_id"),
+                ),
+                ("reason", f.end_reason.as_deref(), e.text("reason")),
+                ("ended", f.ended_at.as_deref(), ended),
+            ],
         )?;
-        same(
-            c.role,
-            &e,
-            "reason",
-            f.end_reason.as_deref(),
-            e.text("reason"),
-        )?;
-        if !superseded {
-            same(
-                c.role,
-                &e,
-                "ended",
-                f.ended_at.as_deref(),
-                Some(&e.recorded_at),
-            )?;
-        }
     } else if f.ended_at.is_some() {
         return Err("the row says the assignment ended but cites no cancellation".into());
     }
     if let Some(c) = at_most_one(cites, role::SUPERSEDED_BY, superseded)? {
         let e = of_kind(entry, c, "qms.document.revision_effective", None)?;
-        same(
-            c.role,
-            &e,
-            "document",
-            Some(&f.document_id),
-            e.text("document_id"),
-        )?;
         let next = e.time("effective_at");
-        same(c.role, &e, "ended", f.ended_at.as_deref(), next.as_deref())?;
+        agree(
+            c,
+            &e,
+            &[
+                ("document", doc, e.text("document_id")),
+                ("ended", f.ended_at.as_deref(), next.as_deref()),
+            ],
+        )?;
         if next.as_deref() <= Some(f.effective_at.as_str()) {
             return Err(format!(
                 "its superseding revision {} is not after {}",
                 c.seq, f.effective_at
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why the person was required: every job function of the row is held in a
+/// person entry (in the period, after the effective time) and mapped to the
+/// document by a matrix entry.
+fn required_by(
+    f: &ComplianceFacts,
+    persons: &[Rc<CitedEntry>],
+    matrices: &[Rc<CitedEntry>],
+    scope_to: &str,
+) -> Result<(), RowError> {
+    if f.job_functions.is_empty() {
+        return Err("the row names no job function".into());
+    }
+    let mut sorted = f.job_functions.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted != f.job_functions {
+        return Err("job functions are not sorted and distinct".into());
+    }
+    let listed = |e: &CitedEntry| {
+        e.data()["job_functions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    for function in &f.job_functions {
+        let held = persons.iter().flat_map(|p| listed(p)).any(|span| {
+            let time = |k: &str| span[k].as_str().and_then(|t| normalise_time(t).ok());
+            span["job_function"].as_str() == Some(function.as_str())
+                && time("valid_from").is_some_and(|from| from.as_str() < scope_to)
+                && match &span["valid_to"] {
+                    Value::Null => true,
+                    _ => time("valid_to").is_some_and(|to| to > f.effective_at),
+                }
+        });
+        if !held {
+            return Err(format!(
+                "job function {function}: no person entry has {} in it between the effective time and the end of the period",
+                f.person_id
+            ));
+        }
+        if !matrices
+            .iter()
+            .flat_map(|m| listed(m))
+            .any(|j| j.as_str() == Some(function.as_str()))
+        {
+            return Err(format!(
+                "job function {function}: no matrix entry maps {} to it",
+                f.document_id
             ));
         }
     }
