@@ -45,11 +45,11 @@ use anyhow::{Context as _, bail};
 use serde_json::{Map, Value, json};
 use sqlx::Connection as _;
 use trailmark::audit::{self, VerifyOptions};
-use trailmark::cli;
 use trailmark::identity::password;
 use trailmark::identity::roles::{Meaning, SigningPolicy};
 use trailmark::identity::service::NewUser;
 use trailmark::identity::signature::{self, Manifestation, SignatureChecker};
+use trailmark::instance::Instance;
 use trailmark::ledger::merkle::ProofPlan;
 use trailmark::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use trailmark::sequencer::{AppendRequest, Sequencer, SequencerHandle, record_request};
@@ -116,7 +116,7 @@ async fn append(args: &[String]) -> anyhow::Result<()> {
         Some(base) => Some(fresh_pg(base, "trailmark_bench").await?),
         None => None,
     };
-    let (opened, token) = cli::initialise(
+    let (opened, token) = Instance::initialise(
         &tmp.path().join("data"),
         Some("bench.trailmark.local/append".into()),
         url.as_deref(),
@@ -315,9 +315,12 @@ async fn build(args: &[String]) -> anyhow::Result<()> {
     let dir = PathBuf::from(arg(args, "--dir").context("--dir DIR")?);
     let entries: u64 = arg(args, "--entries").context("--entries N")?.parse()?;
     let (opened, _) = if dir.join("data/trailmark.toml").exists() {
-        (cli::open(&dir.join("data"), None).await?, String::new())
+        (
+            Instance::open(&dir.join("data"), None).await?,
+            String::new(),
+        )
     } else {
-        cli::initialise(
+        Instance::initialise(
             &dir.join("data"),
             Some("bench.trailmark.local/big".into()),
             None,
@@ -355,7 +358,7 @@ async fn build(args: &[String]) -> anyhow::Result<()> {
 /// sequencer (batches of up to `batch`, 2,048 appends in flight, no HTTP):
 /// what `build` and `console` use to make big ledgers.
 async fn fill<F>(
-    opened: &cli::Opened,
+    opened: &Instance,
     range: std::ops::Range<u64>,
     batch: usize,
     mut make: F,
@@ -405,7 +408,7 @@ where
 /// Verifies the ledger in DIR and measures plain SHA-256 over the same bytes.
 async fn verify(args: &[String]) -> anyhow::Result<()> {
     let dir = PathBuf::from(arg(args, "--dir").context("--dir DIR")?);
-    let opened = cli::open(&dir.join("data"), None).await?;
+    let opened = Instance::open(&dir.join("data"), None).await?;
     let report = audit::verify_store(
         &opened.store,
         &opened.key.verifier(),
@@ -536,7 +539,7 @@ async fn verify(args: &[String]) -> anyhow::Result<()> {
 async fn proof(args: &[String]) -> anyhow::Result<()> {
     let dir = PathBuf::from(arg(args, "--dir").context("--dir DIR")?);
     let samples: usize = arg(args, "--samples").map_or(Ok(1000), |s| s.parse())?;
-    let opened = cli::open(&dir.join("data"), None).await?;
+    let opened = Instance::open(&dir.join("data"), None).await?;
     let size = opened
         .store
         .latest_checkpoint()
@@ -626,22 +629,22 @@ fn own_password_of(id: &str) -> String {
 }
 
 /// Creates users as `trailmark user create` does, before the server starts.
-async fn create_people(opened: &cli::Opened, people: &[(&str, &str, &str)]) -> anyhow::Result<()> {
+async fn create_people(opened: &Instance, people: &[(&str, &str, &str)]) -> anyhow::Result<()> {
     for (id, name, role) in people {
-        cli::create_user(
-            opened,
-            NewUser {
-                user_id: (*id).to_owned(),
-                printed_name: (*name).to_owned(),
-                email: format!("{id}@example.com"),
-                roles: vec![(*role).to_owned()],
-                identity_verified_by: Some("user:hr-officer".into()),
-                identity_verification_method: "passport checked in person".into(),
-                initial_password: initial_password_of(id),
-            },
-            "benchmark user",
-        )
-        .await?;
+        opened
+            .create_user(
+                NewUser {
+                    user_id: (*id).to_owned(),
+                    printed_name: (*name).to_owned(),
+                    email: format!("{id}@example.com"),
+                    roles: vec![(*role).to_owned()],
+                    identity_verified_by: Some("user:hr-officer".into()),
+                    identity_verification_method: "passport checked in person".into(),
+                    initial_password: initial_password_of(id),
+                },
+                "benchmark user",
+            )
+            .await?;
     }
     Ok(())
 }
@@ -792,7 +795,7 @@ async fn sign(args: &[String]) -> anyhow::Result<()> {
         Some(base) => Some(fresh_pg(base, "trailmark_bench_sign").await?),
         None => None,
     };
-    let (opened, token) = cli::initialise(
+    let (opened, token) = Instance::initialise(
         &tmp.path().join("data"),
         Some("bench.trailmark.local/sign".into()),
         url.as_deref(),
@@ -975,7 +978,7 @@ async fn records_through(
 }
 
 /// A sequencer over `opened` for bulk appends, as `build` uses.
-async fn bulk_sequencer(opened: &cli::Opened) -> anyhow::Result<Sequencer> {
+async fn bulk_sequencer(opened: &Instance) -> anyhow::Result<Sequencer> {
     let mut config = opened.config.sequencer.clone();
     config.batch_max_entries = 4096;
     config.queue_max_entries = 65_536;
@@ -994,7 +997,7 @@ async fn verify_signatures(args: &[String]) -> anyhow::Result<()> {
     let count: u64 = arg(args, "--count").map_or(Ok(20_000), |s| s.parse())?;
     let all_started = Instant::now();
     let tmp = tempfile::tempdir()?;
-    let (signed, token) = cli::initialise(
+    let (signed, token) = Instance::initialise(
         &tmp.path().join("signed/data"),
         Some("bench.trailmark.local/verify-signatures".into()),
         None,
@@ -1077,7 +1080,7 @@ async fn verify_signatures(args: &[String]) -> anyhow::Result<()> {
     let size = signed.store.size().await?;
 
     // The same number of entries, all plain records.
-    let (plain, _) = cli::initialise(
+    let (plain, _) = Instance::initialise(
         &tmp.path().join("plain/data"),
         Some("bench.trailmark.local/verify-plain".into()),
         None,
@@ -1306,9 +1309,9 @@ async fn send_events(
 /// an `lms` target pointing at `lms` when given.
 struct IntegrationBench {
     _tmp: tempfile::TempDir,
-    opened: cli::Opened,
+    opened: Instance,
     token: String,
-    server: trailmark::api::Server,
+    server: trailmark::instance::Server,
     http: reqwest::Client,
 }
 
@@ -1324,7 +1327,7 @@ impl IntegrationBench {
             Some(base) => Some(fresh_pg(&base, &format!("trailmark_bench_{name}")).await?),
             None => None,
         };
-        let (mut opened, token) = cli::initialise(
+        let (mut opened, token) = Instance::initialise(
             &tmp.path().join("data"),
             Some(format!("bench.trailmark.local/{name}")),
             url.as_deref(),
@@ -2000,7 +2003,7 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
     let docs_n: usize = arg(args, "--documents").map_or(Ok(200), |s| s.parse())?;
     let functions = 20usize;
     let tmp = tempfile::tempdir()?;
-    let (opened, _token) = cli::initialise(
+    let (opened, _token) = Instance::initialise(
         &tmp.path().join("data"),
         Some("bench.trailmark.local/reports".into()),
         None,
@@ -2583,13 +2586,13 @@ async fn console(args: &[String]) -> anyhow::Result<()> {
 
     // The ledger: made fresh, or reused and topped up to N fixture entries.
     let (opened, fresh) = if dir.join("data/trailmark.toml").exists() {
-        (cli::open(&dir.join("data"), None).await?, false)
+        (Instance::open(&dir.join("data"), None).await?, false)
     } else {
         let url = match &database {
             Some(base) => Some(fresh_pg(base, "trailmark_bench_console").await?),
             None => None,
         };
-        let (opened, _) = cli::initialise(
+        let (opened, _) = Instance::initialise(
             &dir.join("data"),
             Some("bench.trailmark.local/console".into()),
             url.as_deref(),

@@ -9,18 +9,11 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
-use crate::api::Server;
 use crate::audit::{self, AuditError, VerifyOptions};
-use crate::config::{Config, DataDir, SequencerConfig};
-use crate::identity::ca::Ca;
 use crate::identity::roles::SigningPolicy;
 use crate::identity::service::{NewUser, TokenScopes};
-use crate::identity::{Identity, IdentityError};
-use crate::ledger::{Actor, LedgerKey};
-use crate::sequencer::{Sequencer, write_genesis};
-use crate::store::Store;
-use crate::telemetry::Metrics;
-use sha2::Digest as _;
+use crate::instance::{Instance, cli_actor, shutdown_signal};
+use crate::ledger::Actor;
 
 /// Trailmark: the audit-trail ledger for the QMS-LMS integration.
 #[derive(Debug, Parser)]
@@ -417,298 +410,8 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
     }
 }
 
-/// An opened ledger: configuration, store and key.
-pub struct Opened {
-    /// `trailmark.toml`.
-    pub config: Config,
-    /// The database.
-    pub store: Store,
-    /// The ledger key.
-    pub key: LedgerKey,
-    /// The data directory.
-    pub dir: DataDir,
-}
-
-impl Opened {
-    /// Starts the sequencer and the HTTP API on this ledger (`127.0.0.1:0`
-    /// picks a free port).
-    ///
-    /// # Errors
-    /// If the ledger cannot be loaded or the address cannot be bound.
-    pub async fn start_server(&self, listen: &str) -> anyhow::Result<Server> {
-        Server::start(
-            self.store.clone(),
-            self.key.clone(),
-            &self.config,
-            self.dir.path(),
-            listen,
-        )
-        .await
-    }
-}
-
-/// Opens an initialised data directory.
-///
-/// # Errors
-/// If the directory is not initialised, the key is unreadable or the database unreachable.
-pub async fn open(data: &Path, database_url: Option<&str>) -> anyhow::Result<Opened> {
-    let dir = DataDir::at(data);
-    let config = dir.config()?;
-    let key = dir.ledger_key(&config.origin)?;
-    let url = dir.database_url(&config, database_url);
-    let store = Store::open_url(&url)
-        .await
-        .with_context(|| format!("opening {}", crate::config::redact_url(&url)))?;
-    Ok(Opened {
-        config,
-        store,
-        key,
-        dir,
-    })
-}
-
-fn random_origin() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS provides randomness");
-    format!("trailmark.local/{}", hex::encode(bytes))
-}
-
-/// Creates a data directory and a ledger; returns the opened ledger and the
-/// first API token (principal `admin`).
-///
-/// # Errors
-/// If the directory exists, the origin is invalid or the database fails.
-pub async fn initialise(
-    data: &Path,
-    origin: Option<String>,
-    database_url: Option<&str>,
-) -> anyhow::Result<(Opened, String)> {
-    let origin = origin.unwrap_or_else(random_origin);
-    crate::ledger::note::check_origin(&origin)?;
-    let config = Config {
-        origin,
-        listen: "127.0.0.1:8080".into(),
-        database_url: database_url.map(str::to_owned),
-        max_body_bytes: 256 * 1024,
-        sequencer: SequencerConfig::default(),
-        identity: crate::config::IdentityConfig::default(),
-        integration: crate::config::IntegrationConfig::default(),
-        verify: crate::config::VerifyConfig::default(),
-    };
-    let dir = DataDir::at(data);
-    let key = dir.create(&config)?;
-    let url = dir.database_url(&config, database_url);
-    let store = Store::open_url(&url)
-        .await
-        .with_context(|| format!("opening {}", crate::config::redact_url(&url)))?;
-    write_genesis(&store, &key).await?;
-    let opened = Opened {
-        config,
-        store,
-        key,
-        dir,
-    };
-    with_identity(&opened, |identity| async move {
-        identity
-            .set_policy(
-                &cli_actor(),
-                SigningPolicy::default(),
-                "initial signing policy recorded by `trailmark init`",
-            )
-            .await
-    })
-    .await?;
-    create_ca(&opened, "Trailmark signing CA", "Trailmark").await?;
-    create_report_keys(&opened).await?;
-    let token = issue_token(
-        &opened,
-        "integration",
-        "initial integration token created by `trailmark init`",
-    )
-    .await?;
-    Ok((opened, token))
-}
-
-fn cli_actor() -> Actor {
-    Actor::parse("system:cli").expect("a valid actor")
-}
-
-/// Trailmark's CA from the data directory, if there is one.
-///
-/// # Errors
-/// If the CA files are unreadable or do not match.
-pub fn load_ca(dir: &DataDir) -> anyhow::Result<Option<Ca>> {
-    match dir.ca()? {
-        Some((cert, key)) => Ok(Some(Ca::load(&cert, &key)?)),
-        None => Ok(None),
-    }
-}
-
-/// Runs `f` with the identity service over a short-lived in-process
-/// sequencer (the CLI's administrative verbs; the server may be running).
-///
-/// # Errors
-/// If the sequencer cannot start, or what `f` returns.
-pub async fn with_identity<T, F, Fut>(opened: &Opened, f: F) -> anyhow::Result<T>
-where
-    F: FnOnce(Identity) -> Fut,
-    Fut: std::future::Future<Output = Result<T, IdentityError>>,
-{
-    let metrics = Metrics::default();
-    let sequencer = Sequencer::start(
-        opened.store.clone(),
-        opened.key.clone(),
-        opened.config.sequencer.clone(),
-        metrics.clone(),
-    )
-    .await?;
-    let identity = Identity::new(
-        opened.store.clone(),
-        sequencer.handle(),
-        opened.config.identity.clone(),
-        metrics,
-        load_ca(&opened.dir)?,
-    )
-    .map_err(anyhow::Error::msg);
-    let result = match identity {
-        Ok(identity) => f(identity).await.map_err(anyhow::Error::from),
-        Err(e) => Err(e),
-    };
-    sequencer.shutdown().await;
-    result
-}
-
-/// Creates Trailmark's CA in the data directory and records it as trusted.
-///
-/// # Errors
-/// If a CA exists or the ledger cannot be written.
-pub async fn create_ca(opened: &Opened, name: &str, organisation: &str) -> anyhow::Result<String> {
-    let material = crate::identity::ca::create_ca(name, organisation, 3650)?;
-    opened
-        .dir
-        .write_ca(&material.certificate_pem, &material.key_pem)?;
-    let der = crate::identity::ca::pem_to_der(&material.certificate_pem)?
-        .into_iter()
-        .next()
-        .context("the new CA certificate")?;
-    with_identity(opened, |identity| async move {
-        identity
-            .trust_ca(
-                &cli_actor(),
-                &der,
-                "trailmark",
-                "Trailmark's own signing CA created by `trailmark ca init`",
-            )
-            .await
-    })
-    .await
-}
-
-/// Runs `f` with a short-lived in-process sequencer.
-///
-/// # Errors
-/// If the sequencer cannot start, or what `f` returns.
-pub async fn with_sequencer<T, F, Fut>(opened: &Opened, f: F) -> anyhow::Result<T>
-where
-    F: FnOnce(crate::sequencer::SequencerHandle) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
-{
-    let sequencer = Sequencer::start(
-        opened.store.clone(),
-        opened.key.clone(),
-        opened.config.sequencer.clone(),
-        Metrics::default(),
-    )
-    .await?;
-    let result = f(sequencer.handle()).await;
-    sequencer.shutdown().await;
-    result
-}
-
-/// Creates the report-signing CA and certificate (P-256) in the data
-/// directory and records them (`admin.report_signing.created`).
-///
-/// # Errors
-/// If they exist or the ledger cannot be written.
-pub async fn create_report_keys(opened: &Opened) -> anyhow::Result<String> {
-    use base64::Engine as _;
-    let keys =
-        crate::report::sign::generate_report_keys(&opened.config.origin, chrono::Utc::now())?;
-    let ca_der = crate::report::sign::cert_der_from_pem(&keys.ca_cert_pem)?;
-    let der = crate::report::sign::cert_der_from_pem(&keys.cert_pem)?;
-    let signer = crate::report::sign::ReportSigner::from_pem(
-        &keys.cert_pem,
-        &keys.key_pem,
-        &keys.ca_cert_pem,
-    )?;
-    opened.dir.write_report_keys(
-        &keys.ca_cert_pem,
-        &keys.ca_key_pem,
-        &keys.cert_pem,
-        &keys.key_pem,
-    )?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let ca_sha = hex::encode(sha2::Sha256::digest(&ca_der));
-    let mut payload = serde_json::Map::new();
-    payload.insert("ca_certificate".into(), b64.encode(&ca_der).into());
-    payload.insert("ca_certificate_sha256".into(), ca_sha.clone().into());
-    payload.insert("certificate".into(), b64.encode(&der).into());
-    payload.insert("certificate_sha256".into(), signer.cert_sha256().into());
-    payload.insert("subject".into(), signer.signer_name().into());
-    payload.insert("algorithm".into(), "ecdsa-p256-sha256".into());
-    with_sequencer(opened, |seq| async move {
-        let mut request = crate::sequencer::AppendRequest::new(
-            crate::ledger::kind::lookup("admin.report_signing.created").expect("registered"),
-            cli_actor(),
-            crate::ledger::Subject::parse(&format!("ca:report/{ca_sha}"))?,
-            payload,
-        );
-        request.reason = Some("report-signing CA and certificate created by `trailmark init` or `trailmark ca init-reports`".into());
-        seq.append(request).await?;
-        Ok(signer.cert_sha256())
-    })
-    .await
-}
-
-/// Creates a user directly on the data directory (the first administrator,
-/// or when no administrator can log in).
-///
-/// # Errors
-/// Invalid fields, a taken ID, or a ledger error.
-pub async fn create_user(opened: &Opened, new: NewUser, reason: &str) -> anyhow::Result<()> {
-    let reason = reason.to_owned();
-    with_identity(opened, |identity| async move {
-        identity.create_user(&cli_actor(), new, &reason).await
-    })
-    .await
-    .map(|_| ())
-}
-
-/// Issues a token through a short-lived in-process sequencer, so the token
-/// row and its `admin.token.created` entry commit together.
-///
-/// # Errors
-/// If the principal is invalid or the ledger cannot be written.
-pub async fn issue_token(opened: &Opened, principal: &str, reason: &str) -> anyhow::Result<String> {
-    let (principal, reason) = (principal.to_owned(), reason.to_owned());
-    with_identity(opened, |identity| async move {
-        identity
-            .issue_token(
-                &cli_actor(),
-                &principal,
-                TokenScopes::default(),
-                None,
-                None,
-                &reason,
-            )
-            .await
-    })
-    .await
-    .map(|(issued, _)| issued.token)
-}
-
 async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
-    let (opened, token) = initialise(&g.data, origin, g.database_url.as_deref())
+    let (opened, token) = Instance::initialise(&g.data, origin, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let vkey = opened.key.verifier().to_text();
@@ -722,12 +425,9 @@ async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
         identity_verification_method: "the installer, holding the data directory".into(),
         initial_password: admin_password.clone(),
     };
-    let created = create_user(
-        &opened,
-        admin,
-        "first administrator created by `trailmark init`",
-    )
-    .await;
+    let created = opened
+        .create_user(admin, "first administrator created by `trailmark init`")
+        .await;
     opened.store.close().await;
     created.map_err(failure)?;
     println!(
@@ -751,7 +451,7 @@ async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
 }
 
 async fn serve(g: &Global, listen: Option<String>) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let listen = listen.unwrap_or_else(|| opened.config.listen.clone());
@@ -768,29 +468,6 @@ async fn serve(g: &Global, listen: Option<String>) -> Result<(), Exit> {
     server.stop().await;
     opened.store.close().await;
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 async fn append(args: AppendArgs) -> Result<(), Exit> {
@@ -856,7 +533,7 @@ fn audit_exit(e: AuditError) -> Exit {
 }
 
 async fn verify(g: &Global, checkpoint: Option<&Path>, json: bool) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let external = checkpoint
@@ -928,7 +605,7 @@ async fn verify(g: &Global, checkpoint: Option<&Path>, json: bool) -> Result<(),
 }
 
 async fn export(g: &Global, out: &Path) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let total = opened.store.size().await.map_err(failure)?;
@@ -975,7 +652,7 @@ fn verify_export(dir: &Path, key: &str) -> Result<(), Exit> {
 }
 
 async fn proof(g: &Global, seq: u64, size: Option<u64>) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let result = audit::inclusion_proof(&opened.store, seq, size).await;
@@ -989,7 +666,7 @@ async fn proof(g: &Global, seq: u64, size: Option<u64>) -> Result<(), Exit> {
 }
 
 async fn token(g: &Global, command: TokenCommand) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let result = token_command(&opened, command).await;
@@ -997,7 +674,7 @@ async fn token(g: &Global, command: TokenCommand) -> Result<(), Exit> {
     result.map_err(usage)
 }
 
-async fn token_command(opened: &Opened, command: TokenCommand) -> anyhow::Result<()> {
+async fn token_command(opened: &Instance, command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Create {
             principal,
@@ -1022,19 +699,20 @@ async fn token_command(opened: &Opened, command: TokenCommand) -> anyhow::Result
                 None => None,
             };
             let p = principal.clone();
-            let (issued, expires) = with_identity(opened, |identity| async move {
-                identity
-                    .issue_token(
-                        &cli_actor(),
-                        &p,
-                        scopes,
-                        expires_in_days,
-                        pem.as_deref(),
-                        &reason,
-                    )
-                    .await
-            })
-            .await?;
+            let (issued, expires) = opened
+                .with_identity(|identity| async move {
+                    identity
+                        .issue_token(
+                            &cli_actor(),
+                            &p,
+                            scopes,
+                            expires_in_days,
+                            pem.as_deref(),
+                            &reason,
+                        )
+                        .await
+                })
+                .await?;
             eprintln!(
                 "Issued token {} for {principal}, expiring {expires}; it is shown once:",
                 issued.id
@@ -1042,10 +720,11 @@ async fn token_command(opened: &Opened, command: TokenCommand) -> anyhow::Result
             println!("{}", issued.token);
         }
         TokenCommand::Revoke { id, reason } => {
-            let at = with_identity(opened, |identity| async move {
-                identity.revoke_token(&cli_actor(), &id, 0, &reason).await
-            })
-            .await?;
+            let at = opened
+                .with_identity(|identity| async move {
+                    identity.revoke_token(&cli_actor(), &id, 0, &reason).await
+                })
+                .await?;
             eprintln!("Revoked, effective {at}");
         }
         TokenCommand::Rotate {
@@ -1053,12 +732,13 @@ async fn token_command(opened: &Opened, command: TokenCommand) -> anyhow::Result
             overlap_minutes,
             reason,
         } => {
-            let (issued, expires, old_until) = with_identity(opened, |identity| async move {
-                identity
-                    .rotate_token(&cli_actor(), &id, overlap_minutes, &reason)
-                    .await
-            })
-            .await?;
+            let (issued, expires, old_until) = opened
+                .with_identity(|identity| async move {
+                    identity
+                        .rotate_token(&cli_actor(), &id, overlap_minutes, &reason)
+                        .await
+                })
+                .await?;
             eprintln!(
                 "New token {} (expires {expires}); the old one works until {old_until}. Shown once:",
                 issued.id
@@ -1085,7 +765,7 @@ async fn token_command(opened: &Opened, command: TokenCommand) -> anyhow::Result
 }
 
 async fn user(g: &Global, command: UserCommand) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let result = user_command(&opened, command).await;
@@ -1093,7 +773,7 @@ async fn user(g: &Global, command: UserCommand) -> Result<(), Exit> {
     result.map_err(usage)
 }
 
-async fn user_command(opened: &Opened, command: UserCommand) -> anyhow::Result<()> {
+async fn user_command(opened: &Instance, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Create {
             id,
@@ -1114,7 +794,7 @@ async fn user_command(opened: &Opened, command: UserCommand) -> anyhow::Result<(
                 identity_verification_method: verification_method,
                 initial_password: password.clone(),
             };
-            create_user(opened, new, &reason).await?;
+            opened.create_user(new, &reason).await?;
             eprintln!(
                 "Created user {id}. One-time password (shown once; it must be changed at first login):"
             );
@@ -1127,14 +807,15 @@ async fn user_command(opened: &Opened, command: UserCommand) -> anyhow::Result<(
                 Err(_) => prompt_line(&format!("New password for {id}: "))?,
             };
             let who = id.clone();
-            with_identity(opened, |identity| async move {
-                let login = identity.login(&who, &current).await?;
-                let caller = identity.authenticate_session(&login.session.token).await?;
-                let changed = identity.change_password(&caller, &current, &new).await;
-                let _ = identity.logout(&caller).await;
-                changed
-            })
-            .await?;
+            opened
+                .with_identity(|identity| async move {
+                    let login = identity.login(&who, &current).await?;
+                    let caller = identity.authenticate_session(&login.session.token).await?;
+                    let changed = identity.change_password(&caller, &current, &new).await;
+                    let _ = identity.logout(&caller).await;
+                    changed
+                })
+                .await?;
             eprintln!("Password of {id} changed; recorded in the ledger.");
         }
         UserCommand::List => {
@@ -1151,12 +832,13 @@ async fn user_command(opened: &Opened, command: UserCommand) -> anyhow::Result<(
         UserCommand::Certificate { id, cert, reason } => {
             let pem = std::fs::read_to_string(&cert)
                 .with_context(|| format!("reading {}", cert.display()))?;
-            let sha = with_identity(opened, |identity| async move {
-                identity
-                    .import_certificate(&cli_actor(), &id, &pem, &reason)
-                    .await
-            })
-            .await?;
+            let sha = opened
+                .with_identity(|identity| async move {
+                    identity
+                        .import_certificate(&cli_actor(), &id, &pem, &reason)
+                        .await
+                })
+                .await?;
             eprintln!("Certificate {sha} recorded");
         }
     }
@@ -1164,12 +846,12 @@ async fn user_command(opened: &Opened, command: UserCommand) -> anyhow::Result<(
 }
 
 async fn ca(g: &Global, command: CaCommand) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let result = match command {
-        CaCommand::Init { name, organisation } => create_ca(&opened, &name, &organisation).await,
-        CaCommand::InitReports => create_report_keys(&opened).await,
+        CaCommand::Init { name, organisation } => opened.create_ca(&name, &organisation).await,
+        CaCommand::InitReports => opened.create_report_keys().await,
         CaCommand::Import { file, reason } => {
             let import = async {
                 let pem = std::fs::read_to_string(&file)
@@ -1178,12 +860,13 @@ async fn ca(g: &Global, command: CaCommand) -> Result<(), Exit> {
                     .into_iter()
                     .next()
                     .context("the file holds no certificate")?;
-                with_identity(&opened, |identity| async move {
-                    identity
-                        .trust_ca(&cli_actor(), &der, "imported", &reason)
-                        .await
-                })
-                .await
+                opened
+                    .with_identity(|identity| async move {
+                        identity
+                            .trust_ca(&cli_actor(), &der, "imported", &reason)
+                            .await
+                    })
+                    .await
             };
             import.await
         }
@@ -1215,7 +898,7 @@ async fn report(g: &Global, args: ReportArgs) -> Result<(), Exit> {
         job_functions: args.job_functions,
         include_admin: args.include_admin,
     };
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let run = async {
@@ -1241,11 +924,12 @@ async fn report(g: &Global, args: ReportArgs) -> Result<(), Exit> {
         let out = args.out.clone();
         let store = opened.store.clone();
         let origin = opened.config.origin.clone();
-        with_sequencer(&opened, |seq| async move {
-            let reporter = Reporter::new(store, seq, signer, origin);
-            Ok(reporter.generate(ty, scope, format, &by, &out).await?)
-        })
-        .await
+        opened
+            .with_sequencer(|seq| async move {
+                let reporter = Reporter::new(store, seq, signer, origin);
+                Ok(reporter.generate(ty, scope, format, &by, &out).await?)
+            })
+            .await
     };
     let result = run.await;
     opened.store.close().await;
@@ -1321,7 +1005,7 @@ fn verify_report(
 }
 
 async fn roles(g: &Global) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let policy = opened.store.signing_policy().await;
@@ -1403,7 +1087,7 @@ fn print_run(phase: &str, out: &Path, s: &crate::validate::RunSummary) {
 }
 
 async fn validate(g: &Global, command: ValidateCommand) -> Result<(), Exit> {
-    let opened = open(&g.data, g.database_url.as_deref())
+    let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;
     let binary = std::env::current_exe().map_err(failure)?;

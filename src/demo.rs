@@ -23,8 +23,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::audit::{self, VerifyOptions};
-use crate::cli;
 use crate::config::TargetConfig;
+use crate::instance::Instance;
 use crate::integration::webhook::Secret;
 use crate::sim::Receiver;
 
@@ -259,7 +259,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     }
     let mut origin_bytes = [0u8; 4];
     getrandom::fill(&mut origin_bytes).expect("the OS provides randomness");
-    let (mut opened, integration_token) = cli::initialise(
+    let (mut opened, integration_token) = Instance::initialise(
         data,
         Some(format!(
             "demo.trailmark.local/{}",
@@ -278,7 +278,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
         ("lms", "demo: the LMS sends training completions"),
         ("hr", "demo: HR sends people and their job functions"),
     ] {
-        tokens.push(cli::issue_token(&opened, system, why).await?);
+        tokens.push(opened.issue_token(system, why).await?);
     }
     let [qms_token, lms_token, hr_token] = <[String; 3]>::try_from(tokens).expect("three tokens");
     let staff_list: [(&'static str, &'static str, &str); 3] = [
@@ -289,20 +289,20 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     let mut initial = Vec::new();
     for (id, name, role) in staff_list {
         let password = crate::identity::password::one_time_password(id);
-        cli::create_user(
-            &opened,
-            crate::identity::service::NewUser {
-                user_id: id.into(),
-                printed_name: name.into(),
-                email: format!("{id}@demo.example"),
-                roles: vec![role.into()],
-                identity_verified_by: Some("user:hr-officer".into()),
-                identity_verification_method: "passport checked in person at onboarding".into(),
-                initial_password: password.clone(),
-            },
-            "demo: QA staff who close and sign CAPAs",
-        )
-        .await?;
+        opened
+            .create_user(
+                crate::identity::service::NewUser {
+                    user_id: id.into(),
+                    printed_name: name.into(),
+                    email: format!("{id}@demo.example"),
+                    roles: vec![role.into()],
+                    identity_verified_by: Some("user:hr-officer".into()),
+                    identity_verification_method: "passport checked in person at onboarding".into(),
+                    initial_password: password.clone(),
+                },
+                "demo: QA staff who close and sign CAPAs",
+            )
+            .await?;
         initial.push(password);
     }
 
@@ -952,7 +952,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
             day(&from),
             day(&rfc(now + chrono::Days::new(1))),
         );
-        cli::shutdown_signal().await;
+        crate::instance::shutdown_signal().await;
         server.stop().await;
     } else {
         println!(

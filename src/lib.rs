@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod demo;
 pub mod identity;
+pub mod instance;
 pub mod integration;
 pub mod ledger;
 pub mod projection;

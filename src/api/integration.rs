@@ -11,15 +11,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{AppState, Caller, Principal, Problem};
 use crate::integration::events::{self, Envelope, EventError};
 use crate::integration::queries::{self, ComplianceRow, DeadLetter, Lineage, Readiness};
-use crate::integration::{Ack, IntegrationError};
-use crate::ledger::{Subject, kind};
-use crate::sequencer::AppendRequest;
+use crate::integration::{Ack, IntegrationError, reconcile};
 
 impl From<IntegrationError> for Problem {
     fn from(e: IntegrationError) -> Problem {
@@ -615,49 +613,14 @@ pub async fn reconcile(
     let b: ReconciliationBody = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_json(format!("{e}; see ReconciliationBody in GET /openapi.json"))
     })?;
-    let from = period_bound("from", &b.from)?;
-    let to = period_bound("to", &b.to)?;
-    let (count, hash, ids) = queries::seen_from(&state.integration, &b.source, &from, &to).await?;
-    let matched = count == b.count && hash == b.id_set_sha256.to_ascii_lowercase();
-    let mut payload = Map::new();
-    payload.insert("source".into(), json!(b.source));
-    payload.insert("from".into(), json!(from));
-    payload.insert("to".into(), json!(to));
-    payload.insert("source_count".into(), json!(b.count));
-    payload.insert("source_id_set_sha256".into(), json!(b.id_set_sha256));
-    payload.insert("recorded_count".into(), json!(count));
-    payload.insert("recorded_id_set_sha256".into(), json!(hash));
-    if let Some(theirs) = &b.ids {
-        let ours: std::collections::BTreeSet<&String> = ids.iter().collect();
-        let theirs_set: std::collections::BTreeSet<&String> = theirs.iter().collect();
-        let missing: Vec<&&String> = theirs_set.difference(&ours).take(1000).collect();
-        let extra: Vec<&&String> = ours.difference(&theirs_set).take(1000).collect();
-        payload.insert("missing_in_trailmark".into(), json!(missing));
-        payload.insert("unknown_to_source".into(), json!(extra));
-    }
-    if !matched {
-        state.metrics.reconciliation_drift.inc();
-        tracing::warn!(source = %b.source, source_count = b.count, recorded = count, "reconciliation drift");
-    }
-    let request = AppendRequest {
-        kind: kind::lookup(if matched {
-            "integration.reconciliation.matched"
-        } else {
-            "integration.reconciliation.drift"
-        })
-        .expect("registered"),
-        actor: caller.actor.clone(),
-        subject: Subject::parse("integration:reconciliation").map_err(|e| Problem::internal(&e))?,
-        correlation_id: None,
-        idempotency_key: None,
-        parents: vec![],
-        reason: None,
-        payload: payload.clone(),
-        effects: vec![],
-        parent_refs: vec![],
+    let claim = reconcile::Claim {
+        from: period_bound("from", &b.from)?,
+        to: period_bound("to", &b.to)?,
+        source: b.source,
+        count: b.count,
+        id_set_sha256: b.id_set_sha256,
+        ids: b.ids,
     };
-    let receipt = state.sequencer.append(request).await?;
-    payload.insert("matched".into(), json!(matched));
-    payload.insert("seq".into(), json!(receipt.seq));
+    let payload = reconcile::record(&state.integration, &caller.actor, claim).await?;
     Ok((StatusCode::CREATED, Json(Value::Object(payload))).into_response())
 }

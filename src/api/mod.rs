@@ -500,8 +500,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// The whole router.
-pub fn router(state: AppState, max_body_bytes: usize, max_batch_bytes: usize) -> Router {
+/// The whole router: the API's routes behind `authorize`, then `pages` (the
+/// console, which authenticates its own cookie and checks each page's
+/// permission itself, docs/CONSOLE.md).
+pub fn router(
+    state: AppState,
+    pages: Router<AppState>,
+    max_body_bytes: usize,
+    max_batch_bytes: usize,
+) -> Router {
     let batch = DefaultBodyLimit::max(max_batch_bytes);
     Router::new()
         .route("/v1/entries", post(entries::append).get(entries::list))
@@ -568,158 +575,9 @@ pub fn router(state: AppState, max_body_bytes: usize, max_batch_bytes: usize) ->
             state.clone(),
             authorize,
         ))
-        // The console authenticates its own cookie and checks each page's
-        // permission itself (docs/CONSOLE.md), after the API's middleware.
-        .merge(crate::console::routes())
+        .merge(pages)
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(too_large))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
-}
-
-/// A running server: the sequencer plus the HTTP listener.
-pub struct Server {
-    /// The address it listens on.
-    pub addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    http: tokio::task::JoinHandle<std::io::Result<()>>,
-    sequencer: crate::sequencer::Sequencer,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-    stop_workers: tokio::sync::watch::Sender<bool>,
-    /// The integration service (rules and delivery run behind it).
-    pub integration: crate::integration::Integration,
-}
-
-impl Server {
-    /// Starts the sequencer on `store` and serves the API on `listen`
-    /// (`127.0.0.1:0` picks a free port).
-    ///
-    /// # Errors
-    /// If the ledger cannot be loaded or the address cannot be bound.
-    pub async fn start(
-        store: Store,
-        key: crate::ledger::LedgerKey,
-        config: &crate::config::Config,
-        data_dir: &std::path::Path,
-        listen: &str,
-    ) -> anyhow::Result<Server> {
-        let metrics = Metrics::default();
-        let verifier = key.verifier();
-        let sequencer = crate::sequencer::Sequencer::start(
-            store.clone(),
-            key,
-            config.sequencer.clone(),
-            metrics.clone(),
-        )
-        .await?;
-        let ca = crate::cli::load_ca(&crate::config::DataDir::at(data_dir))?;
-        let identity = Identity::new(
-            store.clone(),
-            sequencer.handle(),
-            config.identity.clone(),
-            metrics.clone(),
-            ca,
-        )
-        .map_err(anyhow::Error::msg)?;
-        let integration = crate::integration::Integration::new(
-            store.clone(),
-            sequencer.handle(),
-            config.integration.clone(),
-            metrics.clone(),
-        );
-        let targets = crate::integration::delivery::load_targets(&config.integration, data_dir)?;
-        let (stop_workers, stopping) = tokio::sync::watch::channel(false);
-        let mut workers = vec![tokio::spawn(crate::integration::rules::run(
-            integration.clone(),
-            stopping.clone(),
-        ))];
-        for target in targets {
-            workers.push(tokio::spawn(crate::integration::delivery::run(
-                integration.clone(),
-                target,
-                stopping.clone(),
-            )));
-        }
-        workers.push(tokio::spawn(crate::audit::run_schedule(
-            store.clone(),
-            verifier.clone(),
-            sequencer.handle(),
-            std::time::Duration::from_secs(config.verify.interval_seconds),
-            stopping.clone(),
-        )));
-        let signer =
-            crate::report::sign::ReportSigner::from_dir(&crate::config::DataDir::at(data_dir))?
-                .map(Arc::new);
-        let reports = crate::report::Reporter::new(
-            store.clone(),
-            sequencer.handle(),
-            signer,
-            config.origin.clone(),
-        );
-        let state = AppState::new(
-            store,
-            sequencer.handle(),
-            metrics,
-            verifier,
-            identity,
-            integration.clone(),
-            reports,
-        );
-        let app = router(
-            state,
-            config.max_body_bytes,
-            config.integration.max_batch_bytes,
-        )
-        .layer(tower_http::trace::TraceLayer::new_for_http());
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Ok(Server {
-            addr,
-            stop,
-            http,
-            sequencer,
-            workers,
-            stop_workers,
-            integration,
-        })
-    }
-
-    /// The base URL, `http://ADDR`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops accepting connections, lets requests in flight finish, then
-    /// stops the sequencer (which signs a final checkpoint).
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        match self.http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server ended with an error"),
-            Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
-        }
-        // The workers finish the step in hand (an outcome being recorded)
-        // and stop; whatever is pending stays in the inbox and outbox.
-        let _ = self.stop_workers.send(true);
-        for worker in self.workers {
-            if tokio::time::timeout(Duration::from_secs(10), worker)
-                .await
-                .is_err()
-            {
-                tracing::warn!("an integration worker did not stop within 10 s");
-            }
-        }
-        drop(self.integration);
-        self.sequencer.shutdown().await;
-    }
 }

@@ -15,6 +15,7 @@ pub mod capa;
 pub mod delivery;
 pub mod events;
 pub mod queries;
+pub mod reconcile;
 pub mod rules;
 pub mod webhook;
 

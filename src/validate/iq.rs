@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::oq::Outcome;
 use super::protocol::{PROTOCOLS, REQUIREMENTS, ValidationSet, sha256_hex};
 use crate::audit::{self, VerifyOptions};
-use crate::cli::Opened;
+use crate::instance::Instance;
 
 /// Least free space where the data directory lives.
 pub const DISK_MIN_BYTES: u64 = 1 << 30;
@@ -134,7 +134,7 @@ pub fn default_controlled() -> BTreeMap<String, String> {
 
 /// Runs every IQ check on the installation `opened`, for the executable
 /// at `binary`.
-pub async fn run(opened: &Opened, binary: &Path, expected: &Expected) -> Vec<Check> {
+pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<Check> {
     let mut checks = Vec::new();
     let version = env!("CARGO_PKG_VERSION");
 
@@ -581,7 +581,7 @@ pub async fn run(opened: &Opened, binary: &Path, expected: &Expected) -> Vec<Che
     checks
 }
 
-async fn ca_check(opened: &Opened, now: DateTime<Utc>) -> (String, bool, Value) {
+async fn ca_check(opened: &Instance, now: DateTime<Utc>) -> (String, bool, Value) {
     let pem = match opened.dir.ca() {
         Ok(Some((cert, _))) => cert,
         Ok(None) => {
@@ -593,7 +593,7 @@ async fn ca_check(opened: &Opened, now: DateTime<Utc>) -> (String, bool, Value) 
         }
         Err(e) => return (e.to_string(), false, Value::Null),
     };
-    if let Err(e) = crate::cli::load_ca(&opened.dir) {
+    if let Err(e) = opened.ca() {
         return (
             format!("ca.pem and ca.key do not load together: {e:#}"),
             false,

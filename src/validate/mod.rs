@@ -16,8 +16,8 @@ use anyhow::{Context as _, bail};
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::cli::{self, Opened};
 use crate::identity::service::SignRequest;
+use crate::instance::Instance;
 use crate::ledger::{Actor, Subject};
 use crate::sequencer::AppendRequest;
 use oq::Outcome;
@@ -111,7 +111,7 @@ fn prepare_out(out: &Path) -> anyhow::Result<()> {
 /// Re-authenticates the executor (if any), then creates the output
 /// directory; returns the executor's user ID and printed name.
 async fn begin(
-    opened: &Opened,
+    opened: &Instance,
     out: &Path,
     executor: Option<&Signer>,
 ) -> anyhow::Result<Option<(String, String)>> {
@@ -132,9 +132,9 @@ async fn begin(
 
 /// Checks the executor's credentials before anything runs, so a wrong
 /// password stops the run at once (the attempt counts toward lockout).
-async fn authenticate(opened: &Opened, signer: &Signer) -> anyhow::Result<String> {
+async fn authenticate(opened: &Instance, signer: &Signer) -> anyhow::Result<String> {
     let s = signer.clone();
-    cli::with_identity(opened, |identity| async move {
+    opened.with_identity(|identity| async move {
         let login = identity.login(&s.user_id, &s.password).await?;
         let caller = identity.authenticate_session(&login.session.token).await?;
         let name = caller.user.printed_name.clone();
@@ -185,7 +185,7 @@ fn software(binary: &Path) -> Value {
 /// An unusable output directory, a wrong executor password, or a failure to
 /// record the run (the checks themselves fail as results, not errors).
 pub async fn run_iq(
-    opened: &Opened,
+    opened: &Instance,
     out: &Path,
     binary: &Path,
     expected: &iq::Expected,
@@ -233,7 +233,7 @@ pub async fn run_iq(
     seal(opened, out, results, executor, executed_by, started).await
 }
 
-fn installation(opened: &Opened) -> Value {
+fn installation(opened: &Instance) -> Value {
     json!({"data_dir": opened.dir.path(), "origin": opened.config.origin, "backend": opened.store.backend_name(),
            "verifier_key": opened.key.verifier().to_text()})
 }
@@ -245,7 +245,7 @@ fn installation(opened: &Opened) -> Value {
 /// An unusable output directory, a wrong executor password, an instance
 /// that cannot start, or a failure to record the run.
 pub async fn run_oq(
-    opened: &Opened,
+    opened: &Instance,
     out: &Path,
     options: &OqOptions,
     executor: Option<&Signer>,
@@ -262,8 +262,8 @@ pub async fn run_oq(
     let started_at = now();
     let install_db = opened.dir.database_url(&opened.config, None);
     let instance = match &options.target {
-        None => oq::Instance::throwaway(&opened.config, Some(install_db.as_str())).await?,
-        Some(url) => oq::Instance::staged(opened, url).await?,
+        None => oq::UnderTest::throwaway(&opened.config, Some(install_db.as_str())).await?,
+        Some(url) => oq::UnderTest::staged(opened, url).await?,
     };
     eprintln!(
         "OQ {id} against {} ({})",
@@ -349,7 +349,7 @@ pub async fn run_oq(
 /// Records the run, signs it, writes the summary PDF, the record and the
 /// manifest (docs/VALIDATION.md §5).
 async fn seal(
-    opened: &Opened,
+    opened: &Instance,
     out: &Path,
     mut results: Value,
     executor: Option<&Signer>,
@@ -413,13 +413,14 @@ async fn seal(
         None => Actor::parse("system:cli")?,
     };
     let subject = Subject::parse(&format!("validation:run/{id}"))?;
-    let receipt = cli::with_sequencer(opened, |seq| async move {
-        let kind = crate::ledger::kind::lookup("validation.run.recorded").expect("registered");
-        Ok(seq
-            .append(AppendRequest::new(kind, actor, subject, payload))
-            .await?)
-    })
-    .await?;
+    let receipt = opened
+        .with_sequencer(|seq| async move {
+            let kind = crate::ledger::kind::lookup("validation.run.recorded").expect("registered");
+            Ok(seq
+                .append(AppendRequest::new(kind, actor, subject, payload))
+                .await?)
+        })
+        .await?;
     let mut signatures = Vec::new();
     if let Some(s) = executor {
         signatures.push(sign_entry(opened, &receipt.hash.to_hex(), "executed", s).await?);
@@ -447,30 +448,31 @@ async fn seal(
 /// Signs the entry with hash `target` as `signer`, re-authenticating with
 /// both components; returns the signature entry's seq.
 async fn sign_entry(
-    opened: &Opened,
+    opened: &Instance,
     target: &str,
     meaning: &str,
     signer: &Signer,
 ) -> anyhow::Result<u64> {
     let (s, target, meaning) = (signer.clone(), target.to_owned(), meaning.to_owned());
-    cli::with_identity(opened, |identity| async move {
-        let login = identity.login(&s.user_id, &s.password).await?;
-        let caller = identity.authenticate_session(&login.session.token).await?;
-        let signed = identity
-            .sign(
-                &caller,
-                SignRequest {
-                    target,
-                    meaning,
-                    user_id: Some(s.user_id.clone()),
-                    password: s.password.clone(),
-                },
-            )
-            .await;
-        let _ = identity.logout(&caller).await;
-        signed.map(|r| r.seq)
-    })
-    .await
+    opened
+        .with_identity(|identity| async move {
+            let login = identity.login(&s.user_id, &s.password).await?;
+            let caller = identity.authenticate_session(&login.session.token).await?;
+            let signed = identity
+                .sign(
+                    &caller,
+                    SignRequest {
+                        target,
+                        meaning,
+                        user_id: Some(s.user_id.clone()),
+                        password: s.password.clone(),
+                    },
+                )
+                .await;
+            let _ = identity.logout(&caller).await;
+            signed.map(|r| r.seq)
+        })
+        .await
 }
 
 /// The run's ledger entry and the signatures on it.
@@ -490,7 +492,7 @@ impl Record {
     ///
     /// # Errors
     /// A missing entry or a database error.
-    pub async fn load(opened: &Opened, seq: u64) -> anyhow::Result<Record> {
+    pub async fn load(opened: &Instance, seq: u64) -> anyhow::Result<Record> {
         let entry = opened
             .store
             .entry(seq)
@@ -577,7 +579,7 @@ pub struct CheckReport {
 ///
 /// # Errors
 /// Names the first file or record that does not match.
-pub async fn check(opened: &Opened, dir: &Path) -> anyhow::Result<CheckReport> {
+pub async fn check(opened: &Instance, dir: &Path) -> anyhow::Result<CheckReport> {
     let manifest = std::fs::read_to_string(dir.join(MANIFEST))
         .with_context(|| format!("{} has no {MANIFEST}", dir.display()))?;
     let mut listed = BTreeMap::new();
@@ -662,7 +664,7 @@ pub async fn check(opened: &Opened, dir: &Path) -> anyhow::Result<CheckReport> {
 /// A package that does not check, or a refused signature (wrong password,
 /// role, sequence, self-approval).
 pub async fn sign(
-    opened: &Opened,
+    opened: &Instance,
     dir: &Path,
     meaning: &str,
     signer: &Signer,

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::protocol::{Action, Case, Step, ValidationSet};
-use crate::cli::{self, Opened};
 use crate::config::{Config, TargetConfig};
+use crate::instance::Instance;
 use crate::integration::webhook::Secret;
 use crate::sim::Receiver;
 use crate::store::Store;
@@ -37,7 +37,7 @@ const SECRET_KEYS: &[&str] = &[
 ];
 
 /// The instance under test.
-pub struct Instance {
+pub struct UnderTest {
     /// Its API, e.g. `http://127.0.0.1:40123`.
     pub base: String,
     /// Its data directory.
@@ -54,12 +54,12 @@ pub struct Instance {
     pub targets: BTreeMap<String, Receiver>,
     /// Variables the fixture set up: the admin session, tokens.
     pub fixture: BTreeMap<String, String>,
-    server: Option<crate::api::Server>,
+    server: Option<crate::instance::Server>,
     pg_drop: Option<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
-impl Instance {
+impl UnderTest {
     /// A fresh instance from this binary with the installation's
     /// configuration: SQLite in a temporary directory, or a new database on
     /// the installation's PostgreSQL server.
@@ -69,7 +69,7 @@ impl Instance {
     pub async fn throwaway(
         installation: &Config,
         install_db: Option<&str>,
-    ) -> anyhow::Result<Instance> {
+    ) -> anyhow::Result<UnderTest> {
         let tmp = tempfile::Builder::new().prefix("trailmark-oq-").tempdir()?;
         let data = tmp.path().join("data");
         let mut id = [0u8; 6];
@@ -99,7 +99,7 @@ impl Instance {
             }
             None => (None, None),
         };
-        let (mut opened, _token) = cli::initialise(
+        let (mut opened, _token) = Instance::initialise(
             &data,
             Some(format!("oq.trailmark.local/{suffix}")),
             database_url.as_deref(),
@@ -141,7 +141,7 @@ impl Instance {
             make_fixture(&opened, ADMIN, "a throw-away instance").await?;
         let server = opened.start_server("127.0.0.1:0").await?;
         let base = server.url();
-        let mut instance = Instance {
+        let mut instance = UnderTest {
             base,
             origin: opened.config.origin.clone(),
             data,
@@ -163,12 +163,12 @@ impl Instance {
     ///
     /// # Errors
     /// If the fixture cannot be created.
-    pub async fn staged(opened: &Opened, base: &str) -> anyhow::Result<Instance> {
+    pub async fn staged(opened: &Instance, base: &str) -> anyhow::Result<UnderTest> {
         let mut id = [0u8; 4];
         getrandom::fill(&mut id).expect("the OS provides randomness");
         let admin = format!("{ADMIN}-{}", hex::encode(id));
         let (fixture, admin_initial) = make_fixture(opened, &admin, "a staged instance").await?;
-        let mut instance = Instance {
+        let mut instance = UnderTest {
             base: base.trim_end_matches('/').to_owned(),
             origin: opened.config.origin.clone(),
             data: opened.dir.path().to_owned(),
@@ -225,7 +225,7 @@ impl Instance {
     }
 }
 
-impl Instance {
+impl UnderTest {
     async fn retire_fixture(&self) {
         let http = reqwest::Client::new();
         let Some(admin) = self.fixture.get("admin") else {
@@ -264,31 +264,31 @@ impl Instance {
 /// would make it with the CLI: the administrator `admin` (its one-time
 /// password is returned) and a token for each source system.
 async fn make_fixture(
-    opened: &Opened,
+    opened: &Instance,
     admin: &str,
     on: &str,
 ) -> anyhow::Result<(BTreeMap<String, String>, String)> {
     let initial = crate::identity::password::one_time_password(admin);
-    cli::create_user(
-        opened,
-        crate::identity::service::NewUser {
-            user_id: admin.into(),
-            printed_name: "OQ Administrator".into(),
-            email: "oq-admin@oq.invalid".into(),
-            roles: vec!["administrator".into()],
-            identity_verified_by: Some("system:cli".into()),
-            identity_verification_method: format!("OQ fixture on {on}"),
-            initial_password: initial.clone(),
-        },
-        &format!("OQ fixture: the OQ administrator of {on}"),
-    )
-    .await?;
+    opened
+        .create_user(
+            crate::identity::service::NewUser {
+                user_id: admin.into(),
+                printed_name: "OQ Administrator".into(),
+                email: "oq-admin@oq.invalid".into(),
+                roles: vec!["administrator".into()],
+                identity_verified_by: Some("system:cli".into()),
+                identity_verification_method: format!("OQ fixture on {on}"),
+                initial_password: initial.clone(),
+            },
+            &format!("OQ fixture: the OQ administrator of {on}"),
+        )
+        .await?;
     let mut fixture = BTreeMap::from([("admin_id".to_owned(), admin.to_owned())]);
     for system in ["qms", "lms", "hr"] {
         let why = format!("OQ fixture: a source system's token on {on}");
         fixture.insert(
             format!("token:{system}"),
-            cli::issue_token(opened, system, &why).await?,
+            opened.issue_token(system, &why).await?,
         );
     }
     Ok((fixture, initial))
@@ -454,7 +454,7 @@ struct Evidence {
 /// Runs OQ cases against an instance.
 pub struct Runner<'a> {
     /// The instance.
-    pub instance: &'a Instance,
+    pub instance: &'a UnderTest,
     /// The `trailmark` binary for `cli` steps.
     pub binary: PathBuf,
     /// Where evidence files go (`DIR/evidence`).
@@ -471,7 +471,7 @@ fn now() -> String {
 impl<'a> Runner<'a> {
     /// A runner writing evidence under `evidence_dir`.
     pub fn new(
-        instance: &'a Instance,
+        instance: &'a UnderTest,
         binary: PathBuf,
         evidence_dir: PathBuf,
         run_id: String,

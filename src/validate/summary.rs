@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::Record;
-use crate::cli::Opened;
+use crate::instance::Instance;
 use crate::report::font::Style;
 use crate::report::pdf::{self, Attachment, Column, Doc, Meta};
 
@@ -34,7 +34,12 @@ fn col(label: &str, share: f32, style: Style) -> Column {
 ///
 /// # Errors
 /// No report-signing key, or a write failure.
-pub fn write(opened: &Opened, path: &Path, results: &Value, record: &Record) -> anyhow::Result<()> {
+pub fn write(
+    opened: &Instance,
+    path: &Path,
+    results: &Value,
+    record: &Record,
+) -> anyhow::Result<()> {
     let signer = crate::report::sign::ReportSigner::from_dir(&opened.dir)?
         .context("the installation has no report-signing key; run `trailmark ca init-reports`")?;
     let phase = s(&results["phase"]).to_uppercase();

@@ -148,9 +148,10 @@ async fn kill_9_in_the_middle_of_a_load_loses_no_acknowledged_entry() {
 async fn the_sqlite_wal_stays_bounded_under_continuous_appends() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (opened, _) = trailmark::cli::initialise(&data, Some("trailmark.test/wal".into()), None)
-        .await
-        .unwrap();
+    let (opened, _) =
+        trailmark::instance::Instance::initialise(&data, Some("trailmark.test/wal".into()), None)
+            .await
+            .unwrap();
     let sequencer = trailmark::sequencer::Sequencer::start(
         opened.store.clone(),
         opened.key.clone(),

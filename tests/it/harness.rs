@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use sqlx::{Connection as _, PgConnection, SqliteConnection};
-use trailmark::api::Server;
-use trailmark::cli::{self, Opened};
 use trailmark::config::Config;
+use trailmark::instance::Instance;
+use trailmark::instance::Server;
 
 /// Which database the storage tests use, as a short label for messages.
 pub fn backend() -> &'static str {
@@ -188,7 +188,7 @@ impl Raw {
 pub struct TestLedger {
     pub dir: tempfile::TempDir,
     pub db: TestDb,
-    pub opened: Opened,
+    pub opened: Instance,
     /// The administrator token `init` printed.
     pub admin_token: String,
 }
@@ -198,7 +198,7 @@ impl TestLedger {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::new(dir.path()).await;
         let url = (backend() == "postgres").then(|| db.url.clone());
-        let (opened, admin_token) = cli::initialise(
+        let (opened, admin_token) = Instance::initialise(
             &dir.path().join("data"),
             Some("trailmark.test/it".into()),
             url.as_deref(),
@@ -317,7 +317,7 @@ pub fn record(n: usize) -> Value {
 }
 
 /// Waits until the newest checkpoint covers `size` entries.
-pub async fn wait_for_checkpoint(opened: &Opened, size: u64) {
+pub async fn wait_for_checkpoint(opened: &Instance, size: u64) {
     for _ in 0..100 {
         if opened
             .store

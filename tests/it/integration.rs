@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use trailmark::api::Server;
 use trailmark::config::{Config, TargetConfig};
+use trailmark::instance::Server;
 use trailmark::integration::webhook::Secret;
 use trailmark::sim::{Fault, Receiver};
 use trailmark::store::Bind;
@@ -1015,7 +1015,9 @@ async fn schemas_are_published_and_only_allowed_senders_may_send() {
         )
         .await;
     assert_eq!(s, 403);
-    let lms_token = trailmark::cli::issue_token(&ledger.opened, "lms", "test: an LMS sender")
+    let lms_token = ledger
+        .opened
+        .issue_token("lms", "test: an LMS sender")
         .await
         .unwrap();
     let (s, p) = send(&http, &lms_token, vec![event("qms.deviation.opened.v1", "d", "2026-01-01T00:00:00Z",

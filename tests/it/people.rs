@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use trailmark::api::Server;
 use trailmark::audit::AuditError;
 use trailmark::config::Config;
 use trailmark::identity::service::NewUser;
+use trailmark::instance::Server;
 
 use crate::harness::{TestLedger, record};
 
@@ -94,21 +94,22 @@ pub fn own_password(id: &str, n: u32) -> String {
 
 /// Creates a user as `trailmark user create` does.
 pub async fn create_user(ledger: &TestLedger, id: &str, name: &str, roles: &[&str]) {
-    trailmark::cli::create_user(
-        &ledger.opened,
-        NewUser {
-            user_id: id.into(),
-            printed_name: name.into(),
-            email: format!("{id}@example.com"),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            identity_verified_by: Some("user:hr-officer".into()),
-            identity_verification_method: "passport checked in person".into(),
-            initial_password: initial_password(id),
-        },
-        "test user",
-    )
-    .await
-    .unwrap();
+    ledger
+        .opened
+        .create_user(
+            NewUser {
+                user_id: id.into(),
+                printed_name: name.into(),
+                email: format!("{id}@example.com"),
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                identity_verified_by: Some("user:hr-officer".into()),
+                identity_verification_method: "passport checked in person".into(),
+                initial_password: initial_password(id),
+            },
+            "test user",
+        )
+        .await
+        .unwrap();
 }
 
 /// Creates, logs in, and changes the password (making the signing key and certificate).
@@ -953,7 +954,9 @@ async fn bad_input_gets_problem_json_and_appends_nothing() {
         );
     }
     // An expired token.
-    let token = trailmark::cli::issue_token(&ledger.opened, "lms", "expiry test")
+    let token = ledger
+        .opened
+        .issue_token("lms", "expiry test")
         .await
         .unwrap();
     let id = &token[4..16];

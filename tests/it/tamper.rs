@@ -269,7 +269,7 @@ async fn the_server_refuses_to_start_on_a_truncated_ledger() {
     raw.exec("DELETE FROM entries WHERE seq >= 9")
         .await
         .unwrap();
-    let started = trailmark::api::Server::start(
+    let started = trailmark::instance::Server::start(
         ledger.opened.store.clone(),
         ledger.opened.key.clone(),
         &ledger.config(),
@@ -583,18 +583,20 @@ async fn compliance_bundle(ledger: &TestLedger) -> Vec<u8> {
     let store = ledger.opened.store.clone();
     let origin = ledger.opened.config.origin.clone();
     let path = out.clone();
-    trailmark::cli::with_sequencer(&ledger.opened, |seq| async move {
-        let by = Requester {
-            actor: trailmark::ledger::Actor::parse("system:cli")?,
-            printed_name: "tamper test".into(),
-        };
-        Reporter::new(store, seq, None, origin)
-            .generate(ReportType::Compliance, scope, Format::Jsonl, &by, &path)
-            .await?;
-        Ok(())
-    })
-    .await
-    .unwrap();
+    ledger
+        .opened
+        .with_sequencer(|seq| async move {
+            let by = Requester {
+                actor: trailmark::ledger::Actor::parse("system:cli")?,
+                printed_name: "tamper test".into(),
+            };
+            Reporter::new(store, seq, None, origin)
+                .generate(ReportType::Compliance, scope, Format::Jsonl, &by, &path)
+                .await?;
+            Ok(())
+        })
+        .await
+        .unwrap();
     std::fs::read(&out).unwrap()
 }
 

@@ -21,14 +21,16 @@ fn binary() -> PathBuf {
 async fn signer(ledger: &TestLedger, id: &str, name: &str, role: &str) -> Signer {
     create_user(ledger, id, name, &[role]).await;
     let (user, current, new) = (id.to_owned(), initial_password(id), own_password(id, 1));
-    trailmark::cli::with_identity(&ledger.opened, |identity| async move {
-        let login = identity.login(&user, &current).await?;
-        let caller = identity.authenticate_session(&login.session.token).await?;
-        identity.change_password(&caller, &current, &new).await?;
-        identity.logout(&caller).await
-    })
-    .await
-    .unwrap();
+    ledger
+        .opened
+        .with_identity(|identity| async move {
+            let login = identity.login(&user, &current).await?;
+            let caller = identity.authenticate_session(&login.session.token).await?;
+            identity.change_password(&caller, &current, &new).await?;
+            identity.logout(&caller).await
+        })
+        .await
+        .unwrap();
     Signer {
         user_id: id.into(),
         password: own_password(id, 1),
@@ -127,7 +129,7 @@ async fn a_changed_lockout_threshold_fails_iq_and_the_lockout_case_with_deviatio
         toml::to_string(&config).unwrap(),
     )
     .unwrap();
-    let opened = trailmark::cli::open(&ledger.data_dir(), None)
+    let opened = trailmark::instance::Instance::open(&ledger.data_dir(), None)
         .await
         .unwrap();
 
@@ -209,7 +211,7 @@ async fn removed_append_only_triggers_fail_iq_and_the_tamper_case_with_deviation
     // destructive steps may run on it, as on a throw-away instance built
     // from a binary whose migrations lack the triggers).
     let server = ledger.start().await;
-    let mut instance = oq::Instance::staged(&ledger.opened, &server.url())
+    let mut instance = oq::UnderTest::staged(&ledger.opened, &server.url())
         .await
         .unwrap();
     instance.throwaway = true;
