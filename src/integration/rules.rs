@@ -20,14 +20,14 @@ use super::events::{self, EventData, Outcome};
 use super::{Integration, assignment_id, handover_payload, message_id, outbox_write};
 use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use crate::sequencer::{AppendError, AppendRequest};
-use crate::store::{Bind, StateWrite, StoreError};
+use crate::store::integration::rules::{
+    self as write, CompletableAssignment, EffectiveVersion, InboxRow, OpenAssignment,
+};
+use crate::store::{StateWrite, StoreError};
 
 /// Inbox rows taken at once; up to this many groups are in flight in the
 /// sequencer together (so one commit carries many events).
 const PAGE: i64 = 128;
-
-/// One inbox row.
-type InboxRow = (String, i64, Vec<u8>, String, String, String, String);
 
 /// Runs the worker until `stop` turns true.
 pub async fn run(ig: Integration, mut stop: watch::Receiver<bool>) {
@@ -64,13 +64,7 @@ pub async fn run(ig: Integration, mut stop: watch::Receiver<bool>) {
 /// # Errors
 /// A database or ledger failure (the worker retries).
 pub async fn step(ig: &Integration, parked_due: &mut bool) -> Result<bool, Failure> {
-    let rows: Vec<InboxRow> = ig
-        .store()
-        .rows(
-            "SELECT event_key, seq, entry_hash, kind, correlation_id, received_at, status FROM inbox WHERE status = 'pending' ORDER BY seq LIMIT $1",
-            &[Bind::Int(PAGE)],
-        )
-        .await?;
+    let rows = ig.store().pending_events(PAGE).await?;
     if !rows.is_empty() {
         if pipelined(ig, rows).await? {
             *parked_due = true;
@@ -79,13 +73,7 @@ pub async fn step(ig: &Integration, parked_due: &mut bool) -> Result<bool, Failu
     }
     if *parked_due {
         *parked_due = false;
-        let parked: Vec<InboxRow> = ig
-            .store()
-            .rows(
-                "SELECT event_key, seq, entry_hash, kind, correlation_id, received_at, status FROM inbox WHERE status = 'parked' ORDER BY seq",
-                &[],
-            )
-            .await?;
+        let parked = ig.store().parked_events().await?;
         let mut progressed = false;
         for row in parked {
             progressed |= apply(ig, &row, true).await?;
@@ -339,8 +327,8 @@ struct Plan {
 }
 
 impl Plan {
-    fn sql(&mut self, sql: &'static str, binds: Vec<Bind>) {
-        self.effects.push(StateWrite::Sql { sql, binds });
+    fn write(&mut self, effect: StateWrite) {
+        self.effects.push(effect);
     }
 
     /// Adds a derived entry; returns its index in the group (the applied
@@ -426,7 +414,11 @@ struct Loaded {
 }
 
 async fn load(ig: &Integration, row: &InboxRow) -> Result<Loaded, Failure> {
-    let (_, seq, _, kind_name, _, _, _) = row;
+    let InboxRow {
+        seq,
+        kind: kind_name,
+        ..
+    } = row;
     let seq_u = u64::try_from(*seq).map_err(|_| Failure::Corrupt("negative seq".into()))?;
     let entry = ig
         .store()
@@ -515,7 +507,14 @@ async fn prepare(
     loaded: &Loaded,
     retry: bool,
 ) -> Result<Prepared, Failure> {
-    let (event_key, seq, entry_hash, _, correlation, received_at, _) = row;
+    let InboxRow {
+        event_key,
+        seq,
+        entry_hash,
+        correlation_id: correlation,
+        received_at,
+        ..
+    } = row;
     let data = &loaded.data;
     let event_time = loaded.event_time.clone();
     let mut plan = Plan {
@@ -541,18 +540,21 @@ async fn prepare(
         }
         EventData::JobFunction(j) => {
             plan.master_data = true;
-            plan.sql(
-                "INSERT INTO job_functions (job_function, name, active, known_seq) VALUES ($1, $2, $3, $4) ON CONFLICT (job_function) DO UPDATE SET name = excluded.name, active = excluded.active, known_seq = excluded.known_seq",
-                vec![Bind::Text(j.job_function.clone()), Bind::Text(j.name.clone()), Bind::Int(i64::from(j.active)), Bind::Int(*seq)],
-            );
+            plan.write(write::job_function_known(
+                &j.job_function,
+                &j.name,
+                j.active,
+                *seq,
+            ));
             Ok(Ok(()))
         }
         EventData::Category(c) => {
             plan.master_data = true;
-            plan.sql(
-                "INSERT INTO training_categories (category, window_days, known_seq) VALUES ($1, $2, $3) ON CONFLICT (category) DO UPDATE SET window_days = excluded.window_days, known_seq = excluded.known_seq",
-                vec![Bind::Text(c.category.clone()), Bind::Int(i64::from(c.completion_window_days)), Bind::Int(*seq)],
-            );
+            plan.write(write::category_known(
+                &c.category,
+                c.completion_window_days,
+                *seq,
+            ));
             Ok(Ok(()))
         }
         EventData::Matrix(m) => matrix(ig, &mut plan, m).await,
@@ -567,11 +569,7 @@ async fn prepare(
     let subject = loaded.subject.clone();
     match outcome {
         Ok(()) => {
-            let status = StateWrite::Sql {
-                sql: "UPDATE inbox SET status = 'applied', status_seq = $1, detail = NULL WHERE event_key = $2",
-                binds: vec![Bind::Seq, Bind::Text(event_key.clone())],
-            };
-            plan.effects.push(status);
+            plan.write(write::inbox_applied(event_key));
             let mut summary = std::mem::take(&mut plan.summary);
             summary.insert("event_seq".into(), json!(seq));
             summary.insert("derived".into(), json!(plan.derived.len()));
@@ -633,15 +631,7 @@ async fn prepare(
                     m.insert("reason".into(), json!(detail));
                     m
                 },
-                effects: vec![StateWrite::Sql {
-                    sql: "UPDATE inbox SET status = $1, status_seq = $2, detail = $3 WHERE event_key = $4",
-                    binds: vec![
-                        Bind::Text(status.into()),
-                        Bind::Seq,
-                        Bind::Text(detail.clone()),
-                        Bind::Text(event_key.clone()),
-                    ],
-                }],
+                effects: vec![write::inbox_settled(event_key, status, &detail)],
                 parent_refs: vec![],
             };
             ig.sequencer().append(request).await?;
@@ -655,14 +645,7 @@ type Ruled = Result<Result<(), Park>, Failure>;
 
 /// The people active in `function` at `at` (valid time, as known now).
 async fn people_in(ig: &Integration, function: &str, at: &str) -> Result<Vec<String>, Failure> {
-    let rows: Vec<(String,)> = ig
-        .store()
-        .rows(
-            "SELECT DISTINCT pf.person_id FROM person_functions pf JOIN people p ON p.person_id = pf.person_id WHERE pf.job_function = $1 AND pf.superseded_seq IS NULL AND pf.valid_from <= $2 AND (pf.valid_to IS NULL OR pf.valid_to > $2) AND p.active = 1 ORDER BY pf.person_id",
-            &[Bind::Text(function.into()), Bind::Text(at.into())],
-        )
-        .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
+    Ok(ig.store().people_in_function(function, at).await?)
 }
 
 /// Active people who took up `function` after `at` and before `until`
@@ -675,58 +658,21 @@ async fn joiners(
 ) -> Result<Vec<(String, String)>, Failure> {
     Ok(ig
         .store()
-        .rows(
-            "SELECT pf.person_id, MIN(pf.valid_from) FROM person_functions pf JOIN people p ON p.person_id = pf.person_id WHERE pf.job_function = $1 AND pf.superseded_seq IS NULL AND pf.valid_from > $2 AND pf.valid_from < $3 AND pf.valid_to IS NULL AND p.active = 1 GROUP BY pf.person_id ORDER BY pf.person_id",
-            &[Bind::Text(function.into()), Bind::Text(at.into()), Bind::Text(until.into())],
-        )
-        .await?)
-}
-
-/// The version of `document` effective at `at` (valid time): version,
-/// effective_at, category, entry hash.
-pub(crate) async fn version_at(
-    ig: &Integration,
-    document: &str,
-    at: &str,
-) -> Result<Option<(String, String, Option<String>, Vec<u8>)>, StoreError> {
-    ig.store()
-        .row(
-            "SELECT version, effective_at, category, entry_hash FROM document_versions WHERE document_id = $1 AND effective_at <= $2 AND (retired_at IS NULL OR retired_at > $2) ORDER BY effective_at DESC LIMIT 1",
-            &[Bind::Text(document.into()), Bind::Text(at.into())],
-        )
-        .await
+        .function_joiners(function, at, until)
+        .await?
+        .into_iter()
+        .map(|j| (j.person_id, j.since))
+        .collect())
 }
 
 async fn window_days(ig: &Integration, category: Option<&str>) -> Result<i64, Failure> {
-    if let Some(c) = category {
-        let row: Option<(i64,)> = ig
-            .store()
-            .row(
-                "SELECT window_days FROM training_categories WHERE category = $1",
-                &[Bind::Text(c.into())],
-            )
-            .await?;
-        if let Some((d,)) = row {
-            return Ok(d);
-        }
+    if let Some(c) = category
+        && let Some(d) = ig.store().category_window_days(c).await?
+    {
+        return Ok(d);
     }
     Ok(i64::from(ig.config().default_window_days))
 }
-
-async fn assignment_exists(ig: &Integration, id: &str) -> Result<bool, Failure> {
-    let row: Option<(String,)> = ig
-        .store()
-        .row(
-            "SELECT assignment_id FROM assignments WHERE assignment_id = $1",
-            &[Bind::Text(id.into())],
-        )
-        .await?;
-    Ok(row.is_some())
-}
-
-/// A completion as the rules read it: seq, entry hash, completed at,
-/// outcome, verified by.
-type CompletionRow = (i64, Vec<u8>, String, String, Option<String>);
 
 /// What an assignment is for.
 struct Duty<'a> {
@@ -747,7 +693,7 @@ struct Duty<'a> {
 /// to the LMS) unless it exists or this group creates it already.
 async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(), Failure> {
     let id = assignment_id(duty.person, duty.document, duty.version, &duty.origin);
-    if plan.created.contains(&id) || assignment_exists(ig, &id).await? {
+    if plan.created.contains(&id) || ig.store().assignment_exists(&id).await? {
         return Ok(());
     }
     plan.created.insert(id.clone());
@@ -761,25 +707,19 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
         "effective_at": duty.effective_at, "due_at": duty.due_at, "required_from": duty.required_from,
         "verification_required": duty.verification_required,
     });
-    let row = StateWrite::Sql {
-        sql: "INSERT INTO assignments (assignment_id, person_id, document_id, version, origin, capa_id, action_id, verification_required, effective_at, due_at, created_seq, created_at, entry_hash, status, required_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'open', $14) ON CONFLICT (assignment_id) DO NOTHING",
-        binds: vec![
-            Bind::Text(id.clone()),
-            Bind::Text(duty.person.into()),
-            Bind::Text(duty.document.into()),
-            Bind::Text(duty.version.into()),
-            Bind::Text(duty.origin.clone()),
-            Bind::OptText(capa_id),
-            Bind::OptText(action_id),
-            Bind::Int(i64::from(duty.verification_required)),
-            Bind::Text(duty.effective_at.clone()),
-            Bind::Text(duty.due_at.clone()),
-            Bind::Seq,
-            Bind::At,
-            Bind::Hash,
-            Bind::Text(duty.required_from.clone()),
-        ],
-    };
+    let row = write::assignment_created(write::NewAssignment {
+        assignment_id: id.clone(),
+        person_id: duty.person.into(),
+        document_id: duty.document.into(),
+        version: duty.version.into(),
+        origin: duty.origin.clone(),
+        capa_id,
+        action_id,
+        verification_required: duty.verification_required,
+        effective_at: duty.effective_at.clone(),
+        due_at: duty.due_at.clone(),
+        required_from: duty.required_from.clone(),
+    });
     // A completion that arrived before the assignment (training done ahead
     // of a late revision event, or an LMS faster than the QMS) completes it
     // at once, so the assignment, the LMS's messages and compliance agree.
@@ -791,16 +731,13 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
     } else {
         String::new()
     };
-    let earlier: Option<CompletionRow> = ig
+    let earlier = ig
         .store()
-        .row(
-            "SELECT seq, entry_hash, completed_at, outcome, verified_by FROM completions WHERE person_id = $1 AND document_id = $2 AND version = $3 AND completed_at >= $4 ORDER BY completed_at, seq LIMIT 1",
-            &[Bind::Text(duty.person.into()), Bind::Text(duty.document.into()), Bind::Text(duty.version.into()), Bind::Text(since)],
-        )
+        .first_completion_since(duty.person, duty.document, duty.version, &since)
         .await?;
     let mut data = data;
-    if let Some((seq, _, completed_at, _, _)) = &earlier {
-        data["completed_by"] = json!({"completion_seq": seq, "completed_at": completed_at});
+    if let Some(c) = &earlier {
+        data["completed_by"] = json!({"completion_seq": c.seq, "completed_at": c.completed_at});
     }
     let parent = plan.event_hash;
     let created = plan.handover(
@@ -813,14 +750,15 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
         data,
         vec![row],
     );
-    if let Some((seq, hash, completed_at, outcome, verified_by)) = earlier {
-        let verified = outcome == "passed" && verified_by.is_some();
-        let (effect, mut payload) = completion_of(&id, &completed_at, seq, hash.clone(), verified);
+    if let Some(c) = earlier {
+        let verified = c.outcome == "passed" && c.verified_by.is_some();
+        let (effect, mut payload) =
+            completion_of(&id, &c.completed_at, c.seq, c.entry_hash.clone(), verified);
         payload.insert("completion_before_assignment".into(), json!(true));
         plan.derive(
             "integration.assignment.completed",
             &format!("lms:assignment/{id}"),
-            vec![hash_of(&hash)?],
+            vec![hash_of(&c.entry_hash)?],
             vec![created],
             payload,
             vec![effect],
@@ -838,16 +776,7 @@ fn completion_of(
     hash: Vec<u8>,
     verified: bool,
 ) -> (StateWrite, Map<String, Value>) {
-    let effect = StateWrite::Sql {
-        sql: "UPDATE assignments SET status = 'completed', completed_at = $1, completion_seq = $2, completion_hash = $3, verified = $4 WHERE assignment_id = $5",
-        binds: vec![
-            Bind::Text(completed_at.to_owned()),
-            Bind::Int(seq),
-            Bind::Blob(hash),
-            Bind::Int(i64::from(verified)),
-            Bind::Text(id.to_owned()),
-        ],
-    };
+    let effect = write::assignment_completed(id, completed_at, seq, hash, verified);
     let mut payload = Map::new();
     payload.insert("assignment_id".into(), json!(id));
     payload.insert("completed_at".into(), json!(completed_at));
@@ -856,16 +785,16 @@ fn completion_of(
     (effect, payload)
 }
 
-/// Cancels open assignments (rows: id, entry hash) with an entry and an
-/// outbox message each.
-fn cancel(plan: &mut Plan, rows: Vec<(String, Vec<u8>)>, why: &str) -> Result<(), Failure> {
-    for (id, hash) in rows {
+/// Cancels open assignments with an entry and an outbox message each.
+fn cancel(plan: &mut Plan, rows: Vec<OpenAssignment>, why: &str) -> Result<(), Failure> {
+    for OpenAssignment {
+        assignment_id: id,
+        entry_hash: hash,
+    } in rows
+    {
         let parents = vec![plan.event_hash, hash_of(&hash)?];
         let data = json!({"assignment_id": id, "reason": why});
-        let effect = StateWrite::Sql {
-            sql: "UPDATE assignments SET status = 'cancelled', cancel_reason = $1, closed_seq = $2 WHERE assignment_id = $3 AND status = 'open'",
-            binds: vec![Bind::Text(why.into()), Bind::Seq, Bind::Text(id.clone())],
-        };
+        let effect = write::assignment_cancelled(&id, why);
         plan.handover(
             "lms.assignment.cancelled",
             "lms",
@@ -887,14 +816,8 @@ async fn person(
     source_time: &str,
 ) -> Ruled {
     let source_time = source_time.to_owned();
-    let known: Option<(String,)> = ig
-        .store()
-        .row(
-            "SELECT source_time FROM people WHERE person_id = $1",
-            &[Bind::Text(p.person_id.clone())],
-        )
-        .await?;
-    if known.as_ref().is_some_and(|(t,)| *t > source_time) {
+    let known = ig.store().person_source_time(&p.person_id).await?;
+    if known.is_some_and(|t| t > source_time) {
         plan.summary.insert("stale".into(), json!(true));
         plan.summary.insert(
             "note".into(),
@@ -903,14 +826,13 @@ async fn person(
         return Ok(Ok(()));
     }
     plan.master_data = true;
-    plan.sql(
-        "INSERT INTO people (person_id, name, active, source_time, known_seq) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (person_id) DO UPDATE SET name = excluded.name, active = excluded.active, source_time = excluded.source_time, known_seq = excluded.known_seq",
-        vec![Bind::Text(p.person_id.clone()), Bind::Text(p.name.clone()), Bind::Int(i64::from(p.active)), Bind::Text(source_time), Bind::Seq],
-    );
-    plan.sql(
-        "UPDATE person_functions SET superseded_seq = $1, superseded_at = $2 WHERE person_id = $3 AND superseded_seq IS NULL",
-        vec![Bind::Seq, Bind::At, Bind::Text(p.person_id.clone())],
-    );
+    plan.write(write::person_known(
+        &p.person_id,
+        &p.name,
+        p.active,
+        &source_time,
+    ));
+    plan.write(write::person_functions_superseded(&p.person_id));
     // Each span with its times normalised, once.
     let mut spans = Vec::with_capacity(p.job_functions.len());
     for span in &p.job_functions {
@@ -921,21 +843,17 @@ async fn person(
             .map(events::normalise_time)
             .transpose()
             .map_err(Failure::Corrupt)?;
-        plan.sql(
-            "INSERT INTO person_functions (person_id, job_function, valid_from, valid_to, known_seq, known_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            vec![Bind::Text(p.person_id.clone()), Bind::Text(span.job_function.clone()), Bind::Text(from.clone()), Bind::OptText(to.clone()), Bind::Seq, Bind::At],
-        );
+        plan.write(write::person_function_known(
+            &p.person_id,
+            &span.job_function,
+            &from,
+            to.as_deref(),
+        ));
         spans.push((&span.job_function, from, to));
     }
     let now = ts(plan.now);
     if !p.active {
-        let open: Vec<(String, Vec<u8>)> = ig
-            .store()
-            .rows(
-                "SELECT assignment_id, entry_hash FROM assignments WHERE person_id = $1 AND status = 'open' ORDER BY assignment_id",
-                &[Bind::Text(p.person_id.clone())],
-            )
-            .await?;
+        let open = ig.store().open_assignments_of(&p.person_id).await?;
         cancel(plan, open, "person inactive")?;
         return Ok(Ok(()));
     }
@@ -955,14 +873,7 @@ async fn person(
     }
     let mut required = BTreeSet::new();
     for (function, since) in functions {
-        let docs: Vec<(String,)> = ig
-            .store()
-            .rows(
-                "SELECT DISTINCT document_id FROM training_matrix WHERE job_function = $1 AND superseded_seq IS NULL ORDER BY document_id",
-                &[Bind::Text(function.clone())],
-            )
-            .await?;
-        for (doc,) in docs {
+        for doc in ig.store().documents_of_function(&function).await? {
             ensure_current(ig, plan, &p.person_id, &doc, &now, Some(&since)).await?;
             required.insert(doc);
         }
@@ -971,17 +882,16 @@ async fn person(
     // assignments on documents none of their current functions needs end
     // with the reason, as a leaver's do (compliance still shows one that
     // was already overdue as overdue).
-    let open: Vec<(String, Vec<u8>, String)> = ig
+    let left: Vec<OpenAssignment> = ig
         .store()
-        .rows(
-            "SELECT assignment_id, entry_hash, document_id FROM assignments WHERE person_id = $1 AND status = 'open' AND origin = 'sop' ORDER BY assignment_id",
-            &[Bind::Text(p.person_id.clone())],
-        )
-        .await?;
-    let left: Vec<(String, Vec<u8>)> = open
+        .open_sop_assignments_of(&p.person_id)
+        .await?
         .into_iter()
-        .filter(|(_, _, doc)| !required.contains(doc))
-        .map(|(id, hash, _)| (id, hash))
+        .filter(|a| !required.contains(&a.document_id))
+        .map(|a| OpenAssignment {
+            assignment_id: a.assignment_id,
+            entry_hash: a.entry_hash,
+        })
         .collect();
     cancel(plan, left, "job function changed")?;
     Ok(Ok(()))
@@ -999,7 +909,13 @@ async fn ensure_current(
     now: &str,
     required_since: Option<&str>,
 ) -> Result<(), Failure> {
-    if let Some((version, effective_at, category, _)) = version_at(ig, doc, now).await? {
+    if let Some(EffectiveVersion {
+        version,
+        effective_at,
+        category,
+        ..
+    }) = ig.store().version_effective_at(doc, now).await?
+    {
         let days = window_days(ig, category.as_deref()).await?;
         let start = match required_since {
             Some(since) => parse_time(std::cmp::max(since, effective_at.as_str()))?,
@@ -1029,24 +945,16 @@ async fn ensure_current(
 
 async fn matrix(ig: &Integration, plan: &mut Plan, m: &events::MatrixChanged) -> Ruled {
     plan.master_data = true;
-    let old: Vec<(String,)> = ig
+    let old: BTreeSet<String> = ig
         .store()
-        .rows(
-            "SELECT job_function FROM training_matrix WHERE document_id = $1 AND superseded_seq IS NULL",
-            &[Bind::Text(m.document_id.clone())],
-        )
-        .await?;
-    let old: BTreeSet<String> = old.into_iter().map(|r| r.0).collect();
-    plan.sql(
-        "UPDATE training_matrix SET superseded_seq = $1, superseded_at = $2 WHERE document_id = $3 AND superseded_seq IS NULL",
-        vec![Bind::Seq, Bind::At, Bind::Text(m.document_id.clone())],
-    );
+        .functions_of_document(&m.document_id)
+        .await?
+        .into_iter()
+        .collect();
+    plan.write(write::matrix_superseded(&m.document_id));
     let new: BTreeSet<String> = m.job_functions.iter().cloned().collect();
     for f in &new {
-        plan.sql(
-            "INSERT INTO training_matrix (document_id, job_function, known_seq, known_at) VALUES ($1, $2, $3, $4)",
-            vec![Bind::Text(m.document_id.clone()), Bind::Text(f.clone()), Bind::Seq, Bind::At],
-        );
+        plan.write(write::matrix_row_known(&m.document_id, f));
     }
     let now = ts(plan.now);
     for f in new.difference(&old) {
@@ -1074,29 +982,21 @@ async fn effective(
     plan.master_data = true;
     let effective_at = events::normalise_time(&e.effective_at).map_err(Failure::Corrupt)?;
     // The category and title carry over from earlier versions when absent.
-    let earlier: Option<(Option<String>, Option<String>)> = ig
-        .store()
-        .row(
-            "SELECT category, title FROM document_versions WHERE document_id = $1 AND category IS NOT NULL ORDER BY effective_at DESC LIMIT 1",
-            &[Bind::Text(e.document_id.clone())],
-        )
-        .await?;
-    let (old_category, old_title) = earlier.unwrap_or((None, None));
+    let (old_category, old_title) = match ig.store().latest_labels(&e.document_id).await? {
+        Some(l) => (l.category, l.title),
+        None => (None, None),
+    };
     let category = e.category.clone().or(old_category);
     let title = e.title.clone().or(old_title);
-    plan.sql(
-        "INSERT INTO document_versions (document_id, version, effective_at, category, title, known_seq, known_at, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (document_id, version) DO UPDATE SET effective_at = excluded.effective_at, category = excluded.category, title = excluded.title, known_seq = excluded.known_seq, known_at = excluded.known_at, entry_hash = excluded.entry_hash",
-        vec![
-            Bind::Text(e.document_id.clone()),
-            Bind::Text(e.version.clone()),
-            Bind::Text(effective_at.clone()),
-            Bind::OptText(category.clone()),
-            Bind::OptText(title),
-            Bind::Int(seq),
-            Bind::At,
-            Bind::Blob(plan.event_hash.0.to_vec()),
-        ],
-    );
+    plan.write(write::version_effective(write::VersionEffective {
+        document_id: e.document_id.clone(),
+        version: e.version.clone(),
+        effective_at: effective_at.clone(),
+        category: category.clone(),
+        title,
+        known_seq: seq,
+        entry_hash: plan.event_hash.0.to_vec(),
+    }));
     let now = ts(plan.now);
     let at = if effective_at < now {
         effective_at.clone()
@@ -1105,31 +1005,20 @@ async fn effective(
     };
     let days = window_days(ig, category.as_deref()).await?;
     let due = ts(parse_time(&effective_at)? + chrono::Duration::days(days));
-    let functions: Vec<(String,)> = ig
-        .store()
-        .rows(
-            "SELECT DISTINCT job_function FROM training_matrix WHERE document_id = $1 AND superseded_seq IS NULL ORDER BY job_function",
-            &[Bind::Text(e.document_id.clone())],
-        )
-        .await?;
+    let functions = ig.store().functions_of_document(&e.document_id).await?;
     // Who held a mapped function when the version took effect, and who
     // took one up since (business time, before now and before a newer
     // version) and holds it still: the latter are due one window after they
     // joined, as if HR had reported the move before the revision
     // (INTEGRATION.md §3, point 1), so the order the events arrive in does
     // not change who is assigned or when it is due.
-    let next: Option<(Option<String>,)> = ig
+    let next = ig
         .store()
-        .row(
-            "SELECT MIN(effective_at) FROM document_versions WHERE document_id = $1 AND effective_at > $2",
-            &[Bind::Text(e.document_id.clone()), Bind::Text(effective_at.clone())],
-        )
+        .next_effective_after(&e.document_id, &effective_at)
         .await?;
-    let until = next
-        .and_then(|n| n.0)
-        .map_or(now.clone(), |n| n.min(now.clone()));
+    let until = next.map_or(now.clone(), |n| n.min(now.clone()));
     let mut people: BTreeMap<String, String> = BTreeMap::new();
-    for (f,) in &functions {
+    for f in &functions {
         for person in people_in(ig, f, &at).await? {
             people.insert(person, effective_at.clone());
         }
@@ -1164,19 +1053,14 @@ async fn effective(
         .await?;
     }
     if effective_at <= now {
-        let superseded: Vec<(String, Vec<u8>)> = ig
+        let superseded = ig
             .store()
-            .rows(
-                "SELECT assignment_id, entry_hash FROM assignments WHERE document_id = $1 AND version <> $2 AND origin = 'sop' AND status = 'open' AND effective_at < $3 ORDER BY assignment_id",
-                &[Bind::Text(e.document_id.clone()), Bind::Text(e.version.clone()), Bind::Text(effective_at.clone())],
-            )
+            .open_sop_assignments_superseded(&e.document_id, &e.version, &effective_at)
             .await?;
         cancel(plan, superseded, "superseded by a newer version")?;
     }
-    plan.summary.insert(
-        "job_functions".into(),
-        json!(functions.into_iter().map(|f| f.0).collect::<Vec<_>>()),
-    );
+    plan.summary
+        .insert("job_functions".into(), json!(functions));
     plan.summary
         .insert("people_required".into(), json!(people.len()));
     plan.summary.insert("due_at".into(), json!(due));
@@ -1189,14 +1073,8 @@ async fn unless_version_known(
     document: &str,
     version: &str,
 ) -> Result<Option<Park>, Failure> {
-    let known: Option<(String,)> = ig
-        .store()
-        .row(
-            "SELECT version FROM document_versions WHERE document_id = $1 AND version = $2",
-            &[Bind::Text(document.into()), Bind::Text(version.into())],
-        )
-        .await?;
-    Ok(known.is_none().then(|| {
+    let known = ig.store().version_known(document, version).await?;
+    Ok((!known).then(|| {
         Park(format!(
             "document {document} version {version} is not known yet"
         ))
@@ -1209,16 +1087,14 @@ async fn retired(ig: &Integration, plan: &mut Plan, r: &events::RevisionRetired)
     }
     plan.master_data = true;
     let retired_at = events::normalise_time(&r.retired_at).map_err(Failure::Corrupt)?;
-    plan.sql(
-        "UPDATE document_versions SET retired_at = $1, retired_seq = $2 WHERE document_id = $3 AND version = $4",
-        vec![Bind::Text(retired_at), Bind::Seq, Bind::Text(r.document_id.clone()), Bind::Text(r.version.clone())],
-    );
-    let open: Vec<(String, Vec<u8>)> = ig
+    plan.write(write::version_retired(
+        &r.document_id,
+        &r.version,
+        &retired_at,
+    ));
+    let open = ig
         .store()
-        .rows(
-            "SELECT assignment_id, entry_hash FROM assignments WHERE document_id = $1 AND version = $2 AND status = 'open' ORDER BY assignment_id",
-            &[Bind::Text(r.document_id.clone()), Bind::Text(r.version.clone())],
-        )
+        .open_assignments_on(&r.document_id, &r.version)
         .await?;
     plan.summary.insert("cancelled".into(), json!(open.len()));
     cancel(plan, open, "version retired")?;
@@ -1228,14 +1104,7 @@ async fn retired(ig: &Integration, plan: &mut Plan, r: &events::RevisionRetired)
 async fn unknown_people(ig: &Integration, people: &[String]) -> Result<Vec<String>, Failure> {
     let mut missing = Vec::new();
     for p in people {
-        let row: Option<(String,)> = ig
-            .store()
-            .row(
-                "SELECT person_id FROM people WHERE person_id = $1",
-                &[Bind::Text(p.clone())],
-            )
-            .await?;
-        if row.is_none() {
+        if !ig.store().person_known(p).await? {
             missing.push(p.clone());
         }
     }
@@ -1264,23 +1133,17 @@ async fn capa_action(
         .and_hms_opt(23, 59, 59)
         .expect("a valid time")
         .and_utc());
-    plan.sql(
-        "INSERT INTO capas (capa_id, status, ready) VALUES ($1, 'open', 0) ON CONFLICT (capa_id) DO UPDATE SET ready = 0",
-        vec![Bind::Text(a.capa_id.clone())],
-    );
-    plan.sql(
-        "INSERT INTO capa_actions (capa_id, action_id, document_id, version, verification_required, due_at, seq, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (capa_id, action_id) DO NOTHING",
-        vec![
-            Bind::Text(a.capa_id.clone()),
-            Bind::Text(a.action_id.clone()),
-            Bind::Text(a.document_id.clone()),
-            Bind::Text(a.version.clone()),
-            Bind::Int(i64::from(a.verification_required)),
-            Bind::Text(due.clone()),
-            Bind::Int(seq),
-            Bind::Blob(plan.event_hash.0.to_vec()),
-        ],
-    );
+    plan.write(write::capa_opened(&a.capa_id));
+    plan.write(write::capa_action_known(write::CapaAction {
+        capa_id: a.capa_id.clone(),
+        action_id: a.action_id.clone(),
+        document_id: a.document_id.clone(),
+        version: a.version.clone(),
+        verification_required: a.verification_required,
+        due_at: due.clone(),
+        seq,
+        entry_hash: plan.event_hash.0.to_vec(),
+    }));
     let now = ts(plan.now);
     let mut people: BTreeSet<String> = a.people.iter().cloned().collect();
     for f in &a.job_functions {
@@ -1311,8 +1174,15 @@ async fn capa_action(
 
 async fn deviation(ig: &Integration, plan: &mut Plan, d: &events::DeviationOpened) -> Ruled {
     let occurred = events::normalise_time(&d.occurred_at).map_err(Failure::Corrupt)?;
-    let Some((version, effective_at, _, version_hash)) =
-        version_at(ig, &d.document_id, &occurred).await?
+    let Some(EffectiveVersion {
+        version,
+        effective_at,
+        entry_hash: version_hash,
+        ..
+    }) = ig
+        .store()
+        .version_effective_at(&d.document_id, &occurred)
+        .await?
     else {
         return Ok(Err(Park(format!(
             "no version of {} is known to have been effective at {occurred}",
@@ -1330,33 +1200,27 @@ async fn deviation(ig: &Integration, plan: &mut Plan, d: &events::DeviationOpene
     let mut evidence = vec![plan.event_hash, hash_of(&version_hash)?];
     let mut gaps = Vec::new();
     for person in &d.people {
-        let done: Option<(String, i64, Vec<u8>)> = ig
+        let done = ig
             .store()
-            .row(
-                "SELECT completed_at, seq, entry_hash FROM completions WHERE person_id = $1 AND document_id = $2 AND version = $3 AND completed_at <= $4 ORDER BY completed_at LIMIT 1",
-                &[Bind::Text(person.clone()), Bind::Text(d.document_id.clone()), Bind::Text(version.clone()), Bind::Text(occurred.clone())],
-            )
+            .first_completion_by(person, &d.document_id, &version, &occurred)
             .await?;
-        let latest: Option<(String, String)> = ig
+        let latest = ig
             .store()
-            .row(
-                "SELECT version, completed_at FROM completions WHERE person_id = $1 AND document_id = $2 AND completed_at <= $3 ORDER BY completed_at DESC LIMIT 1",
-                &[Bind::Text(person.clone()), Bind::Text(d.document_id.clone()), Bind::Text(occurred.clone())],
-            )
+            .latest_completion_by(person, &d.document_id, &occurred)
             .await?;
         let trained = done.is_some();
-        if let Some((_, _, h)) = &done {
-            evidence.push(hash_of(h)?);
+        if let Some(done) = &done {
+            evidence.push(hash_of(&done.entry_hash)?);
         } else {
             gaps.push(person.clone());
         }
         people.push(json!({
             "person_id": person,
             "trained": trained,
-            "completed_at": done.as_ref().map(|d| d.0.clone()),
-            "completion_seq": done.as_ref().map(|d| d.1),
-            "latest_version_trained": latest.as_ref().map(|l| l.0.clone()),
-            "latest_completed_at": latest.as_ref().map(|l| l.1.clone()),
+            "completed_at": done.as_ref().map(|d| d.completed_at.clone()),
+            "completion_seq": done.as_ref().map(|d| d.seq),
+            "latest_version_trained": latest.as_ref().map(|l| l.version.clone()),
+            "latest_completed_at": latest.as_ref().map(|l| l.completed_at.clone()),
         }));
     }
     let status = json!({
@@ -1415,31 +1279,34 @@ async fn completion(
     }
     let completed_at = events::normalise_time(&c.completed_at).map_err(Failure::Corrupt)?;
     let verified = c.outcome == Outcome::Passed && c.verified_by.is_some();
-    plan.sql(
-        "INSERT INTO completions (seq, person_id, document_id, version, completed_at, outcome, verified_by, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (seq) DO NOTHING",
-        vec![
-            Bind::Int(seq),
-            Bind::Text(c.person_id.clone()),
-            Bind::Text(c.document_id.clone()),
-            Bind::Text(c.version.clone()),
-            Bind::Text(completed_at.clone()),
-            Bind::Text(if c.outcome == Outcome::Passed { "passed" } else { "completed" }.into()),
-            Bind::OptText(c.verified_by.clone()),
-            Bind::Blob(plan.event_hash.0.to_vec()),
-        ],
-    );
+    plan.write(write::completion_known(write::CompletionKnown {
+        seq,
+        person_id: c.person_id.clone(),
+        document_id: c.document_id.clone(),
+        version: c.version.clone(),
+        completed_at: completed_at.clone(),
+        outcome: if c.outcome == Outcome::Passed {
+            "passed"
+        } else {
+            "completed"
+        },
+        verified_by: c.verified_by.clone(),
+        entry_hash: plan.event_hash.0.to_vec(),
+    }));
     // Open assignments; and, for a verified completion, completed ones
     // still waiting for their verification.
-    let open: Vec<(String, Vec<u8>, Option<String>)> = ig
+    let open = ig
         .store()
-        .rows(
-            "SELECT assignment_id, entry_hash, capa_id FROM assignments WHERE person_id = $1 AND document_id = $2 AND version = $3 AND (status = 'open' OR (status = 'completed' AND verification_required = 1 AND verified = 0 AND $4 = 1)) ORDER BY assignment_id",
-            &[Bind::Text(c.person_id.clone()), Bind::Text(c.document_id.clone()), Bind::Text(c.version.clone()), Bind::Int(i64::from(verified))],
-        )
+        .assignments_a_completion_meets(&c.person_id, &c.document_id, &c.version, verified)
         .await?;
     let mut capas: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut completed = Vec::new();
-    for (id, hash, capa) in open {
+    for CompletableAssignment {
+        assignment_id: id,
+        entry_hash: hash,
+        capa_id: capa,
+    } in open
+    {
         // An assignment that needs verification is completed by any
         // completion and verified by a `passed` one with `verified_by`;
         // closure readiness asks for both.
@@ -1491,10 +1358,7 @@ async fn completion(
             .collect();
         if still_missing.is_empty() && !readiness.flagged_ready {
             let data = json!({"capa_id": capa, "ready": true, "assignments": readiness.required});
-            let effect = StateWrite::Sql {
-                sql: "UPDATE capas SET ready = 1 WHERE capa_id = $1",
-                binds: vec![Bind::Text(capa.clone())],
-            };
+            let effect = write::capa_ready(&capa);
             plan.handover(
                 "integration.handover.sent",
                 "qms",

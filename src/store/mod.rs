@@ -140,7 +140,7 @@ macro_rules! bind_values {
 }
 
 mod identity;
-mod integration;
+pub mod integration;
 mod ops;
 mod projection;
 pub mod schema;

@@ -3,6 +3,8 @@
 //! SQL of both lives with the rules in `crate::integration`, which knows the
 //! tables' meaning. This module only runs it on either backend.
 
+pub mod rules;
+
 use sqlx::FromRow;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
