@@ -507,19 +507,9 @@ async fn prepare(
     loaded: &Loaded,
     retry: bool,
 ) -> Result<Prepared, Failure> {
-    let InboxRow {
-        event_key,
-        seq,
-        entry_hash,
-        correlation_id: correlation,
-        received_at,
-        ..
-    } = row;
-    let data = &loaded.data;
-    let event_time = loaded.event_time.clone();
     let mut plan = Plan {
-        event_hash: hash_of(entry_hash)?,
-        correlation: correlation.clone(),
+        event_hash: hash_of(&row.entry_hash)?,
+        correlation: row.correlation_id.clone(),
         actor: Actor::parse("system:rules").expect("a valid actor"),
         now: Utc::now(),
         effects: vec![],
@@ -531,12 +521,24 @@ async fn prepare(
         capa: false,
         signed: loaded.signed.clone(),
     };
-    let outcome = match data {
+    match rule(ig, &mut plan, row, loaded).await? {
+        Ok(()) => applied(plan, row, loaded, retry),
+        Err(park) => not_applied(ig, plan, row, loaded, park, retry).await,
+    }
+}
+
+/// Runs the event's rule into `plan`.
+async fn rule(ig: &Integration, plan: &mut Plan, row: &InboxRow, loaded: &Loaded) -> Ruled {
+    let seq = row.seq;
+    match &loaded.data {
         // An event without a time is as of when Trailmark received it: a
         // time the ledger holds, so the projection can recompute it.
         EventData::Person(p) => {
-            let source_time = event_time.clone().unwrap_or_else(|| received_at.clone());
-            person(ig, &mut plan, p, &source_time).await
+            let source_time = loaded
+                .event_time
+                .clone()
+                .unwrap_or_else(|| row.received_at.clone());
+            person(ig, plan, p, &source_time).await
         }
         EventData::JobFunction(j) => {
             plan.master_data = true;
@@ -544,7 +546,7 @@ async fn prepare(
                 &j.job_function,
                 &j.name,
                 j.active,
-                *seq,
+                seq,
             ));
             Ok(Ok(()))
         }
@@ -553,92 +555,104 @@ async fn prepare(
             plan.write(write::category_known(
                 &c.category,
                 c.completion_window_days,
-                *seq,
+                seq,
             ));
             Ok(Ok(()))
         }
-        EventData::Matrix(m) => matrix(ig, &mut plan, m).await,
-        EventData::Effective(e) => effective(ig, &mut plan, e, *seq).await,
-        EventData::Retired(r) => retired(ig, &mut plan, r).await,
-        EventData::CapaAction(a) => capa_action(ig, &mut plan, a, *seq).await,
-        EventData::Deviation(d) => deviation(ig, &mut plan, d).await,
-        EventData::Completion(c) => completion(ig, &mut plan, c, *seq).await,
-    }?;
-    let rules_actor = plan.actor.clone();
-    let event_parent = plan.event_hash;
-    let subject = loaded.subject.clone();
-    match outcome {
-        Ok(()) => {
-            plan.write(write::inbox_applied(event_key));
-            let mut summary = std::mem::take(&mut plan.summary);
-            summary.insert("event_seq".into(), json!(seq));
-            summary.insert("derived".into(), json!(plan.derived.len()));
-            let applied = AppendRequest {
-                kind: kind::lookup("integration.event.applied").expect("registered"),
-                actor: rules_actor,
-                subject: Subject::parse(&subject).map_err(|e| Failure::Corrupt(e.to_string()))?,
-                correlation_id: Some(plan.correlation.clone()),
-                idempotency_key: None,
-                parents: vec![event_parent],
-                reason: None,
-                payload: summary,
-                effects: std::mem::take(&mut plan.effects),
-                parent_refs: vec![],
-            };
-            // Refs in derived members are group indices: the applied
-            // entry is member 0.
-            let mut group = vec![applied];
-            group.append(&mut plan.derived);
-            Ok(Prepared::Group {
-                group,
-                targets: plan.targets,
-                changed: plan.master_data || retry,
-                capa: plan.capa,
-            })
-        }
-        Err(Park(reason)) => {
-            let age = parse_time(received_at)
-                .map(|t| (plan.now - t).num_seconds())
-                .unwrap_or(0);
-            let too_old = u64::try_from(age).unwrap_or(0) > ig.config().park_max_seconds;
-            if retry && !too_old {
-                return Ok(Prepared::Settled(false));
-            }
-            let (kind_name, status, detail) = if too_old {
-                (
-                    "integration.event.rejected",
-                    "rejected",
-                    format!(
-                        "{reason}; parked longer than {} s",
-                        ig.config().park_max_seconds
-                    ),
-                )
-            } else {
-                ig.metrics().events_parked.inc();
-                ("integration.event.parked", "parked", reason)
-            };
-            let request = AppendRequest {
-                kind: kind::lookup(kind_name).expect("registered"),
-                actor: rules_actor,
-                subject: Subject::parse(&subject).map_err(|e| Failure::Corrupt(e.to_string()))?,
-                correlation_id: Some(plan.correlation.clone()),
-                idempotency_key: None,
-                parents: vec![event_parent],
-                reason: None,
-                payload: {
-                    let mut m = Map::new();
-                    m.insert("event_seq".into(), json!(seq));
-                    m.insert("reason".into(), json!(detail));
-                    m
-                },
-                effects: vec![write::inbox_settled(event_key, status, &detail)],
-                parent_refs: vec![],
-            };
-            ig.sequencer().append(request).await?;
-            tracing::info!(event_seq = seq, status, reason = %detail, "event not applied");
-            Ok(Prepared::Settled(too_old))
-        }
+        EventData::Matrix(m) => matrix(ig, plan, m).await,
+        EventData::Effective(e) => effective(ig, plan, e, seq).await,
+        EventData::Retired(r) => retired(ig, plan, r).await,
+        EventData::CapaAction(a) => capa_action(ig, plan, a, seq).await,
+        EventData::Deviation(d) => deviation(ig, plan, d).await,
+        EventData::Completion(c) => completion(ig, plan, c, seq).await,
     }
+}
+
+/// The group of an applied event: `integration.event.applied` (carrying
+/// the state writes and the inbox status) then the derived entries.
+fn applied(
+    mut plan: Plan,
+    row: &InboxRow,
+    loaded: &Loaded,
+    retry: bool,
+) -> Result<Prepared, Failure> {
+    plan.write(write::inbox_applied(&row.event_key));
+    let mut summary = std::mem::take(&mut plan.summary);
+    summary.insert("event_seq".into(), json!(row.seq));
+    summary.insert("derived".into(), json!(plan.derived.len()));
+    let applied = AppendRequest {
+        kind: kind::lookup("integration.event.applied").expect("registered"),
+        actor: plan.actor.clone(),
+        subject: Subject::parse(&loaded.subject).map_err(|e| Failure::Corrupt(e.to_string()))?,
+        correlation_id: Some(plan.correlation.clone()),
+        idempotency_key: None,
+        parents: vec![plan.event_hash],
+        reason: None,
+        payload: summary,
+        effects: std::mem::take(&mut plan.effects),
+        parent_refs: vec![],
+    };
+    // Refs in derived members are group indices: the applied entry is
+    // member 0.
+    let mut group = vec![applied];
+    group.append(&mut plan.derived);
+    Ok(Prepared::Group {
+        group,
+        targets: plan.targets,
+        changed: plan.master_data || retry,
+        capa: plan.capa,
+    })
+}
+
+/// Records an event that cannot be applied yet as parked, or, parked too
+/// long, as rejected; a retry of a parked event that still cannot be
+/// applied records nothing.
+async fn not_applied(
+    ig: &Integration,
+    plan: Plan,
+    row: &InboxRow,
+    loaded: &Loaded,
+    Park(reason): Park,
+    retry: bool,
+) -> Result<Prepared, Failure> {
+    let age = parse_time(&row.received_at)
+        .map(|t| (plan.now - t).num_seconds())
+        .unwrap_or(0);
+    let too_old = u64::try_from(age).unwrap_or(0) > ig.config().park_max_seconds;
+    if retry && !too_old {
+        return Ok(Prepared::Settled(false));
+    }
+    let (kind_name, status, detail) = if too_old {
+        (
+            "integration.event.rejected",
+            "rejected",
+            format!(
+                "{reason}; parked longer than {} s",
+                ig.config().park_max_seconds
+            ),
+        )
+    } else {
+        ig.metrics().events_parked.inc();
+        ("integration.event.parked", "parked", reason)
+    };
+    let mut payload = Map::new();
+    payload.insert("event_seq".into(), json!(row.seq));
+    payload.insert("reason".into(), json!(detail));
+    let request = AppendRequest {
+        kind: kind::lookup(kind_name).expect("registered"),
+        actor: plan.actor,
+        subject: Subject::parse(&loaded.subject).map_err(|e| Failure::Corrupt(e.to_string()))?,
+        correlation_id: Some(plan.correlation),
+        idempotency_key: None,
+        parents: vec![plan.event_hash],
+        reason: None,
+        payload,
+        effects: vec![write::inbox_settled(&row.event_key, status, &detail)],
+        parent_refs: vec![],
+    };
+    ig.sequencer().append(request).await?;
+    tracing::info!(event_seq = row.seq, status, reason = %detail, "event not applied");
+    Ok(Prepared::Settled(too_old))
 }
 
 type Ruled = Result<Result<(), Park>, Failure>;

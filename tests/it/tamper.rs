@@ -683,8 +683,16 @@ async fn the_scheduled_verification_records_a_state_edit_once() {
         problem.contains("`completions`") && problem.contains("person_id"),
         "{problem}"
     );
-    // Two more intervals with the same problem: still one alert.
-    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    // Two more scheduled runs find the same problem: still one alert.
+    let runs = raw.count("verify_runs").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while raw.count("verify_runs").await < runs + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the schedule ran again within 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(raw_alerts(&ledger).await.len(), 1);
     server.stop().await;
     raw.exec(
