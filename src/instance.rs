@@ -19,7 +19,7 @@ use crate::identity::ca::Ca;
 use crate::identity::roles::SigningPolicy;
 use crate::identity::service::{NewUser, TokenScopes};
 use crate::identity::{Identity, IdentityError};
-use crate::ledger::{Actor, LedgerKey};
+use crate::ledger::{Actor, LedgerKey, kind};
 use crate::sequencer::{Sequencer, write_genesis};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -229,7 +229,7 @@ impl Instance {
         payload.insert("algorithm".into(), "ecdsa-p256-sha256".into());
         self.with_sequencer(|seq| async move {
             let mut request = crate::sequencer::AppendRequest::new(
-                crate::ledger::kind::lookup("admin.report_signing.created").expect("registered"),
+                &kind::ADMIN_REPORT_SIGNING_CREATED,
                 cli_actor(),
                 crate::ledger::Subject::parse(&format!("ca:report/{ca_sha}"))?,
                 payload,

@@ -65,18 +65,13 @@ pub async fn record(
         tracing::warn!(source = %claim.source, source_count = claim.count, recorded = count, "reconciliation drift");
     }
     let kind = if matched {
-        "integration.reconciliation.matched"
+        &kind::INTEGRATION_RECONCILIATION_MATCHED
     } else {
-        "integration.reconciliation.drift"
+        &kind::INTEGRATION_RECONCILIATION_DRIFT
     };
     let subject = Subject::parse("integration:reconciliation")
         .map_err(|e| IntegrationError::NotFound(format!("the reconciliation subject: {e}")))?;
-    let request = AppendRequest::new(
-        kind::lookup(kind).expect("registered"),
-        actor.clone(),
-        subject,
-        payload.clone(),
-    );
+    let request = AppendRequest::new(kind, actor.clone(), subject, payload.clone());
     let receipt = ig.sequencer().append(request).await?;
     payload.insert("matched".into(), json!(matched));
     payload.insert("seq".into(), json!(receipt.seq));

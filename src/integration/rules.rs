@@ -18,7 +18,8 @@ use tokio::sync::watch;
 
 use super::events::{self, EventData, Outcome};
 use super::{Integration, assignment_id, handover_payload, message_id, outbox_write};
-use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
+use crate::ledger::kind::{self, KindDef};
+use crate::ledger::{Actor, Hash, Subject, Timestamp};
 use crate::sequencer::{AppendError, AppendRequest};
 use crate::store::integration::rules::{
     self as write, CompletableAssignment, EffectiveVersion, InboxRow, OpenAssignment,
@@ -335,14 +336,13 @@ impl Plan {
     /// entry is member 0, so the first derived entry is member 1).
     fn derive(
         &mut self,
-        kind_name: &str,
+        kind: &'static KindDef,
         subject: &str,
         parents: Vec<Hash>,
         parent_refs: Vec<usize>,
         payload: Map<String, Value>,
         effects: Vec<StateWrite>,
     ) -> usize {
-        let kind = kind::lookup(kind_name).expect("rule kinds are registered");
         self.derived.push(AppendRequest {
             kind,
             actor: self.actor.clone(),
@@ -358,11 +358,11 @@ impl Plan {
         self.derived.len()
     }
 
-    /// A hand-over to `target` recorded as `kind_name`, with its outbox row.
+    /// A hand-over to `target` recorded as `kind`, with its outbox row.
     #[allow(clippy::too_many_arguments)]
     fn handover(
         &mut self,
-        kind_name: &str,
+        kind: &'static KindDef,
         target: &str,
         message_type: &str,
         subject: &str,
@@ -385,7 +385,7 @@ impl Plan {
         ));
         let payload = handover_payload(&id, target, message_type, &data);
         self.targets.push(target.to_owned());
-        self.derive(kind_name, subject, parents, parent_refs, payload, effects)
+        self.derive(kind, subject, parents, parent_refs, payload, effects)
     }
 }
 
@@ -581,7 +581,7 @@ fn applied(
     summary.insert("event_seq".into(), json!(row.seq));
     summary.insert("derived".into(), json!(plan.derived.len()));
     let applied = AppendRequest {
-        kind: kind::lookup("integration.event.applied").expect("registered"),
+        kind: &kind::INTEGRATION_EVENT_APPLIED,
         actor: plan.actor.clone(),
         subject: Subject::parse(&loaded.subject).map_err(|e| Failure::Corrupt(e.to_string()))?,
         correlation_id: Some(plan.correlation.clone()),
@@ -622,9 +622,9 @@ async fn not_applied(
     if retry && !too_old {
         return Ok(Prepared::Settled(false));
     }
-    let (kind_name, status, detail) = if too_old {
+    let (kind, status, detail) = if too_old {
         (
-            "integration.event.rejected",
+            &kind::INTEGRATION_EVENT_REJECTED,
             "rejected",
             format!(
                 "{reason}; parked longer than {} s",
@@ -633,13 +633,13 @@ async fn not_applied(
         )
     } else {
         ig.metrics().events_parked.inc();
-        ("integration.event.parked", "parked", reason)
+        (&kind::INTEGRATION_EVENT_PARKED, "parked", reason)
     };
     let mut payload = Map::new();
     payload.insert("event_seq".into(), json!(row.seq));
     payload.insert("reason".into(), json!(detail));
     let request = AppendRequest {
-        kind: kind::lookup(kind_name).expect("registered"),
+        kind,
         actor: plan.actor,
         subject: Subject::parse(&loaded.subject).map_err(|e| Failure::Corrupt(e.to_string()))?,
         correlation_id: Some(plan.correlation),
@@ -755,7 +755,7 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
     }
     let parent = plan.event_hash;
     let created = plan.handover(
-        "lms.assignment.created",
+        &kind::LMS_ASSIGNMENT_CREATED,
         "lms",
         "lms.assignment.created",
         &format!("lms:assignment/{id}"),
@@ -770,7 +770,7 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
             completion_of(&id, &c.completed_at, c.seq, c.entry_hash.clone(), verified);
         payload.insert("completion_before_assignment".into(), json!(true));
         plan.derive(
-            "integration.assignment.completed",
+            &kind::INTEGRATION_ASSIGNMENT_COMPLETED,
             &format!("lms:assignment/{id}"),
             vec![hash_of(&c.entry_hash)?],
             vec![created],
@@ -810,7 +810,7 @@ fn cancel(plan: &mut Plan, rows: Vec<OpenAssignment>, why: &str) -> Result<(), F
         let data = json!({"assignment_id": id, "reason": why});
         let effect = write::assignment_cancelled(&id, why);
         plan.handover(
-            "lms.assignment.cancelled",
+            &kind::LMS_ASSIGNMENT_CANCELLED,
             "lms",
             "lms.assignment.cancelled",
             &format!("lms:assignment/{id}"),
@@ -1247,7 +1247,7 @@ async fn deviation(ig: &Integration, plan: &mut Plan, d: &events::DeviationOpene
         payload = m;
     }
     let status_index = plan.derive(
-        "qms.deviation.training_status",
+        &kind::QMS_DEVIATION_TRAINING_STATUS,
         &format!("qms:deviation/{}", d.deviation_id),
         evidence,
         vec![],
@@ -1261,7 +1261,7 @@ async fn deviation(ig: &Integration, plan: &mut Plan, d: &events::DeviationOpene
             "finding": format!("{person} had not completed training on {} version {version} before {occurred}", d.document_id),
         });
         plan.handover(
-            "integration.handover.sent",
+            &kind::INTEGRATION_HANDOVER_SENT,
             "qms",
             "qms.training_gap.found",
             &format!("qms:deviation/{}", d.deviation_id),
@@ -1333,7 +1333,7 @@ async fn completion(
         );
         let parents = vec![plan.event_hash, hash_of(&hash)?];
         let index = plan.derive(
-            "integration.assignment.completed",
+            &kind::INTEGRATION_ASSIGNMENT_COMPLETED,
             &format!("lms:assignment/{id}"),
             parents,
             vec![],
@@ -1350,7 +1350,7 @@ async fn completion(
                 "verified_by": c.verified_by, "completion_seq": seq,
             });
             plan.handover(
-                "integration.handover.sent",
+                &kind::INTEGRATION_HANDOVER_SENT,
                 "qms",
                 "qms.completion.evidence",
                 &format!("qms:capa/{capa}"),
@@ -1374,7 +1374,7 @@ async fn completion(
             let data = json!({"capa_id": capa, "ready": true, "assignments": readiness.required});
             let effect = write::capa_ready(&capa);
             plan.handover(
-                "integration.handover.sent",
+                &kind::INTEGRATION_HANDOVER_SENT,
                 "qms",
                 "qms.capa.closure_readiness.changed",
                 &format!("qms:capa/{capa}"),

@@ -672,7 +672,7 @@ mod tests {
             seq: 1,
             prev: Hash::sha256(&[b"x"]),
             recorded_at: Timestamp::parse("2026-11-21T09:41:07.512311Z").unwrap(),
-            kind: kind::lookup("qms.document.revision_effective").unwrap(),
+            kind: &kind::QMS_DOCUMENT_REVISION_EFFECTIVE,
             actor: Actor::parse("service:qms").unwrap(),
             subject: Subject::parse("qms:sop/SOP-017@4").unwrap(),
             correlation_id: Some("corr-1".into()),
@@ -733,7 +733,7 @@ mod tests {
         assert!(Timestamp::parse("2026-11-21T09:41:07.512311Z").is_ok());
         assert!(Timestamp::parse("2026-11-21T09:41:07.5123Z").is_err());
         assert!(Timestamp::parse("2026-11-21T09:41:07.512311+00:00").is_err());
-        let correction = kind::lookup("ledger.correction").unwrap();
+        let correction = &kind::LEDGER_CORRECTION;
         assert!(check_reason(correction, None).is_err());
         assert!(check_reason(correction, Some("  ")).is_err());
         assert!(check_reason(correction, Some("typo in lot number")).is_ok());
@@ -761,7 +761,7 @@ mod tests {
                 seq,
                 prev: Hash::sha256(&[b"p"]),
                 recorded_at: Timestamp::now(),
-                kind: kind::lookup("ledger.annotation").unwrap(),
+                kind: &kind::LEDGER_ANNOTATION,
                 actor: Actor::parse(&format!("user:{actor}")).unwrap(),
                 subject: Subject::parse(&format!("qms:{subject}")).unwrap(),
                 correlation_id: Some(subject.clone()),
