@@ -185,12 +185,27 @@ impl Raw {
 }
 
 /// A ledger on a fresh database, initialised like `trailmark init` does.
+///
+/// A test ends it with [`TestLedger::finish`], which verifies the whole
+/// stored ledger as `trailmark verify` does, or, when the test broke the
+/// ledger on purpose, with [`TestLedger::finish_tampered`]. Dropping it
+/// without either fails the test (unless it is failing already); its
+/// PostgreSQL database is dropped either way (`TestDb`).
 pub struct TestLedger {
     pub dir: tempfile::TempDir,
     pub db: TestDb,
     pub opened: Instance,
     /// The administrator token `init` printed.
     pub admin_token: String,
+    finished: bool,
+}
+
+impl Drop for TestLedger {
+    fn drop(&mut self) {
+        if !self.finished && !std::thread::panicking() {
+            panic!("a TestLedger ended without finish(): its ledger was never verified");
+        }
+    }
 }
 
 impl TestLedger {
@@ -210,6 +225,7 @@ impl TestLedger {
             db,
             opened,
             admin_token,
+            finished: false,
         }
     }
 
@@ -253,7 +269,23 @@ impl TestLedger {
         .await
     }
 
-    pub async fn finish(self) {
+    /// Verifies the whole stored ledger (every check of `trailmark verify`,
+    /// including the derived state), then closes and drops the database.
+    pub async fn finish(mut self) {
+        if let Err(e) = self.verify().await {
+            panic!("the ledger the test leaves behind does not verify: {e}");
+        }
+        self.close().await;
+    }
+
+    /// Ends a test that broke the ledger on purpose: closes and drops the
+    /// database without verifying.
+    pub async fn finish_tampered(mut self) {
+        self.close().await;
+    }
+
+    async fn close(&mut self) {
+        self.finished = true;
         self.opened.store.close().await;
         self.db.drop_db().await;
     }

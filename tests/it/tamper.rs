@@ -204,7 +204,7 @@ async fn verify_names_the_first_bad_seq_for_each_manipulation() {
             text.contains("seq"),
             "{case}: the message names a seq: {text}"
         );
-        ledger.finish().await;
+        ledger.finish_tampered().await;
     }
 }
 
@@ -279,7 +279,7 @@ async fn the_server_refuses_to_start_on_a_truncated_ledger() {
     .await;
     let err = started.err().expect("must refuse").to_string();
     assert!(err.contains("entries were removed"), "{err}");
-    ledger.finish().await;
+    ledger.finish_tampered().await;
 }
 
 #[tokio::test]
