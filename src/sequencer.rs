@@ -56,7 +56,8 @@ use crate::ledger::kind::{self, Class, KindDef};
 use crate::ledger::merkle::{self, Frontier, NodeId, ProofPlan};
 use crate::ledger::{Actor, Checkpoint, Entry, Hash, LedgerKey, Subject, Timestamp};
 use crate::store::{
-    BatchWrite, Head, NewCheckpoint, NewEntry, SequencedWrite, StateWrite, Store, StoreError,
+    BatchWrite, Head, IdempotentHit, NewCheckpoint, NewEntry, SequencedWrite, StateWrite, Store,
+    StoreError,
 };
 use crate::telemetry::Metrics;
 
@@ -847,124 +848,198 @@ enum Decision {
     New(Vec<Hash>),
 }
 
+/// Prepares a batch of jobs in arrival order: the lookups, then each job
+/// decided whole (a group is refused whole, before anything of it enters
+/// the batch) and its new members sequenced; then the batch seal and, when
+/// `sign`, a checkpoint.
 async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, StoreError> {
-    let keys: Vec<&str> = jobs
-        .iter()
-        .flat_map(|j| j.items.iter())
-        .filter_map(|i| i.request.idempotency_key.as_deref())
-        .collect();
-    let hits = if keys.is_empty() {
-        HashMap::new()
-    } else {
-        state.store.idempotent_hits(&keys).await?
-    };
-    let parent_hashes: Vec<Hash> = jobs
-        .iter()
-        .flat_map(|j| j.items.iter())
-        .flat_map(|i| i.request.parents.iter().copied())
-        .collect();
-    let known_parents = if parent_hashes.is_empty() {
-        HashMap::new()
-    } else {
-        state.store.seqs_of(&parent_hashes).await?
-    };
-
-    let mut write = BatchWrite {
-        expected_head: Some((state.head.seq, state.head.hash)),
-        ..BatchWrite::default()
-    };
+    let lookups = Lookups::read(&state.store, jobs).await?;
+    let mut batch = Batch::new(state);
     let mut plans = Vec::with_capacity(jobs.len());
-    let mut frontier = state.frontier.clone();
-    let mut extra: HashMap<NodeId, Hash> = HashMap::new();
-    let mut head = state.head.clone();
-    let mut in_batch_keys: HashMap<(String, String), (usize, Hash)> = HashMap::new();
-    let mut in_batch_hashes: HashMap<Hash, u64> = HashMap::new();
-    let now = Timestamp::now();
-    let recorded_at = if now < head.recorded_at {
-        head.recorded_at
-    } else {
-        now
-    };
-    // Every entry of a batch is recorded at the same instant, formatted once.
-    let recorded_at_text = recorded_at.to_string();
-    if now < head.recorded_at {
-        tracing::warn!(clock = %now, previous = %head.recorded_at, "the clock is behind the newest entry; recording with the newest entry's time");
-    }
-
     for job in jobs {
         // First decide every member without touching the batch: a group is
         // refused whole. Members resolve to the hash they will have, known
         // once sequenced, so refs are resolved in the second pass.
+        match batch.decide(job, &lookups) {
+            Ok(decisions) => plans.push(Planned::Items(batch.sequence(job, decisions, &lookups))),
+            Err(refused) => plans.push(Planned::Refused(refused)),
+        }
+    }
+    batch.finish(state, plans, sign).await
+}
+
+/// What a batch's two lookups found, one query each: the committed entries
+/// holding its idempotency keys (by key and actor), and the seqs of the
+/// committed parents it names.
+struct Lookups {
+    hits: HashMap<(String, String), IdempotentHit>,
+    known_parents: HashMap<Hash, u64>,
+}
+
+impl Lookups {
+    async fn read(store: &Store, jobs: &[Job]) -> Result<Lookups, StoreError> {
+        let keys: Vec<&str> = jobs
+            .iter()
+            .flat_map(|j| j.items.iter())
+            .filter_map(|i| i.request.idempotency_key.as_deref())
+            .collect();
+        let hits = if keys.is_empty() {
+            HashMap::new()
+        } else {
+            store.idempotent_hits(&keys).await?
+        };
+        let parent_hashes: Vec<Hash> = jobs
+            .iter()
+            .flat_map(|j| j.items.iter())
+            .flat_map(|i| i.request.parents.iter().copied())
+            .collect();
+        let known_parents = if parent_hashes.is_empty() {
+            HashMap::new()
+        } else {
+            store.seqs_of(&parent_hashes).await?
+        };
+        Ok(Lookups {
+            hits,
+            known_parents,
+        })
+    }
+}
+
+/// A batch being built on the committed head: the write, the tree
+/// extended by its entries (with the nodes not yet stored), its own head,
+/// and the keys and hashes of its entries so far.
+struct Batch {
+    /// Entries committed before the batch (the tree size a replay reports).
+    committed_size: u64,
+    write: BatchWrite,
+    frontier: Frontier,
+    /// Leaves and interior nodes of the batch, for the checkpoint's
+    /// consistency proof.
+    extra: HashMap<NodeId, Hash>,
+    head: Head,
+    /// `(idempotency key, actor)` of each entry to its index and digest.
+    keys: HashMap<(String, String), (usize, Hash)>,
+    /// Hash of each entry to its seq.
+    hashes: HashMap<Hash, u64>,
+    recorded_at: Timestamp,
+    /// Every entry of a batch is recorded at the same instant, formatted once.
+    recorded_at_text: String,
+}
+
+impl Batch {
+    /// An empty batch on `state`'s head, recorded now or, if the clock is
+    /// behind, at the newest entry's time.
+    fn new(state: &State) -> Batch {
+        let head = state.head.clone();
+        let now = Timestamp::now();
+        let recorded_at = if now < head.recorded_at {
+            head.recorded_at
+        } else {
+            now
+        };
+        if now < head.recorded_at {
+            tracing::warn!(clock = %now, previous = %head.recorded_at, "the clock is behind the newest entry; recording with the newest entry's time");
+        }
+        Batch {
+            committed_size: state.head.seq + 1,
+            write: BatchWrite {
+                expected_head: Some((state.head.seq, state.head.hash)),
+                ..BatchWrite::default()
+            },
+            frontier: state.frontier.clone(),
+            extra: HashMap::new(),
+            head,
+            keys: HashMap::new(),
+            hashes: HashMap::new(),
+            recorded_at,
+            recorded_at_text: recorded_at.to_string(),
+        }
+    }
+
+    /// Decides every member of a job, in order, without touching the
+    /// batch; the first member refused refuses the job.
+    fn decide(&self, job: &Job, lookups: &Lookups) -> Result<Vec<Decision>, AppendError> {
         let mut decisions: Vec<Decision> = Vec::with_capacity(job.items.len());
         let mut group_keys: HashMap<(String, String), (usize, Hash)> = HashMap::new();
-        let mut refused = None;
         for item in &job.items {
-            let request = &item.request;
-            let digest = item.digest;
-            if let Some(key) = &request.idempotency_key {
-                let id = (key.clone(), request.actor.to_string());
-                if let Some(hit) = hits.get(&id) {
-                    if hit.request_digest == digest {
-                        decisions.push(Decision::Replay(Receipt {
-                            seq: hit.seq,
-                            hash: hit.hash,
-                            recorded_at: hit.recorded_at.clone(),
-                            tree_size: state.head.seq + 1,
-                            replayed: true,
-                        }));
-                        continue;
-                    }
-                    refused = Some(AppendError::Conflict {
-                        key: key.clone(),
-                        original_seq: hit.seq,
-                    });
-                    break;
-                }
-                let earlier = in_batch_keys.get(&id).or_else(|| group_keys.get(&id));
-                if let Some((index, earlier_digest)) = earlier {
-                    if *earlier_digest == digest {
-                        decisions.push(Decision::SameAs(*index));
-                        continue;
-                    }
-                    let original_seq = write
-                        .entries
-                        .get(*index)
-                        .map_or(head.seq + 1 + *index as u64, |e| e.seq);
-                    refused = Some(AppendError::Conflict {
-                        key: key.clone(),
-                        original_seq,
-                    });
-                    break;
-                }
-                // The index the member's entry will have in the batch.
-                let new_before = decisions
-                    .iter()
-                    .filter(|d| matches!(d, Decision::New(_)))
-                    .count();
-                group_keys.insert(id, (write.entries.len() + new_before, digest));
-            }
-            let mut missing = None;
-            for p in &request.parents {
-                if !known_parents.contains_key(p) && !in_batch_hashes.contains_key(p) {
-                    missing = Some(*p);
-                    break;
-                }
-            }
-            if let Some(p) = missing {
-                refused = Some(AppendError::UnknownParent(p));
-                break;
-            }
-            decisions.push(Decision::New(request.parents.clone()));
+            let decision = self.decide_member(item, lookups, &mut group_keys, &decisions)?;
+            decisions.push(decision);
         }
-        if let Some(e) = refused {
-            plans.push(Planned::Refused(e));
-            continue;
+        Ok(decisions)
+    }
+
+    /// One member's fate: by its idempotency key, a replay of a committed
+    /// entry, the same as an earlier entry of the batch or group, or a
+    /// conflict; then every parent must be committed or earlier in the
+    /// batch. `group_keys` holds the keys of the group's members decided
+    /// new so far (`decided`), with the batch index each will have.
+    fn decide_member(
+        &self,
+        item: &Item,
+        lookups: &Lookups,
+        group_keys: &mut HashMap<(String, String), (usize, Hash)>,
+        decided: &[Decision],
+    ) -> Result<Decision, AppendError> {
+        let request = &item.request;
+        let digest = item.digest;
+        if let Some(key) = &request.idempotency_key {
+            let id = (key.clone(), request.actor.to_string());
+            if let Some(hit) = lookups.hits.get(&id) {
+                if hit.request_digest == digest {
+                    return Ok(Decision::Replay(Receipt {
+                        seq: hit.seq,
+                        hash: hit.hash,
+                        recorded_at: hit.recorded_at.clone(),
+                        tree_size: self.committed_size,
+                        replayed: true,
+                    }));
+                }
+                return Err(AppendError::Conflict {
+                    key: key.clone(),
+                    original_seq: hit.seq,
+                });
+            }
+            let earlier = self.keys.get(&id).or_else(|| group_keys.get(&id));
+            if let Some((index, earlier_digest)) = earlier {
+                if *earlier_digest == digest {
+                    return Ok(Decision::SameAs(*index));
+                }
+                let original_seq = self
+                    .write
+                    .entries
+                    .get(*index)
+                    .map_or(self.head.seq + 1 + *index as u64, |e| e.seq);
+                return Err(AppendError::Conflict {
+                    key: key.clone(),
+                    original_seq,
+                });
+            }
+            // The index the member's entry will have in the batch.
+            let new_before = decided
+                .iter()
+                .filter(|d| matches!(d, Decision::New(_)))
+                .count();
+            group_keys.insert(id, (self.write.entries.len() + new_before, digest));
         }
-        // Second pass: sequence the new members in order.
+        for p in &request.parents {
+            if !lookups.known_parents.contains_key(p) && !self.hashes.contains_key(p) {
+                return Err(AppendError::UnknownParent(*p));
+            }
+        }
+        Ok(Decision::New(request.parents.clone()))
+    }
+
+    /// Sequences a decided job's new members in order; each member's refs
+    /// resolve to the hashes of the members before it.
+    fn sequence(
+        &mut self,
+        job: &Job,
+        decisions: Vec<Decision>,
+        lookups: &Lookups,
+    ) -> Vec<ItemPlan> {
         let mut member_hashes: Vec<Option<Hash>> = Vec::with_capacity(job.items.len());
         let mut item_plans = Vec::with_capacity(job.items.len());
         for (item, decision) in job.items.iter().zip(decisions) {
-            let request = &item.request;
             let explicit = match decision {
                 Decision::Replay(receipt) => {
                     member_hashes.push(Some(receipt.hash));
@@ -972,115 +1047,137 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
                     continue;
                 }
                 Decision::SameAs(index) => {
-                    member_hashes.push(Some(write.entries[index].hash));
+                    member_hashes.push(Some(self.write.entries[index].hash));
                     item_plans.push(ItemPlan::SameAs(index));
                     continue;
                 }
                 Decision::New(parents) => parents,
             };
-            let mut parents: Vec<Hash> = request
+            let mut parents: Vec<Hash> = item
+                .request
                 .parent_refs
                 .iter()
                 .filter_map(|r| member_hashes.get(*r).copied().flatten())
                 .collect();
             parents.extend(explicit);
-            let mut parent_seqs = Vec::with_capacity(parents.len());
-            for p in &parents {
-                if let Some(seq) = known_parents.get(p).or_else(|| in_batch_hashes.get(p)) {
-                    parent_seqs.push(*seq);
-                }
-            }
-            let seq = head.seq + 1;
-            let (canonical, hash) = EntryParts {
-                seq,
-                prev: &head.hash,
-                recorded_at: &recorded_at_text,
-                kind: request.kind.name,
-                actor: request.actor.as_str(),
-                subject: request.subject.as_str(),
-                correlation_id: request.correlation_id.as_deref(),
-                idempotency_key: request.idempotency_key.as_deref(),
-                parents: &parents,
-                reason: request.reason.as_deref(),
-                payload_canonical: &item.payload_canonical,
-            }
-            .seal();
-            extra.insert(
-                NodeId {
-                    level: 0,
-                    index: seq,
-                },
-                hash,
-            );
-            frontier.push_with(hash, |id, node| {
-                write.nodes.push((id, node));
-                extra.insert(id, node);
-            });
-            write
-                .state
-                .extend(request.effects.iter().map(|w| SequencedWrite {
-                    seq,
-                    at: recorded_at_text.clone(),
-                    hash,
-                    write: w.clone(),
-                }));
-            if let Some(key) = &request.idempotency_key {
-                in_batch_keys.insert(
-                    (key.clone(), request.actor.to_string()),
-                    (write.entries.len(), item.digest),
-                );
-            }
-            in_batch_hashes.insert(hash, seq);
+            let (index, hash) = self.push(item, parents, lookups);
             member_hashes.push(Some(hash));
-            item_plans.push(ItemPlan::New(write.entries.len()));
-            write.entries.push(NewEntry {
+            item_plans.push(ItemPlan::New(index));
+        }
+        item_plans
+    }
+
+    /// Adds one new entry after the batch's head: its canonical bytes and
+    /// hash, the tree nodes it completes, its state writes, its key and
+    /// hash for the members after it. Returns its index and hash.
+    fn push(&mut self, item: &Item, parents: Vec<Hash>, lookups: &Lookups) -> (usize, Hash) {
+        let request = &item.request;
+        let mut parent_seqs = Vec::with_capacity(parents.len());
+        for p in &parents {
+            if let Some(seq) = lookups.known_parents.get(p).or_else(|| self.hashes.get(p)) {
+                parent_seqs.push(*seq);
+            }
+        }
+        let seq = self.head.seq + 1;
+        let (canonical, hash) = EntryParts {
+            seq,
+            prev: &self.head.hash,
+            recorded_at: &self.recorded_at_text,
+            kind: request.kind.name,
+            actor: request.actor.as_str(),
+            subject: request.subject.as_str(),
+            correlation_id: request.correlation_id.as_deref(),
+            idempotency_key: request.idempotency_key.as_deref(),
+            parents: &parents,
+            reason: request.reason.as_deref(),
+            payload_canonical: &item.payload_canonical,
+        }
+        .seal();
+        self.extra.insert(
+            NodeId {
+                level: 0,
+                index: seq,
+            },
+            hash,
+        );
+        let (nodes, extra) = (&mut self.write.nodes, &mut self.extra);
+        self.frontier.push_with(hash, |id, node| {
+            nodes.push((id, node));
+            extra.insert(id, node);
+        });
+        self.write
+            .state
+            .extend(request.effects.iter().map(|w| SequencedWrite {
                 seq,
+                at: self.recorded_at_text.clone(),
                 hash,
-                canonical,
-                recorded_at: recorded_at_text.clone(),
-                kind: request.kind.name,
-                actor: request.actor.to_string(),
-                subject: request.subject.to_string(),
-                correlation_id: request.correlation_id.clone(),
-                idempotency_key: request.idempotency_key.clone(),
-                request_digest: item.digest,
-                parent_seqs,
-                seal: None,
-            });
-            head = Head {
-                seq,
-                hash,
-                recorded_at,
-            };
+                write: w.clone(),
+            }));
+        let index = self.write.entries.len();
+        if let Some(key) = &request.idempotency_key {
+            self.keys.insert(
+                (key.clone(), request.actor.to_string()),
+                (index, item.digest),
+            );
         }
-        plans.push(Planned::Items(item_plans));
+        self.hashes.insert(hash, seq);
+        self.write.entries.push(NewEntry {
+            seq,
+            hash,
+            canonical,
+            recorded_at: self.recorded_at_text.clone(),
+            kind: request.kind.name,
+            actor: request.actor.to_string(),
+            subject: request.subject.to_string(),
+            correlation_id: request.correlation_id.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            request_digest: item.digest,
+            parent_seqs,
+            seal: None,
+        });
+        self.head = Head {
+            seq,
+            hash,
+            recorded_at: self.recorded_at,
+        };
+        (index, hash)
     }
-    if let Some(last) = write.entries.last_mut() {
-        // The batch seal: only the ledger key can make one, so entries
-        // written around the sequencer are recognisable (FORMAT §3.5).
-        let body = Checkpoint {
-            origin: state.key.name().to_owned(),
-            size: frontier.size(),
-            root: frontier.root(),
+
+    /// Seals the batch's last entry and, when `sign`, signs a checkpoint
+    /// over the batch's tree (after its consistency check).
+    async fn finish(
+        mut self,
+        state: &State,
+        plans: Vec<Planned>,
+        sign: bool,
+    ) -> Result<Prepared, StoreError> {
+        if let Some(last) = self.write.entries.last_mut() {
+            // The batch seal: only the ledger key can make one, so entries
+            // written around the sequencer are recognisable (FORMAT §3.5).
+            let body = Checkpoint {
+                origin: state.key.name().to_owned(),
+                size: self.frontier.size(),
+                root: self.frontier.root(),
+            }
+            .body();
+            last.seal = Some(state.key.sign_raw(&body).to_vec());
         }
-        .body();
-        last.seal = Some(state.key.sign_raw(&body).to_vec());
-    }
-    if sign && !write.entries.is_empty() {
-        match state
-            .sign_checkpoint(frontier.size(), frontier.root(), &extra)
-            .await
-        {
-            Ok(cp) => write.checkpoint = Some(cp),
-            Err(e) => return Err(StoreError::Corrupt(e)),
+        if sign && !self.write.entries.is_empty() {
+            match state
+                .sign_checkpoint(self.frontier.size(), self.frontier.root(), &self.extra)
+                .await
+            {
+                Ok(cp) => self.write.checkpoint = Some(cp),
+                Err(e) => return Err(StoreError::Corrupt(e)),
+            }
         }
+        Ok(Prepared {
+            write: self.write,
+            plans,
+            new_head: self.head,
+            new_frontier: self.frontier,
+        })
     }
-    Ok(Prepared {
-        write,
-        plans,
-        new_head: head,
-        new_frontier: frontier,
-    })
 }
 
 async fn commit(state: &mut State, jobs: Vec<Job>) {

@@ -82,7 +82,7 @@ fn delivery_histogram() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let m = Metrics {
+        let mut m = Metrics {
             registry: std::sync::Arc::new(Registry::default()),
             appends: Counter::default(),
             replays: Counter::default(),
@@ -111,140 +111,156 @@ impl Default for Metrics {
             breaker_state: Family::default(),
             reconciliation_drift: Counter::default(),
         };
+        m.register_integration(&mut registry);
+        m.register_ledger(&mut registry);
+        m.register_identity(&mut registry);
+        m.registry = std::sync::Arc::new(registry);
+        m
+    }
+}
+
+impl Metrics {
+    /// Registers the integration's metrics (events, hand-overs, delivery,
+    /// reconciliation); the exposition lists them first.
+    fn register_integration(&self, registry: &mut Registry) {
         registry.register(
             "trailmark_events_received",
             "Events recorded, by type",
-            m.events_received.clone(),
+            self.events_received.clone(),
         );
         registry.register(
             "trailmark_events_duplicate",
             "Events acknowledged again (redelivery)",
-            m.events_duplicate.clone(),
+            self.events_duplicate.clone(),
         );
         registry.register(
             "trailmark_events_refused",
             "Events refused (schema, version, sender, conflict)",
-            m.events_refused.clone(),
+            self.events_refused.clone(),
         );
         registry.register(
             "trailmark_events_parked",
             "Events parked until their master data arrives",
-            m.events_parked.clone(),
+            self.events_parked.clone(),
         );
         registry.register(
             "trailmark_handovers",
             "Hand-overs put in the outbox, by target",
-            m.handovers.clone(),
+            self.handovers.clone(),
         );
         registry.register(
             "trailmark_delivery_seconds",
             "Time from hand-over entry to acknowledgement by the target",
-            m.delivery_seconds.clone(),
+            self.delivery_seconds.clone(),
         );
         registry.register(
             "trailmark_delivery_sla_breaches",
             "Deliveries slower than [integration] delivery_sla_seconds",
-            m.delivery_sla_breaches.clone(),
+            self.delivery_sla_breaches.clone(),
         );
         registry.register(
             "trailmark_outbox_backlog",
             "Messages waiting for delivery, by target",
-            m.outbox_backlog.clone(),
+            self.outbox_backlog.clone(),
         );
         registry.register(
             "trailmark_delivery_errors",
             "Failed delivery attempts, by target",
-            m.delivery_errors.clone(),
+            self.delivery_errors.clone(),
         );
         registry.register(
             "trailmark_dead_letters",
             "Messages dead-lettered, by target",
-            m.dead_letters.clone(),
+            self.dead_letters.clone(),
         );
         registry.register(
             "trailmark_breaker_state",
             "Circuit breaker per target: 0 closed, 1 open, 2 half-open",
-            m.breaker_state.clone(),
+            self.breaker_state.clone(),
         );
         registry.register(
             "trailmark_reconciliation_drift",
             "Reconciliations that found drift",
-            m.reconciliation_drift.clone(),
+            self.reconciliation_drift.clone(),
         );
+    }
+
+    /// Registers the ledger's metrics (appends, batches, queue, checkpoints).
+    fn register_ledger(&self, registry: &mut Registry) {
         registry.register(
             "trailmark_appends",
             "Entries appended to the ledger",
-            m.appends.clone(),
+            self.appends.clone(),
         );
         registry.register(
             "trailmark_append_replays",
             "Appends answered from an earlier entry with the same idempotency key",
-            m.replays.clone(),
+            self.replays.clone(),
         );
         registry.register(
             "trailmark_append_refusals",
             "Appends refused (invalid, conflict, queue full, unavailable)",
-            m.refusals.clone(),
+            self.refusals.clone(),
         );
         registry.register(
             "trailmark_batch_entries",
             "Entries per committed batch",
-            m.batch_entries.clone(),
+            self.batch_entries.clone(),
         );
         registry.register(
             "trailmark_commit_seconds",
             "Time from BEGIN to COMMIT of a batch",
-            m.commit_seconds.clone(),
+            self.commit_seconds.clone(),
         );
         registry.register(
             "trailmark_prepare_seconds",
             "Time the sequencer spends preparing a batch (lookups, hashing, signing)",
-            m.prepare_seconds.clone(),
+            self.prepare_seconds.clone(),
         );
         registry.register(
             "trailmark_queue_depth",
             "Appends waiting for the sequencer",
-            m.queue_depth.clone(),
+            self.queue_depth.clone(),
         );
         registry.register(
             "trailmark_checkpoints",
             "Checkpoints signed",
-            m.checkpoints.clone(),
+            self.checkpoints.clone(),
         );
         registry.register(
             "trailmark_ledger_entries",
             "Entries in the ledger",
-            m.ledger_size.clone(),
+            self.ledger_size.clone(),
         );
         registry.register(
             "trailmark_head_moved",
             "Batches rebuilt because another writer appended first",
-            m.head_moved.clone(),
+            self.head_moved.clone(),
         );
+    }
+
+    /// Registers the identity metrics (lockouts, wrong passwords, signatures).
+    fn register_identity(&self, registry: &mut Registry) {
         registry.register(
             "trailmark_accounts_locked",
             "Accounts locked after consecutive wrong passwords (security alert)",
-            m.accounts_locked.clone(),
+            self.accounts_locked.clone(),
         );
         registry.register(
             "trailmark_password_failures",
             "Wrong passwords at login or signing",
-            m.password_failures.clone(),
+            self.password_failures.clone(),
         );
         registry.register(
             "trailmark_signatures",
             "Part 11 signatures applied",
-            m.signatures.clone(),
+            self.signatures.clone(),
         );
         registry.register(
             "trailmark_signing_seconds",
             "Duration of a signing ceremony, Argon2id password check included",
-            m.signing_seconds.clone(),
+            self.signing_seconds.clone(),
         );
-        Metrics {
-            registry: std::sync::Arc::new(registry),
-            ..m
-        }
     }
 }
 

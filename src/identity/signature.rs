@@ -415,7 +415,7 @@ impl SignatureChecker {
     /// # Errors
     /// A signature that breaks a rule, or an identity entry that cannot be read.
     pub fn observe(&mut self, seq: u64, canonical: &[u8]) -> Result<(), SignatureError> {
-        let fail = |rule: u8, problem: String| SignatureError { seq, rule, problem };
+        let fail = failure(seq);
         let parsed = ParsedEntry::parse(canonical).map_err(|e| fail(0, e.to_string()))?;
         let payload: Value = serde_json::from_str(parsed.payload.get())
             .map_err(|e| fail(0, format!("payload: {e}")))?;
@@ -515,31 +515,18 @@ impl SignatureChecker {
         Ok(())
     }
 
+    /// Checks one `signature.applied` entry by the rules of SIGNATURES.md
+    /// §7, in their order; the first rule broken is the error.
     fn check_signature(
         &mut self,
         seq: u64,
         parsed: &ParsedEntry<'_>,
         payload: Value,
     ) -> Result<(), SignatureError> {
-        let fail = |rule: u8, problem: String| SignatureError { seq, rule, problem };
+        let fail = failure(seq);
         // 1. shape
-        let p: SignaturePayload = serde_json::from_value(payload)
-            .map_err(|e| fail(1, format!("payload is not a signature payload: {e}")))?;
-        if p.algorithm != "ed25519" {
-            return Err(fail(1, format!("algorithm {} is not ed25519", p.algorithm)));
-        }
-        if parsed.parents.len() != 1 || parsed.parents[0] != p.target {
-            return Err(fail(
-                1,
-                format!(
-                    "parents {:?} are not exactly [target {}]",
-                    parsed.parents, p.target
-                ),
-            ));
-        }
-        let target = Hash::parse_hex(&p.target).map_err(|e| fail(1, format!("target: {e}")))?;
+        let (p, target, meaning) = signature_shape(seq, parsed, payload)?;
         let m = &p.manifestation;
-        let meaning = Meaning::parse(&m.meaning).map_err(|e| fail(1, e))?;
         // 2. actor
         if parsed.actor != format!("user:{}", m.user_id) {
             return Err(fail(
@@ -547,6 +534,40 @@ impl SignatureChecker {
                 format!("actor {} is not user:{}", parsed.actor, m.user_id),
             ));
         }
+        // 3. and 4.
+        let (info, signed_at) = self.certificate_at(seq, m)?;
+        // 5. the signature itself
+        let key = VerifyingKey::from_bytes(&info.public_key)
+            .map_err(|e| fail(5, format!("certificate key: {e}")))?;
+        let signature = STANDARD
+            .decode(&p.signature)
+            .ok()
+            .and_then(|s| Signature::from_slice(&s).ok())
+            .ok_or_else(|| fail(5, "signature is not 64 bytes of base64".into()))?;
+        key.verify_strict(&message(&target, m), &signature)
+            .map_err(|_| {
+                fail(
+                    5,
+                    "the Ed25519 signature does not verify over the target and manifestation"
+                        .into(),
+                )
+            })?;
+        // 6. timing
+        signing_delay(seq, parsed, m, signed_at)?;
+        // 7. status and authority at this seq
+        self.authority_at(seq, m, meaning)
+    }
+
+    /// Rules 3 and 4: the certificate the manifestation names was issued to
+    /// the user and not revoked, chains to a trusted CA and was valid at
+    /// the signing time (a malformed `signed_at` breaks rule 6). Returns
+    /// the certificate's facts and the signing time.
+    fn certificate_at(
+        &mut self,
+        seq: u64,
+        m: &Manifestation,
+    ) -> Result<(ca::CertificateInfo, DateTime<Utc>), SignatureError> {
+        let fail = failure(seq);
         // 3. certificate issued to the user and not revoked
         let cert = self
             .certificates
@@ -609,37 +630,18 @@ impl SignatureChecker {
                 ),
             ));
         }
-        // 5. the signature itself
-        let key = VerifyingKey::from_bytes(&info.public_key)
-            .map_err(|e| fail(5, format!("certificate key: {e}")))?;
-        let signature = STANDARD
-            .decode(&p.signature)
-            .ok()
-            .and_then(|s| Signature::from_slice(&s).ok())
-            .ok_or_else(|| fail(5, "signature is not 64 bytes of base64".into()))?;
-        key.verify_strict(&message(&target, m), &signature)
-            .map_err(|_| {
-                fail(
-                    5,
-                    "the Ed25519 signature does not verify over the target and manifestation"
-                        .into(),
-                )
-            })?;
-        // 6. timing
-        let recorded = Timestamp::parse(&parsed.recorded_at)
-            .map_err(|e| fail(6, e.to_string()))?
-            .datetime();
-        let delay = (recorded - signed_at).num_seconds();
-        if signed_at > recorded || delay > MAX_SIGNING_DELAY_SECONDS {
-            return Err(fail(
-                6,
-                format!(
-                    "signed_at {} is not within {MAX_SIGNING_DELAY_SECONDS} s before recorded_at {}",
-                    m.signed_at, parsed.recorded_at
-                ),
-            ));
-        }
-        // 7. status and authority at this seq
+        Ok((info, signed_at))
+    }
+
+    /// Rule 7: the signer was active at this seq and held a role the
+    /// signing policy then in force allows for the meaning.
+    fn authority_at(
+        &self,
+        seq: u64,
+        m: &Manifestation,
+        meaning: Meaning,
+    ) -> Result<(), SignatureError> {
+        let fail = failure(seq);
         let user = self
             .users
             .get(&m.user_id)
@@ -667,6 +669,64 @@ impl SignatureChecker {
         }
         Ok(())
     }
+}
+
+/// A [`SignatureError`] of entry `seq` by rule number and problem.
+fn failure(seq: u64) -> impl Fn(u8, String) -> SignatureError {
+    move |rule, problem| SignatureError { seq, rule, problem }
+}
+
+/// Rule 1: a signature payload over Ed25519, whose only parent is its
+/// target, with a meaning of the vocabulary. Returns the payload, the
+/// target's hash and the meaning.
+fn signature_shape(
+    seq: u64,
+    parsed: &ParsedEntry<'_>,
+    payload: Value,
+) -> Result<(SignaturePayload, Hash, Meaning), SignatureError> {
+    let fail = failure(seq);
+    let p: SignaturePayload = serde_json::from_value(payload)
+        .map_err(|e| fail(1, format!("payload is not a signature payload: {e}")))?;
+    if p.algorithm != "ed25519" {
+        return Err(fail(1, format!("algorithm {} is not ed25519", p.algorithm)));
+    }
+    if parsed.parents.len() != 1 || parsed.parents[0] != p.target {
+        return Err(fail(
+            1,
+            format!(
+                "parents {:?} are not exactly [target {}]",
+                parsed.parents, p.target
+            ),
+        ));
+    }
+    let target = Hash::parse_hex(&p.target).map_err(|e| fail(1, format!("target: {e}")))?;
+    let meaning = Meaning::parse(&p.manifestation.meaning).map_err(|e| fail(1, e))?;
+    Ok((p, target, meaning))
+}
+
+/// Rule 6: signed at most [`MAX_SIGNING_DELAY_SECONDS`] before the entry
+/// was recorded, and not after.
+fn signing_delay(
+    seq: u64,
+    parsed: &ParsedEntry<'_>,
+    m: &Manifestation,
+    signed_at: DateTime<Utc>,
+) -> Result<(), SignatureError> {
+    let fail = failure(seq);
+    let recorded = Timestamp::parse(&parsed.recorded_at)
+        .map_err(|e| fail(6, e.to_string()))?
+        .datetime();
+    let delay = (recorded - signed_at).num_seconds();
+    if signed_at > recorded || delay > MAX_SIGNING_DELAY_SECONDS {
+        return Err(fail(
+            6,
+            format!(
+                "signed_at {} is not within {MAX_SIGNING_DELAY_SECONDS} s before recorded_at {}",
+                m.signed_at, parsed.recorded_at
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

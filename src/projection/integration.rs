@@ -235,122 +235,21 @@ fn applied(p: &mut Projector, e: &EntryView<'_>) -> Result<(), StateMismatch> {
                 .unwrap_or(event.received_at.clone());
             people(p, &at, &person, &source_time).map_err(bad_time)?;
         }
-        EventData::JobFunction(j) => {
-            let cells = vec![
-                Cell::Text(j.job_function),
-                Cell::Text(j.name),
-                Cell::Int(i64::from(j.active)),
-                seq_cell(at.event_seq),
-            ];
-            p.upsert(Table::JobFunctions, cells, at.applied_seq);
-        }
-        EventData::Category(c) => {
-            let cells = vec![
-                Cell::Text(c.category),
-                Cell::Int(i64::from(c.completion_window_days)),
-                seq_cell(at.event_seq),
-            ];
-            p.upsert(Table::TrainingCategories, cells, at.applied_seq);
-        }
-        EventData::Matrix(m) => {
-            let (document, superseded) = (
-                Table::TrainingMatrix.column("document_id"),
-                Table::TrainingMatrix.column("superseded_seq"),
-            );
-            let doc = text_of(&m.document_id);
-            p.update_all(
-                Table::TrainingMatrix,
-                |r| r[document] == doc && r[superseded] == Cell::Null,
-                &[
-                    ("superseded_seq", seq_cell(at.applied_seq)),
-                    ("superseded_at", text_of(at.applied_at)),
-                ],
-                at.applied_seq,
-            );
-            let functions: BTreeSet<String> = m.job_functions.into_iter().collect();
-            for f in functions {
-                let cells = vec![
-                    doc.clone(),
-                    Cell::Text(f),
-                    seq_cell(at.applied_seq),
-                    text_of(at.applied_at),
-                    Cell::Null,
-                    Cell::Null,
-                ];
-                p.upsert(Table::TrainingMatrix, cells, at.applied_seq);
-            }
-        }
+        EventData::JobFunction(j) => job_function(p, &at, j),
+        EventData::Category(c) => category(p, &at, c),
+        EventData::Matrix(m) => matrix(p, &at, m),
         EventData::Effective(r) => {
             let effective_at = events::normalise_time(&r.effective_at).map_err(bad_time)?;
             effective(p, &at, r, effective_at);
         }
         EventData::Retired(r) => {
             let retired_at = events::normalise_time(&r.retired_at).map_err(bad_time)?;
-            let key = [Cell::Text(r.document_id), Cell::Text(r.version)];
-            let changes = [
-                ("retired_at", Cell::Text(retired_at)),
-                ("retired_seq", seq_cell(at.applied_seq)),
-            ];
-            p.update(
-                Table::DocumentVersions,
-                &key,
-                |_| true,
-                &changes,
-                at.applied_seq,
-            );
+            retired(p, &at, r, retired_at);
         }
-        EventData::CapaAction(a) => {
-            let due = NaiveDate::parse_from_str(&a.due_date, "%Y-%m-%d")
-                .map_err(|_| bad_time(format!("due_date `{}` is not a date", a.due_date)))?
-                .and_hms_opt(23, 59, 59)
-                .expect("a valid time")
-                .and_utc();
-            let key = [Cell::Text(a.capa_id.clone())];
-            if !p.update(
-                Table::Capas,
-                &key,
-                |_| true,
-                &[("ready", Cell::Int(0))],
-                at.applied_seq,
-            ) {
-                let cells = vec![
-                    Cell::Text(a.capa_id.clone()),
-                    text_of("open"),
-                    Cell::Int(0),
-                    Cell::Null,
-                ];
-                p.upsert(Table::Capas, cells, at.applied_seq);
-            }
-            let cells = vec![
-                Cell::Text(a.capa_id),
-                Cell::Text(a.action_id),
-                Cell::Text(a.document_id),
-                Cell::Text(a.version),
-                Cell::Int(i64::from(a.verification_required)),
-                Cell::Text(Timestamp::from_datetime(due).to_string()),
-                seq_cell(at.event_seq),
-                hash_cell(&at.event_hash),
-            ];
-            p.insert_absent(Table::CapaActions, cells, at.applied_seq);
-        }
+        EventData::CapaAction(a) => capa_action(p, &at, a).map_err(bad_time)?,
         EventData::Completion(c) => {
             let completed_at = events::normalise_time(&c.completed_at).map_err(bad_time)?;
-            let outcome = if c.outcome == Outcome::Passed {
-                "passed"
-            } else {
-                "completed"
-            };
-            let cells = vec![
-                seq_cell(at.event_seq),
-                Cell::Text(c.person_id),
-                Cell::Text(c.document_id),
-                Cell::Text(c.version),
-                Cell::Text(completed_at),
-                text_of(outcome),
-                c.verified_by.map_or(Cell::Null, Cell::Text),
-                hash_cell(&at.event_hash),
-            ];
-            p.insert_absent(Table::Completions, cells, at.applied_seq);
+            completion(p, &at, c, completed_at);
         }
         EventData::Deviation(_) => {}
     }
@@ -362,6 +261,146 @@ fn applied(p: &mut Projector, e: &EntryView<'_>) -> Result<(), StateMismatch> {
     let key = [Cell::Text(event.event_key)];
     p.update(Table::Inbox, &key, |_| true, &changes, e.seq);
     Ok(())
+}
+
+/// A job function's master data.
+fn job_function(p: &mut Projector, at: &Application<'_>, j: events::JobFunctionChanged) {
+    let cells = vec![
+        Cell::Text(j.job_function),
+        Cell::Text(j.name),
+        Cell::Int(i64::from(j.active)),
+        seq_cell(at.event_seq),
+    ];
+    p.upsert(Table::JobFunctions, cells, at.applied_seq);
+}
+
+/// A training category and its completion window.
+fn category(p: &mut Projector, at: &Application<'_>, c: events::CategoryChanged) {
+    let cells = vec![
+        Cell::Text(c.category),
+        Cell::Int(i64::from(c.completion_window_days)),
+        seq_cell(at.event_seq),
+    ];
+    p.upsert(Table::TrainingCategories, cells, at.applied_seq);
+}
+
+/// A document's training matrix: the rows in force are superseded, and
+/// one row per job function it now names.
+fn matrix(p: &mut Projector, at: &Application<'_>, m: events::MatrixChanged) {
+    let (document, superseded) = (
+        Table::TrainingMatrix.column("document_id"),
+        Table::TrainingMatrix.column("superseded_seq"),
+    );
+    let doc = text_of(&m.document_id);
+    p.update_all(
+        Table::TrainingMatrix,
+        |r| r[document] == doc && r[superseded] == Cell::Null,
+        &[
+            ("superseded_seq", seq_cell(at.applied_seq)),
+            ("superseded_at", text_of(at.applied_at)),
+        ],
+        at.applied_seq,
+    );
+    let functions: BTreeSet<String> = m.job_functions.into_iter().collect();
+    for f in functions {
+        let cells = vec![
+            doc.clone(),
+            Cell::Text(f),
+            seq_cell(at.applied_seq),
+            text_of(at.applied_at),
+            Cell::Null,
+            Cell::Null,
+        ];
+        p.upsert(Table::TrainingMatrix, cells, at.applied_seq);
+    }
+}
+
+/// A retired revision: its retirement time on the version's row.
+fn retired(
+    p: &mut Projector,
+    at: &Application<'_>,
+    r: events::RevisionRetired,
+    retired_at: String,
+) {
+    let key = [Cell::Text(r.document_id), Cell::Text(r.version)];
+    let changes = [
+        ("retired_at", Cell::Text(retired_at)),
+        ("retired_seq", seq_cell(at.applied_seq)),
+    ];
+    p.update(
+        Table::DocumentVersions,
+        &key,
+        |_| true,
+        &changes,
+        at.applied_seq,
+    );
+}
+
+/// A CAPA action: its CAPA opened (or no longer ready), and the action
+/// row, due at the end of its due date (UTC).
+fn capa_action(
+    p: &mut Projector,
+    at: &Application<'_>,
+    a: events::CapaTrainingAction,
+) -> Result<(), String> {
+    let due = NaiveDate::parse_from_str(&a.due_date, "%Y-%m-%d")
+        .map_err(|_| format!("due_date `{}` is not a date", a.due_date))?
+        .and_hms_opt(23, 59, 59)
+        .expect("a valid time")
+        .and_utc();
+    let key = [Cell::Text(a.capa_id.clone())];
+    if !p.update(
+        Table::Capas,
+        &key,
+        |_| true,
+        &[("ready", Cell::Int(0))],
+        at.applied_seq,
+    ) {
+        let cells = vec![
+            Cell::Text(a.capa_id.clone()),
+            text_of("open"),
+            Cell::Int(0),
+            Cell::Null,
+        ];
+        p.upsert(Table::Capas, cells, at.applied_seq);
+    }
+    let cells = vec![
+        Cell::Text(a.capa_id),
+        Cell::Text(a.action_id),
+        Cell::Text(a.document_id),
+        Cell::Text(a.version),
+        Cell::Int(i64::from(a.verification_required)),
+        Cell::Text(Timestamp::from_datetime(due).to_string()),
+        seq_cell(at.event_seq),
+        hash_cell(&at.event_hash),
+    ];
+    p.insert_absent(Table::CapaActions, cells, at.applied_seq);
+    Ok(())
+}
+
+/// A training completion (`ON CONFLICT DO NOTHING`).
+fn completion(
+    p: &mut Projector,
+    at: &Application<'_>,
+    c: events::CompletionRecorded,
+    completed_at: String,
+) {
+    let outcome = if c.outcome == Outcome::Passed {
+        "passed"
+    } else {
+        "completed"
+    };
+    let cells = vec![
+        seq_cell(at.event_seq),
+        Cell::Text(c.person_id),
+        Cell::Text(c.document_id),
+        Cell::Text(c.version),
+        Cell::Text(completed_at),
+        text_of(outcome),
+        c.verified_by.map_or(Cell::Null, Cell::Text),
+        hash_cell(&at.event_hash),
+    ];
+    p.insert_absent(Table::Completions, cells, at.applied_seq);
 }
 
 /// A person's master data: unless an older change arrived after a newer

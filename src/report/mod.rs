@@ -2,9 +2,10 @@
 //! audit-trail copies, as a signed PDF with an attached proof bundle, or as
 //! the bundle itself (JSONL) or CSV.
 //!
-//! One pass over the rows feeds every form: [`Out::row`] draws the row into
-//! the PDF (pages are written as they fill), appends it to the bundle (a
-//! deflated temporary file) and to the CSV, and remembers the seqs it cites.
+//! One pass over the rows feeds every form (one sink each, in `sink.rs`):
+//! [`Out::row`] draws the row into the PDF (pages are written as they
+//! fill), appends it to the bundle (a deflated temporary file) and to the
+//! CSV, and remembers the seqs it cites.
 //! Then the cited entries are appended in seq order with the tree nodes their
 //! inclusion paths need, the PDF is finished and signed, and the report is
 //! recorded as a `report.generated` entry.
@@ -13,18 +14,16 @@ pub mod font;
 pub mod pdf;
 pub mod proof;
 pub mod sign;
+mod sink;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use flate2::Compression;
-use flate2::write::ZlibEncoder;
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -35,8 +34,8 @@ use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use crate::sequencer::{AppendRequest, SequencerHandle};
 use crate::store::{Store, StoreError};
 use font::Style;
-use pdf::{Column, Doc, Meta};
 use sign::ReportSigner;
+use sink::{Heading, Out, Written};
 
 /// Name of the attached proof bundle.
 pub const BUNDLE_NAME: &str = "trailmark-proof.jsonl";
@@ -310,6 +309,27 @@ pub struct Reporter {
     checkpoint_wait: Duration,
 }
 
+/// Seconds spent in each phase of a generation, for logs and benchmarks.
+struct Phases {
+    clock: std::time::Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            clock: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    /// Ends the phase `name`, which began at the previous lap.
+    fn lap(&mut self, name: &'static str) {
+        self.laps.push((name, self.clock.elapsed().as_secs_f64()));
+        self.clock = std::time::Instant::now();
+    }
+}
+
 struct Col {
     key: &'static str,
     label: &'static str,
@@ -413,125 +433,6 @@ impl Row {
     }
 }
 
-/// A line-oriented sink with its running SHA-256 and size.
-struct Lines {
-    w: Box<dyn Write + Send>,
-    sha: Sha256,
-    size: u64,
-}
-
-impl Lines {
-    fn line(&mut self, v: &Value) -> io::Result<()> {
-        let mut text = serde_json::to_vec(v).map_err(io::Error::other)?;
-        text.push(b'\n');
-        self.sha.update(&text);
-        self.size += text.len() as u64;
-        self.w.write_all(&text)
-    }
-}
-
-/// Every form being written at once.
-struct Out {
-    ty: ReportType,
-    pdf: Option<Doc>,
-    lines: Lines,
-    csv: Option<BufWriter<File>>,
-    cited: BTreeMap<u64, Hash>,
-    rows: u64,
-    checkpoint_size: u64,
-}
-
-impl Out {
-    fn row(&mut self, row: Row) -> Result<(), ReportError> {
-        let cols = columns(self.ty);
-        let cites: Vec<(u64, Hash, &str)> = row
-            .cites
-            .into_iter()
-            .filter(|(seq, _, _)| *seq < self.checkpoint_size)
-            .collect();
-        for (seq, hash, _) in &cites {
-            self.cited.insert(*seq, *hash);
-        }
-        let cites_json: Vec<Value> = cites
-            .iter()
-            .map(|(seq, h, role)| json!({"seq": seq, "hash": h.to_hex(), "as": role}))
-            .collect();
-        if let Some(text) = &row.band {
-            self.lines
-                .line(&json!({"row": {"band": text}, "facts": row.facts, "cites": cites_json}))?;
-            if let Some(doc) = &mut self.pdf {
-                doc.band(text)?;
-            }
-            if let Some(csv) = &mut self.csv {
-                let mut fields = vec![text.clone()];
-                fields.resize(cols.len() + 2, String::new());
-                csv_line(csv, &fields)?;
-            }
-            self.rows += 1;
-            return Ok(());
-        }
-        let mut map = Map::new();
-        for (c, v) in cols.iter().zip(&row.values) {
-            map.insert(c.key.into(), Value::String(v.clone()));
-        }
-        self.lines
-            .line(&json!({"row": map, "facts": row.facts, "cites": cites_json}))?;
-        if let Some(doc) = &mut self.pdf {
-            let cells: Vec<String> = cols
-                .iter()
-                .zip(&row.values)
-                .map(|(c, v)| {
-                    if c.style == Style::Mono {
-                        group_hashes(v)
-                    } else {
-                        v.clone()
-                    }
-                })
-                .collect();
-            doc.row(&cells)?;
-        }
-        if let Some(csv) = &mut self.csv {
-            let mut fields: Vec<String> = vec![String::new()];
-            fields.extend(row.values.iter().cloned());
-            fields.push(
-                cites
-                    .iter()
-                    .map(|(s, h, _)| format!("{s}:{}", h.to_hex()))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
-            csv_line(csv, &fields)?;
-        }
-        self.rows += 1;
-        Ok(())
-    }
-}
-
-/// Hex hashes split into groups of 16, so they wrap at group boundaries.
-fn group_hashes(text: &str) -> String {
-    text.split('\n')
-        .map(|part| {
-            if part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit()) {
-                part.as_bytes()
-                    .chunks(16)
-                    .map(|c| String::from_utf8_lossy(c).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            } else {
-                part.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Writes one CSV record: each field escaped, CRLF-terminated.
-fn csv_line(w: &mut impl Write, fields: &[String]) -> io::Result<()> {
-    let escaped: Vec<String> = fields.iter().map(|f| queries::csv_field(f)).collect();
-    w.write_all(escaped.join(",").as_bytes())?;
-    w.write_all(b"\r\n")
-}
-
 /// `R-` and the first 16 hex digits of SHA-256 over the canonical JSON of
 /// type, scope, generation time and actor (REPORTS.md §1).
 pub fn report_id(ty: ReportType, scope: &Scope, generated_at: &str, actor: &str) -> String {
@@ -613,130 +514,83 @@ impl Reporter {
         path: &Path,
     ) -> Result<Generated, ReportError> {
         let scope = scope.checked(ty)?;
-        let mut clock = std::time::Instant::now();
-        let mut phases: Vec<(&'static str, f64)> = Vec::new();
-        let mut lap = |name: &'static str| {
-            phases.push((name, clock.elapsed().as_secs_f64()));
-            clock = std::time::Instant::now();
-        };
-        let signer = match format {
-            Format::Pdf => Some(self.signer.clone().ok_or_else(|| {
-                ReportError::NoSigner(
-                    "no report-signing certificate in the data directory; run `trailmark ca init-reports`".into(),
-                )
-            })?),
-            _ => None,
-        };
+        let mut phases = Phases::start();
+        let signer = self.signer_for(format)?;
         let now = Utc::now();
         let generated_at = Timestamp::from_datetime(now).to_string();
         let report_id = report_id(ty, &scope, &generated_at, by.actor.as_str());
         let cp = self.checkpoint().await?;
         let root = Hash::from_slice(&cp.root).map_err(StoreError::Corrupt)?;
-
-        // The bundle: the output itself for JSONL, a deflated temporary file
-        // for the PDF, nothing for CSV (which still needs the cited set).
-        let tmp = tempfile::tempfile()?;
-        let bundle_file = tmp.try_clone()?;
-        let lines_w: Box<dyn Write + Send> = match format {
-            Format::Jsonl => Box::new(BufWriter::with_capacity(1 << 16, File::create(path)?)),
-            Format::Pdf => Box::new(ZlibEncoder::new(
-                BufWriter::with_capacity(1 << 16, bundle_file),
-                Compression::fast(),
-            )),
-            Format::Csv => Box::new(io::sink()),
-        };
-        let cols = columns(ty);
-        let header = json!({
-            "format": BUNDLE_FORMAT,
-            "report_id": report_id,
-            "type": ty.as_str(),
-            "scope": scope,
-            "generated_at": generated_at,
-            "generated_by": {"actor": by.actor.as_str(), "printed_name": by.printed_name},
-            "origin": self.origin,
-            "checkpoint": cp.note,
-            "columns": cols.iter().map(|c| json!({"key": c.key, "label": c.label})).collect::<Vec<_>>(),
-        });
-        let mut lines = Lines {
-            w: lines_w,
-            sha: Sha256::new(),
-            size: 0,
-        };
-        lines.line(&header)?;
-        let csv = match format {
-            Format::Csv => {
-                let mut w = BufWriter::new(File::create(path)?);
-                let mut head = vec!["band".to_owned()];
-                head.extend(cols.iter().map(|c| c.key.to_owned()));
-                head.push("cites".into());
-                csv_line(&mut w, &head)?;
-                Some(w)
-            }
-            _ => None,
-        };
-        let pdf = match format {
-            Format::Pdf => {
-                let mut doc = Doc::create(
-                    path,
-                    ty != ReportType::Lineage,
-                    format!("Trailmark · {}", ty.title()),
-                    report_id.clone(),
-                    format!(
-                        "Ledger {} · signed; proofs in the attached {BUNDLE_NAME}",
-                        self.origin
-                    ),
-                )?;
-                self.title_block(
-                    &mut doc,
-                    ty,
-                    &scope,
-                    &report_id,
-                    now,
-                    by,
-                    &cp,
-                    &root,
-                    signer.as_deref(),
-                )?;
-                Some(doc)
-            }
-            _ => None,
-        };
-        let mut out = Out {
+        let heading = Heading {
             ty,
-            pdf,
-            lines,
-            csv,
-            cited: BTreeMap::new(),
-            rows: 0,
-            checkpoint_size: cp.size,
+            scope: &scope,
+            report_id: &report_id,
+            generated_at: &generated_at,
+            now,
+            by,
+            origin: &self.origin,
+            cp: &cp,
+            root: &root,
+            signer: signer.as_deref(),
         };
-        if let Some(doc) = &mut out.pdf {
-            let pcols = cols
-                .iter()
-                .map(|c| Column {
-                    label: c.label.into(),
-                    share: c.share,
-                    style: c.style,
-                })
-                .collect();
-            doc.table(
-                pcols,
-                if ty == ReportType::Compliance {
-                    6.5
-                } else {
-                    7.0
-                },
-            )?;
+        let tmp = tempfile::tempfile()?;
+        let mut out = Out::open(&heading, format, path, &tmp)?;
+        phases.lap("checkpoint and title");
+        self.rows(&heading, &mut out).await?;
+        phases.lap("rows (read, laid out, drawn)");
+        let cited = self.append_proofs(&mut out, cp.size, &mut phases).await?;
+        let rows = out.rows;
+        let file = out.finish(&heading, tmp, path, |name| phases.lap(name))?;
+        phases.lap("signed and hashed");
+        let receipt = self.record(&heading, format, &file, rows, cited).await?;
+        phases.lap("recorded");
+        let pages = file.pages;
+        tracing::info!(report_id = %report_id, ty = ty.as_str(), rows, cited, pages, phases = ?phases.laps, "report generated");
+        Ok(Generated {
+            report_id,
+            ty,
+            format,
+            path: path.to_owned(),
+            sha256: file.sha256,
+            bytes: file.bytes,
+            rows,
+            cited: cited as u64,
+            pages,
+            checkpoint_size: cp.size,
+            checkpoint_root: root.to_hex(),
+            entry_seq: receipt.seq,
+            entry_hash: receipt.hash.to_hex(),
+            phases: phases.laps,
+        })
+    }
+
+    /// The report signer, which a PDF needs.
+    fn signer_for(&self, format: Format) -> Result<Option<Arc<ReportSigner>>, ReportError> {
+        match format {
+            Format::Pdf => Ok(Some(self.signer.clone().ok_or_else(|| {
+                ReportError::NoSigner(
+                    "no report-signing certificate in the data directory; run `trailmark ca init-reports`".into(),
+                )
+            })?)),
+            _ => Ok(None),
         }
-        lap("checkpoint and title");
+    }
+
+    /// The rows of the report's type, fed to every form; the PDF's table
+    /// is closed after them.
+    ///
+    /// # Errors
+    /// Nothing to report, or a read or write failure.
+    async fn rows(&self, heading: &Heading<'_>, out: &mut Out) -> Result<(), ReportError> {
+        let (ty, scope) = (heading.ty, heading.scope);
         let mut names = Names::new(self.store.clone());
         match ty {
-            ReportType::Lineage => self.lineage_rows(&scope, &mut names, &mut out).await?,
+            ReportType::Lineage => self.lineage_rows(scope, &mut names, out).await?,
             ReportType::Compliance => {
-                self.compliance_rows(&scope, &generated_at, &mut out)
+                self.compliance_rows(scope, heading.generated_at, out)
                     .await?;
             }
-            ReportType::AuditTrail => self.audit_rows(&scope, &mut names, &mut out).await?,
+            ReportType::AuditTrail => self.audit_rows(scope, &mut names, out).await?,
         }
         if out.rows == 0 {
             return Err(ReportError::NotFound(format!(
@@ -745,23 +599,21 @@ impl Reporter {
                 scope.describe()
             )));
         }
-        if let Some(doc) = &mut out.pdf {
-            doc.end_table();
-            doc.space(10.0)?;
-            doc.paragraph(
-                Style::Regular,
-                8.0,
-                &format!(
-                    "{} rows. {} ledger entries are cited; each is attached in its canonical form with its RFC 9162 inclusion proof against the checkpoint of size {}. End of report.",
-                    out.rows,
-                    out.cited.len(),
-                    cp.size
-                ),
-            )?;
+        if let Some(pdf) = &mut out.pdf {
+            pdf.close(out.rows, out.cited.len(), heading.cp.size)?;
         }
+        Ok(())
+    }
 
-        lap("rows (read, laid out, drawn)");
-        // Entries in seq order, then the tree nodes their paths need.
+    /// Appends to the bundle every cited entry in seq order, then the tree
+    /// nodes their inclusion paths (against the checkpoint of `size`) need,
+    /// then the end line. Returns how many entries are cited.
+    async fn append_proofs(
+        &self,
+        out: &mut Out,
+        size: u64,
+        phases: &mut Phases,
+    ) -> Result<usize, ReportError> {
         let cited: Vec<(u64, Hash)> = out.cited.iter().map(|(s, h)| (*s, *h)).collect();
         let mut needed: BTreeSet<NodeId> = BTreeSet::new();
         for chunk in cited.chunks(500) {
@@ -775,12 +627,12 @@ impl Reporter {
                     .map_err(|_| StoreError::Corrupt(format!("entry {seq} is not UTF-8")))?;
                 out.lines
                     .line(&json!({"seq": seq, "hash": hash.to_hex(), "entry": text}))?;
-                let plan = ProofPlan::inclusion(*seq, cp.size)
+                let plan = ProofPlan::inclusion(*seq, size)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 needed.extend(plan.needed());
             }
         }
-        lap("cited entries");
+        phases.lap("cited entries");
         let needed: Vec<NodeId> = needed.into_iter().collect();
         for chunk in needed.chunks(500) {
             let nodes = self.store.nodes(chunk).await?;
@@ -795,162 +647,43 @@ impl Reporter {
         out.lines.line(
             &json!({"end": {"rows": out.rows, "entries": cited.len(), "nodes": needed.len()}}),
         )?;
-        let Out {
-            pdf,
-            lines,
-            csv,
-            rows,
-            ..
-        } = out;
-        let Lines { mut w, sha, size } = lines;
-        w.flush()?;
-        drop(w);
-        let bundle_sha = hex::encode(sha.finalize());
-        let mut pages = 0;
-        let (sha256, bytes) = match (pdf, csv) {
-            (Some(doc), _) => {
-                let signer = signer.expect("PDF has a signer");
-                let meta = Meta {
-                    title: format!("{} {report_id}", ty.title()),
-                    author: format!("{} ({})", by.printed_name, by.actor.as_str()),
-                    subject: format!("{}: {}", ty.as_str(), scope.describe()),
-                    created: now,
-                    reason: format!("Trailmark report {report_id}"),
-                };
-                let mut bundle = tmp;
-                let (placeholders, n) = doc.finish(
-                    &meta,
-                    &mut bundle,
-                    &pdf::Attachment {
-                        name: BUNDLE_NAME,
-                        media_type: "application/jsonl",
-                        description: format!(
-                            "Proof bundle ({BUNDLE_FORMAT}), SHA-256 {bundle_sha}"
-                        ),
-                        size,
-                    },
-                )?;
-                pages = n;
-                lap("PDF finished (fonts, bundle copied in)");
-                let sha = pdf::sign_file(path, placeholders, |digest| {
-                    signer.sign_digest(digest).map_err(|e| e.to_string())
-                })?;
-                (sha, std::fs::metadata(path)?.len())
-            }
-            (None, Some(mut csv)) => {
-                csv.flush()?;
-                drop(csv);
-                (file_sha256(path)?, std::fs::metadata(path)?.len())
-            }
-            (None, None) => (bundle_sha, size),
-        };
-        lap("signed and hashed");
+        Ok(cited.len())
+    }
 
-        // Record it; a report that cannot be recorded is not delivered.
+    /// Records the report as a `report.generated` entry; a report that
+    /// cannot be recorded is not delivered.
+    async fn record(
+        &self,
+        heading: &Heading<'_>,
+        format: Format,
+        file: &Written,
+        rows: u64,
+        cited: usize,
+    ) -> Result<crate::sequencer::Receipt, ReportError> {
         let mut payload = Map::new();
-        payload.insert("report_id".into(), json!(report_id));
-        payload.insert("type".into(), json!(ty.as_str()));
-        payload.insert("scope".into(), json!(scope));
+        payload.insert("report_id".into(), json!(heading.report_id));
+        payload.insert("type".into(), json!(heading.ty.as_str()));
+        payload.insert("scope".into(), json!(heading.scope));
         payload.insert("format".into(), json!(format.as_str()));
-        payload.insert("sha256".into(), json!(sha256));
-        payload.insert("bytes".into(), json!(bytes));
+        payload.insert("sha256".into(), json!(file.sha256));
+        payload.insert("bytes".into(), json!(file.bytes));
         payload.insert("rows".into(), json!(rows));
-        payload.insert("cited".into(), json!(cited.len()));
-        payload.insert("checkpoint_size".into(), json!(cp.size));
-        payload.insert("checkpoint_root".into(), json!(root.to_hex()));
-        if pages > 0 {
-            payload.insert("pages".into(), json!(pages));
+        payload.insert("cited".into(), json!(cited));
+        payload.insert("checkpoint_size".into(), json!(heading.cp.size));
+        payload.insert("checkpoint_root".into(), json!(heading.root.to_hex()));
+        if file.pages > 0 {
+            payload.insert("pages".into(), json!(file.pages));
         }
-        let receipt = self
-            .sequencer
+        self.sequencer
             .append(AppendRequest::new(
                 kind::lookup("report.generated").expect("registered"),
-                by.actor.clone(),
-                Subject::parse(&format!("report:{report_id}"))
+                heading.by.actor.clone(),
+                Subject::parse(&format!("report:{}", heading.report_id))
                     .map_err(|e| ReportError::Record(e.to_string()))?,
                 payload,
             ))
             .await
-            .map_err(|e| ReportError::Record(e.to_string()))?;
-        lap("recorded");
-        tracing::info!(report_id = %report_id, ty = ty.as_str(), rows, cited = cited.len(), pages, ?phases, "report generated");
-        Ok(Generated {
-            report_id,
-            ty,
-            format,
-            path: path.to_owned(),
-            sha256,
-            bytes,
-            rows,
-            cited: cited.len() as u64,
-            pages,
-            checkpoint_size: cp.size,
-            checkpoint_root: root.to_hex(),
-            entry_seq: receipt.seq,
-            entry_hash: receipt.hash.to_hex(),
-            phases,
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn title_block(
-        &self,
-        doc: &mut Doc,
-        ty: ReportType,
-        scope: &Scope,
-        report_id: &str,
-        now: DateTime<Utc>,
-        by: &Requester,
-        cp: &crate::store::StoredCheckpoint,
-        root: &Hash,
-        signer: Option<&ReportSigner>,
-    ) -> io::Result<()> {
-        doc.paragraph(Style::Bold, 16.0, ty.title())?;
-        doc.space(4.0)?;
-        let r = Style::Regular;
-        let mut fields = vec![
-            ("Report ID".to_owned(), report_id.to_owned(), Style::Mono),
-            ("Scope".to_owned(), scope.describe(), r),
-            (
-                "Generated".to_owned(),
-                format!("{} UTC", now.format("%Y-%m-%d %H:%M:%S")),
-                r,
-            ),
-            (
-                "Generated by".to_owned(),
-                format!("{} ({})", by.printed_name, by.actor.as_str()),
-                r,
-            ),
-            ("Ledger origin".to_owned(), self.origin.clone(), r),
-            (
-                "Checkpoint".to_owned(),
-                format!("size {} · signed {}", cp.size, cp.signed_at),
-                r,
-            ),
-            (
-                "Checkpoint root".to_owned(),
-                group_hashes(&root.to_hex()),
-                Style::Mono,
-            ),
-        ];
-        if let Some(s) = signer {
-            fields.push((
-                "Signed by".to_owned(),
-                format!(
-                    "{} (certificate SHA-256 {})",
-                    s.signer_name(),
-                    s.cert_sha256()
-                ),
-                r,
-            ));
-        }
-        fields.push((
-            "How to check".to_owned(),
-            format!("The PDF signature covers the whole file. The attached {BUNDLE_NAME} holds every cited entry and its inclusion proof against the checkpoint above: `trailmark verify-report FILE.pdf --key VERIFIER_KEY --ca report-ca.pem` checks both offline."),
-            r,
-        ));
-        doc.fields(&fields)?;
-        doc.space(10.0)
+            .map_err(|e| ReportError::Record(e.to_string()))
     }
 
     async fn lineage_rows(
@@ -1267,13 +1000,6 @@ impl Reporter {
     }
 }
 
-fn file_sha256(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    pdf::copy_into(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
-}
-
 /// An entry parsed for display.
 #[derive(Debug, Clone)]
 struct Loaded {
@@ -1546,14 +1272,5 @@ mod tests {
         .checked(ReportType::Compliance)
         .unwrap();
         assert_eq!(ok.from.as_deref(), Some("2026-01-01T00:00:00.000000Z"));
-    }
-
-    #[test]
-    fn hashes_are_grouped_by_sixteen() {
-        let h = "0123456789abcdef".repeat(4);
-        assert_eq!(
-            group_hashes(&format!("x\n{h}")),
-            format!("x\n{0} {0} {0} {0}", "0123456789abcdef")
-        );
     }
 }

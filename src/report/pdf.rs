@@ -546,12 +546,34 @@ impl Doc {
         bundle: &mut File,
         attachment: &Attachment,
     ) -> io::Result<(Placeholders, u64)> {
-        let bundle_size = attachment.size;
         self.ensure_page()?;
         self.close_page()?;
         let total = self.pages.len();
+        self.write_page_total(total)?;
+        self.write_fonts_and_resources()?;
+        self.write_page_tree(total)?;
+        let spec = self.write_attachment(meta, bundle, attachment)?;
+        let xmp = self.write_xmp(meta)?;
+        let info = self.write_info(meta)?;
+        let (sig, byte_range_at, contents_at) = self.write_signature_dictionary(meta)?;
+        self.write_signature_field(sig)?;
+        let catalog = self.write_catalog(xmp, spec, attachment)?;
+        self.write_xref_and_trailer(meta, catalog, info)?;
+        self.out.flush()?;
+        let file = self.out.get_ref();
+        file.sync_all()?;
+        Ok((
+            Placeholders {
+                byte_range_at,
+                contents_at,
+                file_len: self.pos,
+            },
+            total as u64,
+        ))
+    }
 
-        // The page total, drawn by every footer.
+    /// The page total, drawn by every footer: a form XObject.
+    fn write_page_total(&mut self, total: usize) -> io::Result<()> {
         let mut tc = Content::new();
         draw_text(
             &mut self.fonts,
@@ -568,9 +590,11 @@ impl Doc {
         c.form_xobject(self.total_ref, data.as_slice())
             .bbox(Rect::new(0.0, -4.0, 40.0, 12.0))
             .pair(Name(b"Resources"), self.resources_ref);
-        self.emit(self.total_ref, &c)?;
+        self.emit(self.total_ref, &c)
+    }
 
-        // Fonts, then the shared resources naming them.
+    /// The fonts (subset now), then the shared resources naming them.
+    fn write_fonts_and_resources(&mut self) -> io::Result<()> {
         let objects = {
             let (next, offsets) = (&mut self.next, &mut self.offsets);
             let mut alloc = || {
@@ -597,16 +621,27 @@ impl Doc {
                 .dict()
                 .pair(TOTAL_XOBJECT, self.total_ref);
         }
-        self.emit(self.resources_ref, &c)?;
+        self.emit(self.resources_ref, &c)
+    }
 
-        // Page tree.
+    /// The page tree over the `total` pages written.
+    fn write_page_tree(&mut self, total: usize) -> io::Result<()> {
         let mut c = Chunk::new();
         c.pages(self.pages_ref)
             .kids(self.pages.iter().copied())
             .count(i32::try_from(total).unwrap_or(i32::MAX));
-        self.emit(self.pages_ref, &c)?;
+        self.emit(self.pages_ref, &c)
+    }
 
-        // The attached proof bundle, copied in from its deflated file.
+    /// The attached file, copied in from its deflated file, and its file
+    /// specification (returned).
+    fn write_attachment(
+        &mut self,
+        meta: &Meta,
+        bundle: &mut File,
+        attachment: &Attachment,
+    ) -> io::Result<Ref> {
+        let bundle_size = attachment.size;
         let ef = self.alloc();
         let compressed_len = bundle.seek(SeekFrom::End(0))?;
         bundle.seek(SeekFrom::Start(0))?;
@@ -636,15 +671,21 @@ impl Doc {
                 .pair(Name(b"UF"), ef);
         }
         self.emit(spec, &c)?;
+        Ok(spec)
+    }
 
-        // XMP metadata (PDF/A-friendly; no conformance claim, REPORTS.md §3).
+    /// XMP metadata (PDF/A-friendly; no conformance claim, REPORTS.md §3).
+    fn write_xmp(&mut self, meta: &Meta) -> io::Result<Ref> {
         let xmp_ref = self.alloc();
         let xmp = xmp_packet(meta);
         let mut c = Chunk::new();
         c.metadata(xmp_ref, xmp.as_bytes());
         self.emit(xmp_ref, &c)?;
+        Ok(xmp_ref)
+    }
 
-        // Info dictionary.
+    /// The Info dictionary.
+    fn write_info(&mut self, meta: &Meta) -> io::Result<Ref> {
         let info = self.alloc();
         let mut c = Chunk::new();
         c.indirect(info)
@@ -656,9 +697,13 @@ impl Doc {
             .producer(TextStr(concat!("Trailmark ", env!("CARGO_PKG_VERSION"))))
             .creation_date(pdf_date(meta.created));
         self.emit(info, &c)?;
+        Ok(info)
+    }
 
-        // Signature dictionary, hand-written so that the placeholders sit at
-        // known offsets.
+    /// The signature dictionary, hand-written so that the placeholders sit
+    /// at known offsets. Returns it with the offsets of the `/ByteRange`
+    /// and `/Contents` placeholders.
+    fn write_signature_dictionary(&mut self, meta: &Meta) -> io::Result<(Ref, u64, u64)> {
         let sig = self.alloc();
         self.offsets[sig.get() as usize] = self.pos;
         let head = format!(
@@ -676,8 +721,11 @@ impl Doc {
         let zeros = vec![b'0'; 2 * CONTENTS_LEN];
         self.raw(&zeros)?;
         self.raw(b">\n>>\nendobj\n\n")?;
+        Ok((sig, byte_range_at, contents_at))
+    }
 
-        // The invisible signature field on page 1.
+    /// The invisible signature field on page 1, whose value is `sig`.
+    fn write_signature_field(&mut self, sig: Ref) -> io::Result<()> {
         let mut c = Chunk::new();
         {
             let mut field = c.form_field(self.field_ref);
@@ -691,14 +739,16 @@ impl Doc {
                 .flags(AnnotationFlags::PRINT | AnnotationFlags::LOCKED)
                 .page(self.pages[0]);
         }
-        self.emit(self.field_ref, &c)?;
+        self.emit(self.field_ref, &c)
+    }
 
-        // Catalog.
+    /// The catalog: pages, metadata, the attachment and the signature form.
+    fn write_catalog(&mut self, xmp: Ref, spec: Ref, attachment: &Attachment) -> io::Result<Ref> {
         let catalog = self.alloc();
         let mut c = Chunk::new();
         {
             let mut cat = c.indirect(catalog).start::<pdf_writer::writers::Catalog>();
-            cat.pages(self.pages_ref).metadata(xmp_ref);
+            cat.pages(self.pages_ref).metadata(xmp);
             cat.lang(TextStr("en"));
             cat.names()
                 .embedded_files()
@@ -710,8 +760,11 @@ impl Doc {
                 .sig_flags(SigFlags::SIGNATURES_EXIST | SigFlags::APPEND_ONLY);
         }
         self.emit(catalog, &c)?;
+        Ok(catalog)
+    }
 
-        // Cross-reference table and trailer.
+    /// The cross-reference table and the trailer.
+    fn write_xref_and_trailer(&mut self, meta: &Meta, catalog: Ref, info: Ref) -> io::Result<()> {
         let xref_at = self.pos;
         let mut x = format!("xref\n0 {}\n0000000000 65535 f \n", self.offsets.len());
         for (i, off) in self.offsets.iter().enumerate().skip(1) {
@@ -728,18 +781,7 @@ impl Doc {
             catalog.get(),
             info.get()
         ));
-        self.raw(x.as_bytes())?;
-        self.out.flush()?;
-        let file = self.out.get_ref();
-        file.sync_all()?;
-        Ok((
-            Placeholders {
-                byte_range_at,
-                contents_at,
-                file_len: self.pos,
-            },
-            total as u64,
-        ))
+        self.raw(x.as_bytes())
     }
 }
 

@@ -660,40 +660,62 @@ fn agree(
     Ok(())
 }
 
-/// Every fact of a compliance row against its cited entries.
+/// Every fact of a compliance row against its cited entries: the
+/// revision, the person and why they were required, the assignment, the
+/// completion, and how the assignment ended.
 fn prove_compliance(
     f: &ComplianceFacts,
     cites: &[Cite],
     scope_to: &str,
     entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
 ) -> Result<(), RowError> {
-    let (doc, version, person) = (
-        Some(f.document_id.as_str()),
-        Some(f.version.as_str()),
-        Some(f.person_id.as_str()),
-    );
-    // The revision.
+    prove_revision(f, cites, entry)?;
+    prove_required(f, cites, scope_to, entry)?;
+    prove_assignment(f, cites, entry)?;
+    prove_completion(f, cites, entry)?;
+    prove_ending(f, cites, entry)
+}
+
+/// The revision: exactly one, of the row's document, version and
+/// effective time.
+fn prove_revision(
+    f: &ComplianceFacts,
+    cites: &[Cite],
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+) -> Result<(), RowError> {
     let c = at_most_one(cites, role::REVISION, true)?.ok_or("no revision")?;
     let e = of_kind(entry, c, "qms.document.revision_effective", None)?;
     agree(
         c,
         &e,
         &[
-            ("document", doc, e.text("document_id")),
-            ("version", version, e.text("version")),
+            ("document", Some(&f.document_id), e.text("document_id")),
+            ("version", Some(&f.version), e.text("version")),
             (
                 "effective",
                 Some(&f.effective_at),
                 e.time("effective_at").as_deref(),
             ),
         ],
-    )?;
+    )
+}
 
-    // The person and why they were required.
+/// The person (with the row's name, if it shows one) and why they were
+/// required: their person entries and the document's matrix entries.
+fn prove_required(
+    f: &ComplianceFacts,
+    cites: &[Cite],
+    scope_to: &str,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+) -> Result<(), RowError> {
     let mut persons = Vec::new();
     for c in cited(cites, role::PERSON) {
         let e = of_kind(entry, c, "hr.person.updated", None)?;
-        agree(c, &e, &[("person", person, e.text("person_id"))])?;
+        agree(
+            c,
+            &e,
+            &[("person", Some(&f.person_id), e.text("person_id"))],
+        )?;
         persons.push(e);
     }
     if persons.is_empty() {
@@ -711,12 +733,23 @@ fn prove_compliance(
     let mut matrices = Vec::new();
     for c in cited(cites, role::MATRIX) {
         let e = of_kind(entry, c, "qms.training_matrix.changed", None)?;
-        agree(c, &e, &[("document", doc, e.text("document_id"))])?;
+        agree(
+            c,
+            &e,
+            &[("document", Some(&f.document_id), e.text("document_id"))],
+        )?;
         matrices.push(e);
     }
-    required_by(f, &persons, &matrices, scope_to)?;
+    required_by(f, &persons, &matrices, scope_to)
+}
 
-    // The assignment.
+/// The assignment the rules created, if the row has one; without one, the
+/// row has no assignment facts.
+fn prove_assignment(
+    f: &ComplianceFacts,
+    cites: &[Cite],
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+) -> Result<(), RowError> {
     if let Some(c) = at_most_one(cites, role::ASSIGNMENT, f.assignment_id.is_some())? {
         let e = of_kind(entry, c, "lms.assignment.created", Some("system:rules"))?;
         let from = e.time("required_from").or_else(|| e.time("effective_at"));
@@ -729,43 +762,59 @@ fn prove_compliance(
                     f.assignment_id.as_deref(),
                     e.text("assignment_id"),
                 ),
-                ("person", person, e.text("person_id")),
-                ("document", doc, e.text("document_id")),
-                ("version", version, e.text("version")),
+                ("person", Some(&f.person_id), e.text("person_id")),
+                ("document", Some(&f.document_id), e.text("document_id")),
+                ("version", Some(&f.version), e.text("version")),
                 ("origin", Some("sop"), e.text("origin")),
                 ("due", f.due_at.as_deref(), e.time("due_at").as_deref()),
                 ("required from", f.required_from.as_deref(), from.as_deref()),
                 ("recorded", f.recorded_at.as_deref(), Some(&e.recorded_at)),
             ],
-        )?;
+        )
     } else if f.required_from.is_some()
         || f.recorded_at.is_some()
         || f.due_at.is_some()
         || f.end_reason.is_some()
     {
-        return Err("the row has assignment facts but no assignment".into());
+        Err("the row has assignment facts but no assignment".into())
+    } else {
+        Ok(())
     }
+}
 
-    // The completion.
-    if let Some(c) = at_most_one(cites, role::COMPLETION, f.completed_at.is_some())? {
-        let e = of_kind(entry, c, "lms.completion.recorded", None)?;
-        agree(
-            c,
-            &e,
-            &[
-                ("person", person, e.text("person_id")),
-                ("document", doc, e.text("document_id")),
-                ("version", version, e.text("version")),
-                (
-                    "completed",
-                    f.completed_at.as_deref(),
-                    e.time("completed_at").as_deref(),
-                ),
-            ],
-        )?;
-    }
+/// The completion, if the row shows one.
+fn prove_completion(
+    f: &ComplianceFacts,
+    cites: &[Cite],
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+) -> Result<(), RowError> {
+    let Some(c) = at_most_one(cites, role::COMPLETION, f.completed_at.is_some())? else {
+        return Ok(());
+    };
+    let e = of_kind(entry, c, "lms.completion.recorded", None)?;
+    agree(
+        c,
+        &e,
+        &[
+            ("person", Some(&f.person_id), e.text("person_id")),
+            ("document", Some(&f.document_id), e.text("document_id")),
+            ("version", Some(&f.version), e.text("version")),
+            (
+                "completed",
+                f.completed_at.as_deref(),
+                e.time("completed_at").as_deref(),
+            ),
+        ],
+    )
+}
 
-    // The cancellation, and the revision that superseded it.
+/// The cancellation, if the assignment ended, and the revision that
+/// superseded it, if that is why.
+fn prove_ending(
+    f: &ComplianceFacts,
+    cites: &[Cite],
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+) -> Result<(), RowError> {
     let superseded = f.end_reason.as_deref() == Some(SUPERSEDED);
     if let Some(c) = at_most_one(cites, role::CANCELLATION, f.end_reason.is_some())? {
         let e = of_kind(entry, c, "lms.assignment.cancelled", Some("system:rules"))?;
@@ -799,7 +848,7 @@ fn prove_compliance(
             c,
             &e,
             &[
-                ("document", doc, e.text("document_id")),
+                ("document", Some(&f.document_id), e.text("document_id")),
                 ("ended", f.ended_at.as_deref(), next.as_deref()),
             ],
         )?;

@@ -341,15 +341,34 @@ pub fn check_bundle(bundle: &[u8], key: &VerifierKey) -> Result<BundleCheck, Che
         rest: bundle,
         at: 0,
     };
-    let read = |lines: &mut Lines, step: u8| -> Result<Option<(usize, Value)>, CheckError> {
-        let Some((at, line)) = lines.next() else {
-            return Ok(None);
-        };
-        serde_json::from_slice(line)
-            .map(|v| Some((at, v)))
-            .map_err(|e| fail(step, format!("a line is not JSON: {e}")))
-    };
-    let (_, header) = read(&mut lines, 3)?.ok_or_else(|| fail(3, "the bundle is empty"))?;
+    let (header, cp) = read_header(&mut lines, key, &mut out)?;
+    let mut scan = Scan::default();
+    for (at, line) in lines.by_ref() {
+        scan.line(at, line)?;
+    }
+    if !scan.ended {
+        return Err(fail(5, "the bundle has no end line: it was cut short"));
+    }
+    scan.check_inclusion(&cp)?;
+    scan.check_cites()?;
+    check_rows(bundle, &header, &scan.row_lines, &scan.entry_lines)?;
+    out.rows = scan.row_lines.len() as u64;
+    out.entries = scan.entries.len() as u64;
+    out.nodes = scan.nodes.len() as u64;
+    out.bytes = bundle.len() as u64;
+    Ok(out)
+}
+
+/// Steps 3 and 4 on the header line: the bundle's format, what the report
+/// says about itself (into `out`), and its checkpoint opened with `key`.
+fn read_header(
+    lines: &mut Lines<'_>,
+    key: &VerifierKey,
+    out: &mut BundleCheck,
+) -> Result<(Value, Checkpoint), CheckError> {
+    let (_, line) = lines.next().ok_or_else(|| fail(3, "the bundle is empty"))?;
+    let header: Value =
+        serde_json::from_slice(line).map_err(|e| fail(3, format!("a line is not JSON: {e}")))?;
     if header["format"] != BUNDLE_FORMAT {
         return Err(fail(
             3,
@@ -375,160 +394,204 @@ pub fn check_bundle(bundle: &[u8], key: &VerifierKey) -> Result<BundleCheck, Che
     out.origin = cp.origin.clone();
     out.checkpoint_size = cp.size;
     out.checkpoint_root = cp.root.to_hex();
+    Ok((header, cp))
+}
 
-    let mut cites: BTreeMap<u64, Hash> = BTreeMap::new();
-    let mut entries: Vec<(u64, Hash)> = Vec::new();
-    let mut entry_lines: HashMap<u64, usize> = HashMap::new();
-    let mut row_lines: Vec<usize> = Vec::new();
-    let mut nodes: HashMap<NodeId, Hash> = HashMap::new();
-    let mut ended = false;
-    for (at, line) in lines.by_ref() {
+/// What the first pass over the lines after the header gathers: the cites
+/// of the rows, the entries with their leaf hashes, the nodes, and where
+/// each row and entry line starts (the rows are read again in
+/// [`check_rows`]).
+#[derive(Default)]
+struct Scan {
+    cites: BTreeMap<u64, Hash>,
+    entries: Vec<(u64, Hash)>,
+    entry_lines: HashMap<u64, usize>,
+    row_lines: Vec<usize>,
+    nodes: HashMap<NodeId, Hash>,
+    ended: bool,
+}
+
+impl Scan {
+    /// One line, starting at offset `at`: a row, an entry, a node or the
+    /// end line, and nothing after the end line.
+    fn line(&mut self, at: usize, line: &[u8]) -> Result<(), CheckError> {
         // Typed, so that the rows' cells and facts are skipped here and
         // read once, in the row check.
         let v: BundleLine<'_> = serde_json::from_slice(line)
             .map_err(|e| fail(5, format!("a line is not a bundle line: {e}")))?;
-        if ended {
+        if self.ended {
             return Err(fail(5, "lines after the end line"));
         }
         if let Some(row) = &v.cites {
             if v.row.is_none() {
                 return Err(fail(6, "a line has cites but no row"));
             }
-            out.rows += 1;
-            row_lines.push(at);
-            for c in row {
-                let seq = c.seq;
-                let hash =
-                    Hash::parse_hex(&c.hash).map_err(|e| fail(6, format!("cite of {seq}: {e}")))?;
-                if let Some(prev) = cites.insert(seq, hash)
-                    && prev != hash
-                {
+            self.row(at, row)
+        } else if let Some(text) = v.entry.as_deref() {
+            let seq = v.seq.ok_or_else(|| fail(5, "an entry line has no seq"))?;
+            self.entry(at, seq, text, v.hash.as_deref())
+        } else if let Some(n) = v.node.as_ref().and_then(Value::as_array) {
+            self.node(n)
+        } else if let Some(end) = &v.end {
+            self.end(end)
+        } else {
+            Err(fail(5, "a line is neither row, entry, node nor end"))
+        }
+    }
+
+    /// A row's cites: each entry cited with one hash throughout.
+    fn row(&mut self, at: usize, cites: &[CiteLine<'_>]) -> Result<(), CheckError> {
+        self.row_lines.push(at);
+        for c in cites {
+            let seq = c.seq;
+            let hash =
+                Hash::parse_hex(&c.hash).map_err(|e| fail(6, format!("cite of {seq}: {e}")))?;
+            if let Some(prev) = self.cites.insert(seq, hash)
+                && prev != hash
+            {
+                return Err(fail(
+                    6,
+                    format!("entry {seq} is cited with two different hashes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An entry: in seq order, canonical, of the seq the line says, and
+    /// hashing to the hash the line says.
+    fn entry(
+        &mut self,
+        at: usize,
+        seq: u64,
+        text: &str,
+        said: Option<&str>,
+    ) -> Result<(), CheckError> {
+        if self.entries.last().is_some_and(|(s, _)| *s >= seq) {
+            return Err(fail(5, format!("entry {seq} is out of order")));
+        }
+        if !is_canonical(text.as_bytes()) {
+            return Err(fail(5, format!("entry {seq} is not RFC 8785 canonical")));
+        }
+        let parsed = ParsedEntry::parse(text.as_bytes())
+            .map_err(|e| fail(5, format!("entry {seq}: {e}")))?;
+        if parsed.seq != seq {
+            return Err(fail(
+                5,
+                format!("the line says seq {seq}, the entry {}", parsed.seq),
+            ));
+        }
+        let leaf = merkle::leaf_hash(text.as_bytes());
+        if !matches!(said.map(Hash::parse_hex), Some(Ok(h)) if h == leaf) {
+            return Err(fail(
+                5,
+                format!(
+                    "entry {seq}: its bytes hash to {}, the bundle says {:?}",
+                    leaf.to_hex(),
+                    said
+                ),
+            ));
+        }
+        self.entries.push((seq, leaf));
+        self.entry_lines.insert(seq, at);
+        Ok(())
+    }
+
+    /// A tree node: `[level, index, hash]`.
+    fn node(&mut self, n: &[Value]) -> Result<(), CheckError> {
+        let level = n
+            .first()
+            .and_then(Value::as_u64)
+            .and_then(|l| u8::try_from(l).ok());
+        let index = n.get(1).and_then(Value::as_u64);
+        let hash = n.get(2).and_then(Value::as_str).map(Hash::parse_hex);
+        match (level, index, hash) {
+            (Some(level), Some(index), Some(Ok(h))) => {
+                self.nodes.insert(NodeId { level, index }, h);
+                Ok(())
+            }
+            _ => Err(fail(5, "a node line is not [level, index, hash]")),
+        }
+    }
+
+    /// The end line: its counts of rows, entries and nodes are the
+    /// bundle's.
+    fn end(&mut self, end: &Value) -> Result<(), CheckError> {
+        self.ended = true;
+        let counts = (
+            end["rows"].as_u64(),
+            end["entries"].as_u64(),
+            end["nodes"].as_u64(),
+        );
+        let held = (
+            self.row_lines.len() as u64,
+            self.entries.len() as u64,
+            self.nodes.len() as u64,
+        );
+        if counts != (Some(held.0), Some(held.1), Some(held.2)) {
+            return Err(fail(
+                5,
+                format!(
+                    "the end line counts {counts:?}, the bundle holds {} rows, {} entries, {} nodes",
+                    held.0, held.1, held.2
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 5, second half: every entry's inclusion path, from the
+    /// bundle's nodes, leads to the checkpoint's root.
+    fn check_inclusion(&self, cp: &Checkpoint) -> Result<(), CheckError> {
+        for (seq, leaf) in &self.entries {
+            let plan = ProofPlan::inclusion(*seq, cp.size)
+                .map_err(|e| fail(5, format!("entry {seq}: {e}")))?;
+            let path = plan.assemble(&self.nodes).map_err(|e| {
+                fail(
+                    5,
+                    format!("entry {seq}: the bundle lacks a node of its path: {e}"),
+                )
+            })?;
+            merkle::verify_inclusion(*seq, cp.size, leaf, &path, &cp.root).map_err(|e| {
+                fail(
+                    5,
+                    format!("entry {seq} is not included in the checkpoint's tree: {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Step 6, first half: the rows cite exactly the entries the bundle
+    /// holds, each with its hash.
+    fn check_cites(&self) -> Result<(), CheckError> {
+        let checked: HashMap<u64, Hash> = self.entries.iter().copied().collect();
+        for (seq, hash) in &self.cites {
+            match checked.get(seq) {
+                Some(h) if h == hash => {}
+                Some(h) => {
                     return Err(fail(
                         6,
-                        format!("entry {seq} is cited with two different hashes"),
+                        format!(
+                            "a row cites entry {seq} as {}, the entry hashes to {}",
+                            hash.to_hex(),
+                            h.to_hex()
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(fail(
+                        6,
+                        format!("a row cites entry {seq}, which the bundle does not hold"),
                     ));
                 }
             }
-        } else if let Some(text) = v.entry.as_deref() {
-            let seq = v.seq.ok_or_else(|| fail(5, "an entry line has no seq"))?;
-            if entries.last().is_some_and(|(s, _)| *s >= seq) {
-                return Err(fail(5, format!("entry {seq} is out of order")));
-            }
-            if !is_canonical(text.as_bytes()) {
-                return Err(fail(5, format!("entry {seq} is not RFC 8785 canonical")));
-            }
-            let parsed = ParsedEntry::parse(text.as_bytes())
-                .map_err(|e| fail(5, format!("entry {seq}: {e}")))?;
-            if parsed.seq != seq {
-                return Err(fail(
-                    5,
-                    format!("the line says seq {seq}, the entry {}", parsed.seq),
-                ));
-            }
-            let leaf = merkle::leaf_hash(text.as_bytes());
-            let said = v.hash.as_deref().map(Hash::parse_hex);
-            if !matches!(said, Some(Ok(h)) if h == leaf) {
-                return Err(fail(
-                    5,
-                    format!(
-                        "entry {seq}: its bytes hash to {}, the bundle says {:?}",
-                        leaf.to_hex(),
-                        v.hash
-                    ),
-                ));
-            }
-            entries.push((seq, leaf));
-            entry_lines.insert(seq, at);
-        } else if let Some(n) = v.node.as_ref().and_then(Value::as_array) {
-            let level = n
-                .first()
-                .and_then(Value::as_u64)
-                .and_then(|l| u8::try_from(l).ok());
-            let index = n.get(1).and_then(Value::as_u64);
-            let hash = n.get(2).and_then(Value::as_str).map(Hash::parse_hex);
-            match (level, index, hash) {
-                (Some(level), Some(index), Some(Ok(h))) => {
-                    nodes.insert(NodeId { level, index }, h);
-                }
-                _ => return Err(fail(5, "a node line is not [level, index, hash]")),
-            }
-        } else if let Some(end) = &v.end {
-            ended = true;
-            let counts = (
-                end["rows"].as_u64(),
-                end["entries"].as_u64(),
-                end["nodes"].as_u64(),
-            );
-            if counts
-                != (
-                    Some(out.rows),
-                    Some(entries.len() as u64),
-                    Some(nodes.len() as u64),
-                )
-            {
-                return Err(fail(
-                    5,
-                    format!(
-                        "the end line counts {counts:?}, the bundle holds {} rows, {} entries, {} nodes",
-                        out.rows,
-                        entries.len(),
-                        nodes.len()
-                    ),
-                ));
-            }
-        } else {
-            return Err(fail(5, "a line is neither row, entry, node nor end"));
         }
-    }
-    if !ended {
-        return Err(fail(5, "the bundle has no end line: it was cut short"));
-    }
-    for (seq, leaf) in &entries {
-        let plan = ProofPlan::inclusion(*seq, cp.size)
-            .map_err(|e| fail(5, format!("entry {seq}: {e}")))?;
-        let path = plan.assemble(&nodes).map_err(|e| {
-            fail(
-                5,
-                format!("entry {seq}: the bundle lacks a node of its path: {e}"),
-            )
-        })?;
-        merkle::verify_inclusion(*seq, cp.size, leaf, &path, &cp.root).map_err(|e| {
-            fail(
-                5,
-                format!("entry {seq} is not included in the checkpoint's tree: {e}"),
-            )
-        })?;
-    }
-    let checked: HashMap<u64, Hash> = entries.iter().copied().collect();
-    for (seq, hash) in &cites {
-        match checked.get(seq) {
-            Some(h) if h == hash => {}
-            Some(h) => {
-                return Err(fail(
-                    6,
-                    format!(
-                        "a row cites entry {seq} as {}, the entry hashes to {}",
-                        hash.to_hex(),
-                        h.to_hex()
-                    ),
-                ));
-            }
-            None => {
-                return Err(fail(
-                    6,
-                    format!("a row cites entry {seq}, which the bundle does not hold"),
-                ));
-            }
+        if checked.len() != self.cites.len() {
+            return Err(fail(6, "the bundle holds entries no row cites"));
         }
+        Ok(())
     }
-    if checked.len() != cites.len() {
-        return Err(fail(6, "the bundle holds entries no row cites"));
-    }
-    check_rows(bundle, &header, &row_lines, &entry_lines)?;
-    out.entries = entries.len() as u64;
-    out.nodes = nodes.len() as u64;
-    out.bytes = bundle.len() as u64;
-    Ok(out)
 }
 
 /// One bundle line after the header, as the first pass reads it.

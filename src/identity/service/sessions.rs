@@ -1,0 +1,197 @@
+//! Sessions: login with user ID and password, the session check on
+//! every request (inactivity ends a session), and logout (§11.300,
+//! Annex 11 §12).
+
+use chrono::Duration as ChronoDuration;
+use serde_json::json;
+
+use super::{
+    Identity, IdentityError, LOGIN_REFUSED, Result, must_change_password, now, parse_time, rfc3339,
+    roles_of, user_actor,
+};
+use crate::identity::password;
+use crate::identity::roles::Role;
+use crate::identity::{IssuedToken, issue_credential, parse_credential, secret_matches};
+use crate::ledger::Actor;
+use crate::store::{SessionRow, UserRow};
+
+/// An authenticated user session.
+#[derive(Debug, Clone)]
+pub struct SessionCaller {
+    /// The user.
+    pub user: UserRow,
+    /// The session.
+    pub session: SessionRow,
+    /// Roles parsed.
+    pub roles: Vec<Role>,
+    /// Whether the password must be changed first.
+    pub must_change_password: bool,
+}
+
+/// What a successful login returns.
+#[derive(Debug)]
+pub struct Login {
+    /// The session credential (shown once).
+    pub session: IssuedToken,
+    /// Whether the password must be changed before anything else.
+    pub must_change_password: bool,
+    /// Seconds of inactivity that end the session.
+    pub idle_seconds: u64,
+}
+
+impl Identity {
+    /// Checks user ID and password and opens a session.
+    ///
+    /// # Errors
+    /// Wrong credentials (counted; the 5th locks), a locked or deactivated account.
+    pub async fn login(&self, user_id: &str, password_text: &str) -> Result<Login> {
+        if password_text.len() > password::PASSWORD_MAX_BYTES {
+            return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into()));
+        }
+        let user = self.store.user(user_id).await?;
+        let Some(user) = user else {
+            // Same work as a real check, so timing does not reveal which IDs exist.
+            let (pw, cost) = (password_text.to_owned(), self.cost);
+            Self::blocking(move || {
+                password::matches(&pw, &password::hash("not-a-user-password", cost))
+            })
+            .await;
+            tracing::warn!(user_id, "login refused: unknown user ID");
+            self.metrics.password_failures.inc();
+            return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into()));
+        };
+        match user.status.as_str() {
+            "locked" => {
+                return Err(IdentityError::Locked(format!(
+                    "account `{user_id}` is locked after repeated wrong passwords; an administrator must unlock it"
+                )));
+            }
+            "deactivated" => return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into())),
+            _ => {}
+        }
+        let ok = {
+            let (pw, h) = (password_text.to_owned(), user.password_hash.clone());
+            Self::blocking(move || password::matches(&pw, &h)).await
+        };
+        if !ok {
+            self.password_failed(&user).await?;
+            return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into()));
+        }
+        self.store.login_succeeded(user_id).await?;
+        let session = issue_credential("tms");
+        let at = rfc3339(now());
+        self.store
+            .open_session(&session.id, &session.secret_hash, user_id, &at)
+            .await?;
+        let actor = user_actor(user_id)?;
+        self.append(
+            "security.session.opened",
+            &actor,
+            &format!("user:{user_id}"),
+            vec![],
+            None,
+            json!({"user_id": user_id, "session_id": session.id}),
+            vec![],
+        )
+        .await?;
+        let must_change = must_change_password(&user, now());
+        Ok(Login {
+            session,
+            must_change_password: must_change,
+            idle_seconds: self.config.session_idle_seconds,
+        })
+    }
+
+    /// Authenticates a session credential (`tms_...`): the session is open,
+    /// active within the inactivity timeout, and its user active.
+    ///
+    /// # Errors
+    /// Unauthenticated with what to do.
+    pub async fn authenticate_session(&self, credential: &str) -> Result<SessionCaller> {
+        let refused = |why: &str| {
+            IdentityError::Unauthenticated(format!("{why}; log in again with POST /v1/sessions"))
+        };
+        let (id, presented) = parse_credential(credential, "tms")
+            .ok_or_else(|| refused("the session credential is malformed"))?;
+        let session = self
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| refused("the session is unknown"))?;
+        if !secret_matches(&presented, &session.secret_hash) {
+            tracing::warn!(
+                session_id = id,
+                "refused a session credential with a wrong secret"
+            );
+            return Err(refused("the session is unknown"));
+        }
+        if session.closed_at.is_some() {
+            return Err(refused("the session has ended"));
+        }
+        let idle = ChronoDuration::seconds(
+            i64::try_from(self.config.session_idle_seconds).unwrap_or(i64::MAX / 2_000),
+        );
+        let last = parse_time(&session.last_seen_at).unwrap_or_default();
+        let at = now();
+        if at - last > idle {
+            if self.store.close_session(id, &rfc3339(at)).await? {
+                self.session_closed(&Actor::system(), &session.user_id, id, "inactivity")
+                    .await?;
+            }
+            return Err(refused(&format!(
+                "the session ended after {} seconds of inactivity",
+                self.config.session_idle_seconds
+            )));
+        }
+        let user = self.existing(&session.user_id).await?;
+        if user.status != "active" {
+            return Err(refused(&format!("the account is {}", user.status)));
+        }
+        self.store.touch_session(id, &rfc3339(at)).await?;
+        let must_change = must_change_password(&user, at);
+        Ok(SessionCaller {
+            roles: roles_of(&user),
+            must_change_password: must_change,
+            user,
+            session,
+        })
+    }
+
+    /// Ends a session at logout.
+    ///
+    /// # Errors
+    /// A database or ledger error.
+    pub async fn logout(&self, caller: &SessionCaller) -> Result<()> {
+        if self
+            .store
+            .close_session(&caller.session.id, &rfc3339(now()))
+            .await?
+        {
+            let actor = user_actor(&caller.user.user_id)?;
+            self.session_closed(&actor, &caller.user.user_id, &caller.session.id, "logout")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records the end of a session that was just closed.
+    async fn session_closed(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        session_id: &str,
+        cause: &str,
+    ) -> Result<()> {
+        self.append(
+            "security.session.closed",
+            actor,
+            &format!("user:{user_id}"),
+            vec![],
+            None,
+            json!({"user_id": user_id, "session_id": session_id, "cause": cause}),
+            vec![],
+        )
+        .await?;
+        Ok(())
+    }
+}
