@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use sha2::Digest as _;
 
 use crate::api::AppState;
+use crate::clock::Clock;
 use crate::config::{Config, DataDir, SequencerConfig};
 use crate::identity::ca::Ca;
 use crate::identity::roles::SigningPolicy;
@@ -34,6 +35,8 @@ pub struct Instance {
     pub key: LedgerKey,
     /// The data directory.
     pub dir: DataDir,
+    /// The clock the identity rules read (the system's; tests move theirs).
+    pub clock: Clock,
 }
 
 impl Instance {
@@ -54,6 +57,7 @@ impl Instance {
             store,
             key,
             dir,
+            clock: Clock::system(),
         })
     }
 
@@ -91,6 +95,7 @@ impl Instance {
             store,
             key,
             dir,
+            clock: Clock::system(),
         };
         instance
             .with_identity(|identity| async move {
@@ -127,11 +132,12 @@ impl Instance {
         Fut: std::future::Future<Output = Result<T, IdentityError>>,
     {
         let metrics = Metrics::default();
-        let sequencer = Sequencer::start(
+        let sequencer = Sequencer::start_with_clock(
             self.store.clone(),
             self.key.clone(),
             self.config.sequencer.clone(),
             metrics.clone(),
+            self.clock.clone(),
         )
         .await?;
         let identity = Identity::new(
@@ -140,6 +146,7 @@ impl Instance {
             self.config.identity.clone(),
             metrics,
             load_ca(&self.dir)?,
+            self.clock.clone(),
         )
         .map_err(anyhow::Error::msg);
         let result = match identity {
@@ -184,11 +191,12 @@ impl Instance {
         F: FnOnce(crate::sequencer::SequencerHandle) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<T>>,
     {
-        let sequencer = Sequencer::start(
+        let sequencer = Sequencer::start_with_clock(
             self.store.clone(),
             self.key.clone(),
             self.config.sequencer.clone(),
             Metrics::default(),
+            self.clock.clone(),
         )
         .await?;
         let result = f(sequencer.handle()).await;
@@ -298,6 +306,7 @@ impl Instance {
             &self.config,
             self.dir.path(),
             listen,
+            self.clock.clone(),
         )
         .await
     }
@@ -374,14 +383,16 @@ impl Server {
         config: &crate::config::Config,
         data_dir: &std::path::Path,
         listen: &str,
+        clock: Clock,
     ) -> anyhow::Result<Server> {
         let metrics = Metrics::default();
         let verifier = key.verifier();
-        let sequencer = crate::sequencer::Sequencer::start(
+        let sequencer = Sequencer::start_with_clock(
             store.clone(),
             key,
             config.sequencer.clone(),
             metrics.clone(),
+            clock.clone(),
         )
         .await?;
         let ca = load_ca(&DataDir::at(data_dir))?;
@@ -391,6 +402,7 @@ impl Server {
             config.identity.clone(),
             metrics.clone(),
             ca,
+            clock.clone(),
         )
         .map_err(anyhow::Error::msg)?;
         let integration = crate::integration::Integration::new(
@@ -398,6 +410,7 @@ impl Server {
             sequencer.handle(),
             config.integration.clone(),
             metrics.clone(),
+            clock,
         );
         let targets = crate::integration::delivery::load_targets(&config.integration, data_dir)?;
         let (stop_workers, stopping) = tokio::sync::watch::channel(false);

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod demo;

@@ -50,6 +50,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
 use crate::config::SequencerConfig;
 use crate::ledger::entry::{self, EntryError, EntryParts};
 use crate::ledger::kind::{self, Class, KindDef};
@@ -404,6 +405,8 @@ struct State {
     checkpoint_at: Instant,
     /// Entries committed since the last WAL checkpoint.
     since_wal_checkpoint: u64,
+    /// Where `recorded_at` and checkpoint times come from.
+    clock: Clock,
 }
 
 /// Writes the genesis entry and the first checkpoint of a new ledger.
@@ -491,6 +494,21 @@ impl Sequencer {
         config: SequencerConfig,
         metrics: Metrics,
     ) -> Result<Sequencer, StartError> {
+        Sequencer::start_with_clock(store, key, config, metrics, Clock::system()).await
+    }
+
+    /// [`Sequencer::start`] recording times from `clock` (a test's
+    /// adjustable clock; the composition root passes the instance's).
+    ///
+    /// # Errors
+    /// As [`Sequencer::start`].
+    pub async fn start_with_clock(
+        store: Store,
+        key: LedgerKey,
+        config: SequencerConfig,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> Result<Sequencer, StartError> {
         let halted = Arc::new(AtomicBool::new(false));
         let mut state = State::load(
             store.writer(),
@@ -500,6 +518,7 @@ impl Sequencer {
             halted.clone(),
         )
         .await?;
+        state.clock = clock;
         if state.checkpoint.0 < state.head.seq + 1 {
             state.attest_tail().await?;
         }
@@ -652,6 +671,7 @@ impl State {
             checkpoint: (signed.size, signed.root),
             checkpoint_at: Instant::now(),
             since_wal_checkpoint: 0,
+            clock: Clock::system(),
         })
     }
 
@@ -753,7 +773,7 @@ impl State {
             size,
             root,
             note: self.key.sign_note(&body),
-            signed_at: Timestamp::now().to_string(),
+            signed_at: Timestamp::from_datetime(self.clock.now()).to_string(),
         })
     }
 
@@ -931,7 +951,7 @@ impl Batch {
     /// behind, at the newest entry's time.
     fn new(state: &State) -> Batch {
         let head = state.head.clone();
-        let now = Timestamp::now();
+        let now = Timestamp::from_datetime(state.clock.now());
         let recorded_at = if now < head.recorded_at {
             head.recorded_at
         } else {

@@ -498,7 +498,7 @@ pub async fn compliance(
     if from >= to {
         return Err(Problem::bad_query("`from` must be before `to`"));
     }
-    let now = crate::ledger::Timestamp::now().to_string();
+    let now = crate::ledger::Timestamp::from_datetime(state.integration.clock().now()).to_string();
     let rows = queries::compliance(
         &state.integration,
         &from,

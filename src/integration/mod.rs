@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod rules;
 pub mod webhook;
 
+use crate::clock::Clock;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -92,6 +93,7 @@ struct Inner {
     metrics: Metrics,
     rules_wake: Notify,
     delivery_wake: Notify,
+    clock: Clock,
 }
 
 /// A dead letter's outbox row: subject, hand-over hash, target, attempts, last error.
@@ -104,6 +106,7 @@ impl Integration {
         sequencer: SequencerHandle,
         config: IntegrationConfig,
         metrics: Metrics,
+        clock: Clock,
     ) -> Integration {
         Integration {
             inner: Arc::new(Inner {
@@ -113,8 +116,14 @@ impl Integration {
                 metrics,
                 rules_wake: Notify::new(),
                 delivery_wake: Notify::new(),
+                clock,
             }),
         }
+    }
+
+    /// The clock the rules judge "now" by (the sequencer's).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// The database.

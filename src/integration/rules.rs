@@ -511,7 +511,7 @@ async fn prepare(
         event_hash: hash_of(&row.entry_hash)?,
         correlation: row.correlation_id.clone(),
         actor: Actor::parse("system:rules").expect("a valid actor"),
-        now: Utc::now(),
+        now: ig.clock().now(),
         effects: vec![],
         summary: Map::new(),
         derived: vec![],

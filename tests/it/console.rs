@@ -712,7 +712,7 @@ async fn operations_replay_administration_and_every_page_and_form_authorised() {
 async fn console_sessions_end_after_inactivity_and_cookies_are_secure_over_tls() {
     let ledger = TestLedger::new().await;
     let mut config = ledger.config();
-    config.identity.session_idle_seconds = 1;
+    config.identity.session_idle_seconds = 600;
     let server = ledger.start_with(&config).await;
     let http = Http::new(&server);
     let _reviewer = person(&ledger, &http, "qa1", "Quinn Reviewer", &["qa_reviewer"]).await;
@@ -776,7 +776,7 @@ async fn console_sessions_end_after_inactivity_and_cookies_are_secure_over_tls()
     let mut browser = Browser::new(&server.url());
     assert_eq!(browser.log_in("qa1", &own_password("qa1", 1)).await.0, 303);
     assert_eq!(browser.get("/console/trail").await.0, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    ledger.opened.clock.advance(chrono::Duration::seconds(601));
     let (s, _, location) = browser.get("/console/trail").await;
     assert_eq!((s, location.as_deref()), (303, Some("/console/login")));
     let closed = newest(&ledger, "security.session.closed")
@@ -957,9 +957,12 @@ async fn overdue_training_is_raised_by_the_review_whose_period_it_fell_due_in() 
     let _reviewer = person(&ledger, &http, "qa1", "Quinn Reviewer", &["qa_reviewer"]).await;
     let mut browser = Browser::new(&server.url());
     assert_eq!(browser.log_in("qa1", &own_password("qa1", 1)).await.0, 303);
-    // SOP-017 v3 became effective 30 days less 10 seconds ago, with a
-    // 30-day window: E1's assignment falls due 10 seconds from now.
-    let due = chrono::Utc::now() + chrono::Duration::seconds(10);
+    // SOP-017 v3 became effective 30 days less ten minutes ago, with a
+    // 30-day window: E1's assignment falls due ten minutes from now (on the
+    // test's clock, which the test moves forward instead of waiting; within
+    // the session's inactivity timeout).
+    let clock = ledger.opened.clock.clone();
+    let due = clock.now() + chrono::Duration::minutes(10);
     let effective =
         (due - chrono::Duration::days(30)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (s, body) = send(&http, &ledger.admin_token, vec![
@@ -1006,17 +1009,13 @@ async fn overdue_training_is_raised_by_the_review_whose_period_it_fell_due_in() 
 
     // Review 1: assigned in its range, not yet due: not raised.
     let (_, first, _) = browser.get("/console/review?scope=training").await;
-    assert!(
-        chrono::Utc::now() < due,
-        "the machine took more than 10 s to get here; the test cannot tell due from not due"
-    );
+    assert!(clock.now() < due);
     assert!(!first.contains("Training overdue"), "{first}");
     let (s, body, _) = browser.post_owned("/console/review", &sign(&first)).await;
     assert_eq!(s, 303, "{body}");
 
     // It falls due; review 2 raises it, though it was assigned before its range.
-    tokio::time::sleep((due - chrono::Utc::now()).to_std().unwrap_or_default()).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    clock.advance(due - clock.now() + chrono::Duration::milliseconds(200));
     let (s, r) = http
         .call(
             "POST",

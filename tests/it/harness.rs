@@ -213,13 +213,15 @@ impl TestLedger {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::new(dir.path()).await;
         let url = (backend() == "postgres").then(|| db.url.clone());
-        let (opened, admin_token) = Instance::initialise(
+        let (mut opened, admin_token) = Instance::initialise(
             &dir.path().join("data"),
             Some("trailmark.test/it".into()),
             url.as_deref(),
         )
         .await
         .unwrap();
+        // Tests move time forward on this clock instead of sleeping.
+        opened.clock = trailmark::clock::Clock::adjustable();
         TestLedger {
             dir,
             db,
@@ -248,6 +250,7 @@ impl TestLedger {
             config,
             self.opened.dir.path(),
             "127.0.0.1:0",
+            self.opened.clock.clone(),
         )
         .await
         .unwrap()

@@ -396,7 +396,7 @@ async fn part11_11_300_d_the_fifth_wrong_password_locks_records_and_alerts_at_on
 async fn part11_11_200_a_continuous_session_first_signing_needs_both_components_then_password_only()
 {
     let ledger = TestLedger::new().await;
-    let (server, http) = started(&ledger, |c| c.identity.session_idle_seconds = 2).await;
+    let (server, http) = started(&ledger, |c| c.identity.session_idle_seconds = 600).await;
     let rev = person(&ledger, &http, "rev", "Rita Evans", &["qa_reviewer"]).await;
     let (_, a) = target(&http, &ledger.admin_token, 1).await;
     let (_, b) = target(&http, &ledger.admin_token, 2).await;
@@ -436,7 +436,7 @@ async fn part11_11_200_a_continuous_session_first_signing_needs_both_components_
         .sign(&rev.session, &b, "verified", None, "wrong password")
         .await;
     assert_eq!(status, 401, "the password is checked every time");
-    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    ledger.opened.clock.advance(chrono::Duration::seconds(601));
     let (status, p) = http
         .sign(&rev.session, &b, "verified", None, &rev.password)
         .await;
@@ -640,26 +640,27 @@ async fn part11_11_300_c_old_signatures_survive_password_change_and_deactivation
     );
     ledger.verify().await.unwrap();
 
-    // An expired certificate cannot sign: load one valid for two seconds.
+    // An expired certificate cannot sign: load one valid for a minute, then
+    // move the clock past its end.
     let (cert_pem, key_pem) = ledger.opened.dir.ca().unwrap().unwrap();
     let ca = trailmark::identity::ca::Ca::load(&cert_pem, &key_pem).unwrap();
     let user = ledger.opened.store.user("rev").await.unwrap().unwrap();
     let key: [u8; 32] = user.public_key.clone().unwrap().try_into().unwrap();
-    let now = chrono::Utc::now();
+    let now = ledger.opened.clock.now();
     let der = ca
         .issue_user_certificate(
             "rev",
             "Rita Evans",
             &key,
             now - chrono::Duration::minutes(1),
-            now + chrono::Duration::seconds(2),
+            now + chrono::Duration::seconds(60),
         )
         .unwrap();
     let (status, body) = http
         .call("POST", "/v1/users/rev/certificate", Some(&admin.session), Some(json!({"certificate_pem": pem_of(&der), "reason": "short-lived certificate for the expiry test"})))
         .await;
     assert_eq!(status, 201, "{body}");
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    ledger.opened.clock.advance(chrono::Duration::seconds(61));
     let (status, p) = http
         .sign(&rev.session, &c, "reviewed", None, &own_password("rev", 2))
         .await;
@@ -959,13 +960,11 @@ async fn bad_input_gets_problem_json_and_appends_nothing() {
         .issue_token("lms", "expiry test")
         .await
         .unwrap();
-    let id = &token[4..16];
-    let mut raw = ledger.db.raw().await;
-    raw.exec(&format!(
-        "UPDATE api_tokens SET expires_at = '2020-01-01T00:00:00.000000Z' WHERE id = '{id}'"
-    ))
-    .await
-    .unwrap();
+    let days = ledger.config().identity.token_default_days;
+    ledger
+        .opened
+        .clock
+        .advance(chrono::Duration::days(i64::from(days) + 1));
     let size = size + 1;
     let (status, p) = http
         .call("POST", "/v1/entries", Some(&token), Some(record(2)))
@@ -978,7 +977,7 @@ async fn bad_input_gets_problem_json_and_appends_nothing() {
         "nothing appended by any of it"
     );
     server.stop().await;
-    ledger.finish_tampered().await; // the token's expiry was moved in the database
+    ledger.finish().await;
 }
 
 #[tokio::test]

@@ -275,6 +275,7 @@ async fn the_server_refuses_to_start_on_a_truncated_ledger() {
         &ledger.config(),
         ledger.opened.dir.path(),
         "127.0.0.1:0",
+        ledger.opened.clock.clone(),
     )
     .await;
     let err = started.err().expect("must refuse").to_string();

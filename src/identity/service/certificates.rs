@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
-use super::{Identity, IdentityError, Result, check_reason, invalid, now, rfc3339};
+use super::{Identity, IdentityError, Result, check_reason, invalid, rfc3339};
 use crate::identity::ca;
 use crate::ledger::Actor;
 use crate::store::{StateWrite, UserRow};
@@ -51,7 +51,7 @@ impl Identity {
         let user = self.existing(user_id).await?;
         let key: [u8; 32] = user.public_key.clone().and_then(|k| k.try_into().ok())
             .ok_or_else(|| IdentityError::Conflict(format!("user `{user_id}` has no signing key yet; it is made when they change their password")))?;
-        let from = now() - ChronoDuration::minutes(5);
+        let from = self.now() - ChronoDuration::minutes(5);
         let der = ca
             .issue_user_certificate(
                 user_id,
@@ -93,8 +93,8 @@ impl Identity {
         reason: &str,
     ) -> Result<String> {
         let cas = self.store.trusted_cas().await?;
-        let info =
-            ca::check_user_certificate(&der, &cas, now()).map_err(|e| invalid(e.to_string()))?;
+        let info = ca::check_user_certificate(&der, &cas, self.now())
+            .map_err(|e| invalid(e.to_string()))?;
         certifies(&info, user)?;
         let _guard = self.changes.lock().await;
         if let Some(old) = &user.certificate_sha256 {

@@ -37,6 +37,7 @@ use serde_json::Value;
 use super::ca::Ca;
 use super::password::Cost;
 use super::roles::Role;
+use crate::clock::Clock;
 use crate::config::IdentityConfig;
 use crate::identity::signature;
 use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
@@ -98,10 +99,7 @@ pub struct Identity {
     ca: Option<Arc<Ca>>,
     changes: Arc<tokio::sync::Mutex<()>>,
     http: reqwest::Client,
-}
-
-fn now() -> DateTime<Utc> {
-    Timestamp::now().datetime()
+    clock: Clock,
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {
@@ -193,6 +191,7 @@ impl Identity {
         config: IdentityConfig,
         metrics: Metrics,
         ca: Option<Ca>,
+        clock: Clock,
     ) -> std::result::Result<Identity, String> {
         let offset = signature::parse_offset(&config.display_utc_offset)?;
         argon2::Params::new(
@@ -218,7 +217,13 @@ impl Identity {
                 .timeout(std::time::Duration::from_secs(5))
                 .build()
                 .expect("a plain HTTP client builds"),
+            clock,
         })
+    }
+
+    /// Now, on the service's clock.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The configuration.

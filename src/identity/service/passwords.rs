@@ -6,8 +6,8 @@ use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
 use super::{
-    Identity, IdentityError, Result, SessionCaller, UserView, check_reason, invalid, now,
-    parse_time, rfc3339, user_actor,
+    Identity, IdentityError, Result, SessionCaller, UserView, check_reason, invalid, parse_time,
+    rfc3339, user_actor,
 };
 use crate::identity::ca;
 use crate::identity::password;
@@ -56,12 +56,12 @@ impl Identity {
         let mut effects = vec![StateWrite::SetPassword {
             user_id: user_id.to_owned(),
             password_hash: hash,
-            expires_at: rfc3339(now()),
+            expires_at: rfc3339(self.now()),
             must_change: true,
             wrapped_key: None,
             public_key: None,
         }];
-        let mut payload = json!({"user_id": user_id, "set_by": "administrator", "must_change": true, "expires_at": rfc3339(now())});
+        let mut payload = json!({"user_id": user_id, "set_by": "administrator", "must_change": true, "expires_at": rfc3339(self.now())});
         if let Some(sha) = &user.certificate_sha256 {
             effects.push(StateWrite::RevokeCertificate {
                 sha256: sha.clone(),
@@ -81,7 +81,7 @@ impl Identity {
         )
         .await?;
         self.store
-            .close_sessions_of(user_id, &rfc3339(now()))
+            .close_sessions_of(user_id, &rfc3339(self.now()))
             .await?;
         self.user_view(user_id).await
     }
@@ -111,11 +111,12 @@ impl Identity {
             ));
         }
         let key = self.new_password_key(&user, current, new_password).await?;
-        let expires =
-            rfc3339(now() + ChronoDuration::days(i64::from(self.config.password_max_age_days)));
+        let expires = rfc3339(
+            self.now() + ChronoDuration::days(i64::from(self.config.password_max_age_days)),
+        );
         let cause = if user.must_change_password {
             "first login after an administrator set the password"
-        } else if parse_time(&user.password_expires_at).is_some_and(|t| t <= now()) {
+        } else if parse_time(&user.password_expires_at).is_some_and(|t| t <= self.now()) {
             "the password had expired"
         } else {
             "the user changed their password"
@@ -246,7 +247,7 @@ impl Identity {
             )
             .await?;
         self.store
-            .close_sessions_of(&user.user_id, &rfc3339(now()))
+            .close_sessions_of(&user.user_id, &rfc3339(self.now()))
             .await?;
         // The alert of §11.300(d): at once, on three channels.
         self.metrics.accounts_locked.inc();

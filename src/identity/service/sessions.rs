@@ -6,7 +6,7 @@ use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
 use super::{
-    Identity, IdentityError, LOGIN_REFUSED, Result, must_change_password, now, parse_time, rfc3339,
+    Identity, IdentityError, LOGIN_REFUSED, Result, must_change_password, parse_time, rfc3339,
     roles_of, user_actor,
 };
 use crate::identity::password;
@@ -79,7 +79,7 @@ impl Identity {
         }
         self.store.login_succeeded(user_id).await?;
         let session = issue_credential("tms");
-        let at = rfc3339(now());
+        let at = rfc3339(self.now());
         self.store
             .open_session(&session.id, &session.secret_hash, user_id, &at)
             .await?;
@@ -94,7 +94,7 @@ impl Identity {
             vec![],
         )
         .await?;
-        let must_change = must_change_password(&user, now());
+        let must_change = must_change_password(&user, self.now());
         Ok(Login {
             session,
             must_change_password: must_change,
@@ -132,7 +132,7 @@ impl Identity {
             i64::try_from(self.config.session_idle_seconds).unwrap_or(i64::MAX / 2_000),
         );
         let last = parse_time(&session.last_seen_at).unwrap_or_default();
-        let at = now();
+        let at = self.now();
         if at - last > idle {
             if self.store.close_session(id, &rfc3339(at)).await? {
                 self.session_closed(&Actor::system(), &session.user_id, id, "inactivity")
@@ -164,7 +164,7 @@ impl Identity {
     pub async fn logout(&self, caller: &SessionCaller) -> Result<()> {
         if self
             .store
-            .close_session(&caller.session.id, &rfc3339(now()))
+            .close_session(&caller.session.id, &rfc3339(self.now()))
             .await?
         {
             let actor = user_actor(&caller.user.user_id)?;

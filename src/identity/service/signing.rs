@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{
-    Identity, IdentityError, Result, SessionCaller, check_reason, invalid, now, rfc3339, user_actor,
+    Identity, IdentityError, Result, SessionCaller, check_reason, invalid, rfc3339, user_actor,
 };
 use crate::identity::ca;
 use crate::identity::password;
@@ -223,7 +223,7 @@ impl Identity {
             .await?
             .ok_or_else(|| IdentityError::Conflict("your certificate is missing".into()))?;
         let cas = self.store.trusted_cas().await?;
-        let signed_at = now();
+        let signed_at = self.now();
         match ca::check_user_certificate(&cert.der, &cas, signed_at) {
             Err(e) => {
                 self.refuse(

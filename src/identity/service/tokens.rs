@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{Identity, IdentityError, Result, check_reason, invalid, now, parse_time, rfc3339};
+use super::{Identity, IdentityError, Result, check_reason, invalid, parse_time, rfc3339};
 use crate::identity::roles::{Permission, Role};
 use crate::identity::{IssuedToken, ca, secret_matches};
 use crate::ledger::{Actor, Hash};
@@ -149,7 +149,7 @@ impl Identity {
             }
             None => None,
         };
-        let expires_at = rfc3339(now() + ChronoDuration::days(i64::from(days)));
+        let expires_at = rfc3339(self.now() + ChronoDuration::days(i64::from(days)));
         let issued = crate::identity::issue_token();
         let _guard = self.changes.lock().await;
         self.append(
@@ -192,7 +192,7 @@ impl Identity {
                 "token `{token_id}` is already revoked"
             )));
         }
-        let effective = rfc3339(now() + ChronoDuration::minutes(i64::from(overlap_minutes)));
+        let effective = rfc3339(self.now() + ChronoDuration::minutes(i64::from(overlap_minutes)));
         self.append(
             "admin.token.revoked",
             by,
@@ -277,7 +277,7 @@ impl Identity {
                 "the API token is unknown, wrong or revoked".into(),
             ));
         }
-        let at = now();
+        let at = self.now();
         if row
             .revoked_at
             .as_deref()

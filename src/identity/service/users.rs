@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::{
     Identity, IdentityError, Result, check_email, check_reason, check_roles, check_text,
-    check_user_id, invalid, now, rfc3339,
+    check_user_id, invalid, rfc3339,
 };
 use crate::identity::password;
 use crate::identity::roles::SigningPolicy;
@@ -126,7 +126,7 @@ impl Identity {
         roles.sort();
         roles.dedup();
         // An administrator-set password expires at once: the first login must change it.
-        let expires = rfc3339(now());
+        let expires = rfc3339(self.now());
         self.append(
             "admin.user.created",
             by,
@@ -222,7 +222,7 @@ impl Identity {
         .await?;
         if next_status != "active" {
             self.store
-                .close_sessions_of(user_id, &rfc3339(now()))
+                .close_sessions_of(user_id, &rfc3339(self.now()))
                 .await?;
         }
         self.user_view(user_id).await
