@@ -2,7 +2,10 @@
 //! check with expected and observed values and pass/fail.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -132,24 +135,161 @@ pub fn default_controlled() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What one IQ check found: the expected value (which may depend on the
+/// baseline or the installation), the observed one, pass or fail, and the
+/// values behind the observation.
+struct Observation {
+    expected: String,
+    observed: String,
+    ok: bool,
+    details: Value,
+}
+
+/// What the checks look at: the installation, its executable, what it is
+/// compared against, and the time of the checks that need one (taken once,
+/// when first asked for).
+struct Iq<'a> {
+    opened: &'a Instance,
+    binary: &'a Path,
+    expected: &'a Expected,
+    now: OnceLock<DateTime<Utc>>,
+}
+
+impl Iq<'_> {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.get_or_init(Utc::now)
+    }
+}
+
+type Observing<'a> = Pin<Box<dyn Future<Output = Observation> + Send + 'a>>;
+
+/// One row of the IQ table: what is checked, the requirements it supports,
+/// and how it is observed.
+struct IqCheck {
+    id: &'static str,
+    title: &'static str,
+    covers: &'static [&'static str],
+    observe: for<'a> fn(&'a Iq<'a>) -> Observing<'a>,
+}
+
+/// The IQ checks, in the order they run and are reported.
+const CHECKS: [IqCheck; 13] = [
+    IqCheck {
+        id: "IQ-01",
+        title: "Software: version and SHA-256 of the installed executable",
+        covers: &["URS-017", "URS-046"],
+        observe: |iq| Box::pin(async move { software(iq) }),
+    },
+    IqCheck {
+        id: "IQ-02",
+        title: "Build: a release build for this platform",
+        covers: &["URS-046"],
+        observe: |_| Box::pin(async move { build() }),
+    },
+    IqCheck {
+        id: "IQ-03",
+        title: "Configuration: every controlled setting as approved (secrets redacted)",
+        covers: &["URS-046"],
+        observe: |iq| Box::pin(async move { configuration(iq) }),
+    },
+    IqCheck {
+        id: "IQ-04",
+        title: "Database: backend reachable, version recorded",
+        covers: &["URS-046"],
+        observe: |iq| Box::pin(database(iq)),
+    },
+    IqCheck {
+        id: "IQ-05",
+        title: "Schema: the release's migrations applied with their checksums",
+        covers: &["URS-046"],
+        observe: |iq| Box::pin(schema(iq)),
+    },
+    IqCheck {
+        id: "IQ-06",
+        title: "Append-only guards: the database triggers that refuse UPDATE and DELETE of the ledger",
+        covers: &["URS-008", "URS-046"],
+        observe: |iq| Box::pin(append_only_guards(iq)),
+    },
+    IqCheck {
+        id: "IQ-07",
+        title: "Ledger key: present, private, and the published verifier key is its own",
+        covers: &["URS-002", "URS-035"],
+        observe: |iq| Box::pin(async move { ledger_key(iq) }),
+    },
+    IqCheck {
+        id: "IQ-08",
+        title: "Signing CA: present, valid now, trusted in the ledger",
+        covers: &["URS-020", "URS-046"],
+        observe: |iq| Box::pin(signing_ca(iq)),
+    },
+    IqCheck {
+        id: "IQ-09",
+        title: "Report signing: certificate valid, chained to the report CA, key usable",
+        covers: &["URS-057"],
+        observe: |iq| Box::pin(async move { report_signing(iq) }),
+    },
+    IqCheck {
+        id: "IQ-10",
+        title: "Clock: UTC system time not behind the ledger; clock source recorded",
+        covers: &["URS-044"],
+        observe: |iq| Box::pin(clock(iq)),
+    },
+    IqCheck {
+        id: "IQ-11",
+        title: "Disk: free space where the data directory lives",
+        covers: &["URS-046"],
+        observe: |iq| Box::pin(async move { disk(iq) }),
+    },
+    IqCheck {
+        id: "IQ-12",
+        title: "Ledger: `verify` passes over every entry, checkpoint and signature",
+        covers: &["URS-001", "URS-039"],
+        observe: |iq| Box::pin(ledger(iq)),
+    },
+    IqCheck {
+        id: "IQ-13",
+        title: "Validation set: requirements and protocols of this release, every requirement covered",
+        covers: &["URS-017", "URS-032"],
+        observe: |_| Box::pin(async move { validation_set() }),
+    },
+];
+
 /// Runs every IQ check on the installation `opened`, for the executable
 /// at `binary`.
 pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let version = env!("CARGO_PKG_VERSION");
+    let iq = Iq {
+        opened,
+        binary,
+        expected,
+        now: OnceLock::new(),
+    };
+    let mut checks = Vec::with_capacity(CHECKS.len());
+    for c in &CHECKS {
+        let o = (c.observe)(&iq).await;
+        checks.push(check(
+            c.id, c.title, c.covers, o.expected, o.observed, o.ok, o.details,
+        ));
+    }
+    checks
+}
 
-    // IQ-01 software
+/// IQ-01: the executable's version and SHA-256, the baseline's if there is
+/// one.
+fn software(iq: &Iq<'_>) -> Observation {
+    let version = env!("CARGO_PKG_VERSION");
+    let binary = iq.binary;
     let (sha, size) = match std::fs::read(binary) {
         Ok(bytes) => (sha256_hex(&bytes), bytes.len()),
         Err(e) => (format!("unreadable: {e}"), 0),
     };
-    let baseline_sha = expected
+    let baseline_sha = iq
+        .expected
         .baseline
         .as_ref()
         .and_then(|b| b.pointer("/software/sha256"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let (exp, ok) = match &baseline_sha {
+    let (expected, ok) = match &baseline_sha {
         Some(b) => (
             format!("version {version}, SHA-256 {b} (the baseline IQ's)"),
             *b == sha,
@@ -159,44 +299,77 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
             size > 0,
         ),
     };
-    checks.push(check(
-        "IQ-01",
-        "Software: version and SHA-256 of the installed executable",
-        &["URS-017", "URS-046"],
-        exp,
-        format!(
+    Observation {
+        expected,
+        observed: format!(
             "version {version}, SHA-256 {sha}, {size} bytes, {}",
             binary.display()
         ),
         ok,
-        json!({"version": version, "sha256": sha, "bytes": size, "path": binary}),
-    ));
+        details: json!({"version": version, "sha256": sha, "bytes": size, "path": binary}),
+    }
+}
 
-    // IQ-02 build
+/// IQ-02: a release build, and for which platform.
+fn build() -> Observation {
+    let version = env!("CARGO_PKG_VERSION");
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
         "release"
     };
     let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
-    checks.push(check(
-        "IQ-02",
-        "Build: a release build for this platform",
-        &["URS-046"],
-        format!("release build, {target}"),
-        format!("{profile} build, {target}, package trailmark {version}"),
-        profile == "release",
-        json!({"profile": profile, "target": target, "package": format!("trailmark {version}")}),
-    ));
+    Observation {
+        expected: format!("release build, {target}"),
+        observed: format!("{profile} build, {target}, package trailmark {version}"),
+        ok: profile == "release",
+        details: json!({"profile": profile, "target": target, "package": format!("trailmark {version}")}),
+    }
+}
 
-    // IQ-03 configuration
-    let observed = flatten(&serde_json::to_value(&opened.config).unwrap_or(Value::Null));
+/// IQ-03: every controlled setting equal to the approved configuration,
+/// the baseline IQ's, or the built-in defaults (in that order of choice).
+fn configuration(iq: &Iq<'_>) -> Observation {
+    let observed = flatten(&serde_json::to_value(&iq.opened.config).unwrap_or(Value::Null));
     let redacted: BTreeMap<String, String> = observed
         .iter()
         .map(|(k, v)| (k.clone(), redact_config(k, v)))
         .collect();
-    let (source, wanted): (String, BTreeMap<String, String>) = if let Some(file) = &expected.config
+    let (source, wanted) = expected_configuration(iq.expected);
+    let mut variances = Vec::new();
+    for (k, want) in &wanted {
+        let got = observed
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| "(absent)".into());
+        if *want != got {
+            variances.push(format!("{k} = {got} (expected {want})"));
+        }
+    }
+    for k in observed
+        .keys()
+        .filter(|k| controlled(k) && !wanted.contains_key(*k))
     {
+        variances.push(format!(
+            "{k} = {} (not in the expected configuration)",
+            observed[k]
+        ));
+    }
+    Observation {
+        expected: format!("{} controlled settings equal to {source}", wanted.len()),
+        observed: if variances.is_empty() {
+            format!("{} settings, no variance", observed.len())
+        } else {
+            format!("variances: {}", variances.join("; "))
+        },
+        ok: variances.is_empty(),
+        details: json!({"observed": redacted, "expected": wanted, "variances": variances}),
+    }
+}
+
+/// The controlled settings IQ-03 expects, and where they come from.
+fn expected_configuration(expected: &Expected) -> (String, BTreeMap<String, String>) {
+    if let Some(file) = &expected.config {
         let v = serde_json::to_value(file).unwrap_or(Value::Null);
         (
             "the approved configuration file".into(),
@@ -230,128 +403,100 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
         )
     } else {
         ("the built-in defaults".into(), default_controlled())
-    };
-    let mut variances = Vec::new();
-    for (k, want) in &wanted {
-        let got = observed
-            .get(k)
-            .cloned()
-            .unwrap_or_else(|| "(absent)".into());
-        if *want != got {
-            variances.push(format!("{k} = {got} (expected {want})"));
-        }
     }
-    for k in observed
-        .keys()
-        .filter(|k| controlled(k) && !wanted.contains_key(*k))
-    {
-        variances.push(format!(
-            "{k} = {} (not in the expected configuration)",
-            observed[k]
-        ));
-    }
-    checks.push(check(
-        "IQ-03",
-        "Configuration: every controlled setting as approved (secrets redacted)",
-        &["URS-046"],
-        format!("{} controlled settings equal to {source}", wanted.len()),
-        if variances.is_empty() {
-            format!("{} settings, no variance", observed.len())
-        } else {
-            format!("variances: {}", variances.join("; "))
-        },
-        variances.is_empty(),
-        json!({"observed": redacted, "expected": wanted, "variances": variances}),
-    ));
+}
 
-    // IQ-04 database
-    let backend = opened.store.backend_name();
-    let db = opened.store.server_version().await;
-    checks.push(check(
-        "IQ-04",
-        "Database: backend reachable, version recorded",
-        &["URS-046"],
-        "the configured database answers".into(),
-        match &db {
+/// IQ-04: the database answers, with its version.
+async fn database(iq: &Iq<'_>) -> Observation {
+    let backend = iq.opened.store.backend_name();
+    let db = iq.opened.store.server_version().await;
+    Observation {
+        expected: "the configured database answers".into(),
+        observed: match &db {
             Ok(v) => format!("{backend}: {v}"),
             Err(e) => format!("{backend}: {e}"),
         },
-        db.is_ok(),
-        json!({"backend": backend, "version": db.as_ref().ok()}),
-    ));
+        ok: db.is_ok(),
+        details: json!({"backend": backend, "version": db.as_ref().ok()}),
+    }
+}
 
-    // IQ-05 schema
-    let want = opened.store.expected_migrations();
-    let applied = opened.store.applied_migrations().await;
-    let (observed_text, ok, details) = match &applied {
-        Ok(got) => {
-            let ok = *got == want;
-            let mut diffs = Vec::new();
-            for m in &want {
-                match got.iter().find(|g| g.version == m.version) {
-                    None => diffs.push(format!("{} {} not applied", m.version, m.description)),
-                    Some(g) if g.checksum != m.checksum || g.description != m.description => {
-                        diffs.push(format!(
-                            "{} {} applied with checksum {}",
-                            g.version,
-                            g.description,
-                            &g.checksum[..16.min(g.checksum.len())]
-                        ));
-                    }
-                    Some(_) => {}
-                }
-            }
-            for g in got
-                .iter()
-                .filter(|g| !want.iter().any(|m| m.version == g.version))
-            {
+/// IQ-05: the release's migrations applied, with the checksums compiled
+/// into this binary, and no others.
+async fn schema(iq: &Iq<'_>) -> Observation {
+    let want = iq.opened.store.expected_migrations();
+    let applied = iq.opened.store.applied_migrations().await;
+    let expected = format!(
+        "{} migrations, each with the checksum compiled into this binary",
+        want.len()
+    );
+    let got = match &applied {
+        Ok(got) => got,
+        Err(e) => {
+            return Observation {
+                expected,
+                observed: e.to_string(),
+                ok: false,
+                details: Value::Null,
+            };
+        }
+    };
+    let ok = *got == want;
+    let mut diffs = Vec::new();
+    for m in &want {
+        match got.iter().find(|g| g.version == m.version) {
+            None => diffs.push(format!("{} {} not applied", m.version, m.description)),
+            Some(g) if g.checksum != m.checksum || g.description != m.description => {
                 diffs.push(format!(
-                    "{} {} applied but not part of this release",
-                    g.version, g.description
+                    "{} {} applied with checksum {}",
+                    g.version,
+                    g.description,
+                    &g.checksum[..16.min(g.checksum.len())]
                 ));
             }
-            (
-                if ok {
-                    format!(
-                        "{} migrations applied, checksums equal: {}",
-                        got.len(),
-                        got.iter()
-                            .map(|m| format!("{} {}", m.version, m.description))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                } else {
-                    diffs.join("; ")
-                },
-                ok,
-                json!({"expected": want, "applied": got}),
-            )
+            Some(_) => {}
         }
-        Err(e) => (e.to_string(), false, Value::Null),
-    };
-    checks.push(check(
-        "IQ-05",
-        "Schema: the release's migrations applied with their checksums",
-        &["URS-046"],
-        format!(
-            "{} migrations, each with the checksum compiled into this binary",
-            want.len()
-        ),
-        observed_text,
+    }
+    for g in got
+        .iter()
+        .filter(|g| !want.iter().any(|m| m.version == g.version))
+    {
+        diffs.push(format!(
+            "{} {} applied but not part of this release",
+            g.version, g.description
+        ));
+    }
+    Observation {
+        expected,
+        observed: if ok {
+            format!(
+                "{} migrations applied, checksums equal: {}",
+                got.len(),
+                got.iter()
+                    .map(|m| format!("{} {}", m.version, m.description))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            diffs.join("; ")
+        },
         ok,
-        details,
-    ));
+        details: json!({"expected": want, "applied": got}),
+    }
+}
 
-    // IQ-06 append-only guards
-    let triggers = opened.store.append_only_triggers().await;
-    let (observed_text, ok, details) = match &triggers {
+/// IQ-06: every append-only trigger of the release present and enabled.
+async fn append_only_guards(iq: &Iq<'_>) -> Observation {
+    let expected = "every append-only trigger of the release present and enabled".to_owned();
+    match &iq.opened.store.append_only_triggers().await {
         Ok((want, present)) => {
             let missing: Vec<&&str> = want
                 .iter()
                 .filter(|t| !present.iter().any(|p| p == *t))
                 .collect();
-            (
-                if missing.is_empty() {
+            Observation {
+                expected,
+                observed: if missing.is_empty() {
                     format!("all {} present and enabled", want.len())
                 } else {
                     format!(
@@ -363,34 +508,31 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
                             .join(", ")
                     )
                 },
-                missing.is_empty(),
-                json!({"expected": want, "present": present}),
-            )
+                ok: missing.is_empty(),
+                details: json!({"expected": want, "present": present}),
+            }
         }
-        Err(e) => (e.to_string(), false, Value::Null),
-    };
-    checks.push(check(
-        "IQ-06",
-        "Append-only guards: the database triggers that refuse UPDATE and DELETE of the ledger",
-        &["URS-008", "URS-046"],
-        "every append-only trigger of the release present and enabled".into(),
-        observed_text,
-        ok,
-        details,
-    ));
+        Err(e) => Observation {
+            expected,
+            observed: e.to_string(),
+            ok: false,
+            details: Value::Null,
+        },
+    }
+}
 
-    // IQ-07 ledger key
+/// IQ-07: the ledger key private (mode 0600), and the published verifier
+/// key its own.
+fn ledger_key(iq: &Iq<'_>) -> Observation {
+    let opened = iq.opened;
     let key_file = opened.dir.file("ledger.key");
     let mode = file_mode(&key_file);
     let vkey_file = std::fs::read_to_string(opened.dir.file("verifier-key")).unwrap_or_default();
     let vkey = opened.key.verifier().to_text();
     let ok = mode == Some(0o600) && vkey_file.trim() == vkey;
-    checks.push(check(
-        "IQ-07",
-        "Ledger key: present, private, and the published verifier key is its own",
-        &["URS-002", "URS-035"],
-        "ledger.key mode 0600; verifier-key equals the key's verifier key".into(),
-        format!(
+    Observation {
+        expected: "ledger.key mode 0600; verifier-key equals the key's verifier key".into(),
+        observed: format!(
             "ledger.key mode {}; verifier-key {}",
             mode.map_or("unknown".into(), |m| format!("{m:04o}")),
             if vkey_file.trim() == vkey {
@@ -400,24 +542,26 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
             }
         ),
         ok,
-        json!({"verifier_key": vkey}),
-    ));
+        details: json!({"verifier_key": vkey}),
+    }
+}
 
-    // IQ-08 signing CA
-    let now = Utc::now();
-    let ca = ca_check(opened, now).await;
-    checks.push(check(
-        "IQ-08",
-        "Signing CA: present, valid now, trusted in the ledger",
-        &["URS-020", "URS-046"],
-        "ca.pem and ca.key present and matching, valid now, recorded as trusted".into(),
-        ca.0,
-        ca.1,
-        ca.2,
-    ));
+/// IQ-08: the signing CA (see [`ca_check`]).
+async fn signing_ca(iq: &Iq<'_>) -> Observation {
+    let (observed, ok, details) = ca_check(iq.opened, iq.now()).await;
+    Observation {
+        expected: "ca.pem and ca.key present and matching, valid now, recorded as trusted".into(),
+        observed,
+        ok,
+        details,
+    }
+}
 
-    // IQ-09 report signing
-    let (observed_text, ok) = match crate::report::sign::ReportSigner::from_dir(&opened.dir) {
+/// IQ-09: the report-signing key makes a signature that verifies and
+/// chains to the report CA.
+fn report_signing(iq: &Iq<'_>) -> Observation {
+    let opened = iq.opened;
+    let (observed, ok) = match crate::report::sign::ReportSigner::from_dir(&opened.dir) {
         Ok(Some(signer)) => {
             let digest = [7u8; 32];
             let ca_der = std::fs::read_to_string(opened.dir.file("report-ca.pem"))
@@ -446,18 +590,21 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
         ),
         Err(e) => (e.to_string(), false),
     };
-    checks.push(check(
-        "IQ-09",
-        "Report signing: certificate valid, chained to the report CA, key usable",
-        &["URS-057"],
-        "report-signing.pem/.key present; a test signature verifies against report-ca.pem".into(),
-        observed_text,
+    Observation {
+        expected:
+            "report-signing.pem/.key present; a test signature verifies against report-ca.pem"
+                .into(),
+        observed,
         ok,
-        Value::Null,
-    ));
+        details: Value::Null,
+    }
+}
 
-    // IQ-10 clock
-    let head = opened.store.head().await.ok().flatten();
+/// IQ-10: the system time not behind the newest entry; the clock source
+/// and synchronisation recorded.
+async fn clock(iq: &Iq<'_>) -> Observation {
+    let now = iq.now();
+    let head = iq.opened.store.head().await.ok().flatten();
     let newest = head.as_ref().map(|h| h.recorded_at.to_string());
     let newest_time = newest
         .as_deref()
@@ -468,37 +615,35 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
     let synced = Path::new("/run/systemd/timesync/synchronized").exists();
-    let ok = newest_time.is_none_or(|t| now >= t);
-    checks.push(check(
-        "IQ-10",
-        "Clock: UTC system time not behind the ledger; clock source recorded",
-        &["URS-044"],
-        "system time >= the newest entry's recorded_at".into(),
-        format!(
+    Observation {
+        expected: "system time >= the newest entry's recorded_at".into(),
+        observed: format!(
             "system time {}, newest entry {}, clock source {source}, systemd-timesyncd synchronised: {}",
             now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             newest.as_deref().unwrap_or("(none)"),
             if synced { "yes" } else { "not reported" }
         ),
-        ok,
-        json!({"system_time": now, "newest_entry": newest, "clock_source": source, "timesync_synchronized": synced}),
-    ));
+        ok: newest_time.is_none_or(|t| now >= t),
+        details: json!({"system_time": now, "newest_entry": newest, "clock_source": source, "timesync_synchronized": synced}),
+    }
+}
 
-    // IQ-11 disk
-    let free = free_bytes(opened.dir.path());
-    checks.push(check(
-        "IQ-11",
-        "Disk: free space where the data directory lives",
-        &["URS-046"],
-        format!("at least {} MiB free", DISK_MIN_BYTES >> 20),
-        free.map_or("unknown (df failed)".into(), |b| {
+/// IQ-11: free space where the data directory lives.
+fn disk(iq: &Iq<'_>) -> Observation {
+    let free = free_bytes(iq.opened.dir.path());
+    Observation {
+        expected: format!("at least {} MiB free", DISK_MIN_BYTES >> 20),
+        observed: free.map_or("unknown (df failed)".into(), |b| {
             format!("{} MiB free", b >> 20)
         }),
-        free.is_some_and(|b| b >= DISK_MIN_BYTES),
-        json!({"free_bytes": free}),
-    ));
+        ok: free.is_some_and(|b| b >= DISK_MIN_BYTES),
+        details: json!({"free_bytes": free}),
+    }
+}
 
-    // IQ-12 ledger
+/// IQ-12: `verify` over the whole ledger, recorded as a verification run.
+async fn ledger(iq: &Iq<'_>) -> Observation {
+    let opened = iq.opened;
     let verified = audit::verify_and_record(
         &opened.store,
         &opened.key.verifier(),
@@ -507,7 +652,7 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
         |_| {},
     )
     .await;
-    let (observed_text, ok, details) = match &verified {
+    let (observed, ok, details) = match &verified {
         Ok(r) => (
             format!(
                 "{} entries, {} checkpoints, {} signatures intact; root {}",
@@ -518,17 +663,17 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
         ),
         Err(e) => (e.to_string(), false, Value::Null),
     };
-    checks.push(check(
-        "IQ-12",
-        "Ledger: `verify` passes over every entry, checkpoint and signature",
-        &["URS-001", "URS-039"],
-        "every check of docs/FORMAT.md §5 passes".into(),
-        observed_text,
+    Observation {
+        expected: "every check of docs/FORMAT.md §5 passes".into(),
+        observed,
         ok,
         details,
-    ));
+    }
+}
 
-    // IQ-13 validation set
+/// IQ-13: the embedded requirements and protocols parse and cover every
+/// requirement, and equal the source tree's copies where those exist.
+fn validation_set() -> Observation {
     let set = ValidationSet::embedded();
     let mut files =
         vec![json!({"file": REQUIREMENTS.0, "sha256": sha256_hex(REQUIREMENTS.1.as_bytes())})];
@@ -543,7 +688,7 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
             files.push(json!({"file": name, "sha256": sha256_hex(text.as_bytes())}));
         }
     }
-    let (observed_text, ok) = match &set {
+    let (observed, ok) = match &set {
         Ok(s) => {
             let uncovered = s.uncovered();
             let ok = uncovered.is_empty() && differs.is_empty();
@@ -569,18 +714,16 @@ pub async fn run(opened: &Instance, binary: &Path, expected: &Expected) -> Vec<C
         }
         Err(e) => (e.clone(), false),
     };
-    checks.push(check(
-        "IQ-13",
-        "Validation set: requirements and protocols of this release, every requirement covered",
-        &["URS-017", "URS-032"],
-        "the embedded set parses, covers every requirement, and equals the source tree's copies when present".into(),
-        observed_text,
+    Observation {
+        expected: "the embedded set parses, covers every requirement, and equals the source tree's copies when present".into(),
+        observed,
         ok,
-        json!({"files": files}),
-    ));
-    checks
+        details: json!({"files": files}),
+    }
 }
 
+/// IQ-08's observation: `ca.pem` and `ca.key` present and loading
+/// together, the certificate valid at `now` and trusted in the ledger.
 async fn ca_check(opened: &Instance, now: DateTime<Utc>) -> (String, bool, Value) {
     let pem = match opened.dir.ca() {
         Ok(Some((cert, _))) => cert,

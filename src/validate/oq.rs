@@ -870,80 +870,22 @@ impl<'a> Runner<'a> {
         Ok((observed, failures))
     }
 
-    /// One HTTP request of an `http`, `events` or `wait` step.
+    /// One HTTP request of an `http`, `events` or `wait` step, recorded in
+    /// the evidence with its secrets redacted.
     async fn exchange(
         &self,
         step: &Step,
         vars: &BTreeMap<String, String>,
         evidence: &mut Evidence,
     ) -> anyhow::Result<(u16, Value)> {
-        let (method, path, auth, body, content_type) = if step.action == Action::Events {
-            let source = step.source.clone().unwrap_or_default();
-            let events: Vec<Value> = step
-                .events
-                .iter()
-                .map(|e| {
-                    let mut e = e.clone();
-                    if let Some(o) = e.as_object_mut() {
-                        o.entry("specversion").or_insert(json!("1.0"));
-                        o.entry("source").or_insert(json!(format!("oq://{source}")));
-                    }
-                    e
-                })
-                .collect();
-            (
-                "POST".to_owned(),
-                "/v1/events".to_owned(),
-                step.auth.clone().unwrap_or(format!("token:{source}")),
-                Some(substitute_json(&Value::Array(events), vars)?.to_string()),
-                "application/cloudevents-batch+json".to_owned(),
-            )
-        } else {
-            let request = substitute(step.request.as_deref().unwrap_or_default(), vars)?;
-            let (method, path) = request
-                .split_once(' ')
-                .context("request is `METHOD /path`")?;
-            let body = match (&step.body, &step.raw_body) {
-                (Some(b), _) => Some(substitute_json(b, vars)?.to_string()),
-                (None, Some(raw)) => Some(substitute(raw, vars)?),
-                (None, None) if !step.form.is_empty() => Some(urlencoded(&step.form, vars)?),
-                (None, None) => None,
-            };
-            let default_type = if step.form.is_empty() {
-                "application/json"
-            } else {
-                "application/x-www-form-urlencoded"
-            };
-            (
-                method.to_owned(),
-                path.to_owned(),
-                step.auth.clone().unwrap_or_else(|| "none".into()),
-                body,
-                step.content_type
-                    .clone()
-                    .unwrap_or_else(|| default_type.into()),
-            )
-        };
-        // `console:USER`: the console's session cookie carries the same
-        // session credential as the API's bearer.
-        let cookie = match auth.strip_prefix("console:") {
-            Some(user) => Some(vars.get(&format!("session:{user}")).cloned().with_context(
-                || {
-                    format!(
-                        "auth `{auth}`: {user} has no session (create the user in an earlier step)"
-                    )
-                },
-            )?),
-            None => None,
-        };
-        let bearer = match auth.as_str() {
-            _ if cookie.is_some() => None,
-            "none" => None,
-            "admin" => Some(vars.get("admin").cloned().context("no admin session")?),
-            other => Some(vars.get(other).cloned().with_context(|| {
-                format!("auth `{other}`: no such session or token (create it in an earlier step)")
-            })?),
-        };
+        let Outgoing {
+            method,
+            path,
+            auth,
+            body,
+            content_type,
+        } = Outgoing::of(step, vars)?;
+        let (cookie, bearer) = credentials(&auth, vars)?;
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut request = self
             .http
@@ -960,50 +902,8 @@ impl<'a> Runner<'a> {
                 .body(b.clone());
         }
         let started = now();
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let media = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let headers: BTreeMap<String, String> = response
-            .headers()
-            .iter()
-            .filter(|(k, _)| {
-                k.as_str().starts_with("x-trailmark") || *k == "content-type" || *k == "retry-after"
-            })
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let bytes = response.bytes().await?;
-        let value = if media.contains("json") {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        } else if media.starts_with("text/") || bytes.is_empty() {
-            Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        } else {
-            json!({"content_type": media, "bytes": bytes.len(), "sha256": super::protocol::sha256_hex(&bytes)})
-        };
-        let shown_body = if step.form.is_empty() {
-            body.as_deref().map(|b| {
-                serde_json::from_str::<Value>(b)
-                    .map_or_else(|_| Value::String(truncate(b, EVIDENCE_TEXT_MAX)), redact)
-            })
-        } else {
-            // A form is shown field by field, so its password is redacted too.
-            let fields: serde_json::Map<String, Value> = step
-                .form
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        substitute(k, vars).unwrap_or_else(|_| k.clone()),
-                        Value::String(substitute(v, vars).unwrap_or_default()),
-                    )
-                })
-                .collect();
-            Some(redact(Value::Object(fields)))
-        };
+        let (status, headers, value) = read_response(request.send().await?).await?;
+        let shown_body = shown_body(step, body.as_deref(), vars);
         evidence.exchanges.push(json!({
             "at": started,
             "request": {"method": method.as_str(), "path": path, "auth": describe_auth(&auth), "content_type": body.as_ref().map(|_| content_type.clone()), "body": shown_body},
@@ -1192,6 +1092,167 @@ fn blank(step: &Step) -> Step {
     }
 }
 
+/// The request of an `http`, `events` or `wait` step, variables
+/// substituted.
+struct Outgoing {
+    method: String,
+    path: String,
+    /// `none`, `admin`, `console:USER`, or a session or token variable.
+    auth: String,
+    body: Option<String>,
+    content_type: String,
+}
+
+impl Outgoing {
+    fn of(step: &Step, vars: &BTreeMap<String, String>) -> anyhow::Result<Outgoing> {
+        if step.action == Action::Events {
+            return Outgoing::events(step, vars);
+        }
+        let request = substitute(step.request.as_deref().unwrap_or_default(), vars)?;
+        let (method, path) = request
+            .split_once(' ')
+            .context("request is `METHOD /path`")?;
+        let body = match (&step.body, &step.raw_body) {
+            (Some(b), _) => Some(substitute_json(b, vars)?.to_string()),
+            (None, Some(raw)) => Some(substitute(raw, vars)?),
+            (None, None) if !step.form.is_empty() => Some(urlencoded(&step.form, vars)?),
+            (None, None) => None,
+        };
+        let default_type = if step.form.is_empty() {
+            "application/json"
+        } else {
+            "application/x-www-form-urlencoded"
+        };
+        Ok(Outgoing {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            auth: step.auth.clone().unwrap_or_else(|| "none".into()),
+            body,
+            content_type: step
+                .content_type
+                .clone()
+                .unwrap_or_else(|| default_type.into()),
+        })
+    }
+
+    /// An `events` step: its events as one CloudEvents batch from its
+    /// source, with `specversion` and `source` filled in.
+    fn events(step: &Step, vars: &BTreeMap<String, String>) -> anyhow::Result<Outgoing> {
+        let source = step.source.clone().unwrap_or_default();
+        let events: Vec<Value> = step
+            .events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                if let Some(o) = e.as_object_mut() {
+                    o.entry("specversion").or_insert(json!("1.0"));
+                    o.entry("source").or_insert(json!(format!("oq://{source}")));
+                }
+                e
+            })
+            .collect();
+        Ok(Outgoing {
+            method: "POST".to_owned(),
+            path: "/v1/events".to_owned(),
+            auth: step.auth.clone().unwrap_or(format!("token:{source}")),
+            body: Some(substitute_json(&Value::Array(events), vars)?.to_string()),
+            content_type: "application/cloudevents-batch+json".to_owned(),
+        })
+    }
+}
+
+/// The session cookie or bearer credential `auth` names. `console:USER`:
+/// the console's session cookie carries the same session credential as
+/// the API's bearer.
+fn credentials(
+    auth: &str,
+    vars: &BTreeMap<String, String>,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let cookie =
+        match auth.strip_prefix("console:") {
+            Some(user) => Some(vars.get(&format!("session:{user}")).cloned().with_context(
+                || {
+                    format!(
+                        "auth `{auth}`: {user} has no session (create the user in an earlier step)"
+                    )
+                },
+            )?),
+            None => None,
+        };
+    let bearer = match auth {
+        _ if cookie.is_some() => None,
+        "none" => None,
+        "admin" => Some(vars.get("admin").cloned().context("no admin session")?),
+        other => Some(vars.get(other).cloned().with_context(|| {
+            format!("auth `{other}`: no such session or token (create it in an earlier step)")
+        })?),
+    };
+    Ok((cookie, bearer))
+}
+
+/// A response's status, its headers worth keeping, and its body: JSON as
+/// JSON, text as a string, anything else by type, size and SHA-256.
+async fn read_response(
+    response: reqwest::Response,
+) -> anyhow::Result<(u16, BTreeMap<String, String>, Value)> {
+    let status = response.status().as_u16();
+    let media = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let headers: BTreeMap<String, String> = response
+        .headers()
+        .iter()
+        .filter(|(k, _)| {
+            k.as_str().starts_with("x-trailmark") || *k == "content-type" || *k == "retry-after"
+        })
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let bytes = response.bytes().await?;
+    let value = if media.contains("json") {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    } else if media.starts_with("text/") || bytes.is_empty() {
+        Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    } else {
+        json!({"content_type": media, "bytes": bytes.len(), "sha256": super::protocol::sha256_hex(&bytes)})
+    };
+    Ok((status, headers, value))
+}
+
+/// The request body as the evidence shows it: secrets redacted; a form
+/// field by field, so its password is redacted too.
+fn shown_body(step: &Step, body: Option<&str>, vars: &BTreeMap<String, String>) -> Option<Value> {
+    if step.form.is_empty() {
+        body.map(|b| {
+            serde_json::from_str::<Value>(b)
+                .map_or_else(|_| Value::String(truncate(b, EVIDENCE_TEXT_MAX)), redact)
+        })
+    } else {
+        let fields: serde_json::Map<String, Value> = step
+            .form
+            .iter()
+            .map(|(k, v)| {
+                (
+                    substitute(k, vars).unwrap_or_else(|_| k.clone()),
+                    Value::String(substitute(v, vars).unwrap_or_default()),
+                )
+            })
+            .collect();
+        Some(redact(Value::Object(fields)))
+    }
+}
+
+/// A response body as text: a string as it is, anything else as JSON.
+fn body_text(body: &Value) -> String {
+    match body {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn describe_auth(auth: &str) -> String {
     match auth.split_once(':') {
         Some((kind, who)) => format!("{kind} of {who} ([redacted])"),
@@ -1200,10 +1261,7 @@ fn describe_auth(auth: &str) -> String {
 }
 
 fn describe(status: u16, body: &Value) -> String {
-    let text = match body {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let text = body_text(body);
     format!("HTTP {status}: {}", truncate(&redact_text(&text), 400))
 }
 
@@ -1241,10 +1299,7 @@ fn check_response(
             ));
         }
     }
-    let text = match body {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let text = body_text(body);
     for s in &step.body_contains {
         let s = substitute(s, vars).unwrap_or_else(|_| s.clone());
         if !text.contains(&s) {

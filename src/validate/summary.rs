@@ -2,6 +2,7 @@
 //! environment, results, deviations, traceability and the ledger record,
 //! with `results.json` attached, signed like a report (REPORTS.md §6).
 
+use std::fs::File;
 use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 
@@ -30,7 +31,9 @@ fn col(label: &str, share: f32, style: Style) -> Column {
     }
 }
 
-/// Writes and signs `path`.
+/// Writes and signs `path`: the fields of the run, then the sections of
+/// its results (installation checks, test cases, deviations,
+/// traceability, steps), then `results.json` attached and the signature.
 ///
 /// # Errors
 /// No report-signing key, or a write failure.
@@ -55,7 +58,6 @@ pub fn write(
             opened.config.origin, record.seq
         ),
     )?;
-    let r = Style::Regular;
     doc.paragraph(
         Style::Bold,
         16.0,
@@ -69,9 +71,40 @@ pub fn write(
         ),
     )?;
     doc.space(4.0)?;
+    let mut fields = run_fields(results);
+    fields.extend(record_fields(results, record));
+    doc.fields(&fields)?;
+    doc.space(8.0)?;
+    checks_table(&mut doc, results)?;
+    cases_table(&mut doc, results)?;
+    deviations_section(&mut doc, results)?;
+    doc.space(8.0)?;
+    traceability_table(&mut doc, results)?;
+    steps_table(&mut doc, results)?;
+    let attached = deflated_results(results)?;
+    let meta = Meta {
+        title: format!("Trailmark {title} {run_id}"),
+        author: match results["executed_by"].as_object() {
+            Some(e) => format!("{} ({})", s(&e["printed_name"]), s(&e["user_id"])),
+            None => "system:cli".into(),
+        },
+        subject: format!("{phase} of {}", opened.config.origin),
+        created: Utc::now(),
+        reason: format!("Trailmark validation evidence {run_id}"),
+    };
+    finish_and_sign(doc, path, &meta, attached, &signer)
+}
+
+/// A field of the title block: label, value, style.
+type Field = (String, String, Style);
+
+/// The fields of the run: its ID, verdict and completeness, the counts,
+/// when and by whom, the installation and the instance under test.
+fn run_fields(results: &Value) -> Vec<Field> {
+    let r = Style::Regular;
     let counts = &results["counts"];
     let mut fields = vec![
-        ("Run ID".to_owned(), run_id.clone(), Style::Mono),
+        ("Run ID".to_owned(), s(&results["run_id"]), Style::Mono),
         ("Verdict".to_owned(), s(&results["verdict"]).to_uppercase(), Style::Bold),
         (
             "Complete".to_owned(),
@@ -113,6 +146,15 @@ pub fn write(
             r,
         ));
     }
+    fields
+}
+
+/// The fields of what ran and where it is recorded: the software, the
+/// environment, the requirements and protocols with their hashes, the
+/// ledger entry and its signatures, and how to check the package.
+fn record_fields(results: &Value, record: &Record) -> Vec<Field> {
+    let r = Style::Regular;
+    let mut fields = Vec::new();
     let sw = &results["software"];
     fields.push((
         "Software".to_owned(),
@@ -188,9 +230,12 @@ pub fn write(
         "This PDF is signed with the installation's report certificate. `trailmark validate check DIR` re-hashes every file of the package against MANIFEST.sha256 and checks results.json against the ledger entry above; `sha256sum -c MANIFEST.sha256` checks the files alone.".into(),
         r,
     ));
-    doc.fields(&fields)?;
-    doc.space(8.0)?;
+    fields
+}
 
+/// The installation checks (IQ), if the results have them.
+fn checks_table(doc: &mut Doc, results: &Value) -> anyhow::Result<()> {
+    let r = Style::Regular;
     if let Some(checks) = results["checks"].as_array() {
         doc.paragraph(Style::Bold, 12.0, "Installation checks")?;
         doc.table(
@@ -215,6 +260,12 @@ pub fn write(
         doc.end_table();
         doc.space(8.0)?;
     }
+    Ok(())
+}
+
+/// The results per test case (OQ), if the results have them.
+fn cases_table(doc: &mut Doc, results: &Value) -> anyhow::Result<()> {
+    let r = Style::Regular;
     if let Some(cases) = results["cases"].as_array() {
         doc.paragraph(Style::Bold, 12.0, "Results per test case")?;
         doc.table(
@@ -247,6 +298,12 @@ pub fn write(
         doc.end_table();
         doc.space(8.0)?;
     }
+    Ok(())
+}
+
+/// The deviations, or a sentence saying there are none.
+fn deviations_section(doc: &mut Doc, results: &Value) -> anyhow::Result<()> {
+    let r = Style::Regular;
     doc.paragraph(Style::Bold, 12.0, "Deviations")?;
     let deviations = results["deviations"]
         .as_array()
@@ -285,7 +342,12 @@ pub fn write(
         }
         doc.end_table();
     }
-    doc.space(8.0)?;
+    Ok(())
+}
+
+/// The traceability matrix: requirement, test cases, result.
+fn traceability_table(doc: &mut Doc, results: &Value) -> anyhow::Result<()> {
+    let r = Style::Regular;
     if let Some(trace) = results["traceability"].as_array() {
         doc.paragraph(
             Style::Bold,
@@ -329,6 +391,13 @@ pub fn write(
         doc.end_table();
         doc.space(8.0)?;
     }
+    Ok(())
+}
+
+/// Every step of every case, expected against observed, with its evidence
+/// file.
+fn steps_table(doc: &mut Doc, results: &Value) -> anyhow::Result<()> {
+    let r = Style::Regular;
     if let Some(cases) = results["cases"].as_array() {
         doc.paragraph(Style::Bold, 12.0, "Steps: expected and observed")?;
         doc.table(
@@ -363,25 +432,32 @@ pub fn write(
         doc.end_table();
     }
 
-    // results.json rides along, deflated, so the PDF alone carries the data.
+    Ok(())
+}
+
+/// `results.json` as attached: its bytes, and a temporary file holding
+/// them deflated (so the PDF alone carries the data), read from its start.
+fn deflated_results(results: &Value) -> anyhow::Result<(Vec<u8>, File)> {
     let raw = serde_json::to_vec_pretty(results)?;
     let mut attached = tempfile::tempfile()?;
     let mut z = flate2::write::ZlibEncoder::new(&mut attached, flate2::Compression::default());
     z.write_all(&raw)?;
     z.finish()?;
     attached.seek(SeekFrom::Start(0))?;
-    let meta = Meta {
-        title: format!("Trailmark {title} {run_id}"),
-        author: match results["executed_by"].as_object() {
-            Some(e) => format!("{} ({})", s(&e["printed_name"]), s(&e["user_id"])),
-            None => "system:cli".into(),
-        },
-        subject: format!("{phase} of {}", opened.config.origin),
-        created: Utc::now(),
-        reason: format!("Trailmark validation evidence {run_id}"),
-    };
+    Ok((raw, attached))
+}
+
+/// Finishes the PDF with `results.json` (`raw`, deflated in `attached`)
+/// attached, and signs it with the report certificate.
+fn finish_and_sign(
+    doc: Doc,
+    path: &Path,
+    meta: &Meta,
+    (raw, mut attached): (Vec<u8>, File),
+    signer: &crate::report::sign::ReportSigner,
+) -> anyhow::Result<()> {
     let (placeholders, _) = doc.finish(
-        &meta,
+        meta,
         &mut attached,
         &Attachment {
             name: "results.json",
