@@ -1065,7 +1065,7 @@ pub fn check_inclusion_proof(proof: &InclusionProof, key: &VerifierKey) -> Resul
     let path = proof
         .path
         .iter()
-        .map(|h| Hash::parse_hex(h))
+        .map(|h| Hash::parse_hex(h).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     merkle::verify_inclusion(proof.leaf_index, proof.tree_size, &leaf, &path, &cp.root)
         .map_err(|e| e.to_string())

@@ -169,7 +169,11 @@ impl AppendRequest {
         field(Some(self.subject.as_str().as_bytes()));
         field(self.correlation_id.as_deref().map(str::as_bytes));
         field(Some(
-            &self.parents.iter().flat_map(|p| p.0).collect::<Vec<u8>>(),
+            &self
+                .parents
+                .iter()
+                .flat_map(|p| *p.as_bytes())
+                .collect::<Vec<u8>>(),
         ));
         field(self.reason.as_deref().map(str::as_bytes));
         field(Some(payload_canonical));
@@ -624,7 +628,8 @@ impl State {
             stored.ok_or_else(|| StartError::Integrity("no checkpoint is stored".into()))?;
         let signed = Checkpoint::open(&stored.note, &verifier)
             .map_err(|e| StartError::Integrity(format!("checkpoint {}: {e}", stored.size)))?;
-        if signed.size != stored.size || signed.root.0.as_slice() != stored.root.as_slice() {
+        if signed.size != stored.size || signed.root.as_bytes().as_slice() != stored.root.as_slice()
+        {
             return Err(StartError::Integrity(format!(
                 "checkpoint {} row does not match its signed note",
                 stored.size
@@ -707,8 +712,8 @@ impl State {
                     .map_err(|e| StartError::Integrity(format!("entry {}: {e}", row.seq)))?;
                 if row.seq != next
                     || parsed.seq != next
-                    || hash.0.as_slice() != row.hash.as_slice()
-                    || parsed.prev.0.as_slice() != prev.as_slice()
+                    || hash.as_bytes().as_slice() != row.hash.as_slice()
+                    || parsed.prev.as_bytes().as_slice() != prev.as_slice()
                 {
                     return Err(StartError::Integrity(format!(
                         "unattested entry {} does not chain; run `trailmark verify`",

@@ -319,7 +319,8 @@ async fn record(
             }
         }
     };
-    let parent = Hash::from_slice(hash).map_err(crate::sequencer::AppendError::Unavailable)?;
+    let parent = Hash::from_slice(hash)
+        .map_err(|e| crate::sequencer::AppendError::Unavailable(e.to_string()))?;
     let request = AppendRequest {
         kind: kind::lookup(kind_name).expect("registered"),
         actor: Actor::parse("system:delivery").expect("a valid actor"),

@@ -400,7 +400,7 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, Failure> {
 }
 
 fn hash_of(bytes: &[u8]) -> Result<Hash, Failure> {
-    Hash::from_slice(bytes).map_err(Failure::Corrupt)
+    Hash::from_slice(bytes).map_err(|e| Failure::Corrupt(e.to_string()))
 }
 
 /// An event read back from its entry.
@@ -1009,7 +1009,7 @@ async fn effective(
         category: category.clone(),
         title,
         known_seq: seq,
-        entry_hash: plan.event_hash.0.to_vec(),
+        entry_hash: plan.event_hash.to_vec(),
     }));
     let now = ts(plan.now);
     let at = if effective_at < now {
@@ -1156,7 +1156,7 @@ async fn capa_action(
         verification_required: a.verification_required,
         due_at: due.clone(),
         seq,
-        entry_hash: plan.event_hash.0.to_vec(),
+        entry_hash: plan.event_hash.to_vec(),
     }));
     let now = ts(plan.now);
     let mut people: BTreeSet<String> = a.people.iter().cloned().collect();
@@ -1305,7 +1305,7 @@ async fn completion(
             "completed"
         },
         verified_by: c.verified_by.clone(),
-        entry_hash: plan.event_hash.0.to_vec(),
+        entry_hash: plan.event_hash.to_vec(),
     }));
     // Open assignments; and, for a verified completion, completed ones
     // still waiting for their verification.
@@ -1324,13 +1324,8 @@ async fn completion(
         // An assignment that needs verification is completed by any
         // completion and verified by a `passed` one with `verified_by`;
         // closure readiness asks for both.
-        let (effect, payload) = completion_of(
-            &id,
-            &completed_at,
-            seq,
-            plan.event_hash.0.to_vec(),
-            verified,
-        );
+        let (effect, payload) =
+            completion_of(&id, &completed_at, seq, plan.event_hash.to_vec(), verified);
         let parents = vec![plan.event_hash, hash_of(&hash)?];
         let index = plan.derive(
             &kind::INTEGRATION_ASSIGNMENT_COMPLETED,

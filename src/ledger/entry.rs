@@ -609,7 +609,7 @@ impl<'a> ParsedEntry<'a> {
         if self.seq > (1 << 53) - 1 {
             return Err(field_error("seq", "must be at most 2^53 - 1"));
         }
-        let prev = Hash::parse_hex(&self.prev).map_err(|p| field_error("prev", p))?;
+        let prev = Hash::parse_hex(&self.prev).map_err(|p| field_error("prev", p.to_string()))?;
         let recorded_at = Timestamp::parse(&self.recorded_at)?;
         if !kind::is_well_formed(&self.kind) {
             return Err(field_error(
@@ -627,7 +627,7 @@ impl<'a> ParsedEntry<'a> {
         let parents = self
             .parents
             .iter()
-            .map(|p| Hash::parse_hex(p).map_err(|e| field_error("parents", e)))
+            .map(|p| Hash::parse_hex(p).map_err(|e| field_error("parents", e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         check_parents(kind, &parents)?;
         check_reason(kind, self.reason.as_deref())?;

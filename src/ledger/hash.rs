@@ -8,7 +8,21 @@ use sha2::{Digest, Sha256};
 /// A SHA-256 output: an entry hash (which is also its Merkle leaf hash) or an
 /// interior Merkle node.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Hash(pub [u8; 32]);
+pub struct Hash([u8; 32]);
+
+/// Why bytes or text are not a hash.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// Not 64 characters of hex.
+    #[error("a hash is 64 hex digits, got {0} characters")]
+    HexLength(usize),
+    /// A character outside `[0-9a-f]`.
+    #[error("a hash is lowercase hex digits [0-9a-f] only")]
+    HexDigit,
+    /// Not 32 bytes.
+    #[error("a hash is 32 bytes, got {0}")]
+    Length(usize),
+}
 
 /// The hash of an empty byte string, `MTH({})` in RFC 9162.
 pub const EMPTY_TREE_ROOT: Hash = Hash([
@@ -20,36 +34,48 @@ impl Hash {
     /// The all-zero hash, used as `prev` of entry 0.
     pub const ZERO: Hash = Hash([0; 32]);
 
+    /// A hash from its 32 bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Hash {
+        Hash(bytes)
+    }
+
+    /// The 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The 32 bytes, owned (for a database column).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+
     /// Parses exactly 64 lowercase hex digits.
     ///
     /// # Errors
-    /// Returns a message naming what is wrong (length, case, character).
-    pub fn parse_hex(text: &str) -> Result<Hash, String> {
+    /// [`HashError`] naming what is wrong (length or character).
+    pub fn parse_hex(text: &str) -> Result<Hash, HashError> {
         if text.len() != 64 {
-            return Err(format!(
-                "a hash is 64 hex digits, got {} characters",
-                text.len()
-            ));
+            return Err(HashError::HexLength(text.len()));
         }
         if text
             .bytes()
             .any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
-            return Err("a hash is lowercase hex digits [0-9a-f] only".into());
+            return Err(HashError::HexDigit);
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(text, &mut out).map_err(|e| e.to_string())?;
+        hex::decode_to_slice(text, &mut out).map_err(|_| HashError::HexDigit)?;
         Ok(Hash(out))
     }
 
     /// Builds a hash from a byte slice that must be exactly 32 bytes long.
     ///
     /// # Errors
-    /// Returns a message if the slice is not 32 bytes.
-    pub fn from_slice(bytes: &[u8]) -> Result<Hash, String> {
+    /// [`HashError::Length`] if the slice is not 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Hash, HashError> {
         <[u8; 32]>::try_from(bytes)
             .map(Hash)
-            .map_err(|_| format!("a hash is 32 bytes, got {}", bytes.len()))
+            .map_err(|_| HashError::Length(bytes.len()))
     }
 
     /// Lowercase hex, 64 characters.

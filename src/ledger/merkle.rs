@@ -20,8 +20,8 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut buf = [0u8; 65];
     buf[0] = 0x01;
-    buf[1..33].copy_from_slice(&left.0);
-    buf[33..].copy_from_slice(&right.0);
+    buf[1..33].copy_from_slice(left.as_bytes());
+    buf[33..].copy_from_slice(right.as_bytes());
     Hash::sha256(&[&buf])
 }
 

@@ -59,7 +59,12 @@ pub fn check_origin(origin: &str) -> Result<(), NoteError> {
 
 fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
     let hash = Hash::sha256(&[name.as_bytes(), b"\n", &[ED25519_TYPE], public]);
-    [hash.0[0], hash.0[1], hash.0[2], hash.0[3]]
+    [
+        hash.as_bytes()[0],
+        hash.as_bytes()[1],
+        hash.as_bytes()[2],
+        hash.as_bytes()[3],
+    ]
 }
 
 /// A public key that verifies notes of one name.
@@ -280,7 +285,7 @@ impl Checkpoint {
             "{}\n{}\n{}\n",
             self.origin,
             self.size,
-            BASE64.encode(self.root.0)
+            BASE64.encode(self.root.as_bytes())
         )
     }
 
@@ -316,7 +321,7 @@ impl Checkpoint {
         let root = BASE64
             .decode(lines[2])
             .map_err(|_| err("the root must be base64"))?;
-        let root = Hash::from_slice(&root).map_err(|m| err(&m))?;
+        let root = Hash::from_slice(&root).map_err(|m| err(&m.to_string()))?;
         Ok(Checkpoint {
             origin: lines[0].to_owned(),
             size,

@@ -361,7 +361,7 @@ impl ChainVerifier {
         let hash = merkle::leaf_hash(canonical);
         if let Some(stored) = stored_hash_hex {
             let mut computed = [0u8; 64];
-            hex::encode_to_slice(hash.0, &mut computed).expect("64 bytes hold 32 in hex");
+            hex::encode_to_slice(hash.as_bytes(), &mut computed).expect("64 bytes hold 32 in hex");
             if stored.as_bytes() != computed {
                 return Err(VerifyError::HashMismatch {
                     seq: position,
@@ -587,7 +587,7 @@ impl ChainVerifier {
                 problem: e.to_string(),
             })?;
         if let Some((size, root)) = stored
-            && (checkpoint.size != size || checkpoint.root.0.as_slice() != root)
+            && (checkpoint.size != size || checkpoint.root.as_bytes().as_slice() != root)
         {
             return Err(VerifyError::Checkpoint {
                 size,

@@ -485,7 +485,7 @@ pub(crate) fn seq_cell(seq: u64) -> Cell {
 }
 
 fn hash_cell(hash: &Hash) -> Cell {
-    Cell::Blob(hash.0.to_vec())
+    Cell::Blob(hash.to_vec())
 }
 
 /// A string member of a payload, or the entry is unprojectable.

@@ -520,7 +520,7 @@ impl Reporter {
         let generated_at = Timestamp::from_datetime(now).to_string();
         let report_id = report_id(ty, &scope, &generated_at, by.actor.as_str());
         let cp = self.checkpoint().await?;
-        let root = Hash::from_slice(&cp.root).map_err(StoreError::Corrupt)?;
+        let root = Hash::from_slice(&cp.root).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let heading = Heading {
             ty,
             scope: &scope,

@@ -293,8 +293,7 @@ impl CitedEntry {
     fn loaded(&self) -> super::Loaded {
         super::Loaded {
             seq: self.seq,
-            hash: crate::ledger::Hash::parse_hex(&self.hash)
-                .unwrap_or(crate::ledger::Hash([0; 32])),
+            hash: crate::ledger::Hash::parse_hex(&self.hash).unwrap_or(crate::ledger::Hash::ZERO),
             recorded_at: self.recorded_at.clone(),
             kind: self.kind.clone(),
             actor: self.actor.clone(),

@@ -198,7 +198,7 @@ macro_rules! write_state_body {
             match &sw.write {
                 StateWrite::CreateToken { id, principal, secret_hash, scopes, expires_at, client_cert_sha256 } => {
                     sqlx::query("INSERT INTO api_tokens (id, principal, secret_hash, created_at, created_seq, scopes, expires_at, client_cert_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-                        .bind(id.clone()).bind(principal.clone()).bind(secret_hash.0.to_vec()).bind(at).bind(seq)
+                        .bind(id.clone()).bind(principal.clone()).bind(secret_hash.to_vec()).bind(at).bind(seq)
                         .bind(scopes.clone()).bind(expires_at.clone()).bind(client_cert_sha256.clone())
                         .execute(&mut *$tx).await?;
                 }
@@ -258,7 +258,7 @@ macro_rules! write_state_body {
                         .execute(&mut *$tx).await?;
                 }
                 StateWrite::Sql { sql, binds } => {
-                    let recording = (seq, at, sw.hash.0.to_vec());
+                    let recording = (seq, at, sw.hash.to_vec());
                     let q = bind_values!(sqlx::query(*sql), binds, Some(&recording));
                     q.execute(&mut *$tx).await?;
                 }
@@ -536,7 +536,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             sqlx::query("INSERT INTO sessions (id, secret_hash, user_id, opened_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)")
-                .bind(id.to_owned()).bind(secret_hash.0.to_vec()).bind(user_id.to_owned()).bind(at.to_owned())
+                .bind(id.to_owned()).bind(secret_hash.to_vec()).bind(user_id.to_owned()).bind(at.to_owned())
                 .execute(pool).await?;
         });
         Ok(())

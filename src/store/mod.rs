@@ -421,7 +421,7 @@ macro_rules! write_batch_body {
             );
             qb.push_values(chunk, |mut row, e| {
                 row.push_bind(i64_of(e.seq))
-                    .push_bind(e.hash.0.to_vec())
+                    .push_bind(e.hash.to_vec())
                     .push_bind(e.canonical.clone())
                     .push_bind(e.recorded_at.clone())
                     .push_bind(e.kind)
@@ -429,7 +429,7 @@ macro_rules! write_batch_body {
                     .push_bind(e.subject.clone())
                     .push_bind(e.correlation_id.clone())
                     .push_bind(e.idempotency_key.clone())
-                    .push_bind(e.request_digest.0.to_vec())
+                    .push_bind(e.request_digest.to_vec())
                     .push_bind(e.seal.clone());
             });
             qb.build().execute(&mut *$tx).await?;
@@ -449,7 +449,7 @@ macro_rules! write_batch_body {
         for chunk in batch.nodes.chunks(256) {
             let mut qb: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO merkle_nodes (level, idx, hash) ");
             qb.push_values(chunk, |mut row, (id, hash)| {
-                row.push_bind(id.level as i64).push_bind(i64_of(id.index)).push_bind(hash.0.to_vec());
+                row.push_bind(id.level as i64).push_bind(i64_of(id.index)).push_bind(hash.to_vec());
             });
             qb.build().execute(&mut *$tx).await?;
         }
@@ -459,7 +459,7 @@ macro_rules! write_batch_body {
             // Ed25519 signatures are deterministic, so its note is this note.
             sqlx::query("INSERT INTO checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING")
                 .bind(i64_of(cp.size))
-                .bind(cp.root.0.to_vec())
+                .bind(cp.root.to_vec())
                 .bind(cp.note.clone())
                 .bind(cp.signed_at.clone())
                 .execute(&mut *$tx)
@@ -1111,7 +1111,7 @@ impl Store {
                 let mut qb = QueryBuilder::new("SELECT hash, seq FROM entries WHERE hash IN (");
                 let mut sep = qb.separated(", ");
                 for h in chunk {
-                    sep.push_bind(h.0.to_vec());
+                    sep.push_bind(h.to_vec());
                 }
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await?

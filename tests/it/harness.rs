@@ -163,7 +163,7 @@ impl Raw {
     pub async fn insert_entry(&mut self, canonical: &str) {
         let v: Value = serde_json::from_str(canonical).unwrap();
         let hash = trailmark::ledger::merkle::leaf_hash(canonical.as_bytes())
-            .0
+            .as_bytes()
             .to_vec();
         let (seq, at, kind, actor, subject) = (
             v["seq"].as_i64().unwrap(),

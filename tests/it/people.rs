@@ -1173,6 +1173,7 @@ async fn source_system_signatures_survive_the_hand_over_labelled_and_verified() 
 /// No password, token, session secret or private key appears in the
 /// server's logs (at debug level), its error bodies, the ledger or an export.
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario: every secret made, then every place searched
 async fn no_secret_reaches_logs_errors_the_ledger_or_exports() {
     use std::process::Stdio;
     let ledger = TestLedger::new().await;

@@ -133,6 +133,7 @@ async fn download(
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario: each report type generated, then each checked in turn
 async fn every_report_type_is_signed_readable_proved_and_recorded() {
     let ledger = TestLedger::new().await;
     let (server, http, _lms, qms) = with_targets(&ledger, |_| {}).await;

@@ -166,7 +166,7 @@ type Spec<'a> = (
 );
 
 pub fn vector_ledger() -> VectorLedger {
-    let seed = Hash::sha256(&[b"trailmark test vector key (never use elsewhere)"]).0;
+    let seed = *Hash::sha256(&[b"trailmark test vector key (never use elsewhere)"]).as_bytes();
     let key = LedgerKey::from_seed("vectors.trailmark.test/v1", &seed).unwrap();
     let obj = |v: Value| -> Map<String, Value> { v.as_object().unwrap().clone() };
     let specs: Vec<Spec> = vec![
