@@ -149,6 +149,11 @@ pub use identity::{
     Bind, CertificateRow, SequencedWrite, SessionRow, StateWrite, TokenRow, UserRow,
 };
 pub use integration::AnyRow;
+pub use integration::views::{
+    AssignmentDueRow, CapaActionRow, CapaAssignmentRow, CapaStateRow, DeadLetterRow,
+    DeliveryTimesRow, LineageEntryRow, OutboxTallyRow, RequiredPersonRow, RevisionRow,
+    RevisionSpanRow, SopAssignmentRow, VersionCompletionRow,
+};
 pub use ops::VerifyRun;
 pub use projection::{Cell, ColumnType, StateSnapshot, TableSpec};
 

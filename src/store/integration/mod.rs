@@ -9,6 +9,8 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{Backend, Bind, Store, StoreError};
 
+pub mod views;
+
 /// A row type readable from both backends.
 pub trait AnyRow:
     for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
