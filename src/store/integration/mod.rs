@@ -9,6 +9,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{Backend, Bind, Store, StoreError};
 
+pub mod outbox;
 pub mod views;
 
 /// A row type readable from both backends.
