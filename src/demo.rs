@@ -144,10 +144,14 @@ fn operator_id(i: usize) -> String {
     format!("E{}", 1001 + i)
 }
 
-/// Counts rows of a `SELECT COUNT(*)`.
-async fn count(store: &crate::store::Store, sql: &'static str) -> anyhow::Result<i64> {
-    let (n,): (i64,) = store.row(sql, &[]).await?.unwrap_or((0,));
-    Ok(n)
+/// How many outbox messages are dead letters.
+async fn dead_letters(store: &crate::store::Store) -> anyhow::Result<i64> {
+    Ok(store
+        .outbox_status_counts()
+        .await?
+        .into_iter()
+        .find(|(status, _)| status == "dead")
+        .map_or(0, |(_, n)| n))
 }
 
 /// Waits until the rules worker has applied everything received and the
@@ -513,15 +517,11 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
         json!({"deviation_id": DEVIATION, "people": DEVIATION_PEOPLE, "document_id": SOP, "occurred_at": rfc(deviation_at)}))]).await?;
     settle(&store).await?;
     println!("\nScenario 2: a deviation");
-    let (status,): (String,) = store
-        .row(
-            "SELECT canonical FROM entries WHERE kind = 'qms.deviation.training_status' ORDER BY seq DESC LIMIT 1",
-            &[],
-        )
+    let status = store
+        .latest_entry_of_kind("qms.deviation.training_status")
         .await?
-        .map(|(c,): (Vec<u8>,)| (String::from_utf8_lossy(&c).into_owned(),))
         .context("the deviation's training status was not recorded")?;
-    let status: Value = serde_json::from_str(&status)?;
+    let status: Value = serde_json::from_str(&String::from_utf8_lossy(&status.canonical))?;
     let finding = &status["payload"];
     println!(
         "4. {DEVIATION} on {}: SOP-017 v{} was effective then.",
@@ -598,13 +598,10 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     if refused != 409 {
         bail!("closing {CAPA} before the retraining should be refused, got {refused}: {problem}");
     }
-    let (refusal_seq,): (i64,) = store
-        .row(
-            "SELECT MAX(seq) FROM entries WHERE kind = 'integration.capa.closure_refused'",
-            &[],
-        )
+    let refusal_seq = store
+        .latest_entry_of_kind("integration.capa.closure_refused")
         .await?
-        .unwrap_or((0,));
+        .map_or(0, |e| e.seq);
     println!(
         "5. {CAPA} retrains {} on SOP-017 v5 with a trainer's verification, due {capa_due}; the LMS got the assignments.\n   \
          {} tried to close it at once: refused (409, {} completions missing), and the refusal is entry {refusal_seq}.",
@@ -767,7 +764,7 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     )
     .await?;
     let down_since = Instant::now();
-    while count(&store, "SELECT COUNT(*) FROM outbox WHERE status = 'dead'").await? == 0 {
+    while dead_letters(&store).await? == 0 {
         if down_since.elapsed() > WAIT {
             bail!("the assignment was not dead-lettered while the LMS was down");
         }
@@ -780,16 +777,11 @@ pub async fn run(data: &Path, serve: bool) -> anyhow::Result<()> {
     );
 
     // What the ledger holds.
-    let kinds: Vec<(String, i64)> = store
-        .rows(
-            "SELECT kind, COUNT(*) FROM entries GROUP BY kind ORDER BY COUNT(*) DESC, kind",
-            &[],
-        )
-        .await?;
+    let kinds = store.entry_counts_by_kind().await?;
     let total: i64 = kinds.iter().map(|k| k.1).sum();
     let of = |k: &str| kinds.iter().find(|(n, _)| n == k).map_or(0, |(_, c)| *c);
-    let received = count(&store, "SELECT COUNT(*) FROM inbox").await?;
-    let dead = count(&store, "SELECT COUNT(*) FROM outbox WHERE status = 'dead'").await?;
+    let received: i64 = store.inbox_status_counts().await?.iter().map(|s| s.1).sum();
+    let dead = dead_letters(&store).await?;
     let handed =
         of("lms.assignment.created") + of("integration.handover.sent") + of("qms.capa.closed");
     let findings = of("qms.deviation.training_status") + of("integration.capa.closure_refused");

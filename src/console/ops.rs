@@ -21,7 +21,6 @@ use crate::identity::service::Reauth;
 use crate::integration::IntegrationError;
 use crate::ledger::Actor;
 use crate::report::{Format, ReportType, Requester, Scope};
-use crate::store::Bind;
 
 /// Delivered messages per target the SLA figures are computed over.
 const SLA_WINDOW: i64 = 10_000;
@@ -125,13 +124,7 @@ struct Sla {
 
 async fn sla(state: &AppState) -> Result<BTreeMap<String, Sla>, crate::store::StoreError> {
     let limit = state.integration.config().delivery_sla_seconds as f64;
-    let counts: Vec<(String, String, i64, Option<String>)> = state
-        .store
-        .rows(
-            "SELECT target, status, COUNT(*), MIN(created_at) FROM outbox GROUP BY target, status",
-            &[],
-        )
-        .await?;
+    let counts = state.store.outbox_tallies().await?;
     let mut out: BTreeMap<String, Sla> = BTreeMap::new();
     let blank = || Sla {
         delivered: 0,
@@ -142,29 +135,23 @@ async fn sla(state: &AppState) -> Result<BTreeMap<String, Sla>, crate::store::St
         oldest_pending: None,
         dead: 0,
     };
-    for (target, status, n, oldest) in counts {
-        let s = out.entry(target).or_insert_with(blank);
-        match status.as_str() {
+    for t in counts {
+        let s = out.entry(t.target).or_insert_with(blank);
+        match t.status.as_str() {
             "pending" => {
-                s.pending = n;
-                s.oldest_pending = oldest;
+                s.pending = t.messages;
+                s.oldest_pending = t.oldest_created_at;
             }
-            "dead" => s.dead = n,
+            "dead" => s.dead = t.messages,
             _ => {}
         }
     }
     let targets: Vec<String> = out.keys().cloned().collect();
     for target in targets {
-        let rows: Vec<(String, String)> = state
-            .store
-            .rows(
-                "SELECT created_at, delivered_at FROM outbox WHERE target = $1 AND status = 'delivered' AND delivered_at IS NOT NULL ORDER BY created_seq DESC LIMIT $2",
-                &[Bind::Text(target.clone()), Bind::Int(SLA_WINDOW)],
-            )
-            .await?;
+        let rows = state.store.delivery_times(&target, SLA_WINDOW).await?;
         let mut latencies: Vec<f64> = rows
             .iter()
-            .filter_map(|(c, d)| seconds_between(c, d))
+            .filter_map(|r| seconds_between(&r.created_at, &r.delivered_at))
             .collect();
         latencies.sort_by(f64::total_cmp);
         if let Some(s) = out.get_mut(&target) {

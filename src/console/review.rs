@@ -259,17 +259,10 @@ async fn period_end(
     until: Option<&str>,
 ) -> Result<u64, crate::store::StoreError> {
     let mut end = state.store.size().await?;
-    if let Some(t) = until {
-        let first_after: Option<(i64,)> = state
-            .store
-            .row(
-                "SELECT seq FROM entries WHERE recorded_at >= $1 ORDER BY recorded_at, seq LIMIT 1",
-                &[crate::store::Bind::Text(t.to_owned())],
-            )
-            .await?;
-        if let Some((seq,)) = first_after {
-            end = end.min(u64::try_from(seq).unwrap_or(0));
-        }
+    if let Some(t) = until
+        && let Some(seq) = state.store.first_seq_recorded_since(t).await?
+    {
+        end = end.min(u64::try_from(seq).unwrap_or(0));
     }
     Ok(end)
 }
@@ -345,23 +338,19 @@ async fn late_items(
 ) -> Result<Vec<Item>, crate::store::StoreError> {
     let mut out = Vec::new();
     for (item, completed_at) in entries {
-        let found: Option<(String, String, String, String)> = state
+        let Some(a) = state
             .store
-            .row(
-                "SELECT due_at, person_id, document_id, version FROM assignments WHERE assignment_id = $1",
-                &[crate::store::Bind::Text(
-                    assignment_of(&item.subject).to_owned(),
-                )],
-            )
-            .await?;
-        let Some((due, person, document, version)) = found else {
+            .assignment_due(assignment_of(&item.subject))
+            .await?
+        else {
             continue;
         };
-        if later(completed_at, &due) {
+        if later(completed_at, &a.due_at) {
             let mut i = item.clone();
             i.why = format!(
-                "Training completed late: {}, due {due}, completed {completed_at}",
-                training(&person, &document, &version)
+                "Training completed late: {}, due {}, completed {completed_at}",
+                training(&a.person_id, &a.document_id, &a.version),
+                a.due_at
             );
             out.push(i);
         }
@@ -397,22 +386,20 @@ async fn overdue_items(
     let Some(end) = state.store.entry(to - 1).await?.map(|e| e.recorded_at) else {
         return Ok((Vec::new(), false));
     };
-    let rows: Vec<(i64,)> = state
+    // One more than shown, to tell whether there are more.
+    let rows = state
         .store
-        .rows(
-            "SELECT created_seq FROM assignments WHERE status = 'open' AND created_seq < $1 \
-             AND due_at <= $2 AND (due_at > $3 OR created_seq >= $4) ORDER BY due_at, assignment_id LIMIT 201",
-            &[
-                crate::store::Bind::Int(i64::try_from(to).unwrap_or(i64::MAX)),
-                crate::store::Bind::Text(end),
-                crate::store::Bind::Text(start),
-                crate::store::Bind::Int(i64::try_from(from).unwrap_or(i64::MAX)),
-            ],
+        .overdue_assignment_seqs(
+            i64::try_from(to).unwrap_or(i64::MAX),
+            &end,
+            &start,
+            i64::try_from(from).unwrap_or(i64::MAX),
+            OVERDUE_MAX as i64 + 1,
         )
         .await?;
     let more = rows.len() > OVERDUE_MAX;
     let mut out = Vec::new();
-    for (seq,) in rows.into_iter().take(OVERDUE_MAX) {
+    for seq in rows.into_iter().take(OVERDUE_MAX) {
         let Some(e) = state.store.entry(u64::try_from(seq).unwrap_or(0)).await? else {
             continue;
         };

@@ -8,7 +8,7 @@ use serde_json::{Map, json};
 use super::{Integration, IntegrationError, queries};
 use crate::ledger::{Actor, Hash, Subject, kind};
 use crate::sequencer::{AppendRequest, Receipt};
-use crate::store::{Bind, StateWrite};
+use crate::store::capa_closed;
 
 /// Closes CAPA `id` for `actor`, with `reason`.
 ///
@@ -99,10 +99,7 @@ pub async fn close(
         reason: Some(reason.to_owned()),
         payload,
         effects: vec![
-            StateWrite::Sql {
-                sql: "UPDATE capas SET status = 'closed', closed_seq = $1 WHERE capa_id = $2",
-                binds: vec![Bind::Seq, Bind::Text(id.to_owned())],
-            },
+            capa_closed(id),
             super::outbox_write(
                 &message,
                 "qms",

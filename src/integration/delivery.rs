@@ -19,7 +19,7 @@ use super::webhook::{self, Secret};
 use crate::config::TargetConfig;
 use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use crate::sequencer::AppendRequest;
-use crate::store::{Bind, StateWrite};
+use crate::store::{DueMessageRow, outbox_dead_lettered, outbox_delivered, outbox_retry_scheduled};
 use crate::telemetry::label;
 
 /// A configured target with its secret.
@@ -32,20 +32,6 @@ pub struct Target {
     /// Its Standard Webhooks secret.
     pub secret: Secret,
 }
-
-/// One outbox row.
-type OutboxRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    Vec<u8>,
-    i64,
-    String,
-);
 
 /// Circuit breaker state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,14 +86,7 @@ pub async fn run(ig: Integration, target: Target, mut stop: watch::Receiver<bool
             target.config.concurrency.max(1) as i64
         };
         let now = Timestamp::now().to_string();
-        let due: Vec<OutboxRow> = match ig
-            .store()
-            .rows(
-                "SELECT id, message_type, subject, body, correlation_id, created_seq, created_at, handover_hash, attempts, next_attempt_at FROM outbox WHERE target = $1 AND status = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at, created_seq LIMIT $3",
-                &[Bind::Text(target.name.clone()), Bind::Text(now), Bind::Int(limit)],
-            )
-            .await
-        {
+        let due = match ig.store().due_messages(&target.name, &now, limit).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(target = %target.name, error = %e, "reading the outbox failed; retrying");
@@ -115,14 +94,7 @@ pub async fn run(ig: Integration, target: Target, mut stop: watch::Receiver<bool
                 continue;
             }
         };
-        if let Ok(Some((backlog,))) = ig
-            .store()
-            .row::<(i64,)>(
-                "SELECT COUNT(*) FROM outbox WHERE target = $1 AND status = 'pending'",
-                &[Bind::Text(target.name.clone())],
-            )
-            .await
-        {
+        if let Ok(backlog) = ig.store().pending_messages_for(&target.name).await {
             ig.metrics()
                 .outbox_backlog
                 .get_or_create(&labels)
@@ -210,9 +182,21 @@ pub fn message_body(
 }
 
 /// Sends one message. `Ok(status)` for a 2xx, else the error text.
-async fn send(client: &reqwest::Client, target: &Target, row: &OutboxRow) -> Result<u16, String> {
-    let (id, message_type, subject, body, correlation, seq, _, hash, _, _) = row;
-    let body = message_body(id, message_type, subject, correlation, *seq, hash, body);
+async fn send(
+    client: &reqwest::Client,
+    target: &Target,
+    row: &DueMessageRow,
+) -> Result<u16, String> {
+    let (id, correlation) = (&row.id, &row.correlation_id);
+    let body = message_body(
+        id,
+        &row.message_type,
+        &row.subject,
+        correlation,
+        row.created_seq,
+        &row.handover_hash,
+        &row.body,
+    );
     let timestamp = chrono::Utc::now().timestamp();
     let signature = webhook::signature(&target.secret, id, timestamp, body.as_bytes());
     let answer = client
@@ -254,10 +238,19 @@ pub fn backoff(config: &TargetConfig, attempts: u32) -> Duration {
 async fn record(
     ig: &Integration,
     target: &Target,
-    row: &OutboxRow,
+    row: &DueMessageRow,
     result: Result<u16, String>,
 ) -> Result<(), crate::sequencer::AppendError> {
-    let (id, _, subject, _, correlation, _, created_at, hash, attempts, scheduled) = row;
+    let DueMessageRow {
+        id,
+        subject,
+        correlation_id: correlation,
+        created_at,
+        handover_hash: hash,
+        attempts,
+        next_attempt_at: scheduled,
+        ..
+    } = row;
     let labels = label("target", &target.name);
     let attempt = u32::try_from(*attempts).unwrap_or(0) + 1;
     let mut payload = Map::new();
@@ -282,13 +275,7 @@ async fn record(
             }
             payload.insert("status".into(), json!(status));
             payload.insert("latency_ms".into(), json!(latency));
-            (
-                "integration.handover.delivered",
-                StateWrite::Sql {
-                    sql: "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = $1, outcome_seq = $2, last_error = NULL WHERE id = $3 AND status = 'pending'",
-                    binds: vec![Bind::At, Bind::Seq, Bind::Text(id.clone())],
-                },
-            )
+            ("integration.handover.delivered", outbox_delivered(id))
         }
         Err(error) => {
             ig.metrics().delivery_errors.get_or_create(&labels).inc();
@@ -298,10 +285,7 @@ async fn record(
                 tracing::warn!(target = %target.name, message = %id, attempts = attempt, error = %error, "message dead-lettered");
                 (
                     "integration.handover.dead_lettered",
-                    StateWrite::Sql {
-                        sql: "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = $1, outcome_seq = $2 WHERE id = $3 AND status = 'pending'",
-                        binds: vec![Bind::Text(error), Bind::Seq, Bind::Text(id.clone())],
-                    },
+                    outbox_dead_lettered(id, &error),
                 )
             } else {
                 let next = chrono::Utc::now()
@@ -311,10 +295,7 @@ async fn record(
                 payload.insert("next_attempt_at".into(), json!(next));
                 (
                     "integration.handover.failed",
-                    StateWrite::Sql {
-                        sql: "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE id = $3 AND status = 'pending'",
-                        binds: vec![Bind::Text(error), Bind::Text(next), Bind::Text(id.clone())],
-                    },
+                    outbox_retry_scheduled(id, &error, &next),
                 )
             }
         }

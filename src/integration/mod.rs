@@ -30,7 +30,7 @@ use utoipa::ToSchema;
 use crate::config::IntegrationConfig;
 use crate::ledger::{Actor, Subject, kind};
 use crate::sequencer::{AppendError, AppendRequest, SequencerHandle};
-use crate::store::{Bind, StateWrite, Store, StoreError};
+use crate::store::{StateWrite, Store, StoreError};
 use crate::telemetry::Metrics;
 use events::Checked;
 
@@ -95,9 +95,6 @@ struct Inner {
     delivery_wake: Notify,
     clock: Clock,
 }
-
-/// A dead letter's outbox row: subject, hand-over hash, target, attempts, last error.
-type DeadRow = (String, Vec<u8>, String, i64, Option<String>);
 
 impl Integration {
     /// The service over a running sequencer.
@@ -185,15 +182,7 @@ impl Integration {
                 details: Value::Null,
             });
         }
-        let row: Option<DeadRow> = self
-            .inner
-            .store
-            .row(
-                "SELECT subject, handover_hash, target, attempts, last_error FROM outbox WHERE id = $1 AND status = 'dead'",
-                &[Bind::Text(id.to_owned())],
-            )
-            .await?;
-        let (subject, hash, target, attempts, last_error) = row.ok_or_else(|| {
+        let dead = self.inner.store.dead_handover(id).await?.ok_or_else(|| {
             IntegrationError::NotFound(format!(
                 "no dead letter `{id}`; GET /v1/deadletters lists them"
             ))
@@ -203,24 +192,22 @@ impl Integration {
         };
         let mut payload = Map::new();
         payload.insert("message_id".into(), json!(id));
-        payload.insert("target".into(), json!(target));
-        payload.insert("attempts_before".into(), json!(attempts));
-        payload.insert("last_error".into(), json!(last_error));
+        payload.insert("target".into(), json!(dead.target));
+        payload.insert("attempts_before".into(), json!(dead.attempts));
+        payload.insert("last_error".into(), json!(dead.last_error));
         let request = AppendRequest {
             kind: kind::lookup("integration.handover.replayed").expect("registered"),
             actor: actor.clone(),
-            subject: Subject::parse(&subject).map_err(|_| bad("subject"))?,
+            subject: Subject::parse(&dead.subject).map_err(|_| bad("subject"))?,
             correlation_id: None,
             idempotency_key: None,
             parents: vec![
-                crate::ledger::Hash::from_slice(&hash).map_err(|_| bad("hand-over hash"))?,
+                crate::ledger::Hash::from_slice(&dead.handover_hash)
+                    .map_err(|_| bad("hand-over hash"))?,
             ],
             reason: Some(reason.to_owned()),
             payload,
-            effects: vec![StateWrite::Sql {
-                sql: "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, last_error = NULL WHERE id = $2 AND status = 'dead'",
-                binds: vec![Bind::At, Bind::Text(id.to_owned())],
-            }],
+            effects: vec![crate::store::outbox_replayed(id)],
             parent_refs: vec![],
         };
         let receipt = self.inner.sequencer.append(request).await?;
@@ -269,16 +256,8 @@ impl Integration {
         for (i, e) in events.iter().enumerate() {
             let key = e.idempotency_key();
             let event_key = key.trim_start_matches("ce:").to_owned();
-            let seen: Option<(i64, Vec<u8>)> = self
-                .inner
-                .store
-                .row(
-                    "SELECT seq, entry_hash FROM inbox WHERE event_key = $1",
-                    &[Bind::Text(event_key.clone())],
-                )
-                .await?;
-            if let Some((seq, hash)) = seen {
-                let seq = u64::try_from(seq).unwrap_or_default();
+            if let Some(seen) = self.inner.store.event_recorded(&event_key).await? {
+                let seq = u64::try_from(seen.seq).unwrap_or_default();
                 let stored = self.inner.store.entry(seq).await?;
                 let same = stored
                     .as_ref()
@@ -296,7 +275,7 @@ impl Integration {
                     id: e.envelope.id.clone(),
                     source: e.envelope.source.clone(),
                     seq,
-                    hash: hex::encode(hash),
+                    hash: hex::encode(seen.entry_hash),
                     duplicate: true,
                 });
                 continue;
@@ -312,28 +291,24 @@ impl Integration {
             requests.push(AppendRequest {
                 kind,
                 actor: actor.clone(),
-                subject: Subject::parse(&e.data.subject())
-                    .map_err(|err| events::EventError { field: "data".into(), message: err.to_string() })?,
+                subject: Subject::parse(&e.data.subject()).map_err(|err| events::EventError {
+                    field: "data".into(),
+                    message: err.to_string(),
+                })?,
                 correlation_id: Some(correlation.clone()),
                 idempotency_key: Some(key),
                 parents: vec![],
                 reason: None,
                 payload: e.payload(),
-                effects: vec![StateWrite::Sql {
-                    sql: "INSERT INTO inbox (event_key, source, event_id, type, kind, event_time, seq, entry_hash, received_at, correlation_id, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending') ON CONFLICT (event_key) DO NOTHING",
-                    binds: vec![
-                        Bind::Text(event_key),
-                        Bind::Text(e.envelope.source.clone()),
-                        Bind::Text(e.envelope.id.clone()),
-                        Bind::Text(e.envelope.type_sent.clone()),
-                        Bind::Text(e.event_type.kind.to_owned()),
-                        Bind::OptText(e.time.clone()),
-                        Bind::Seq,
-                        Bind::Hash,
-                        Bind::At,
-                        Bind::Text(correlation),
-                    ],
-                }],
+                effects: vec![crate::store::inbox_received(
+                    &event_key,
+                    &e.envelope.source,
+                    &e.envelope.id,
+                    &e.envelope.type_sent,
+                    e.event_type.kind,
+                    e.time.as_deref(),
+                    &correlation,
+                )],
                 parent_refs: vec![],
             });
             positions.push(i);
@@ -393,21 +368,14 @@ pub fn outbox_write(
     correlation_id: &str,
     data: &Value,
 ) -> StateWrite {
-    StateWrite::Sql {
-        sql: "INSERT INTO outbox (id, target, message_type, subject, body, correlation_id, created_seq, created_at, handover_hash, status, attempts, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10)",
-        binds: vec![
-            Bind::Text(id.to_owned()),
-            Bind::Text(target.to_owned()),
-            Bind::Text(message_type.to_owned()),
-            Bind::Text(subject.to_owned()),
-            Bind::Text(data.to_string()),
-            Bind::Text(correlation_id.to_owned()),
-            Bind::Seq,
-            Bind::At,
-            Bind::Hash,
-            Bind::At,
-        ],
-    }
+    crate::store::outbox_enqueued(
+        id,
+        target,
+        message_type,
+        subject,
+        correlation_id,
+        &data.to_string(),
+    )
 }
 
 /// A hand-over entry's payload: the message, its target and ID.

@@ -1,9 +1,7 @@
 //! The read side of the integration points (docs/INTEGRATION.md §3-4):
 //! CAPA closure readiness, the compliance report, lineage, dead letters and
-//! reconciliation counts.
-
-// Rows are read as tuples in the order of their SELECT lists, next to the SQL.
-#![allow(clippy::type_complexity)]
+//! reconciliation counts. The SQL and its rows are the store's
+//! (`store::integration::views`); what the rows mean is decided here.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -13,7 +11,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::Integration;
-use crate::store::{Bind, Store, StoreError};
+use crate::store::{SopAssignmentRow, Store, StoreError};
 
 /// Most entries a lineage walk returns.
 pub const LINEAGE_MAX: usize = 10_000;
@@ -40,64 +38,31 @@ pub struct Readiness {
     pub missing: Vec<Value>,
 }
 
-type AssignmentRow = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    String,
-    i64,
-    Option<String>,
-    Option<Vec<u8>>,
-    Vec<u8>,
-);
-
 /// The closure readiness of a CAPA.
 ///
 /// # Errors
 /// A database error.
 pub async fn closure_readiness(ig: &Integration, capa: &str) -> Result<Readiness, StoreError> {
-    let state: Option<(String, i64)> = ig
-        .store()
-        .row(
-            "SELECT status, ready FROM capas WHERE capa_id = $1",
-            &[Bind::Text(capa.into())],
-        )
-        .await?;
-    let actions: Vec<(String, String, String, i64, String, i64, Vec<u8>)> = ig
-        .store()
-        .rows(
-            "SELECT action_id, document_id, version, verification_required, due_at, seq, entry_hash FROM capa_actions WHERE capa_id = $1 ORDER BY action_id",
-            &[Bind::Text(capa.into())],
-        )
-        .await?;
-    let rows: Vec<AssignmentRow> = ig
-        .store()
-        .rows(
-            "SELECT assignment_id, person_id, document_id, version, action_id, verification_required, status, verified, completed_at, completion_hash, entry_hash FROM assignments WHERE capa_id = $1 AND status <> 'cancelled' ORDER BY assignment_id",
-            &[Bind::Text(capa.into())],
-        )
-        .await?;
+    let state = ig.store().capa_state(capa).await?;
+    let actions = ig.store().capa_actions(capa).await?;
+    let rows = ig.store().capa_assignments(capa).await?;
     let mut required = Vec::new();
     let mut missing = Vec::new();
-    for (id, person, doc, version, action, vreq, status, verified, completed_at, chash, ehash) in
-        rows
-    {
-        let lacking = if status != "completed" {
+    for a in rows {
+        let lacking = if a.status != "completed" {
             Some("completion")
-        } else if vreq == 1 && verified == 0 {
+        } else if a.verification_required == 1 && a.verified == 0 {
             Some("verification")
         } else {
             None
         };
         let item = json!({
-            "assignment_id": id, "person_id": person, "document_id": doc, "version": version,
-            "action_id": action, "verification_required": vreq == 1, "status": status,
-            "completed_at": completed_at, "verified": verified == 1,
-            "assignment_entry_hash": hex::encode(&ehash),
-            "completion_entry_hash": chash.as_ref().map(hex::encode),
+            "assignment_id": a.assignment_id, "person_id": a.person_id, "document_id": a.document_id,
+            "version": a.version, "action_id": a.action_id,
+            "verification_required": a.verification_required == 1, "status": a.status,
+            "completed_at": a.completed_at, "verified": a.verified == 1,
+            "assignment_entry_hash": hex::encode(&a.entry_hash),
+            "completion_entry_hash": a.completion_hash.as_ref().map(hex::encode),
         });
         if let Some(what) = lacking {
             let mut m = item.clone();
@@ -106,7 +71,7 @@ pub async fn closure_readiness(ig: &Integration, capa: &str) -> Result<Readiness
         }
         required.push(item);
     }
-    let (status, flagged) = state.unwrap_or(("open".into(), 0));
+    let (status, flagged) = state.map_or(("open".into(), 0), |s| (s.status, s.ready));
     Ok(Readiness {
         capa_id: capa.into(),
         known: !actions.is_empty(),
@@ -115,9 +80,10 @@ pub async fn closure_readiness(ig: &Integration, capa: &str) -> Result<Readiness
         status,
         actions: actions
             .into_iter()
-            .map(|(a, d, v, vr, due, seq, h)| {
-                json!({"action_id": a, "document_id": d, "version": v, "verification_required": vr == 1,
-                       "due_at": due, "seq": seq, "entry_hash": hex::encode(h)})
+            .map(|a| {
+                json!({"action_id": a.action_id, "document_id": a.document_id, "version": a.version,
+                       "verification_required": a.verification_required == 1,
+                       "due_at": a.due_at, "seq": a.seq, "entry_hash": hex::encode(a.entry_hash)})
             })
             .collect(),
         required,
@@ -226,12 +192,12 @@ pub async fn revisions_effective(
     from: &str,
     to: &str,
 ) -> Result<Vec<Revision>, StoreError> {
-    store
-        .rows(
-            "SELECT document_id, version, effective_at FROM document_versions WHERE effective_at >= $1 AND effective_at < $2 ORDER BY effective_at, document_id, version",
-            &[Bind::Text(from.into()), Bind::Text(to.into())],
-        )
-        .await
+    Ok(store
+        .revisions_effective(from, to)
+        .await?
+        .into_iter()
+        .map(|r| (r.document_id, r.version, r.effective_at))
+        .collect())
 }
 
 /// The compliance rows of one revision, by person: who had to be trained
@@ -286,36 +252,6 @@ struct Required {
     matrix: BTreeSet<u64>,
 }
 
-/// An SOP assignment of a version, as the compliance query reads it; the
-/// first of each person counts.
-#[derive(sqlx::FromRow)]
-struct FirstAssignment {
-    person_id: String,
-    id: String,
-    created_at: String,
-    due_at: String,
-    status: String,
-    hash: Vec<u8>,
-    seq: i64,
-    ended_at: Option<String>,
-    required_from: Option<String>,
-    closed_seq: Option<i64>,
-    cancel_reason: Option<String>,
-    superseded_by: Option<i64>,
-}
-
-/// Person, job function, name, and the event entries (the first parent of
-/// the `integration.event.applied` that wrote each row) of the function,
-/// the name and the matrix.
-type RequiredRow = (
-    String,
-    String,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
-
 /// [`compliance_of_revision`] with each row's [`RowEvidence`]. Four
 /// queries per revision.
 ///
@@ -331,57 +267,35 @@ pub async fn compliance_with_evidence(
     // The version is current from its effective time until the next
     // version's or its retirement: only who took up a mapped job function
     // before then (and before `to`) had to be trained on it.
-    let current: Option<(i64, Option<String>, Option<String>)> = store
-        .row(
-            "SELECT v.known_seq, v.retired_at, (SELECT MIN(d.effective_at) FROM document_versions d WHERE d.document_id = v.document_id AND d.effective_at > v.effective_at) FROM document_versions v WHERE v.document_id = $1 AND v.version = $2",
-            &[Bind::Text(doc.clone()), Bind::Text(version.clone())],
-        )
-        .await?;
-    let revision_seq = current.as_ref().map(|c| (c.0,));
+    let current = store.revision_span(doc, version).await?;
+    let revision_seq = current.as_ref().map(|c| c.known_seq);
     let until = current
         .iter()
-        .flat_map(|(_, retired, next)| [retired.clone(), next.clone()])
+        .flat_map(|c| [c.retired_at.clone(), c.next_effective_at.clone()])
         .flatten()
         .fold(to.to_owned(), |a, b| a.min(b));
-    let required: Vec<RequiredRow> = store
-        .rows(
-            "SELECT DISTINCT pf.person_id, tm.job_function, p.name, (SELECT ep.parent_seq FROM entry_parents ep WHERE ep.seq = pf.known_seq AND ep.position = 0), (SELECT ep.parent_seq FROM entry_parents ep WHERE ep.seq = p.known_seq AND ep.position = 0), (SELECT ep.parent_seq FROM entry_parents ep WHERE ep.seq = tm.known_seq AND ep.position = 0) FROM training_matrix tm JOIN person_functions pf ON pf.job_function = tm.job_function LEFT JOIN people p ON p.person_id = pf.person_id WHERE tm.document_id = $1 AND tm.superseded_seq IS NULL AND pf.superseded_seq IS NULL AND pf.valid_from < $2 AND (pf.valid_to IS NULL OR pf.valid_to > $3)",
-            &[Bind::Text(doc.clone()), Bind::Text(until), Bind::Text(effective_at.clone())],
-        )
-        .await?;
     let mut people: BTreeMap<String, Required> = BTreeMap::new();
-    for (person, function, name, function_seq, name_seq, matrix_seq) in required {
-        if functions.is_empty() || functions.contains(&function) {
-            let e = people.entry(person).or_default();
-            e.functions.insert(function);
-            e.name = name;
-            e.person.extend(function_seq.and_then(seq_of));
-            e.person.extend(name_seq.and_then(seq_of));
-            e.matrix.extend(matrix_seq.and_then(seq_of));
+    for r in store.required_people(doc, &until, effective_at).await? {
+        if functions.is_empty() || functions.contains(&r.job_function) {
+            let e = people.entry(r.person_id).or_default();
+            e.functions.insert(r.job_function);
+            e.name = r.name;
+            e.person.extend(r.function_event_seq.and_then(seq_of));
+            e.person.extend(r.name_event_seq.and_then(seq_of));
+            e.matrix.extend(r.matrix_event_seq.and_then(seq_of));
         }
     }
-    // A cancelled assignment comes with when it ended, in business time:
-    // the next version's effective time for a supersession, otherwise when
-    // the cancellation was recorded.
-    let assignments: Vec<FirstAssignment> = store
-        .rows(
-            "SELECT a.person_id, a.assignment_id AS id, a.created_at, a.due_at, a.status, a.entry_hash AS hash, a.created_seq AS seq,              CASE WHEN a.status <> 'cancelled' THEN NULL                   WHEN a.cancel_reason = 'superseded by a newer version' THEN                        (SELECT MIN(d.effective_at) FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3)                   ELSE (SELECT e.recorded_at FROM entries e WHERE e.seq = a.closed_seq) END AS ended_at,              a.required_from, CASE WHEN a.status = 'cancelled' THEN a.closed_seq END AS closed_seq, CASE WHEN a.status = 'cancelled' THEN a.cancel_reason END AS cancel_reason,              CASE WHEN a.status = 'cancelled' AND a.cancel_reason = 'superseded by a newer version' THEN                   (SELECT d.known_seq FROM document_versions d WHERE d.document_id = a.document_id AND d.effective_at > $3 ORDER BY d.effective_at, d.version LIMIT 1) END AS superseded_by              FROM assignments a WHERE a.document_id = $1 AND a.version = $2 AND a.origin = 'sop' ORDER BY a.created_seq",
-            &[Bind::Text(doc.clone()), Bind::Text(version.clone()), Bind::Text(effective_at.clone())],
-        )
-        .await?;
-    let mut first_assignment: BTreeMap<String, FirstAssignment> = BTreeMap::new();
-    for a in assignments {
+    // The first SOP assignment of each person counts; a cancelled one comes
+    // with when it ended, in business time.
+    let mut first_assignment: BTreeMap<String, SopAssignmentRow> = BTreeMap::new();
+    for a in store.sop_assignments(doc, version, effective_at).await? {
         first_assignment.entry(a.person_id.clone()).or_insert(a);
     }
-    let completions: Vec<(String, String, Vec<u8>, i64)> = store
-        .rows(
-            "SELECT person_id, completed_at, entry_hash, seq FROM completions WHERE document_id = $1 AND version = $2 ORDER BY completed_at",
-            &[Bind::Text(doc.clone()), Bind::Text(version.clone())],
-        )
-        .await?;
     let mut first_completion: BTreeMap<String, (String, Vec<u8>, i64)> = BTreeMap::new();
-    for (person, at, hash, seq) in completions {
-        first_completion.entry(person).or_insert((at, hash, seq));
+    for c in store.version_completions(doc, version).await? {
+        first_completion
+            .entry(c.person_id)
+            .or_insert((c.completed_at, c.entry_hash, c.seq));
     }
     let mut out = Vec::with_capacity(people.len());
     for (person, required) in people {
@@ -423,7 +337,7 @@ pub async fn compliance_with_evidence(
             completion_entry_hash: c.map(|c| hex::encode(&c.1)),
         };
         let evidence = RowEvidence {
-            revision: revision_seq.and_then(|(s,)| seq_of(s)),
+            revision: revision_seq.and_then(seq_of),
             person: required.person,
             matrix: required.matrix,
             cancellation: a.and_then(|a| a.closed_seq).and_then(seq_of),
@@ -531,24 +445,12 @@ pub struct Lineage {
 /// # Errors
 /// A database error.
 pub async fn lineage(store: &Store, subject: &str) -> Result<Lineage, StoreError> {
-    let seeds: Vec<(i64,)> = store
-        .rows(
-            "SELECT seq FROM entries WHERE subject = $1 ORDER BY seq LIMIT 1000",
-            &[Bind::Text(subject.into())],
-        )
-        .await?;
-    let mut seen: BTreeSet<i64> = seeds.iter().map(|s| s.0).collect();
+    let mut seen: BTreeSet<i64> = store.lineage_seeds(subject).await?.into_iter().collect();
     let mut queue: VecDeque<i64> = seen.iter().copied().collect();
     let mut edges: BTreeSet<(i64, i64)> = BTreeSet::new();
     let mut truncated = false;
     while let Some(seq) = queue.pop_front() {
-        let children: Vec<(i64,)> = store
-            .rows(
-                "SELECT seq FROM entry_parents WHERE parent_seq = $1 ORDER BY seq",
-                &[Bind::Int(seq)],
-            )
-            .await?;
-        for (child,) in children {
+        for child in store.lineage_children(seq).await? {
             edges.insert((seq, child));
             if seen.len() >= LINEAGE_MAX {
                 truncated = true;
@@ -561,13 +463,7 @@ pub async fn lineage(store: &Store, subject: &str) -> Result<Lineage, StoreError
     }
     let reached: Vec<i64> = seen.iter().copied().collect();
     for seq in reached {
-        let parents: Vec<(i64,)> = store
-            .rows(
-                "SELECT parent_seq FROM entry_parents WHERE seq = $1",
-                &[Bind::Int(seq)],
-            )
-            .await?;
-        for (p,) in parents {
+        for p in store.lineage_parents(seq).await? {
             edges.insert((p, seq));
             if seen.len() < LINEAGE_MAX {
                 seen.insert(p);
@@ -578,15 +474,9 @@ pub async fn lineage(store: &Store, subject: &str) -> Result<Lineage, StoreError
     }
     let mut entries = Vec::with_capacity(seen.len());
     for seq in &seen {
-        let row: Option<(i64, Vec<u8>, String, String, String, String)> = store
-            .row(
-                "SELECT seq, hash, kind, subject, recorded_at, actor FROM entries WHERE seq = $1",
-                &[Bind::Int(*seq)],
-            )
-            .await?;
-        if let Some((seq, hash, kind, subject, at, actor)) = row {
-            entries.push(json!({"seq": seq, "hash": hex::encode(hash), "kind": kind,
-                                "subject": subject, "recorded_at": at, "actor": actor}));
+        if let Some(e) = store.lineage_entry(*seq).await? {
+            entries.push(json!({"seq": e.seq, "hash": hex::encode(e.hash), "kind": e.kind,
+                                "subject": e.subject, "recorded_at": e.recorded_at, "actor": e.actor}));
         }
     }
     Ok(Lineage {
@@ -612,18 +502,7 @@ pub async fn seen_from(
     from: &str,
     to: &str,
 ) -> Result<(u64, String, Vec<String>), StoreError> {
-    let rows: Vec<(String,)> = ig
-        .store()
-        .rows(
-            "SELECT event_id FROM inbox WHERE source = $1 AND event_time >= $2 AND event_time < $3",
-            &[
-                Bind::Text(source.into()),
-                Bind::Text(from.into()),
-                Bind::Text(to.into()),
-            ],
-        )
-        .await?;
-    let mut ids: Vec<String> = rows.into_iter().map(|r| r.0).collect();
+    let mut ids = ig.store().event_ids_from(source, from, to).await?;
     ids.sort();
     Ok((ids.len() as u64, id_set_sha256(&ids), ids))
 }
@@ -666,36 +545,21 @@ pub struct DeadLetter {
 /// # Errors
 /// A database error.
 pub async fn dead_letters(ig: &Integration) -> Result<Vec<DeadLetter>, StoreError> {
-    let rows: Vec<(String, String, String, String, i64, Option<String>, i64, String)> = ig
+    Ok(ig
         .store()
-        .rows(
-            "SELECT id, target, message_type, subject, attempts, last_error, created_seq, correlation_id FROM outbox WHERE status = 'dead' ORDER BY created_seq",
-            &[],
-        )
-        .await?;
-    Ok(rows
+        .dead_letters()
+        .await?
         .into_iter()
-        .map(
-            |(
-                id,
-                target,
-                message_type,
-                subject,
-                attempts,
-                last_error,
-                created_seq,
-                correlation_id,
-            )| DeadLetter {
-                id,
-                target,
-                message_type,
-                subject,
-                attempts,
-                last_error,
-                created_seq,
-                correlation_id,
-            },
-        )
+        .map(|d| DeadLetter {
+            id: d.id,
+            target: d.target,
+            message_type: d.message_type,
+            subject: d.subject,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            created_seq: d.created_seq,
+            correlation_id: d.correlation_id,
+        })
         .collect())
 }
 
@@ -722,16 +586,8 @@ impl Backlog {
 /// # Errors
 /// A database error.
 pub async fn backlog(store: &Store) -> Result<Backlog, StoreError> {
-    let (events,): (i64,) = store
-        .row(
-            "SELECT COUNT(*) FROM inbox WHERE status IN ('pending', 'parked')",
-            &[],
-        )
-        .await?
-        .unwrap_or((0,));
-    let (messages,): (i64,) = store
-        .row("SELECT COUNT(*) FROM outbox WHERE status = 'pending'", &[])
-        .await?
-        .unwrap_or((0,));
-    Ok(Backlog { events, messages })
+    Ok(Backlog {
+        events: store.events_waiting().await?,
+        messages: store.messages_waiting().await?,
+    })
 }

@@ -149,6 +149,16 @@ pub use identity::{
     Bind, CertificateRow, SequencedWrite, SessionRow, StateWrite, TokenRow, UserRow,
 };
 pub use integration::AnyRow;
+pub use integration::outbox::{
+    DeadHandoverRow, DueMessageRow, RecordedEventRow, capa_closed, inbox_received,
+    outbox_dead_lettered, outbox_delivered, outbox_enqueued, outbox_replayed,
+    outbox_retry_scheduled,
+};
+pub use integration::views::{
+    AssignmentDueRow, CapaActionRow, CapaAssignmentRow, CapaStateRow, DeadLetterRow,
+    DeliveryTimesRow, LineageEntryRow, OutboxTallyRow, RequiredPersonRow, RevisionRow,
+    RevisionSpanRow, SopAssignmentRow, VersionCompletionRow,
+};
 pub use ops::VerifyRun;
 pub use projection::{Cell, ColumnType, StateSnapshot, TableSpec};
 

@@ -11,6 +11,9 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{Backend, Bind, Store, StoreError};
 
+pub mod outbox;
+pub mod views;
+
 /// A row type readable from both backends.
 pub trait AnyRow:
     for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
