@@ -2,9 +2,6 @@
 //! in, schemas, CAPA closure readiness and closure, compliance, lineage,
 //! dead letters and reconciliation.
 
-// Rows are read as tuples in the order of their SELECT lists, next to the SQL.
-#![allow(clippy::type_complexity)]
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};

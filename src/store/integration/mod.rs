@@ -1,18 +1,28 @@
-//! Reads of the integration tables (docs/INTEGRATION.md §2-4). The writes
-//! are [`StateWrite::Sql`](super::StateWrite::Sql) effects of entries; the
-//! SQL of both lives with the rules in `crate::integration`, which knows the
-//! tables' meaning. This module only runs it on either backend.
+//! The integration tables (docs/INTEGRATION.md §2-4): all of their SQL.
+//!
+//! - [`rules`]: what the rules worker reads to decide, and the writes it
+//!   attaches to the entries that record its outcomes;
+//! - [`outbox`]: the inbox and outbox of ingestion, replay and delivery,
+//!   and the CAPA closure;
+//! - [`views`]: the reads of the integration points, the console and the
+//!   demo (readiness, compliance, lineage, dead letters, backlog).
+//!
+//! Each statement is a named constant or a named constructor; each read a
+//! `Store` method returning named rows (`sqlx::FromRow`). Writes are
+//! [`StateWrite::Sql`](super::StateWrite::Sql) effects, written in the
+//! transaction of the entry that records them. What the rows mean (status
+//! rules, what is due) stays with `crate::integration`. The generic
+//! `Store::rows` that runs them is private to `store`.
 
+pub mod outbox;
 pub mod rules;
+pub mod views;
 
 use sqlx::FromRow;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::{Backend, Bind, Store, StoreError};
-
-pub mod outbox;
-pub mod views;
 
 /// A row type readable from both backends.
 pub trait AnyRow:
