@@ -1378,12 +1378,17 @@ impl IntegrationBench {
     }
 
     async fn count(&self, sql: &'static str) -> anyhow::Result<i64> {
-        Ok(self
-            .opened
-            .store
-            .row::<(i64,)>(sql, &[])
-            .await?
-            .map_or(0, |r| r.0))
+        // Raw SQL around the application, on the instance's database.
+        let url = self.opened.dir.database_url(&self.opened.config, None);
+        Ok(if url.starts_with("postgres") {
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut sqlx::PgConnection::connect(&url).await?)
+                .await?
+        } else {
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut sqlx::SqliteConnection::connect(&url).await?)
+                .await?
+        })
     }
 
     async fn pending(&self) -> anyhow::Result<i64> {
@@ -1412,14 +1417,7 @@ impl IntegrationBench {
 
     /// `inbox` rows by status, e.g. `applied 20005, parked 0`.
     async fn inbox_line(&self) -> anyhow::Result<String> {
-        let rows = self
-            .opened
-            .store
-            .rows::<(String, i64)>(
-                "SELECT status, COUNT(*) FROM inbox GROUP BY status ORDER BY status",
-                &[],
-            )
-            .await?;
+        let rows = self.opened.store.inbox_status_counts().await?;
         Ok(rows
             .iter()
             .map(|(s, n)| format!("{s} {n}"))
@@ -1754,14 +1752,7 @@ async fn fanout(args: &[String]) -> anyhow::Result<()> {
             (d.saturating_sub(a)).as_secs_f64()
         );
     }
-    let outbox = bench
-        .opened
-        .store
-        .rows::<(String, i64)>(
-            "SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status",
-            &[],
-        )
-        .await?;
+    let outbox = bench.opened.store.outbox_status_counts().await?;
     println!("outbox             {outbox:?}");
     if let Some(h) = delivery_histogram(&bench.metrics().await?, "lms") {
         println!("delivery_seconds   {h}");
@@ -2183,10 +2174,13 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
             data("completed_at")
         ),
     ];
+    // Raw SQL around the application, on the instance's SQLite file.
+    let mut raw =
+        sqlx::SqliteConnection::connect(&opened.dir.database_url(&opened.config, None)).await?;
     for sql in fill {
-        // `Store::rows` takes static SQL (the store's queries are constants).
-        let sql: &'static str = sql.leak();
-        let _: Vec<(i64,)> = store.rows(sql, &[]).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut raw)
+            .await?;
     }
     println!("backend            {}", store.backend_name());
     println!(

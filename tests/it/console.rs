@@ -980,14 +980,14 @@ async fn overdue_training_is_raised_by_the_review_whose_period_it_fell_due_in() 
     assert_eq!(s, 202, "{body}");
     settle(&ledger).await;
     let (assigned,): (i64,) = ledger
-        .opened
-        .store
+        .db
+        .raw()
+        .await
         .row(
             "SELECT created_seq FROM assignments WHERE person_id = 'E1' AND status = 'open'",
             &[],
         )
         .await
-        .unwrap()
         .expect("E1 is assigned SOP-017 v3");
     let password = own_password("qa1", 1);
     let sign = |page: &str| {

@@ -8,6 +8,7 @@ use sqlx::{Connection as _, PgConnection, SqliteConnection};
 use trailmark::config::Config;
 use trailmark::instance::Instance;
 use trailmark::instance::Server;
+use trailmark::store::{AnyRow, Bind};
 
 /// Which database the storage tests use, as a short label for messages.
 pub fn backend() -> &'static str {
@@ -122,6 +123,33 @@ macro_rules! on_conn {
     };
 }
 
+/// Binds [`Bind`] values to a raw read on either backend; the recording
+/// entry's seq, time or hash belong to writes only.
+fn bind_values<'q, DB, T>(
+    mut q: sqlx::query::QueryAs<'q, DB, T, <DB as sqlx::Database>::Arguments>,
+    binds: &[Bind],
+) -> sqlx::query::QueryAs<'q, DB, T, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for b in binds {
+        q = match b {
+            Bind::Text(t) => q.bind(t.clone()),
+            Bind::OptText(t) => q.bind(t.clone()),
+            Bind::Int(i) => q.bind(*i),
+            Bind::OptInt(i) => q.bind(*i),
+            Bind::Blob(v) => q.bind(v.clone()),
+            other => panic!("a raw read binds values, not {other:?}"),
+        };
+    }
+    q
+}
+
 impl Raw {
     pub fn is_pg(&self) -> bool {
         matches!(self, Raw::Pg(_))
@@ -176,6 +204,17 @@ impl Raw {
         on_conn!(self, c => sqlx::query("INSERT INTO entries (seq, hash, canonical, recorded_at, kind, actor, subject, request_digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $2)")
             .bind(seq).bind(hash).bind(bytes).bind(at).bind(kind).bind(actor).bind(subject)
             .execute(c).await.map(|_| ()).unwrap());
+    }
+
+    /// The first row of a read, typed as the caller asks (a tuple or a
+    /// `FromRow` struct); binds are values only.
+    pub async fn row<T: AnyRow>(&mut self, sql: &'static str, binds: &[Bind]) -> Option<T> {
+        on_conn!(self, c => bind_values(sqlx::query_as::<_, T>(sql), binds).fetch_optional(c).await.unwrap())
+    }
+
+    /// Every row of a read, as [`Raw::row`].
+    pub async fn rows<T: AnyRow>(&mut self, sql: &'static str, binds: &[Bind]) -> Vec<T> {
+        on_conn!(self, c => bind_values(sqlx::query_as::<_, T>(sql), binds).fetch_all(c).await.unwrap())
     }
 
     pub async fn count(&mut self, table: &str) -> i64 {

@@ -68,13 +68,15 @@ pub(crate) async fn outbox_settled(ledger: &TestLedger) {
 
 pub(crate) async fn settle(ledger: &TestLedger) {
     for _ in 0..400 {
-        let (pending,): (i64,) = ledger
+        let pending = ledger
             .opened
             .store
-            .row("SELECT COUNT(*) FROM inbox WHERE status = 'pending'", &[])
+            .inbox_status_counts()
             .await
             .unwrap()
-            .unwrap();
+            .into_iter()
+            .find(|(status, _)| status == "pending")
+            .map_or(0, |(_, n)| n);
         if pending == 0 {
             return;
         }
@@ -98,20 +100,20 @@ pub(crate) async fn count_becomes(ledger: &TestLedger, sql: &'static str, want: 
 }
 
 async fn count(ledger: &TestLedger, sql: &'static str, binds: &[Bind]) -> i64 {
-    let (n,): (i64,) = ledger.opened.store.row(sql, binds).await.unwrap().unwrap();
+    let (n,): (i64,) = ledger.db.raw().await.row(sql, binds).await.unwrap();
     n
 }
 
 async fn status_of(ledger: &TestLedger, person: &str, version: &str) -> Option<String> {
     ledger
-        .opened
-        .store
+        .db
+        .raw()
+        .await
         .row::<(String,)>(
             "SELECT status FROM assignments WHERE person_id = $1 AND document_id = 'SOP-017' AND version = $2 AND origin = 'sop'",
             &[Bind::Text(person.into()), Bind::Text(version.into())],
         )
         .await
-        .unwrap()
         .map(|r| r.0)
 }
 
@@ -235,14 +237,14 @@ async fn document_control_a_revision_assigns_every_mapped_person_supersedes_and_
     }
     // Due = effective + the SOP category's 30 days (carried over from v3).
     let due: Option<(String,)> = ledger
-        .opened
-        .store
+        .db
+        .raw()
+        .await
         .row(
             "SELECT due_at FROM assignments WHERE person_id = 'E1' AND version = '4'",
             &[],
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(due.unwrap().0, "2026-03-31T00:00:00.000000Z");
 
     let (status, _) = send(
@@ -315,11 +317,11 @@ async fn time_travel_a_job_change_mid_period_and_a_revision_between_two_completi
     settle(&ledger).await;
 
     let status = |dev: &'static str| {
-        let store = ledger.opened.store.clone();
+        let db = &ledger.db;
         async move {
-            let (canonical,): (Vec<u8>,) = store.row(
+            let (canonical,): (Vec<u8>,) = db.raw().await.row(
                 "SELECT canonical FROM entries WHERE kind = 'qms.deviation.training_status' AND subject = $1",
-                &[Bind::Text(format!("qms:deviation/{dev}"))]).await.unwrap().unwrap();
+                &[Bind::Text(format!("qms:deviation/{dev}"))]).await.unwrap();
             serde_json::from_slice::<Value>(&canonical).unwrap()["payload"].clone()
         }
     };
@@ -853,8 +855,8 @@ async fn delivery_faults_retry_break_dead_letter_and_replay_without_loss_or_doub
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rows: Vec<(String, String, i64, Option<String>, String)> = ledger.opened.store.rows(
-        "SELECT id, status, attempts, last_error, next_attempt_at FROM outbox WHERE target = 'lms' ORDER BY created_seq", &[]).await.unwrap();
+    let rows: Vec<(String, String, i64, Option<String>, String)> = ledger.db.raw().await.rows(
+        "SELECT id, status, attempts, last_error, next_attempt_at FROM outbox WHERE target = 'lms' ORDER BY created_seq", &[]).await;
     assert_eq!(
         delivered, 10,
         "every message is delivered and recorded once: {rows:?}"
@@ -1206,7 +1208,7 @@ fn mixed_workload() -> Vec<Value> {
 /// The projections a workload leaves, without recording times or IDs that
 /// differ between runs.
 async fn projection(ledger: &TestLedger) -> Vec<String> {
-    let store = &ledger.opened.store;
+    let mut raw = ledger.db.raw().await;
     let mut out = Vec::new();
     type AssignmentRow = (
         String,
@@ -1218,28 +1220,24 @@ async fn projection(ledger: &TestLedger) -> Vec<String> {
         Option<String>,
         i64,
     );
-    let rows: Vec<AssignmentRow> = store
+    let rows: Vec<AssignmentRow> = raw
         .rows(
             "SELECT assignment_id, person_id, document_id, version, origin, status, completed_at, verified FROM assignments ORDER BY assignment_id",
             &[],
         )
-        .await
-        .unwrap();
+        .await;
     out.extend(rows.into_iter().map(|r| format!("{r:?}")));
-    let inbox: Vec<(String, String)> = store
+    let inbox: Vec<(String, String)> = raw
         .rows("SELECT event_id, status FROM inbox ORDER BY event_id", &[])
-        .await
-        .unwrap();
+        .await;
     out.extend(inbox.into_iter().map(|r| format!("{r:?}")));
-    let outbox: Vec<(String, String, String)> = store
+    let outbox: Vec<(String, String, String)> = raw
         .rows("SELECT target, message_type, subject FROM outbox ORDER BY target, message_type, subject, body", &[])
-        .await
-        .unwrap();
+        .await;
     out.extend(outbox.into_iter().map(|r| format!("{r:?}")));
-    let findings: Vec<(Vec<u8>,)> = store
+    let findings: Vec<(Vec<u8>,)> = raw
         .rows("SELECT canonical FROM entries WHERE kind = 'qms.deviation.training_status' ORDER BY subject", &[])
-        .await
-        .unwrap();
+        .await;
     for (c,) in findings {
         let mut v: Value = serde_json::from_slice(&c).unwrap();
         for p in v["payload"]["people"].as_array_mut().unwrap() {
@@ -1397,14 +1395,14 @@ async fn a_completion_before_its_assignment_completes_it_but_not_a_later_capa_re
         Some("completed")
     );
     let (created,): (Vec<u8>,) = ledger
-        .opened
-        .store
+        .db
+        .raw()
+        .await
         .row(
             "SELECT e.canonical FROM entries e JOIN assignments a ON a.created_seq = e.seq WHERE a.person_id = 'E3' AND a.origin = 'sop'",
             &[],
         )
         .await
-        .unwrap()
         .unwrap();
     let created: Value = serde_json::from_slice(&created).unwrap();
     assert_eq!(
@@ -1529,14 +1527,14 @@ async fn overdue_survives_supersession_and_a_job_change_ends_the_old_functions_t
     assert_eq!(send(&http, &token, vec![mover]).await.0, 202);
     settle(&ledger).await;
     let (reason,): (Option<String>,) = ledger
-        .opened
-        .store
+        .db
+        .raw()
+        .await
         .row(
             "SELECT cancel_reason FROM assignments WHERE person_id = 'E2' AND version = '5' AND origin = 'sop'",
             &[],
         )
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(reason.as_deref(), Some("job function changed"));
     assert_eq!(
@@ -1571,14 +1569,14 @@ async fn a_job_change_reported_late_is_due_from_when_it_happened() {
     assert_eq!(send(&http, &token, vec![late]).await.0, 202);
     settle(&ledger).await;
     let (due,): (String,) = ledger
-        .opened
-        .store
+        .db
+        .raw()
+        .await
         .row(
             "SELECT due_at FROM assignments WHERE person_id = 'E3' AND document_id = 'SOP-017' AND version = '3'",
             &[],
         )
         .await
-        .unwrap()
         .expect("E3 is assigned SOP-017 v3");
     assert_eq!(due, "2026-02-14T00:00:00.000000Z", "15 January + 30 days");
     let (s, rows) = http

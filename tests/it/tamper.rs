@@ -711,14 +711,14 @@ async fn the_scheduled_verification_records_a_state_edit_once() {
 /// The payloads of the `security.verification.failed` entries.
 async fn raw_alerts(ledger: &TestLedger) -> Vec<serde_json::Value> {
     let rows: Vec<(Vec<u8>,)> = ledger
-        .opened
-        .store
+        .db
+        .raw()
+        .await
         .rows(
             "SELECT canonical FROM entries WHERE kind = 'security.verification.failed' ORDER BY seq",
             &[],
         )
-        .await
-        .unwrap();
+        .await;
     rows.into_iter()
         .map(|(c,)| serde_json::from_slice::<serde_json::Value>(&c).unwrap()["payload"].clone())
         .collect()

@@ -232,16 +232,14 @@ async fn removed_append_only_triggers_fail_iq_and_the_tamper_case_with_deviation
     instance.throwaway = false;
     let admin = instance.fixture["admin_id"].clone();
     instance.close().await;
-    let (status,): (String,) = ledger
+    let status = ledger
         .opened
         .store
-        .row(
-            "SELECT status FROM users WHERE user_id = $1",
-            &[trailmark::store::Bind::Text(admin)],
-        )
+        .user(&admin)
         .await
         .unwrap()
-        .unwrap();
+        .expect("the fixture's administrator exists")
+        .status;
     assert_eq!(status, "deactivated");
     server.stop().await;
     ledger.finish().await;
