@@ -150,3 +150,40 @@ fn the_cycle_check_finds_a_cycle() {
         ["a", "b", "c"].iter().map(|s| (*s).to_owned()).collect()
     );
 }
+
+/// Only `src/store` holds SQL text (docs/ARCHITECTURE.md, "only store holds
+/// or runs SQL"): no statement keyword opens a string literal elsewhere.
+#[test]
+fn no_sql_outside_the_store() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let store = src.join("store");
+    let mut found = Vec::new();
+    let mut read = 0;
+    for f in files.iter().filter(|f| !f.starts_with(&store)) {
+        read += 1;
+        for (n, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for keyword in [
+                "SELECT ",
+                "INSERT INTO ",
+                "DELETE FROM ",
+                "UPDATE ",
+                "WITH ",
+            ] {
+                if line.contains(&format!("\"{keyword}")) {
+                    found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(read > 50, "the sources were read ({read} files)");
+    assert!(
+        found.is_empty(),
+        "SQL outside src/store:\n{}",
+        found.join("\n")
+    );
+}

@@ -39,7 +39,7 @@ impl Store {
     ///
     /// # Errors
     /// A database error, or a bind that only writes may use.
-    pub async fn rows<T: AnyRow>(
+    pub(in crate::store) async fn rows<T: AnyRow>(
         &self,
         sql: &'static str,
         binds: &[Bind],
@@ -62,7 +62,7 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::rows`].
-    pub async fn row<T: AnyRow>(
+    pub(in crate::store) async fn row<T: AnyRow>(
         &self,
         sql: &'static str,
         binds: &[Bind],
