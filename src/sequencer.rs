@@ -1033,7 +1033,7 @@ impl Batch {
                     .write
                     .entries
                     .get(*index)
-                    .map_or(self.head.seq + 1 + *index as u64, |e| e.seq);
+                    .map_or(self.committed_size + *index as u64, |e| e.seq);
                 return Err(AppendError::Conflict {
                     key: key.clone(),
                     original_seq,

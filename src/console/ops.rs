@@ -170,12 +170,6 @@ async fn body(
     notice: Option<Markup>,
     kept: Kept,
 ) -> Result<Markup, crate::store::StoreError> {
-    let size = state.store.size().await?;
-    let checkpoint = state.store.latest_checkpoint().await?;
-    let last_verify = state.store.last_verify_run().await?;
-    let inbox = crate::integration::queries::backlog(&state.store)
-        .await?
-        .events;
     let sla = sla(state).await?;
     let manage = grants(&v.caller.roles, Permission::IntegrationManage);
     let dead = if manage {
@@ -186,10 +180,31 @@ async fn body(
     let dead_total: i64 = sla.values().map(|s| s.dead).sum();
     let pending_total: i64 = sla.values().map(|s| s.pending).sum();
     let limit = state.integration.config().delivery_sla_seconds;
-    let verifying = crate::audit::VERIFYING.load(Ordering::Relaxed);
-    let reports = grants(&v.caller.roles, Permission::ReportsGenerate);
+    let health = health_section(state, v, dead_total, pending_total).await?;
     Ok(html! {
         @if let Some(n) = notice { (n) }
+        (health)
+        (sla_section(&sla, limit))
+        (dead_section(v, manage, &dead, dead_total, &kept))
+        (reports_section(v))
+    })
+}
+
+/// The ledger's size, checkpoint, last verification and queue depth.
+async fn health_section(
+    state: &AppState,
+    v: &Viewer,
+    dead_total: i64,
+    pending_total: i64,
+) -> Result<Markup, crate::store::StoreError> {
+    let size = state.store.size().await?;
+    let checkpoint = state.store.latest_checkpoint().await?;
+    let last_verify = state.store.last_verify_run().await?;
+    let inbox = crate::integration::queries::backlog(&state.store)
+        .await?
+        .events;
+    let verifying = crate::audit::VERIFYING.load(Ordering::Relaxed);
+    Ok(html! {
         section aria-labelledby="health" {
             h2 #health { "Ledger health" }
             dl {
@@ -225,6 +240,12 @@ async fn body(
                 }
             }
         }
+    })
+}
+
+/// Delivery latency per target against the SLA.
+fn sla_section(sla: &BTreeMap<String, Sla>, limit: u64) -> Markup {
+    html! {
         section aria-labelledby="sla" {
             h2 #sla { "Hand-over SLA" }
             table {
@@ -232,7 +253,7 @@ async fn body(
                 thead { tr { th scope="col" { "Target" } th scope="col" { "Delivered" } th scope="col" { "p50 (s)" } th scope="col" { "p95 (s)" } th scope="col" { "Over the SLA" } th scope="col" { "Waiting" } th scope="col" { "Oldest waiting" } th scope="col" { "Dead letters" } } }
                 tbody {
                     @if sla.is_empty() { tr { td colspan="8" { "No hand-over has been queued yet." } } }
-                    @for (target, s) in &sla {
+                    @for (target, s) in sla {
                         tr {
                             td { (target) }
                             td { (s.delivered) }
@@ -247,6 +268,18 @@ async fn body(
                 }
             }
         }
+    }
+}
+
+/// The dead letters, each with its replay form (for `integration:manage`).
+fn dead_section(
+    v: &Viewer,
+    manage: bool,
+    dead: &[crate::integration::queries::DeadLetter],
+    dead_total: i64,
+    kept: &Kept,
+) -> Markup {
+    html! {
         section aria-labelledby="dead" {
             h2 #dead { "Dead letters" }
             @if !manage {
@@ -259,7 +292,7 @@ async fn body(
                     caption { (plural(dead.len() as i64, "dead letter")) ", oldest first" }
                     thead { tr { th scope="col" { "Message" } th scope="col" { "Target" } th scope="col" { "Type" } th scope="col" { "Subject" } th scope="col" { "Attempts" } th scope="col" { "Last error" } th scope="col" { "Hand-over" } th scope="col" { "Replay" } } }
                     tbody {
-                        @for d in &dead {
+                        @for d in dead {
                             @let keep = kept.message_id == d.id;
                             tr {
                                 td { code { (d.id) } }
@@ -288,6 +321,13 @@ async fn body(
                 }
             }
         }
+    }
+}
+
+/// The report forms (for `reports:generate`).
+fn reports_section(v: &Viewer) -> Markup {
+    let reports = grants(&v.caller.roles, Permission::ReportsGenerate);
+    html! {
         section aria-labelledby="reports" {
             h2 #reports { "Reports" }
             @if reports {
@@ -325,7 +365,7 @@ async fn body(
                 p { "Reports need " code { "reports:generate" } "." }
             }
         }
-    })
+    }
 }
 
 /// The page again with what was refused and why (an alert).

@@ -728,6 +728,84 @@ pub(super) async fn sign(
         )
         .await;
     }
+    let payload = review_record(&form, &asked, &v, (from, to), &range);
+    record_and_sign(&state, &v, payload, &form, &asked).await
+}
+
+/// Appends the review record and signs it `reviewed` for the reviewer; the
+/// reviewer lands on the record.
+async fn record_and_sign(
+    state: &AppState,
+    v: &Viewer,
+    payload: Map<String, Value>,
+    form: &HashMap<String, String>,
+    asked: &Asked,
+) -> Response {
+    let scope = asked.scope;
+    let user_id = form
+        .get("user_id")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty());
+    let password = form.get("password").map_or("", String::as_str);
+    // The record's actor is the console: the reviewer's `reviewed`
+    // signature on it is what attributes it (no self-review rule).
+    let request = AppendRequest::new(
+        kind::lookup(KIND).expect("registered"),
+        Actor::parse("system:console").expect("a valid actor"),
+        Subject::parse(&scope.subject()).expect("a valid subject"),
+        payload,
+    );
+    let receipt = match state.sequencer.append(request).await {
+        Ok(r) => r,
+        Err(e) => {
+            return render(
+                state,
+                v,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(&format!("Not recorded: {e}")),
+                Some(form),
+                asked,
+            )
+            .await;
+        }
+    };
+    let signed = state
+        .identity
+        .sign(
+            &v.caller,
+            SignRequest {
+                target: receipt.hash.to_hex(),
+                meaning: "reviewed".into(),
+                user_id: user_id.map(str::to_owned),
+                password: password.to_owned(),
+            },
+        )
+        .await;
+    match signed {
+        Ok(_) => Redirect::to(&format!("/console/entries/{}", receipt.seq)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, seq = receipt.seq, "the review record was appended but its signature failed");
+            page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Review recorded, not signed",
+                Some(v),
+                html! { p.error role="alert" { "The review record (entry " (receipt.seq) ") was appended, but signing it failed: " (e.to_string())
+                ". An unsigned review does not count; sign it from the entry page's API or review again." } },
+            )
+        }
+    }
+}
+
+/// The review record's payload: the range, the reviewer, and each item with
+/// the reviewer's mark and note.
+fn review_record(
+    form: &HashMap<String, String>,
+    asked: &Asked,
+    v: &Viewer,
+    (from, to): (u64, u64),
+    range: &Range,
+) -> Map<String, Value> {
+    let scope = asked.scope;
     let items = &range.items;
     let marked: Vec<Value> = items
         .iter()
@@ -760,53 +838,7 @@ pub(super) async fn sign(
         json!(marked.iter().filter(|m| m["mark"] == "follow-up").count()),
     );
     payload.insert("items".into(), Value::Array(marked));
-    // The record's actor is the console: the reviewer's `reviewed`
-    // signature on it is what attributes it (no self-review rule).
-    let request = AppendRequest::new(
-        kind::lookup(KIND).expect("registered"),
-        Actor::parse("system:console").expect("a valid actor"),
-        Subject::parse(&scope.subject()).expect("a valid subject"),
-        payload,
-    );
-    let receipt = match state.sequencer.append(request).await {
-        Ok(r) => r,
-        Err(e) => {
-            return render(
-                &state,
-                &v,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(&format!("Not recorded: {e}")),
-                Some(&form),
-                &asked,
-            )
-            .await;
-        }
-    };
-    let signed = state
-        .identity
-        .sign(
-            &v.caller,
-            SignRequest {
-                target: receipt.hash.to_hex(),
-                meaning: "reviewed".into(),
-                user_id: user_id.map(str::to_owned),
-                password: password.to_owned(),
-            },
-        )
-        .await;
-    match signed {
-        Ok(_) => Redirect::to(&format!("/console/entries/{}", receipt.seq)).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, seq = receipt.seq, "the review record was appended but its signature failed");
-            page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Review recorded, not signed",
-                Some(&v),
-                html! { p.error role="alert" { "The review record (entry " (receipt.seq) ") was appended, but signing it failed: " (e.to_string())
-                ". An unsigned review does not count; sign it from the entry page's API or review again." } },
-            )
-        }
-    }
+    payload
 }
 
 #[cfg(test)]

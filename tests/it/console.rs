@@ -123,6 +123,7 @@ impl Browser {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one browser session walked page by page, as a QA reviewer uses the console
 async fn console_login_trail_and_entry_with_signatures_verified_proof_escaping_and_csrf() {
     let ledger = TestLedger::new().await;
     let server = ledger.start().await;
@@ -359,6 +360,7 @@ async fn newest(ledger: &TestLedger, kind: &str) -> Option<serde_json::Value> {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one operations session: replay, administration, then every page and form per role
 async fn operations_replay_administration_and_every_page_and_form_authorised() {
     use crate::integration::{count_becomes, master_data, with_targets};
     use trailmark::sim::Fault;
@@ -792,6 +794,7 @@ async fn console_sessions_end_after_inactivity_and_cookies_are_secure_over_tls()
 /// subjects and keeps its own place; a period can stop at a chosen instant;
 /// an unknown scope or unreadable instant is refused and records nothing.
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // successive reviews of several scopes, each depending on the one before
 async fn review_scopes_keep_their_own_place_and_a_period_stops_where_asked() {
     let ledger = TestLedger::new().await;
     let server = ledger.start().await;
@@ -949,6 +952,7 @@ async fn review_scopes_keep_their_own_place_and_a_period_stops_where_asked() {
 /// even when it was assigned in an earlier, already reviewed range, and by
 /// no other review (docs/CONSOLE.md §4).
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // two reviews either side of the due time, the second depending on the first
 async fn overdue_training_is_raised_by_the_review_whose_period_it_fell_due_in() {
     use crate::integration::{event, send, settle, with_targets};
 

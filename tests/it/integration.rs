@@ -389,6 +389,7 @@ async fn time_travel_a_job_change_mid_period_and_a_revision_between_two_completi
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one CAPA followed from its action to its closure, step by step
 async fn capa_closure_is_refused_and_recorded_until_completions_and_verification_are_evidenced() {
     let ledger = TestLedger::new().await;
     let (server, http, _lms, qms) = with_targets(&ledger, |_| {}).await;
@@ -694,6 +695,7 @@ async fn duplicate_reordered_late_and_invalid_events_apply_once_or_not_at_all() 
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one target taken through each fault in turn, then replayed
 async fn delivery_faults_retry_break_dead_letter_and_replay_without_loss_or_double_effect() {
     let ledger = TestLedger::new().await;
     let (server, http, lms, _qms) = with_targets(&ledger, |t| {

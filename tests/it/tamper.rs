@@ -185,6 +185,9 @@ async fn verify_names_the_first_bad_seq_for_each_manipulation() {
                 },
             ) => {}
             ("timestamp in entry", VerifyError::ChainBroken { seq: 13, .. }) => {}
+            // A checkpoint signed at size 13 while the records were appended
+            // (a busy machine) is reached before entry 13's `prev`.
+            ("timestamp in entry", VerifyError::RootMismatch { size: 13, .. }) => {}
             (
                 "delete middle",
                 VerifyError::Gap {
@@ -368,6 +371,7 @@ async fn ledger_with_state() -> TestLedger {
 /// and the entry that last wrote it. Each edit is undone before the next,
 /// and the restored ledger verifies again.
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one manipulation per state table on one ledger, each checked and mended in turn
 async fn verify_replays_the_state_and_names_every_edited_table() {
     let ledger = ledger_with_state().await;
     let mut raw = ledger.db.raw().await;
