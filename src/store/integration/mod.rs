@@ -1,7 +1,17 @@
-//! Reads of the integration tables (docs/INTEGRATION.md §2-4). The writes
-//! are [`StateWrite::Sql`](super::StateWrite::Sql) effects of entries; the
-//! SQL of both lives with the rules in `crate::integration`, which knows the
-//! tables' meaning. This module only runs it on either backend.
+//! The integration tables (docs/INTEGRATION.md §2-4): their SQL, as named
+//! constants with named row structs, and [`Store::rows`] that runs a read
+//! on either backend. Writes are [`StateWrite::Sql`](super::StateWrite::Sql)
+//! effects of entries, built by named constructors here.
+//!
+//! - `views.rs`: the reads of the integration points' queries (readiness,
+//!   compliance, lineage, dead letters, reconciliation, backlog), the
+//!   console's operations and review pages, and the demo.
+//! - `outbox.rs`: the inbox and outbox reads of ingestion, replay and
+//!   delivery, and the effects that receive an event, queue, deliver,
+//!   retry, dead-letter or replay a message, and close a CAPA.
+//!
+//! The rules worker's SQL (`crate::integration::rules`) is still written
+//! with its rules and run through [`Store::rows`] and `StateWrite::Sql`.
 
 use sqlx::FromRow;
 use sqlx::postgres::PgRow;
