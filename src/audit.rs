@@ -212,7 +212,7 @@ pub async fn verify_and_alert(
     payload.insert("found_in".into(), class.into());
     payload.insert("problem".into(), problem.into());
     let request = AppendRequest {
-        kind: crate::ledger::kind::lookup("security.verification.failed").expect("registered"),
+        kind: &crate::ledger::kind::SECURITY_VERIFICATION_FAILED,
         actor: crate::ledger::Actor::system(),
         subject: crate::ledger::Subject::parse("ledger:verification").expect("a valid subject"),
         correlation_id: None,

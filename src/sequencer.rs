@@ -434,7 +434,7 @@ pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, St
         seq: 0,
         prev: Hash::ZERO,
         recorded_at: Timestamp::now(),
-        kind: kind::lookup("ledger.genesis").expect("registered"),
+        kind: &kind::LEDGER_GENESIS,
         actor: Actor::system(),
         subject: Subject::parse(&format!("ledger:{}", key.name()))
             .map_err(|e| StartError::Integrity(e.to_string()))?,

@@ -750,7 +750,7 @@ async fn record_and_sign(
     // The record's actor is the console: the reviewer's `reviewed`
     // signature on it is what attributes it (no self-review rule).
     let request = AppendRequest::new(
-        kind::lookup(KIND).expect("registered"),
+        &kind::REVIEW_AUDIT_TRAIL_COMPLETED,
         Actor::parse("system:console").expect("a valid actor"),
         Subject::parse(&scope.subject()).expect("a valid subject"),
         payload,

@@ -51,7 +51,7 @@ pub async fn close(
         payload.insert("missing".into(), json!(r.missing));
         payload.insert("reason_given".into(), json!(reason));
         let refused = AppendRequest {
-            kind: kind::lookup("integration.capa.closure_refused").expect("registered"),
+            kind: &kind::INTEGRATION_CAPA_CLOSURE_REFUSED,
             actor: actor.clone(),
             subject,
             correlation_id: None,
@@ -90,7 +90,7 @@ pub async fn close(
     payload.insert("capa_id".into(), json!(id));
     let correlation = format!("capa-{id}");
     let closed = AppendRequest {
-        kind: kind::lookup("qms.capa.closed").expect("registered"),
+        kind: &kind::QMS_CAPA_CLOSED,
         actor: actor.clone(),
         subject: subject.clone(),
         correlation_id: Some(correlation.chars().take(128).collect()),

@@ -257,7 +257,7 @@ async fn record(
     payload.insert("message_id".into(), json!(id));
     payload.insert("target".into(), json!(target.name));
     payload.insert("attempt".into(), json!(attempt));
-    let (kind_name, effect) = match result {
+    let (kind, effect) = match result {
         Ok(status) => {
             let latency = chrono::DateTime::parse_from_rfc3339(created_at)
                 .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds())
@@ -275,7 +275,7 @@ async fn record(
             }
             payload.insert("status".into(), json!(status));
             payload.insert("latency_ms".into(), json!(latency));
-            ("integration.handover.delivered", outbox_delivered(id))
+            (&kind::INTEGRATION_HANDOVER_DELIVERED, outbox_delivered(id))
         }
         Err(error) => {
             ig.metrics().delivery_errors.get_or_create(&labels).inc();
@@ -284,7 +284,7 @@ async fn record(
                 ig.metrics().dead_letters.get_or_create(&labels).inc();
                 tracing::warn!(target = %target.name, message = %id, attempts = attempt, error = %error, "message dead-lettered");
                 (
-                    "integration.handover.dead_lettered",
+                    &kind::INTEGRATION_HANDOVER_DEAD_LETTERED,
                     outbox_dead_lettered(id, &error),
                 )
             } else {
@@ -294,7 +294,7 @@ async fn record(
                 let next = Timestamp::from_datetime(next).to_string();
                 payload.insert("next_attempt_at".into(), json!(next));
                 (
-                    "integration.handover.failed",
+                    &kind::INTEGRATION_HANDOVER_FAILED,
                     outbox_retry_scheduled(id, &error, &next),
                 )
             }
@@ -303,7 +303,7 @@ async fn record(
     let parent = Hash::from_slice(hash)
         .map_err(|e| crate::sequencer::AppendError::Unavailable(e.to_string()))?;
     let request = AppendRequest {
-        kind: kind::lookup(kind_name).expect("registered"),
+        kind,
         actor: Actor::parse("system:delivery").expect("a valid actor"),
         subject: Subject::parse(subject).map_err(crate::sequencer::AppendError::Invalid)?,
         correlation_id: Some(correlation.clone()),

@@ -196,7 +196,7 @@ impl Integration {
         payload.insert("attempts_before".into(), json!(dead.attempts));
         payload.insert("last_error".into(), json!(dead.last_error));
         let request = AppendRequest {
-            kind: kind::lookup("integration.handover.replayed").expect("registered"),
+            kind: &kind::INTEGRATION_HANDOVER_REPLAYED,
             actor: actor.clone(),
             subject: Subject::parse(&dead.subject).map_err(|_| bad("subject"))?,
             correlation_id: None,

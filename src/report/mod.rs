@@ -676,7 +676,7 @@ impl Reporter {
         }
         self.sequencer
             .append(AppendRequest::new(
-                kind::lookup("report.generated").expect("registered"),
+                &kind::REPORT_GENERATED,
                 heading.by.actor.clone(),
                 Subject::parse(&format!("report:{}", heading.report_id))
                     .map_err(|e| ReportError::Record(e.to_string()))?,

@@ -415,7 +415,7 @@ async fn seal(
     let subject = Subject::parse(&format!("validation:run/{id}"))?;
     let receipt = opened
         .with_sequencer(|seq| async move {
-            let kind = crate::ledger::kind::lookup("validation.run.recorded").expect("registered");
+            let kind = &crate::ledger::kind::VALIDATION_RUN_RECORDED;
             Ok(seq
                 .append(AppendRequest::new(kind, actor, subject, payload))
                 .await?)

@@ -3,6 +3,7 @@
 //! the user's signing key, name and ID; a new certificate revokes the one
 //! it supersedes.
 
+use crate::ledger::kind;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::Duration as ChronoDuration;
@@ -31,7 +32,7 @@ impl Identity {
         if self.store.trusted_cas().await?.iter().any(|d| d == der) {
             return Err(IdentityError::Conflict("this CA is already trusted".into()));
         }
-        self.append("admin.ca.trusted", by, &format!("ca:{}", info.fingerprint_sha256), vec![], Some(reason),
+        self.append(&kind::ADMIN_CA_TRUSTED, by, &format!("ca:{}", info.fingerprint_sha256), vec![], Some(reason),
             json!({"certificate": STANDARD.encode(der), "certificate_sha256": info.fingerprint_sha256, "subject": info.subject, "source": source}),
             vec![StateWrite::TrustCa { sha256: info.fingerprint_sha256.clone(), der: der.to_vec(), subject: info.subject }]).await?;
         Ok(info.fingerprint_sha256)
@@ -99,7 +100,7 @@ impl Identity {
         let _guard = self.changes.lock().await;
         if let Some(old) = &user.certificate_sha256 {
             self.append(
-                "admin.certificate.revoked",
+                &kind::ADMIN_CERTIFICATE_REVOKED,
                 by,
                 &format!("user:{}", user.user_id),
                 vec![],
@@ -119,7 +120,7 @@ impl Identity {
             not_before: rfc3339(info.not_before),
             not_after: rfc3339(info.not_after),
         }];
-        self.append("admin.certificate.issued", by, &format!("user:{}", user.user_id), vec![], Some(reason),
+        self.append(&kind::ADMIN_CERTIFICATE_ISSUED, by, &format!("user:{}", user.user_id), vec![], Some(reason),
             json!({"user_id": user.user_id, "certificate": STANDARD.encode(&der), "certificate_sha256": info.fingerprint_sha256,
                    "public_key": STANDARD.encode(info.public_key), "not_before": rfc3339(info.not_before), "not_after": rfc3339(info.not_after)}),
             effects).await?;

@@ -40,7 +40,8 @@ use super::roles::Role;
 use crate::clock::Clock;
 use crate::config::IdentityConfig;
 use crate::identity::signature;
-use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
+use crate::ledger::kind::KindDef;
+use crate::ledger::{Actor, Hash, Subject, Timestamp};
 use crate::sequencer::{AppendError, AppendRequest, Receipt, SequencerHandle};
 use crate::store::{StateWrite, Store, StoreError, UserRow};
 use crate::telemetry::Metrics;
@@ -239,7 +240,7 @@ impl Identity {
     #[allow(clippy::too_many_arguments)] // one call shape for every identity entry
     async fn append(
         &self,
-        kind_name: &str,
+        kind: &'static KindDef,
         actor: &Actor,
         subject: &str,
         parents: Vec<Hash>,
@@ -251,7 +252,7 @@ impl Identity {
             unreachable!("payloads are built as objects")
         };
         let request = AppendRequest {
-            kind: kind::lookup(kind_name).expect("identity kinds are registered"),
+            kind,
             actor: actor.clone(),
             subject: Subject::parse(subject).map_err(|e| invalid(e.to_string()))?,
             correlation_id: None,

@@ -2,6 +2,7 @@
 //! re-wraps or makes the signing key), wrong passwords counted toward
 //! lockout, and the lock with its alert (§11.300).
 
+use crate::ledger::kind;
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
@@ -71,7 +72,7 @@ impl Identity {
                 json!({"certificate_sha256": sha, "cause": "password-reset"});
         }
         self.append(
-            "admin.user.password_set",
+            &kind::ADMIN_USER_PASSWORD_SET,
             by,
             &format!("user:{user_id}"),
             vec![],
@@ -124,7 +125,7 @@ impl Identity {
         let _guard = self.changes.lock().await;
         let actor = user_actor(&user.user_id)?;
         self.append(
-            "admin.user.password_set",
+            &kind::ADMIN_USER_PASSWORD_SET,
             &actor,
             &format!("user:{}", user.user_id),
             vec![],
@@ -231,7 +232,7 @@ impl Identity {
         }
         let receipt = self
             .append(
-                "security.account.locked",
+                &kind::SECURITY_ACCOUNT_LOCKED,
                 &Actor::system(),
                 &format!("user:{}", user.user_id),
                 vec![],

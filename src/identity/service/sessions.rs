@@ -2,6 +2,7 @@
 //! every request (inactivity ends a session), and logout (§11.300,
 //! Annex 11 §12).
 
+use crate::ledger::kind;
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
@@ -85,7 +86,7 @@ impl Identity {
             .await?;
         let actor = user_actor(user_id)?;
         self.append(
-            "security.session.opened",
+            &kind::SECURITY_SESSION_OPENED,
             &actor,
             &format!("user:{user_id}"),
             vec![],
@@ -183,7 +184,7 @@ impl Identity {
         cause: &str,
     ) -> Result<()> {
         self.append(
-            "security.session.closed",
+            &kind::SECURITY_SESSION_CLOSED,
             actor,
             &format!("user:{user_id}"),
             vec![],

@@ -4,6 +4,7 @@
 //! A refusal after the credentials were checked is itself recorded
 //! (`security.signature.refused`, `security.auth.refused`).
 
+use crate::ledger::kind;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -83,7 +84,7 @@ impl Identity {
             ));
         }
         self.append(
-            "admin.signing_policy.changed",
+            &kind::ADMIN_SIGNING_POLICY_CHANGED,
             by,
             "config:signing-policy",
             vec![],
@@ -145,7 +146,7 @@ impl Identity {
         let actor = user_actor(&user_id)?;
         let receipt = self
             .append(
-                signature::KIND,
+                &kind::SIGNATURE_APPLIED,
                 &actor,
                 &target_entry.subject,
                 vec![target],
@@ -383,7 +384,7 @@ impl Identity {
         match purpose {
             Reauth::Act(action) => {
                 self.append(
-                    "security.auth.refused",
+                    &kind::SECURITY_AUTH_REFUSED,
                     &Actor::system(),
                     &format!("user:{me}"),
                     vec![],
@@ -412,7 +413,7 @@ impl Identity {
     async fn refuse(&self, user_id: &str, target: &str, meaning: &str, cause: &str) -> Result<()> {
         let actor = Actor::system();
         self.append(
-            "security.signature.refused",
+            &kind::SECURITY_SIGNATURE_REFUSED,
             &actor,
             &format!("user:{user_id}"),
             vec![],

@@ -2,6 +2,7 @@
 //! rotation without downtime, and the check of a presented token (with its
 //! pinned client certificate, if any).
 
+use crate::ledger::kind;
 use chrono::Duration as ChronoDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -153,7 +154,7 @@ impl Identity {
         let issued = crate::identity::issue_token();
         let _guard = self.changes.lock().await;
         self.append(
-            "admin.token.created",
+            &kind::ADMIN_TOKEN_CREATED,
             by,
             &format!("token:{}", issued.id),
             vec![],
@@ -194,7 +195,7 @@ impl Identity {
         }
         let effective = rfc3339(self.now() + ChronoDuration::minutes(i64::from(overlap_minutes)));
         self.append(
-            "admin.token.revoked",
+            &kind::ADMIN_TOKEN_REVOKED,
             by,
             &format!("token:{token_id}"),
             vec![],

@@ -1,6 +1,7 @@
 //! Users: creation with an administrator-set password, the list, and
 //! changes to name, email, roles and status (docs/SIGNATURES.md §3).
 
+use crate::ledger::kind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
@@ -128,7 +129,7 @@ impl Identity {
         // An administrator-set password expires at once: the first login must change it.
         let expires = rfc3339(self.now());
         self.append(
-            "admin.user.created",
+            &kind::ADMIN_USER_CREATED,
             by,
             &format!("user:{}", new.user_id),
             vec![],
@@ -211,7 +212,7 @@ impl Identity {
         let next_status = diff.next.status.clone();
         let (payload, effects) = diff.into_entry(user_id)?;
         self.append(
-            "admin.user.changed",
+            &kind::ADMIN_USER_CHANGED,
             by,
             &format!("user:{user_id}"),
             vec![],
