@@ -1914,7 +1914,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let usage = "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures|events|fanout|latency|reports|console [options]; the options of each are listed at the top of benches/ledger.rs";
+    let usage = "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures|events|fanout|latency|reports|console [options]; the options of each are listed at the top of benches/ledger/main.rs";
     let Some(what) = args
         .first()
         .filter(|a| !matches!(a.as_str(), "--help" | "-h" | "help"))
