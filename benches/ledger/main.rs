@@ -1,18 +1,20 @@
 //! Trailmark's benchmarks: figures for docs/PERFORMANCE.md, each with its
-//! baseline measured in the same run.
+//! baseline measured in the same run. One bench target (`ledger`), one
+//! subcommand per benchmark; `--help` lists them, `VERB --help` their flags.
 //!
 //! ```text
 //! cargo bench --bench ledger -- append   [--seconds S] [--clients C]
-//! cargo bench --bench ledger -- build    --dir DIR --entries N
+//! cargo bench --bench ledger -- build    --dir DIR --entries N [--batch B]
 //! cargo bench --bench ledger -- verify   --dir DIR
 //! cargo bench --bench ledger -- proof    --dir DIR [--samples K]
 //! cargo bench --bench ledger -- sign     [--count N] [--database-url URL]
 //! cargo bench --bench ledger -- verify-signatures [--count N]
-//! cargo bench --bench ledger -- events   [--count N] [--clients C] [--people P] [--database-url URL]
+//! cargo bench --bench ledger -- events   [--count N] [--clients C] [--people P] [--verify] [--database-url URL]
 //! cargo bench --bench ledger -- fanout   [--people N] [--timeout S] [--database-url URL]
 //! cargo bench --bench ledger -- latency  [--rate R] [--seconds S] [--functions F] [--database-url URL]
 //! cargo bench --bench ledger -- reports  [--people N] [--documents D] [--keep DIR]
 //! cargo bench --bench ledger -- console  [--entries N] [--samples K] [--dir DIR] [--database-url URL]
+//! cargo bench --bench ledger -- --help   (or VERB --help)
 //! ```
 //!
 //! `append` uses a fresh ledger in a temp dir on SQLite, or on PostgreSQL
@@ -42,6 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use serde_json::{Map, Value, json};
 use sqlx::Connection as _;
 use trailmark::audit::{self, VerifyOptions};
@@ -56,11 +59,159 @@ use trailmark::sequencer::{AppendRequest, Sequencer, SequencerHandle, record_req
 use trailmark::store::EntryFilter;
 use trailmark::telemetry::Metrics;
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+/// Flags of `append`.
+#[derive(clap::Args)]
+struct AppendArgs {
+    /// Seconds measured, after a 2 s warm-up.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent HTTP clients.
+    #[arg(long, value_name = "C", default_value_t = 64)]
+    clients: u64,
+}
+
+/// Flags of `build`.
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The directory of the ledger (its data directory is DIR/data); made
+    /// when missing, topped up when it exists.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The size the ledger is built up to.
+    #[arg(long, value_name = "N")]
+    entries: u64,
+    /// The sequencer's largest batch.
+    #[arg(long, value_name = "B", default_value_t = 4096)]
+    batch: usize,
+}
+
+/// Flags of `verify`.
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// The directory `build` made.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+/// Flags of `proof`.
+#[derive(clap::Args)]
+struct ProofArgs {
+    /// The directory `build` made.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Random entries to prove.
+    #[arg(long, value_name = "K", default_value_t = 1000)]
+    samples: usize,
+}
+
+/// Flags of `sign`.
+#[derive(clap::Args)]
+struct SignArgs {
+    /// Signatures in each sequential pass (at least 4); the concurrent
+    /// pass signs a quarter of them by each of 4 signers.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    count: u64,
+    /// A PostgreSQL URL: the ledger goes into a fresh
+    /// `trailmark_bench_sign` database on its server (default: SQLite in a
+    /// temp dir).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+/// Flags of `verify-signatures`.
+#[derive(clap::Args)]
+struct VerifySignaturesArgs {
+    /// Signatures (and records they sign) appended through the sequencer.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    count: u64,
+}
+
+/// Flags of `events`.
+#[derive(clap::Args)]
+struct EventsArgs {
+    /// Completion events sent.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    count: u64,
+    /// Concurrent senders, one event a request.
+    #[arg(long, value_name = "C", default_value_t = 64)]
+    clients: u64,
+    /// People the completions are for.
+    #[arg(long, value_name = "P", default_value_t = 2_000)]
+    people: u64,
+    /// Then time `verify` (with its replay) on the ledger it made.
+    #[arg(long)]
+    verify: bool,
+    /// A PostgreSQL URL: a fresh `trailmark_bench_events` database on its
+    /// server (default: SQLite in a temp dir).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+/// Flags of `fanout`.
+#[derive(clap::Args)]
+struct FanoutArgs {
+    /// People in the revision's job function (one message each).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    people: u64,
+    /// Seconds to wait for each milestone.
+    #[arg(long, value_name = "S", default_value_t = 110)]
+    timeout: u64,
+    /// A PostgreSQL URL: a fresh `trailmark_bench_fanout` database on its
+    /// server (default: SQLite in a temp dir).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+/// Flags of `latency`.
+#[derive(clap::Args)]
+struct LatencyArgs {
+    /// Revision events sent a second.
+    #[arg(long, value_name = "R", default_value_t = 500)]
+    rate: u64,
+    /// Seconds of sending.
+    #[arg(long, value_name = "S", default_value_t = 20)]
+    seconds: u64,
+    /// Job functions, one person in each.
+    #[arg(long, value_name = "F", default_value_t = 100)]
+    functions: u64,
+    /// A PostgreSQL URL: a fresh `trailmark_bench_latency` database on its
+    /// server (default: SQLite in a temp dir).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+/// Flags of `reports`.
+#[derive(clap::Args)]
+struct ReportsArgs {
+    /// People in the compliance fixture.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    people: usize,
+    /// Document revisions in the compliance fixture.
+    #[arg(long, value_name = "D", default_value_t = 200)]
+    documents: usize,
+    /// Keeps the reports and the verifier key in DIR (to time `trailmark
+    /// verify-report` on its own).
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+/// Flags of `console`.
+#[derive(clap::Args)]
+struct ConsoleArgs {
+    /// Fixture entries in the ledger.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    entries: u64,
+    /// Timed requests per page (after 2 warm-ups).
+    #[arg(long, value_name = "K", default_value_t = 30)]
+    samples: usize,
+    /// Keeps the ledger in DIR: reused and topped up to N by the next run
+    /// (default: a temp dir).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// A PostgreSQL URL: a fresh `trailmark_bench_console` database on its
+    /// server (default: `TRAILMARK_BENCH_DATABASE_URL`, else SQLite).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
 }
 
 fn payload(n: u64) -> Map<String, Value> {
@@ -107,9 +258,8 @@ async fn fresh_pg(base: &str, name: &str) -> anyhow::Result<String> {
 
 /// HTTP appends from C concurrent clients for S seconds, then the plain
 /// INSERT baseline with the same batch sizes on the same database.
-async fn append(args: &[String]) -> anyhow::Result<()> {
-    let seconds: u64 = arg(args, "--seconds").map_or(Ok(10), |s| s.parse())?;
-    let clients: u64 = arg(args, "--clients").map_or(Ok(64), |s| s.parse())?;
+async fn append(args: &AppendArgs) -> anyhow::Result<()> {
+    let (seconds, clients) = (args.seconds, args.clients);
     let tmp = tempfile::tempdir()?;
     let pg = std::env::var("TRAILMARK_BENCH_DATABASE_URL").ok();
     let url = match &pg {
@@ -311,9 +461,8 @@ async fn plain_insert_baseline(url: &str, rows: u64, batch: usize) -> anyhow::Re
 }
 
 /// Builds a ledger of N entries through the sequencer (no HTTP).
-async fn build(args: &[String]) -> anyhow::Result<()> {
-    let dir = PathBuf::from(arg(args, "--dir").context("--dir DIR")?);
-    let entries: u64 = arg(args, "--entries").context("--entries N")?.parse()?;
+async fn build(args: &BuildArgs) -> anyhow::Result<()> {
+    let (dir, entries) = (&args.dir, args.entries);
     let (opened, _) = if dir.join("data/trailmark.toml").exists() {
         (
             Instance::open(&dir.join("data"), None).await?,
@@ -327,7 +476,7 @@ async fn build(args: &[String]) -> anyhow::Result<()> {
         )
         .await?
     };
-    let batch = arg(args, "--batch").map_or(Ok(4096), |s| s.parse())?;
+    let batch = args.batch;
     let start_size = opened.store.size().await?;
     let actor = Actor::parse("service:bench")?;
     let started = Instant::now();
@@ -406,8 +555,8 @@ where
 }
 
 /// Verifies the ledger in DIR and measures plain SHA-256 over the same bytes.
-async fn verify(args: &[String]) -> anyhow::Result<()> {
-    let dir = PathBuf::from(arg(args, "--dir").context("--dir DIR")?);
+async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
+    let dir = &args.dir;
     let opened = Instance::open(&dir.join("data"), None).await?;
     let report = audit::verify_store(
         &opened.store,
@@ -536,9 +685,8 @@ async fn verify(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// Times inclusion proofs at the ledger's current size: store reads + assembly.
-async fn proof(args: &[String]) -> anyhow::Result<()> {
-    let dir = PathBuf::from(arg(args, "--dir").context("--dir DIR")?);
-    let samples: usize = arg(args, "--samples").map_or(Ok(1000), |s| s.parse())?;
+async fn proof(args: &ProofArgs) -> anyhow::Result<()> {
+    let (dir, samples) = (&args.dir, args.samples);
     let opened = Instance::open(&dir.join("data"), None).await?;
     let size = opened
         .store
@@ -786,10 +934,10 @@ async fn signing_metric(base: &str) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Sequential signing latency over HTTP, then 4 concurrent signers.
-async fn sign(args: &[String]) -> anyhow::Result<()> {
-    let count: u64 = arg(args, "--count").map_or(Ok(200), |s| s.parse())?;
+async fn sign(args: &SignArgs) -> anyhow::Result<()> {
+    let count = args.count;
     anyhow::ensure!(count >= 4, "--count must be at least 4");
-    let database = arg(args, "--database-url");
+    let database = &args.database_url;
     let tmp = tempfile::tempdir()?;
     let url = match &database {
         Some(base) => Some(fresh_pg(base, "trailmark_bench_sign").await?),
@@ -993,8 +1141,8 @@ async fn bulk_sequencer(opened: &Instance) -> anyhow::Result<Sequencer> {
 
 /// `verify` over a ledger of N+1 signatures against a ledger of the same
 /// size without any.
-async fn verify_signatures(args: &[String]) -> anyhow::Result<()> {
-    let count: u64 = arg(args, "--count").map_or(Ok(20_000), |s| s.parse())?;
+async fn verify_signatures(args: &VerifySignaturesArgs) -> anyhow::Result<()> {
+    let count = args.count;
     let all_started = Instant::now();
     let tmp = tempfile::tempdir()?;
     let (signed, token) = Instance::initialise(
@@ -1317,14 +1465,14 @@ struct IntegrationBench {
 
 impl IntegrationBench {
     async fn start(
-        args: &[String],
+        database_url: Option<&str>,
         name: &str,
         lms: Option<&trailmark::sim::Receiver>,
         secret: Option<&trailmark::integration::webhook::Secret>,
     ) -> anyhow::Result<IntegrationBench> {
         let tmp = tempfile::tempdir()?;
-        let url = match arg(args, "--database-url") {
-            Some(base) => Some(fresh_pg(&base, &format!("trailmark_bench_{name}")).await?),
+        let url = match database_url {
+            Some(base) => Some(fresh_pg(base, &format!("trailmark_bench_{name}")).await?),
             None => None,
         };
         let (mut opened, token) = Instance::initialise(
@@ -1541,11 +1689,9 @@ fn delivery_histogram(text: &str, target: &str) -> Option<String> {
 /// `events`: C concurrent senders POST `--count` completions, one event a
 /// request, for people and a document set up first (so every completion is
 /// applied, none parked).
-async fn events_mode(args: &[String]) -> anyhow::Result<()> {
-    let count: u64 = arg(args, "--count").map_or(Ok(20_000), |s| s.parse())?;
-    let clients: u64 = arg(args, "--clients").map_or(Ok(64), |s| s.parse())?;
-    let people_n: u64 = arg(args, "--people").map_or(Ok(2_000), |s| s.parse())?;
-    let bench = IntegrationBench::start(args, "events", None, None).await?;
+async fn events_mode(args: &EventsArgs) -> anyhow::Result<()> {
+    let (count, clients, people_n) = (args.count, args.clients, args.people);
+    let bench = IntegrationBench::start(args.database_url.as_deref(), "events", None, None).await?;
     let people: Vec<(String, String)> = (0..people_n)
         .map(|p| (format!("E{p:05}"), "OPS".to_owned()))
         .collect();
@@ -1646,7 +1792,7 @@ async fn events_mode(args: &[String]) -> anyhow::Result<()> {
         "ledger             {} entries",
         bench.opened.store.size().await?
     );
-    if args.iter().any(|a| a == "--verify") {
+    if args.verify {
         // The replay on a ledger of integration entries, where most kinds
         // are projected (docs/STATE.md), unlike `verify --dir` over records.
         let report = audit::verify_store(
@@ -1673,12 +1819,18 @@ async fn events_mode(args: &[String]) -> anyhow::Result<()> {
 
 /// `fanout`: one revision effective for N people in its job function; the
 /// `lms` target is a `sim::Receiver`.
-async fn fanout(args: &[String]) -> anyhow::Result<()> {
-    let people_n: u64 = arg(args, "--people").map_or(Ok(10_000), |s| s.parse())?;
-    let timeout = Duration::from_secs(arg(args, "--timeout").map_or(Ok(110), |s| s.parse())?);
+async fn fanout(args: &FanoutArgs) -> anyhow::Result<()> {
+    let people_n = args.people;
+    let timeout = Duration::from_secs(args.timeout);
     let secret = trailmark::integration::webhook::Secret::generate();
     let receiver = trailmark::sim::Receiver::start("lms", secret.clone()).await?;
-    let bench = IntegrationBench::start(args, "fanout", Some(&receiver), Some(&secret)).await?;
+    let bench = IntegrationBench::start(
+        args.database_url.as_deref(),
+        "fanout",
+        Some(&receiver),
+        Some(&secret),
+    )
+    .await?;
     let people: Vec<(String, String)> = (0..people_n)
         .map(|p| (format!("F{p:05}"), "FAN".to_owned()))
         .collect();
@@ -1777,14 +1929,18 @@ async fn fanout(args: &[String]) -> anyhow::Result<()> {
 /// exactly one person, so each event yields one `lms` message; latency is
 /// the receiver's arrival time minus the event's send time (matched by the
 /// event's `correlationid`).
-async fn latency(args: &[String]) -> anyhow::Result<()> {
-    let rate: u64 = arg(args, "--rate").map_or(Ok(500), |s| s.parse())?;
-    let seconds: u64 = arg(args, "--seconds").map_or(Ok(20), |s| s.parse())?;
-    let functions: u64 = arg(args, "--functions").map_or(Ok(100), |s| s.parse())?;
+async fn latency(args: &LatencyArgs) -> anyhow::Result<()> {
+    let (rate, seconds, functions) = (args.rate, args.seconds, args.functions);
     let total = rate * seconds;
     let secret = trailmark::integration::webhook::Secret::generate();
     let receiver = trailmark::sim::Receiver::start("lms", secret.clone()).await?;
-    let bench = IntegrationBench::start(args, "latency", Some(&receiver), Some(&secret)).await?;
+    let bench = IntegrationBench::start(
+        args.database_url.as_deref(),
+        "latency",
+        Some(&receiver),
+        Some(&secret),
+    )
+    .await?;
     let people: Vec<(String, String)> = (0..functions)
         .map(|f| (format!("L{f:03}"), format!("FN-L{f:03}")))
         .collect();
@@ -1906,40 +2062,86 @@ async fn latency(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Trailmark's benchmarks: figures for docs/PERFORMANCE.md, each with its
+/// baseline measured in the same run.
+#[derive(Parser)]
+#[command(
+    name = "ledger",
+    bin_name = "cargo bench --bench ledger --",
+    after_help = "`VERB --help` lists the flags of each; docs/PERFORMANCE.md has the figures and the commands that made them."
+)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Option<Verb>,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// HTTP appends from C concurrent clients for S seconds, then plain
+    /// INSERTs of the same rows in the same batches as the baseline.
+    ///
+    /// A fresh ledger in a temp dir on SQLite, or on PostgreSQL when
+    /// TRAILMARK_BENCH_DATABASE_URL names a database: a fresh
+    /// `trailmark_bench` database is made next to it (dropped and
+    /// recreated).
+    Append(AppendArgs),
+    /// Builds (or tops up) a ledger of N entries through the sequencer, no
+    /// HTTP, for `verify` and `proof`.
+    Build(BuildArgs),
+    /// Verifies the ledger `build` made, and times reading alone, checking
+    /// alone and plain SHA-256 over the same bytes.
+    Verify(VerifyArgs),
+    /// Times inclusion proofs of random entries at the ledger's current
+    /// size.
+    Proof(ProofArgs),
+    /// Part 11 signings over HTTP on a fresh ledger: sequential, then 4
+    /// concurrent signers, with one Argon2id as the baseline.
+    Sign(SignArgs),
+    /// `verify` over a ledger of N signatures against a ledger of the same
+    /// size without any.
+    VerifySignatures(VerifySignaturesArgs),
+    /// Completion events accepted and applied per second, from C
+    /// concurrent senders, through the real server.
+    Events(EventsArgs),
+    /// One revision fanned out to N people and delivered to a simulated
+    /// LMS.
+    Fanout(FanoutArgs),
+    /// Event-to-delivery latency at a steady rate of revision events.
+    Latency(LatencyArgs),
+    /// A lineage report and a compliance report (signed PDFs, and JSONL),
+    /// generated and checked.
+    Reports(ReportsArgs),
+    /// The QA console's audit-trail page over a big ledger: first page, a
+    /// deep page, each filter, free text.
+    Console(ConsoleArgs),
+}
+
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    // `cargo bench` passes `--bench` to every bench binary; it means
+    // nothing here.
+    let args = std::env::args_os().filter(|a| a != "--bench");
+    let Some(verb) = Cli::parse_from(args).verb else {
+        // `cargo bench` on its own runs every bench with no verb: show what
+        // there is rather than fail.
+        Cli::command().print_help()?;
+        return Ok(());
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let usage = "usage: cargo bench --bench ledger -- append|build|verify|proof|sign|verify-signatures|events|fanout|latency|reports|console [options]; the options of each are listed at the top of benches/ledger/main.rs";
-    let Some(what) = args
-        .first()
-        .filter(|a| !matches!(a.as_str(), "--help" | "-h" | "help"))
-    else {
-        println!("{usage}");
-        return Ok(());
-    };
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{usage}");
-        return Ok(());
-    }
     runtime.block_on(async {
-        match what.as_str() {
-            "append" => append(&args).await,
-            "build" => build(&args).await,
-            "verify" => verify(&args).await,
-            "proof" => proof(&args).await,
-            "sign" => sign(&args).await,
-            "verify-signatures" => verify_signatures(&args).await,
-            "events" => events_mode(&args).await,
-            "fanout" => fanout(&args).await,
-            "latency" => latency(&args).await,
-            "reports" => reports(&args).await,
-            "console" => console(&args).await,
-            other => bail!("unknown benchmark `{other}`"),
+        match &verb {
+            Verb::Append(args) => append(args).await,
+            Verb::Build(args) => build(args).await,
+            Verb::Verify(args) => verify(args).await,
+            Verb::Proof(args) => proof(args).await,
+            Verb::Sign(args) => sign(args).await,
+            Verb::VerifySignatures(args) => verify_signatures(args).await,
+            Verb::Events(args) => events_mode(args).await,
+            Verb::Fanout(args) => fanout(args).await,
+            Verb::Latency(args) => latency(args).await,
+            Verb::Reports(args) => reports(args).await,
+            Verb::Console(args) => console(args).await,
         }
     })
 }
@@ -1997,10 +2199,9 @@ fn source_request(kind_name: &str, actor: &str, subject: &str, payload: Value) -
 /// that the rules worker would fill are derived from them in SQL (SQLite
 /// only), because replaying 190,000 events through the rules is not what is
 /// measured.
-async fn reports(args: &[String]) -> anyhow::Result<()> {
+async fn reports(args: &ReportsArgs) -> anyhow::Result<()> {
     use trailmark::report::{Format, ReportType, Reporter, Requester, Scope};
-    let people_n: usize = arg(args, "--people").map_or(Ok(10_000), |s| s.parse())?;
-    let docs_n: usize = arg(args, "--documents").map_or(Ok(200), |s| s.parse())?;
+    let (people_n, docs_n) = (args.people, args.documents);
     let functions = 20usize;
     let tmp = tempfile::tempdir()?;
     let (opened, _token) = Instance::initialise(
@@ -2261,9 +2462,9 @@ async fn reports(args: &[String]) -> anyhow::Result<()> {
             println!("  {phase:<40} {secs:.2} s");
         }
         let t = Instant::now();
-        if let Some(dir) = arg(args, "--keep") {
+        if let Some(dir) = &args.keep {
             // Kept for timing `trailmark verify-report` on its own.
-            std::fs::create_dir_all(&dir)?;
+            std::fs::create_dir_all(dir)?;
             std::fs::copy(
                 &out,
                 std::path::Path::new(&dir).join(out.file_name().unwrap_or_default()),
@@ -2574,14 +2775,15 @@ async fn console_login(
 /// qa_reviewer through the real server; each page checked (status, rows,
 /// every row against its stored entry) and timed, and the same filter timed
 /// through `Store::list` alone.
-async fn console(args: &[String]) -> anyhow::Result<()> {
-    let entries: u64 = arg(args, "--entries").map_or(Ok(1_000_000), |s| s.parse())?;
-    let samples: usize = arg(args, "--samples").map_or(Ok(30), |s| s.parse())?;
+async fn console(args: &ConsoleArgs) -> anyhow::Result<()> {
+    let (entries, samples) = (args.entries, args.samples);
     anyhow::ensure!(samples >= 1, "--samples must be at least 1");
-    let database =
-        arg(args, "--database-url").or_else(|| std::env::var("TRAILMARK_BENCH_DATABASE_URL").ok());
+    let database = args
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("TRAILMARK_BENCH_DATABASE_URL").ok());
     let tmp = tempfile::tempdir()?;
-    let dir = arg(args, "--dir").map_or_else(|| tmp.path().to_owned(), PathBuf::from);
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     let marker = dir.join("console-fixture");
 
     // The ledger: made fresh, or reused and topped up to N fixture entries.
@@ -2911,13 +3113,14 @@ async fn console(args: &[String]) -> anyhow::Result<()> {
     );
     println!(
         "reproduce          {}cargo bench --bench ledger -- console --entries {entries} --samples {samples}{}",
-        if opened.store.backend_name() == "postgres" && arg(args, "--database-url").is_none() {
+        if opened.store.backend_name() == "postgres" && args.database_url.is_none() {
             "TRAILMARK_BENCH_DATABASE_URL=postgres://... "
         } else {
             ""
         },
-        arg(args, "--dir")
-            .map(|d| format!(" --dir {d}"))
+        args.dir
+            .as_ref()
+            .map(|d| format!(" --dir {}", d.display()))
             .unwrap_or_default()
     );
     opened.store.close().await;
