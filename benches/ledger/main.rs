@@ -38,6 +38,9 @@
 //! `--database-url` or `TRAILMARK_BENCH_DATABASE_URL` (a fresh
 //! `trailmark_bench_console` database).
 
+mod common;
+mod people;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +53,6 @@ use sqlx::Connection as _;
 use trailmark::audit::{self, VerifyOptions};
 use trailmark::identity::password;
 use trailmark::identity::roles::{Meaning, SigningPolicy};
-use trailmark::identity::service::NewUser;
 use trailmark::identity::signature::{self, Manifestation, SignatureChecker};
 use trailmark::instance::Instance;
 use trailmark::ledger::merkle::ProofPlan;
@@ -58,6 +60,12 @@ use trailmark::ledger::{Actor, Hash, Subject, Timestamp, kind};
 use trailmark::sequencer::{AppendRequest, Sequencer, SequencerHandle, record_request};
 use trailmark::store::EntryFilter;
 use trailmark::telemetry::Metrics;
+
+use common::{
+    body, body_text, bulk_sequencer, fill, fresh_pg_if, in_window, latency_line, ms, payload,
+    percentile, read_metric,
+};
+use people::{Person, create_people, own_password_of, ready};
 
 /// Flags of `append`.
 #[derive(clap::Args)]
@@ -214,58 +222,13 @@ struct ConsoleArgs {
     database_url: Option<String>,
 }
 
-fn payload(n: u64) -> Map<String, Value> {
-    json!({"person_id": format!("E{:05}", n % 5000), "document": "SOP-017", "version": 4, "verb": "completed",
-           "score": 0.95, "completed_at": "2026-11-25T10:15:00Z", "attempt": n % 3 + 1, "printed_name": "Zoë Łukasz"})
-    .as_object()
-    .unwrap()
-    .clone()
-}
-
-fn body(n: u64) -> Value {
-    json!({"kind": "qms.capa.opened", "subject": format!("person:E{:05}", n % 5000), "correlation_id": format!("asg-{}", n % 997),
-           "idempotency_key": format!("xapi-{n:012}"), "payload": payload(n)})
-}
-
-/// The same body as [`body`], formatted directly: the load generator shares
-/// the two cores with the server, so it should cost as little as `wrk` would.
-fn body_text(n: u64) -> String {
-    format!(
-        r#"{{"kind":"qms.capa.opened","subject":"person:E{p:05}","correlation_id":"asg-{a}","idempotency_key":"xapi-{n:012}","payload":{{"person_id":"E{p:05}","document":"SOP-017","version":4,"verb":"completed","score":0.95,"completed_at":"2026-11-25T10:15:00Z","attempt":{t},"printed_name":"Zoë Łukasz"}}}}"#,
-        p = n % 5000,
-        a = n % 997,
-        t = n % 3 + 1
-    )
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-async fn fresh_pg(base: &str, name: &str) -> anyhow::Result<String> {
-    let mut admin = sqlx::PgConnection::connect(base).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await?;
-    let (prefix, _) = base.rsplit_once('/').context("the URL names a database")?;
-    Ok(format!("{prefix}/{name}"))
-}
-
 /// HTTP appends from C concurrent clients for S seconds, then the plain
 /// INSERT baseline with the same batch sizes on the same database.
 async fn append(args: &AppendArgs) -> anyhow::Result<()> {
     let (seconds, clients) = (args.seconds, args.clients);
     let tmp = tempfile::tempdir()?;
     let pg = std::env::var("TRAILMARK_BENCH_DATABASE_URL").ok();
-    let url = match &pg {
-        Some(base) => Some(fresh_pg(base, "trailmark_bench").await?),
-        None => None,
-    };
+    let url = fresh_pg_if(pg.as_deref(), "trailmark_bench").await?;
     let (opened, token) = Instance::initialise(
         &tmp.path().join("data"),
         Some("bench.trailmark.local/append".into()),
@@ -388,15 +351,6 @@ async fn append(args: &AppendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 fn batch_counts(after: &str, before: &str) -> (f64, f64) {
     let read = |text: &str, name: &str| -> f64 {
         text.lines()
@@ -500,57 +454,6 @@ async fn build(args: &BuildArgs) -> anyhow::Result<()> {
         (size - start_size) as f64 / started.elapsed().as_secs_f64()
     );
     opened.store.close().await;
-    Ok(())
-}
-
-/// Appends the entries `make(n)` for every n in `range` through a bulk
-/// sequencer (batches of up to `batch`, 2,048 appends in flight, no HTTP):
-/// what `build` and `console` use to make big ledgers.
-async fn fill<F>(
-    opened: &Instance,
-    range: std::ops::Range<u64>,
-    batch: usize,
-    mut make: F,
-) -> anyhow::Result<()>
-where
-    F: FnMut(u64) -> anyhow::Result<AppendRequest>,
-{
-    let mut config = opened.config.sequencer.clone();
-    config.batch_max_entries = batch;
-    config.queue_max_entries = 65_536;
-    let sequencer = Sequencer::start(
-        opened.store.clone(),
-        opened.key.clone(),
-        config,
-        Metrics::default(),
-    )
-    .await?;
-    let handle = sequencer.handle();
-    let started = Instant::now();
-    let in_flight = 2048u64;
-    let mut next = range.start;
-    let mut reported = range.start;
-    let mut tasks = tokio::task::JoinSet::new();
-    while next < range.end || !tasks.is_empty() {
-        while next < range.end && (tasks.len() as u64) < in_flight {
-            let request = make(next)?;
-            let handle = handle.clone();
-            tasks.spawn(async move { handle.append(request).await });
-            next += 1;
-        }
-        if let Some(done) = tasks.join_next().await {
-            done??;
-        }
-        if next - reported >= 250_000 {
-            reported = next;
-            eprintln!(
-                "  {next} entries, {:.0}/s",
-                (next - range.start) as f64 / started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    drop(handle);
-    sequencer.shutdown().await;
     Ok(())
 }
 
@@ -721,140 +624,6 @@ async fn proof(args: &ProofArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// p50, p90, p99, max and mean of `latencies` (sorted in place).
-fn latency_line(latencies: &mut [Duration]) -> String {
-    latencies.sort();
-    let mean = latencies.iter().sum::<Duration>() / latencies.len().max(1) as u32;
-    format!(
-        "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, mean {:.1} ms",
-        ms(percentile(latencies, 0.5)),
-        ms(percentile(latencies, 0.9)),
-        ms(percentile(latencies, 0.99)),
-        ms(*latencies.last().expect("at least one sample")),
-        ms(mean)
-    )
-}
-
-/// Runs `count` tasks made by `make` with at most `window` in flight;
-/// their results in index order.
-async fn in_window<T, F, Fut>(count: u64, window: usize, mut make: F) -> anyhow::Result<Vec<T>>
-where
-    T: Send + 'static,
-    F: FnMut(u64) -> Fut,
-    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
-{
-    let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut next = 0u64;
-    while next < count || !tasks.is_empty() {
-        while next < count && tasks.len() < window {
-            let (i, work) = (next, make(next));
-            tasks.spawn(async move { work.await.map(|v| (i, v)) });
-            next += 1;
-        }
-        if let Some(done) = tasks.join_next().await {
-            let (i, v) = done??;
-            results[i as usize] = Some(v);
-        }
-    }
-    Ok(results
-        .into_iter()
-        .map(|r| r.expect("every task reported"))
-        .collect())
-}
-
-/// Bench passwords: distinct per user and never containing the user ID.
-fn initial_password_of(id: &str) -> String {
-    format!("Bench-initial-{}-Pw1", hex::encode(id))
-}
-
-fn own_password_of(id: &str) -> String {
-    format!("Bench-own-{}-Pw2", hex::encode(id))
-}
-
-/// Creates users as `trailmark user create` does, before the server starts.
-async fn create_people(opened: &Instance, people: &[(&str, &str, &str)]) -> anyhow::Result<()> {
-    for (id, name, role) in people {
-        opened
-            .create_user(
-                NewUser {
-                    user_id: (*id).to_owned(),
-                    printed_name: (*name).to_owned(),
-                    email: format!("{id}@example.com"),
-                    roles: vec![(*role).to_owned()],
-                    identity_verified_by: Some("user:hr-officer".into()),
-                    identity_verification_method: "passport checked in person".into(),
-                    initial_password: initial_password_of(id),
-                },
-                "benchmark user",
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-/// A user who changed the initial password (so holds a signing key and a
-/// certificate) and has an open session.
-struct Person {
-    user_id: String,
-    password: String,
-    session: String,
-    signed_once: bool,
-}
-
-async fn post_json(
-    http: &reqwest::Client,
-    url: String,
-    bearer: Option<&str>,
-    body: &Value,
-) -> anyhow::Result<(u16, Value)> {
-    let mut request = http.post(url).json(body);
-    if let Some(b) = bearer {
-        request = request.bearer_auth(b);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
-}
-
-/// Logs `id` in and changes the initial password, which makes the signing
-/// key and certificate.
-async fn ready(http: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<Person> {
-    let (status, login) = post_json(
-        http,
-        format!("{base}/v1/sessions"),
-        None,
-        &json!({"user_id": id, "password": initial_password_of(id)}),
-    )
-    .await?;
-    anyhow::ensure!(status == 201, "login of {id}: {status} {login}");
-    let session = login["session"]
-        .as_str()
-        .context("the login returns a session")?
-        .to_owned();
-    let (status, changed) = post_json(
-        http,
-        format!("{base}/v1/account/password"),
-        Some(&session),
-        &json!({"current_password": initial_password_of(id), "new_password": own_password_of(id)}),
-    )
-    .await?;
-    anyhow::ensure!(
-        status == 200 && changed["account"]["certificate_sha256"].is_string(),
-        "password change of {id}: {status} {changed}"
-    );
-    Ok(Person {
-        user_id: id.to_owned(),
-        password: own_password_of(id),
-        session,
-        signed_once: false,
-    })
-}
-
 /// One signing over HTTP; the wall time of the request and its response.
 /// The first signing of the session sends user ID and password, later ones
 /// the password only (§11.200(a)(1)).
@@ -939,10 +708,7 @@ async fn sign(args: &SignArgs) -> anyhow::Result<()> {
     anyhow::ensure!(count >= 4, "--count must be at least 4");
     let database = &args.database_url;
     let tmp = tempfile::tempdir()?;
-    let url = match &database {
-        Some(base) => Some(fresh_pg(base, "trailmark_bench_sign").await?),
-        None => None,
-    };
+    let url = fresh_pg_if(database.as_deref(), "trailmark_bench_sign").await?;
     let (opened, token) = Instance::initialise(
         &tmp.path().join("data"),
         Some("bench.trailmark.local/sign".into()),
@@ -1125,20 +891,6 @@ async fn records_through(
     .await
 }
 
-/// A sequencer over `opened` for bulk appends, as `build` uses.
-async fn bulk_sequencer(opened: &Instance) -> anyhow::Result<Sequencer> {
-    let mut config = opened.config.sequencer.clone();
-    config.batch_max_entries = 4096;
-    config.queue_max_entries = 65_536;
-    Ok(Sequencer::start(
-        opened.store.clone(),
-        opened.key.clone(),
-        config,
-        Metrics::default(),
-    )
-    .await?)
-}
-
 /// `verify` over a ledger of N+1 signatures against a ledger of the same
 /// size without any.
 async fn verify_signatures(args: &VerifySignaturesArgs) -> anyhow::Result<()> {
@@ -1190,7 +942,7 @@ async fn verify_signatures(args: &VerifySignaturesArgs) -> anyhow::Result<()> {
             .context("the reviewer has a certificate")?,
         authentication: "password-in-session".into(),
     };
-    let sequencer = bulk_sequencer(&signed).await?;
+    let sequencer = bulk_sequencer(&signed, 4096).await?;
     let handle = sequencer.handle();
     let started = Instant::now();
     let records = records_through(&handle, count).await?;
@@ -1234,7 +986,7 @@ async fn verify_signatures(args: &VerifySignaturesArgs) -> anyhow::Result<()> {
         None,
     )
     .await?;
-    let sequencer = bulk_sequencer(&plain).await?;
+    let sequencer = bulk_sequencer(&plain, 4096).await?;
     let handle = sequencer.handle();
     let started = Instant::now();
     records_through(&handle, size - plain.store.size().await?).await?;
@@ -1471,10 +1223,7 @@ impl IntegrationBench {
         secret: Option<&trailmark::integration::webhook::Secret>,
     ) -> anyhow::Result<IntegrationBench> {
         let tmp = tempfile::tempdir()?;
-        let url = match database_url {
-            Some(base) => Some(fresh_pg(base, &format!("trailmark_bench_{name}")).await?),
-            None => None,
-        };
+        let url = fresh_pg_if(database_url, &format!("trailmark_bench_{name}")).await?;
         let (mut opened, token) = Instance::initialise(
             &tmp.path().join("data"),
             Some(format!("bench.trailmark.local/{name}")),
@@ -2790,10 +2539,7 @@ async fn console(args: &ConsoleArgs) -> anyhow::Result<()> {
     let (opened, fresh) = if dir.join("data/trailmark.toml").exists() {
         (Instance::open(&dir.join("data"), None).await?, false)
     } else {
-        let url = match &database {
-            Some(base) => Some(fresh_pg(base, "trailmark_bench_console").await?),
-            None => None,
-        };
+        let url = fresh_pg_if(database.as_deref(), "trailmark_bench_console").await?;
         let (opened, _) = Instance::initialise(
             &dir.join("data"),
             Some("bench.trailmark.local/console".into()),
