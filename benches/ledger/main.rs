@@ -38,12 +38,13 @@
 //! `--database-url` or `TRAILMARK_BENCH_DATABASE_URL` (a fresh
 //! `trailmark_bench_console` database).
 
+mod append;
 mod common;
 mod people;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -62,21 +63,10 @@ use trailmark::store::EntryFilter;
 use trailmark::telemetry::Metrics;
 
 use common::{
-    body, body_text, bulk_sequencer, fill, fresh_pg_if, in_window, latency_line, ms, payload,
-    percentile, read_metric,
+    body_text, bulk_sequencer, fill, fresh_pg_if, in_window, latency_line, ms, payload, percentile,
+    read_metric,
 };
 use people::{Person, create_people, own_password_of, ready};
-
-/// Flags of `append`.
-#[derive(clap::Args)]
-struct AppendArgs {
-    /// Seconds measured, after a 2 s warm-up.
-    #[arg(long, value_name = "S", default_value_t = 10)]
-    seconds: u64,
-    /// Concurrent HTTP clients.
-    #[arg(long, value_name = "C", default_value_t = 64)]
-    clients: u64,
-}
 
 /// Flags of `build`.
 #[derive(clap::Args)]
@@ -220,198 +210,6 @@ struct ConsoleArgs {
     /// server (default: `TRAILMARK_BENCH_DATABASE_URL`, else SQLite).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
-}
-
-/// HTTP appends from C concurrent clients for S seconds, then the plain
-/// INSERT baseline with the same batch sizes on the same database.
-async fn append(args: &AppendArgs) -> anyhow::Result<()> {
-    let (seconds, clients) = (args.seconds, args.clients);
-    let tmp = tempfile::tempdir()?;
-    let pg = std::env::var("TRAILMARK_BENCH_DATABASE_URL").ok();
-    let url = fresh_pg_if(pg.as_deref(), "trailmark_bench").await?;
-    let (opened, token) = Instance::initialise(
-        &tmp.path().join("data"),
-        Some("bench.trailmark.local/append".into()),
-        url.as_deref(),
-    )
-    .await?;
-    let server = opened.start_server("127.0.0.1:0").await?;
-    let base = server.url();
-    let stop = Arc::new(AtomicBool::new(false));
-    let warmup = Duration::from_secs(2);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..clients {
-        let (base, token, stop) = (base.clone(), token.clone(), stop.clone());
-        tasks.spawn(async move {
-            let http = reqwest::Client::new();
-            let url = format!("{base}/v1/entries");
-            let auth = format!("Bearer {token}");
-            let mut latencies = Vec::new();
-            let mut n = c * 1_000_000_000;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .header("authorization", &auth)
-                    .header("content-type", "application/json")
-                    .body(body_text(n))
-                    .send()
-                    .await
-                    .expect("server up");
-                assert_eq!(
-                    r.status().as_u16(),
-                    201,
-                    "{}",
-                    r.text().await.unwrap_or_default()
-                );
-                let _ = r.bytes().await;
-                if started.elapsed() > warmup {
-                    latencies.push(t.elapsed());
-                }
-            }
-            latencies
-        });
-    }
-    tokio::time::sleep(warmup).await;
-    let size_at_start = opened.store.size().await?;
-    let measured_from = Instant::now();
-    let metrics_before = reqwest::get(format!("{base}/metrics"))
-        .await?
-        .text()
-        .await?;
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let size_at_end = opened.store.size().await?;
-    let elapsed = measured_from.elapsed();
-    let metrics_after = reqwest::get(format!("{base}/metrics"))
-        .await?
-        .text()
-        .await?;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        latencies.extend(done?);
-    }
-    server.stop().await;
-    latencies.sort();
-    let appended = size_at_end - size_at_start;
-    let rate = appended as f64 / elapsed.as_secs_f64();
-    let (batches, batch_entries) = batch_counts(&metrics_after, &metrics_before);
-    let mean_batch = batch_entries / batches.max(1.0);
-    println!("backend            {}", opened.store.backend_name());
-    println!("clients            {clients}");
-    println!(
-        "appended           {appended} entries in {:.2} s",
-        elapsed.as_secs_f64()
-    );
-    println!("throughput         {rate:.0} entries/s (durable: acknowledged after COMMIT)");
-    println!(
-        "latency            p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
-    );
-    let commit_ms = (read_metric(&metrics_after, "trailmark_commit_seconds_sum")
-        - read_metric(&metrics_before, "trailmark_commit_seconds_sum"))
-        * 1e3
-        / (read_metric(&metrics_after, "trailmark_commit_seconds_count")
-            - read_metric(&metrics_before, "trailmark_commit_seconds_count"))
-        .max(1.0);
-    let prepare_ms = (read_metric(&metrics_after, "trailmark_prepare_seconds_sum")
-        - read_metric(&metrics_before, "trailmark_prepare_seconds_sum"))
-        * 1e3
-        / (read_metric(&metrics_after, "trailmark_prepare_seconds_count")
-            - read_metric(&metrics_before, "trailmark_prepare_seconds_count"))
-        .max(1.0);
-    println!(
-        "prepare            mean {prepare_ms:.2} ms per batch (idempotency and parent lookups, hashing, seal, checkpoint when due)"
-    );
-    println!(
-        "batches            {batches:.0}, mean {mean_batch:.1} entries per batch, mean commit {commit_ms:.2} ms ({:.0}% of the time in COMMIT)",
-        commit_ms * batches / elapsed.as_secs_f64() / 10.0
-    );
-
-    // Baseline: the same rows, plain INSERTs into an unchained table, same
-    // batch size, same durability, no HTTP, no hashing, no tree, no signing.
-    let rows = appended.max(10_000);
-    let db_url =
-        url.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("data/ledger.db").display()));
-    let baseline =
-        plain_insert_baseline(&db_url, rows, mean_batch.round().max(1.0) as usize).await?;
-    println!(
-        "plain INSERT       {baseline:.0} rows/s with batches of {:.0} (no HTTP, no chain, no tree, no signature)",
-        mean_batch.round()
-    );
-    println!(
-        "ratio              HTTP ledger append / plain INSERT = {:.2}",
-        rate / baseline
-    );
-    opened.store.close().await;
-    Ok(())
-}
-
-fn batch_counts(after: &str, before: &str) -> (f64, f64) {
-    let read = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
-            .unwrap_or(0.0)
-    };
-    (
-        read(after, "trailmark_batch_entries_count")
-            - read(before, "trailmark_batch_entries_count"),
-        read(after, "trailmark_batch_entries_sum") - read(before, "trailmark_batch_entries_sum"),
-    )
-}
-
-async fn plain_insert_baseline(url: &str, rows: u64, batch: usize) -> anyhow::Result<f64> {
-    let canonical: Vec<Vec<u8>> = (0..rows)
-        .map(|n| serde_json::to_vec(&body(n)).unwrap())
-        .collect();
-    macro_rules! run {
-        ($conn:expr, $db:ty, $ddl:expr) => {{
-            let conn = &mut $conn;
-            sqlx::raw_sql($ddl).execute(&mut *conn).await?;
-            let started = Instant::now();
-            for (chunk_index, chunk) in canonical.chunks(batch).enumerate() {
-                let mut tx = conn.begin().await?;
-                let mut qb: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new("INSERT INTO plain_rows (seq, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key) ");
-                qb.push_values(chunk.iter().enumerate(), |mut row, (i, bytes)| {
-                    let n = (chunk_index * batch + i) as i64;
-                    row.push_bind(n)
-                        .push_bind(bytes.clone())
-                        .push_bind("2026-11-21T09:00:00.000000Z")
-                        .push_bind("qms.capa.opened")
-                        .push_bind("service:admin")
-                        .push_bind(format!("person:E{:05}", n % 5000))
-                        .push_bind(format!("asg-{}", n % 997))
-                        .push_bind(format!("xapi-{n:012}"));
-                });
-                qb.build().execute(&mut *tx).await?;
-                tx.commit().await?;
-            }
-            rows as f64 / started.elapsed().as_secs_f64()
-        }};
-    }
-    let ddl = "DROP TABLE IF EXISTS plain_rows; CREATE TABLE plain_rows (seq BIGINT PRIMARY KEY, canonical BYTEA, recorded_at TEXT, kind TEXT, actor TEXT, subject TEXT, correlation_id TEXT, idempotency_key TEXT); CREATE INDEX plain_subject ON plain_rows (subject, seq); CREATE INDEX plain_kind ON plain_rows (kind, seq); CREATE INDEX plain_actor ON plain_rows (actor, seq); CREATE INDEX plain_corr ON plain_rows (correlation_id, seq); CREATE INDEX plain_time ON plain_rows (recorded_at); CREATE UNIQUE INDEX plain_idem ON plain_rows (idempotency_key, actor);";
-    if url.starts_with("postgres") {
-        let mut conn = sqlx::PgConnection::connect(url).await?;
-        Ok(run!(conn, sqlx::Postgres, ddl))
-    } else {
-        use std::str::FromStr as _;
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
-        let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
-        Ok(run!(
-            conn,
-            sqlx::Sqlite,
-            sqlx::AssertSqlSafe(ddl.replace("BYTEA", "BLOB"))
-        ))
-    }
 }
 
 /// Builds a ledger of N entries through the sequencer (no HTTP).
@@ -1833,7 +1631,7 @@ enum Verb {
     /// TRAILMARK_BENCH_DATABASE_URL names a database: a fresh
     /// `trailmark_bench` database is made next to it (dropped and
     /// recreated).
-    Append(AppendArgs),
+    Append(append::AppendArgs),
     /// Builds (or tops up) a ledger of N entries through the sequencer, no
     /// HTTP, for `verify` and `proof`.
     Build(BuildArgs),
@@ -1880,7 +1678,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match &verb {
-            Verb::Append(args) => append(args).await,
+            Verb::Append(args) => append::run(args).await,
             Verb::Build(args) => build(args).await,
             Verb::Verify(args) => verify(args).await,
             Verb::Proof(args) => proof(args).await,
