@@ -520,47 +520,14 @@ pub fn id_set_sha256(ids: &[String]) -> String {
 }
 
 /// A message that could not be delivered.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DeadLetter {
-    /// Message ID.
-    pub id: String,
-    /// Target.
-    pub target: String,
-    /// Message type.
-    pub message_type: String,
-    /// Subject.
-    pub subject: String,
-    /// Attempts made.
-    pub attempts: i64,
-    /// The last error.
-    pub last_error: Option<String>,
-    /// The hand-over entry.
-    pub created_seq: i64,
-    /// Correlation.
-    pub correlation_id: String,
-}
+pub type DeadLetter = crate::store::DeadLetterRow;
 
 /// Every dead letter, oldest first.
 ///
 /// # Errors
 /// A database error.
 pub async fn dead_letters(ig: &Integration) -> Result<Vec<DeadLetter>, StoreError> {
-    Ok(ig
-        .store()
-        .dead_letters()
-        .await?
-        .into_iter()
-        .map(|d| DeadLetter {
-            id: d.id,
-            target: d.target,
-            message_type: d.message_type,
-            subject: d.subject,
-            attempts: d.attempts,
-            last_error: d.last_error,
-            created_seq: d.created_seq,
-            correlation_id: d.correlation_id,
-        })
-        .collect())
+    ig.store().dead_letters().await
 }
 
 /// Work the integration has not finished: events received but not yet

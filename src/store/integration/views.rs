@@ -274,8 +274,10 @@ pub struct LineageEntryRow {
     pub actor: String,
 }
 
-/// A message that could not be delivered.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A message that could not be delivered (also what `GET /v1/deadletters`
+/// answers, as `DeadLetter`).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = DeadLetter)]
 pub struct DeadLetterRow {
     /// Message ID.
     pub id: String,
