@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use crate::identity::signature::{SignatureChecker, SignatureError};
 use crate::ledger::merkle::{self, ProofPlan};
 use crate::ledger::verify::{ChainVerifier, Prechecked, VerifyError};
-use crate::ledger::{Checkpoint, Hash, VerifierKey};
+use crate::ledger::{Checkpoint, Hash, Seq, VerifierKey};
 use crate::projection::{EntryView, Projector, StateMismatch};
 use crate::sequencer::{AppendRequest, SequencerHandle};
 use crate::store::{STREAM_PAGE_ROWS, Store, StoreError, VerifyRow};
@@ -484,7 +484,7 @@ impl<'a> Walk<'a> {
         let mut pending = 0;
         if last_checkpoint_size < entries {
             // Not yet in a published checkpoint: the head's batch seal must cover them.
-            let head_seal = match last_seq {
+            let head_seal = match last_seq.and_then(Seq::new) {
                 Some(seq) => store.entry(seq).await?.and_then(|e| e.seal),
                 None => None,
             };
@@ -665,12 +665,12 @@ async fn check_derived_indexes(
         let mut previous_child = None;
         for (child, parent) in parent_refs {
             match found.get(&parent) {
-                Some(seq) if *seq < child => {
+                Some(seq) if seq.get() < child => {
                     if previous_child != Some(child) {
                         position = 0;
                         previous_child = Some(child);
                     }
-                    expected.push((child, *seq, position));
+                    expected.push((child, seq.get(), position));
                     position += 1;
                 }
                 _ => {
@@ -982,13 +982,13 @@ pub enum ProofRequestError {
 /// See [`ProofRequestError`].
 pub async fn inclusion_proof(
     store: &Store,
-    seq: u64,
+    seq: Seq,
     size: Option<u64>,
 ) -> Result<InclusionProof, ProofRequestError> {
     let tree = store.size().await?;
     let (size, checkpoint) = match size {
         Some(size) => {
-            if size > tree || seq >= size {
+            if size > tree || seq.get() >= size {
                 return Err(ProofRequestError::OutOfRange(format!(
                     "need seq < size <= {tree} (the ledger's size), got seq {seq} size {size}"
                 )));
@@ -1003,7 +1003,7 @@ pub async fn inclusion_proof(
             )
         }
         None => {
-            let cp = store.checkpoint_at_least(seq + 1).await?.ok_or_else(|| {
+            let cp = store.checkpoint_at_least(seq.size()).await?.ok_or_else(|| {
                 ProofRequestError::NotFound(format!("entry {seq} does not exist or is not covered by a signed checkpoint yet; retry in a moment"))
             })?;
             (cp.size, Some(cp.note))
@@ -1013,14 +1013,14 @@ pub async fn inclusion_proof(
         .entry(seq)
         .await?
         .ok_or_else(|| ProofRequestError::NotFound(format!("there is no entry {seq}")))?;
-    let plan = ProofPlan::inclusion(seq, size)
+    let plan = ProofPlan::inclusion(seq.get(), size)
         .map_err(|e| ProofRequestError::OutOfRange(e.to_string()))?;
     let path = store.proof(&plan, &HashMap::new()).await?;
     Ok(InclusionProof {
         format: "trailmark-inclusion-proof-v1".into(),
         entry: String::from_utf8(entry.canonical)
             .map_err(|e| StoreError::Corrupt(format!("entry {seq} is not UTF-8: {e}")))?,
-        leaf_index: seq,
+        leaf_index: seq.get(),
         tree_size: size,
         leaf_hash: hex::encode(entry.hash),
         path: path.iter().map(Hash::to_hex).collect(),

@@ -652,6 +652,7 @@ fn verify_export(dir: &Path, key: &str) -> Result<(), Exit> {
 }
 
 async fn proof(g: &Global, seq: u64, size: Option<u64>) -> Result<(), Exit> {
+    let seq = crate::ledger::Seq::try_from(seq).map_err(usage)?;
     let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;

@@ -749,7 +749,7 @@ async fn capa_refused(
         .store
         .latest_entry_of_kind("integration.capa.closure_refused")
         .await?
-        .map_or(0, |e| e.seq);
+        .map_or(0, |e| e.seq.get());
     println!(
         "5. {CAPA} retrains {} on SOP-017 v5 with a trainer's verification, due {capa_due}; the LMS got the assignments.\n   \
          {} tried to close it at once: refused (409, {} completions missing), and the refusal is entry {refusal_seq}.",

@@ -55,7 +55,7 @@ use crate::config::SequencerConfig;
 use crate::ledger::entry::{self, EntryError, EntryParts};
 use crate::ledger::kind::{self, Class, KindDef};
 use crate::ledger::merkle::{self, Frontier, NodeId, ProofPlan};
-use crate::ledger::{Actor, Checkpoint, Entry, Hash, LedgerKey, Subject, Timestamp};
+use crate::ledger::{Actor, Checkpoint, Entry, Hash, LedgerKey, Seq, Subject, Timestamp};
 use crate::store::{
     BatchWrite, Head, IdempotentHit, NewCheckpoint, NewEntry, SequencedWrite, StateWrite, Store,
     StoreError,
@@ -195,7 +195,7 @@ impl AppendRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// The entry's seq.
-    pub seq: u64,
+    pub seq: Seq,
     /// The entry's hash.
     pub hash: Hash,
     /// When it was recorded.
@@ -222,7 +222,7 @@ pub enum AppendError {
         /// The key.
         key: String,
         /// The entry that used it.
-        original_seq: u64,
+        original_seq: Seq,
     },
     /// A parent hash names no earlier entry.
     #[error("parent {0} is not an entry of this ledger")]
@@ -431,7 +431,7 @@ pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, St
         format!("trailmark {}", env!("CARGO_PKG_VERSION")).into(),
     );
     let genesis = Entry {
-        seq: 0,
+        seq: Seq::GENESIS,
         prev: Hash::ZERO,
         recorded_at: Timestamp::now(),
         kind: &kind::LEDGER_GENESIS,
@@ -453,7 +453,7 @@ pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, St
     let batch = BatchWrite {
         expected_head: None,
         entries: vec![NewEntry {
-            seq: 0,
+            seq: Seq::GENESIS,
             hash,
             canonical,
             recorded_at: genesis.recorded_at.to_string(),
@@ -477,7 +477,7 @@ pub async fn write_genesis(store: &Store, key: &LedgerKey) -> Result<Receipt, St
     };
     store.write_batch(&batch).await?;
     Ok(Receipt {
-        seq: 0,
+        seq: Seq::GENESIS,
         hash,
         recorded_at: genesis.recorded_at.to_string(),
         tree_size: 1,
@@ -523,7 +523,7 @@ impl Sequencer {
         )
         .await?;
         state.clock = clock;
-        if state.checkpoint.0 < state.head.seq + 1 {
+        if state.checkpoint.0 < state.head.seq.size() {
             state.attest_tail().await?;
         }
         let (queue, receiver) = mpsc::channel(config.queue_max_entries.max(1));
@@ -590,7 +590,7 @@ impl State {
         let head = store.head().await?.ok_or(StartError::NotInitialised)?;
         let verifier = key.verifier();
         let genesis = store
-            .entry(0)
+            .entry(Seq::GENESIS)
             .await?
             .ok_or_else(|| StartError::Integrity("entry 0 is missing".into()))?;
         let genesis_key = serde_json::from_slice::<Value>(&genesis.canonical)
@@ -603,14 +603,14 @@ impl State {
                 genesis_key.unwrap_or_else(|| "none".into())
             )));
         }
-        let frontier = store.frontier(head.seq + 1).await?;
+        let frontier = store.frontier(head.seq.size()).await?;
         let head_row = store
             .entry(head.seq)
             .await?
             .ok_or_else(|| StartError::Integrity(format!("entry {} vanished", head.seq)))?;
         let seal_body = Checkpoint {
             origin: key.name().to_owned(),
-            size: head.seq + 1,
+            size: head.seq.size(),
             root: frontier.root(),
         }
         .body();
@@ -635,23 +635,23 @@ impl State {
                 stored.size
             )));
         }
-        if signed.size > head.seq + 1 {
+        if signed.size > head.seq.size() {
             return Err(StartError::Integrity(format!(
                 "the newest checkpoint attests {} entries but the ledger holds {}: entries were removed; run `trailmark verify`",
                 signed.size,
-                head.seq + 1
+                head.seq.size()
             )));
         }
         let proof = store
             .proof(
-                &ProofPlan::consistency(signed.size, head.seq + 1)
+                &ProofPlan::consistency(signed.size, head.seq.size())
                     .map_err(|e| StartError::Integrity(e.to_string()))?,
                 &HashMap::new(),
             )
             .await?;
         merkle::verify_consistency(
             signed.size,
-            head.seq + 1,
+            head.seq.size(),
             &signed.root,
             &frontier.root(),
             &proof,
@@ -664,7 +664,7 @@ impl State {
         })?;
         metrics
             .ledger_size
-            .set(i64::try_from(head.seq + 1).unwrap_or(i64::MAX));
+            .set(i64::try_from(head.seq.size()).unwrap_or(i64::MAX));
         Ok(State {
             store,
             key,
@@ -683,11 +683,14 @@ impl State {
     /// Re-derives the unattested tail's hashes from the canonical bytes,
     /// checks the chain, and signs a checkpoint over it.
     async fn attest_tail(&mut self) -> Result<(), StartError> {
-        let (from, to) = (self.checkpoint.0, self.head.seq + 1);
+        let (from, to) = (self.checkpoint.0, self.head.seq.size());
         let mut frontier = self.store.frontier(from).await?;
         let mut prev = self
             .store
-            .entry(from - 1)
+            .entry(
+                Seq::at_size(from.saturating_sub(1))
+                    .map_err(|e| StartError::Integrity(e.to_string()))?,
+            )
             .await?
             .map(|e| e.hash)
             .unwrap_or_default();
@@ -703,15 +706,15 @@ impl State {
             for row in page {
                 // Another writer (the server, while a CLI verb starts) may
                 // have appended past the head this process loaded.
-                if row.seq >= to {
+                if row.seq.get() >= to {
                     break;
                 }
                 let hash = merkle::leaf_hash(&row.canonical);
                 let parsed = entry::ParsedEntry::parse(&row.canonical)
                     .and_then(|p| p.check())
                     .map_err(|e| StartError::Integrity(format!("entry {}: {e}", row.seq)))?;
-                if row.seq != next
-                    || parsed.seq != next
+                if row.seq.get() != next
+                    || parsed.seq.get() != next
                     || hash.as_bytes().as_slice() != row.hash.as_slice()
                     || parsed.prev.as_bytes().as_slice() != prev.as_slice()
                 {
@@ -803,7 +806,7 @@ impl State {
 
     /// Signs and writes a checkpoint over everything committed, if anything is unattested.
     async fn checkpoint_tail(&mut self) {
-        let size = self.head.seq + 1;
+        let size = self.head.seq.size();
         if self.checkpoint.0 >= size || self.halted.load(Ordering::SeqCst) {
             return;
         }
@@ -898,7 +901,7 @@ async fn prepare(state: &State, jobs: &[Job], sign: bool) -> Result<Prepared, St
 /// committed parents it names.
 struct Lookups {
     hits: HashMap<(String, String), IdempotentHit>,
-    known_parents: HashMap<Hash, u64>,
+    known_parents: HashMap<Hash, Seq>,
 }
 
 impl Lookups {
@@ -945,7 +948,7 @@ struct Batch {
     /// `(idempotency key, actor)` of each entry to its index and digest.
     keys: HashMap<(String, String), (usize, Hash)>,
     /// Hash of each entry to its seq.
-    hashes: HashMap<Hash, u64>,
+    hashes: HashMap<Hash, Seq>,
     recorded_at: Timestamp,
     /// Every entry of a batch is recorded at the same instant, formatted once.
     recorded_at_text: String,
@@ -966,7 +969,7 @@ impl Batch {
             tracing::warn!(clock = %now, previous = %head.recorded_at, "the clock is behind the newest entry; recording with the newest entry's time");
         }
         Batch {
-            committed_size: state.head.seq + 1,
+            committed_size: state.head.seq.size(),
             write: BatchWrite {
                 expected_head: Some((state.head.seq, state.head.hash)),
                 ..BatchWrite::default()
@@ -1029,11 +1032,10 @@ impl Batch {
                 if *earlier_digest == digest {
                     return Ok(Decision::SameAs(*index));
                 }
-                let original_seq = self
-                    .write
-                    .entries
-                    .get(*index)
-                    .map_or(self.committed_size + *index as u64, |e| e.seq);
+                let original_seq = self.write.entries.get(*index).map_or_else(
+                    || Seq::at_size(self.committed_size + *index as u64).unwrap_or_default(),
+                    |e| e.seq,
+                );
                 return Err(AppendError::Conflict {
                     key: key.clone(),
                     original_seq,
@@ -1103,7 +1105,10 @@ impl Batch {
                 parent_seqs.push(*seq);
             }
         }
-        let seq = self.head.seq + 1;
+        // Seqs end at 2^63-1, far past the 2^53-1 the entry format allows
+        // (which `verify` checks); a repeated seq would be refused by the
+        // database's primary key, never written.
+        let seq = self.head.seq.next().unwrap_or(self.head.seq);
         let (canonical, hash) = EntryParts {
             seq,
             prev: &self.head.hash,
@@ -1121,7 +1126,7 @@ impl Batch {
         self.extra.insert(
             NodeId {
                 level: 0,
-                index: seq,
+                index: seq.get(),
             },
             hash,
         );
@@ -1337,7 +1342,7 @@ async fn committed(state: &mut State, prepared: Prepared, jobs: Vec<Job>) {
     state.since_wal_checkpoint += count as u64;
     state.head = prepared.new_head;
     state.frontier = prepared.new_frontier;
-    let tree_size = state.head.seq + 1;
+    let tree_size = state.head.seq.size();
     state
         .metrics
         .ledger_size
@@ -1382,7 +1387,7 @@ async fn committed(state: &mut State, prepared: Prepared, jobs: Vec<Job>) {
 async fn run(mut state: State, mut receiver: mpsc::Receiver<Job>, config: SequencerConfig) {
     let interval = Duration::from_millis(config.checkpoint_interval_ms);
     loop {
-        let unattested = state.checkpoint.0 < state.head.seq + 1;
+        let unattested = state.checkpoint.0 < state.head.seq.size();
         let due = tokio::time::Instant::from_std(state.checkpoint_at + interval);
         let first = tokio::select! {
             job = receiver.recv() => job,

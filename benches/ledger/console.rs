@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Map, Value, json};
 use sqlx::Connection as _;
 use trailmark::instance::Instance;
-use trailmark::ledger::Actor;
+use trailmark::ledger::{Actor, Seq};
 use trailmark::sequencer::{AppendRequest, record_request};
 use trailmark::store::{EntryFilter, Store};
 
@@ -164,12 +164,12 @@ fn filter_of(params: &[(&'static str, String)], window: u64) -> anyhow::Result<E
             "from" => f.from = v,
             "to" => f.to = v,
             "text" => f.text = v,
-            "after" => f.after_seq = v.map(|s| s.parse()).transpose()?,
+            "after" => f.after_seq = v.map(|s| s.parse::<u64>()).transpose()?.map(Seq::clamped),
             other => bail!("no trail parameter `{other}`"),
         }
     }
     if f.text.is_some() {
-        f.before_seq = Some(f.after_seq.map_or(0, |a| a + 1) + window);
+        f.before_seq = Some(Seq::clamped(f.after_seq.map_or(0, Seq::size) + window));
     }
     Ok(f)
 }
@@ -211,7 +211,8 @@ async fn check_page_content(
     params: &[(&'static str, String)],
     seqs: &[u64],
 ) -> anyhow::Result<()> {
-    let stored = store.canonical_of(seqs).await?;
+    let seqs: Vec<Seq> = seqs.iter().copied().map(Seq::clamped).collect();
+    let stored = store.canonical_of(&seqs).await?;
     anyhow::ensure!(stored.len() == seqs.len(), "a listed entry is not stored");
     for (seq, bytes) in stored {
         let entry: Value = serde_json::from_slice(&bytes)?;
@@ -225,7 +226,7 @@ async fn check_page_content(
                 "from" => recorded_at >= want.as_str(),
                 "to" => recorded_at < want.as_str(),
                 "text" => text.contains(&want.to_lowercase()),
-                "after" => seq > want.parse::<u64>()?,
+                "after" => seq.get() > want.parse::<u64>()?,
                 other => bail!("no trail parameter `{other}`"),
             };
             anyhow::ensure!(ok, "entry {seq} on the page does not match {k}={want}");
@@ -236,7 +237,7 @@ async fn check_page_content(
 
 async fn recorded_at_of(store: &Store, seq: u64) -> anyhow::Result<String> {
     Ok(store
-        .entry(seq)
+        .entry(Seq::clamped(seq))
         .await?
         .with_context(|| format!("entry {seq} exists"))?
         .recorded_at)
@@ -520,7 +521,7 @@ impl Expected {
             .map(|e| e.seq)
             .context("the fixture's first entry")?;
         for n in 0..fixture {
-            expected.add(fixture_entry(n), base + n);
+            expected.add(fixture_entry(n), base.get() + n);
         }
         expected.counting = started.elapsed();
         Ok(expected)
@@ -776,7 +777,7 @@ impl Page<'_> {
             .list(&filter_of(&case.params, self.window)?)
             .await?
             .iter()
-            .map(|e| e.seq)
+            .map(|e| e.seq.get())
             .collect();
         anyhow::ensure!(
             listed == seqs,

@@ -599,7 +599,7 @@ impl InMemory {
                 .entries_page(from, trailmark::store::STREAM_PAGE_ROWS)
                 .await?;
             let Some(last) = page.last() else { break };
-            from = last.seq + 1;
+            from = last.seq.size();
             rows.extend(page);
         }
         let mean_bytes = |kind: &str| {
@@ -616,7 +616,7 @@ impl InMemory {
         let t = Instant::now();
         let mut checker = SignatureChecker::default();
         for row in &relevant {
-            checker.observe(row.seq, &row.canonical)?;
+            checker.observe(row.seq.get(), &row.canonical)?;
         }
         let checks_only = t.elapsed();
         // Baseline: plain Ed25519 verify_strict over the same signed messages.

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use sqlx::Connection as _;
 use trailmark::audit::{self, VerifyOptions, VerifyReport};
 use trailmark::instance::Instance;
-use trailmark::ledger::Actor;
 use trailmark::ledger::merkle::ProofPlan;
+use trailmark::ledger::{Actor, Seq};
 use trailmark::sequencer::record_request;
 
 use crate::common::{fill, payload, percentile};
@@ -170,7 +170,7 @@ async fn read_only(opened: &Instance) -> anyhow::Result<()> {
             .entries_page(from, trailmark::store::STREAM_PAGE_ROWS)
             .await?;
         let Some(last) = page.last() else { break };
-        from = last.seq + 1;
+        from = last.seq.size();
         rows += page.len() as u64;
     }
     println!(
@@ -224,7 +224,7 @@ async fn sha256_baseline(opened: &Instance, report: &VerifyReport) -> anyhow::Re
     loop {
         let page = opened.store.entries_page(from, 8192).await?;
         let Some(last) = page.last() else { break };
-        from = last.seq + 1;
+        from = last.seq.size();
         let t = Instant::now();
         for row in &page {
             std::hint::black_box(trailmark::ledger::merkle::leaf_hash(&row.canonical));
@@ -263,7 +263,7 @@ pub async fn proof(args: &ProofArgs) -> anyhow::Result<()> {
         state ^= state << 17;
         let seq = state % size;
         let t = Instant::now();
-        let p = audit::inclusion_proof(&opened.store, seq, Some(size)).await?;
+        let p = audit::inclusion_proof(&opened.store, Seq::clamped(seq), Some(size)).await?;
         times.push(t.elapsed());
         nodes_read += ProofPlan::inclusion(seq, size)?.needed().len();
         std::hint::black_box(p);

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use super::{AppState, Caller, Problem};
 use crate::identity::signature::{self, SignatureView, SourceSignatureView};
-use crate::ledger::{Hash, Timestamp};
+use crate::ledger::{Hash, Seq, Timestamp};
 use crate::sequencer::record_request;
 use crate::store::{EntryFilter, LIST_LIMIT_MAX, StoredEntry};
 
@@ -47,7 +47,7 @@ pub struct AppendBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AppendResponse {
     /// The entry's position.
-    pub seq: u64,
+    pub seq: Seq,
     /// The entry's hash (hex).
     pub hash: String,
     /// When the ledger recorded it.
@@ -62,7 +62,7 @@ pub struct AppendResponse {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EntryView {
     /// Position.
-    pub seq: u64,
+    pub seq: Seq,
     /// Hash (hex).
     pub hash: String,
     /// The entry (parsed from its canonical bytes).
@@ -72,7 +72,7 @@ pub struct EntryView {
     pub canonical: String,
     /// Seqs of later entries naming this one as a parent (corrections, annotations); only on GET /v1/entries/{seq}.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub children: Option<Vec<u64>>,
+    pub children: Option<Vec<Seq>>,
     /// Part 11 signatures on this entry: printed name, time and meaning (§11.50).
     pub signatures: Vec<SignatureView>,
     /// Signatures the source system (QMS, LMS) carried in the payload,
@@ -119,7 +119,7 @@ pub struct ListQuery {
 
 fn view(
     row: StoredEntry,
-    children: Option<Vec<u64>>,
+    children: Option<Vec<Seq>>,
     signatures: Vec<SignatureView>,
 ) -> Result<EntryView, Problem> {
     let entry: Value = serde_json::from_slice(&row.canonical)
@@ -143,9 +143,9 @@ fn view(
 /// The signatures on each of `seqs`, rendered once for every view.
 async fn signatures_by_target(
     state: &AppState,
-    seqs: &[u64],
-) -> Result<HashMap<u64, Vec<SignatureView>>, Problem> {
-    let mut out: HashMap<u64, Vec<SignatureView>> = HashMap::new();
+    seqs: &[Seq],
+) -> Result<HashMap<Seq, Vec<SignatureView>>, Problem> {
+    let mut out: HashMap<Seq, Vec<SignatureView>> = HashMap::new();
     for (target, entry) in state.store.signatures_on(seqs).await? {
         if let Some(v) = signature::view_of(entry.seq, &entry.canonical) {
             out.entry(target).or_default().push(v);
@@ -344,7 +344,9 @@ pub async fn list(
     let after_seq = q
         .cursor
         .map(|c| {
-            c.parse::<u64>().map_err(|_| {
+            // A cursor past the last possible seq finds nothing, as any
+            // cursor past the end does.
+            c.parse::<u64>().map(Seq::clamped).map_err(|_| {
                 Problem::bad_query("`cursor` must be the next_cursor of a previous page")
             })
         })
@@ -356,7 +358,7 @@ pub async fn list(
     let window_end = match &text {
         Some(_) => Some(
             after_seq
-                .map_or(0, |a| a.saturating_add(1))
+                .map_or(0, |a| a.get().saturating_add(1))
                 .saturating_add(state.store.text_scan_rows()),
         ),
         None => None,
@@ -370,7 +372,7 @@ pub async fn list(
         to: time_bound("to", q.to)?,
         text,
         after_seq,
-        before_seq: window_end,
+        before_seq: window_end.map(|end| Seq::new(end).unwrap_or(Seq::MAX)),
         limit,
     };
     let rows = state.store.list(&filter).await?;
@@ -382,7 +384,7 @@ pub async fn list(
             _ => None,
         }
     };
-    let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+    let seqs: Vec<Seq> = rows.iter().map(|r| r.seq).collect();
     let mut signatures = signatures_by_target(&state, &seqs).await?;
     let entries = rows
         .into_iter()
@@ -409,11 +411,9 @@ pub async fn get_entry(
     let Path(seq) = seq.map_err(|_| {
         Problem::bad_query("the path must be /v1/entries/{seq} with seq a non-negative integer")
     })?;
-    let row = state
-        .store
-        .entry(seq)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("there is no entry {seq}")))?;
+    let none = || Problem::not_found(format!("there is no entry {seq}"));
+    let seq = Seq::new(seq).ok_or_else(none)?;
+    let row = state.store.entry(seq).await?.ok_or_else(none)?;
     let children = state.store.children(seq).await?;
     let signatures = signatures_by_target(&state, &[seq])
         .await?

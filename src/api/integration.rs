@@ -424,7 +424,7 @@ pub struct ClosureBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClosureResponse {
     /// The `qms.capa.closed` entry; sign it with `POST /v1/signatures` (`approved`).
-    pub seq: u64,
+    pub seq: crate::ledger::Seq,
     /// Its hash.
     pub hash: String,
 }

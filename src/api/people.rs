@@ -565,7 +565,7 @@ pub async fn set_policy(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SignatureResponse {
     /// The `signature.applied` entry.
-    pub seq: u64,
+    pub seq: crate::ledger::Seq,
     /// Its hash.
     pub hash: String,
     /// As every view shows it.

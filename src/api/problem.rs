@@ -134,7 +134,7 @@ impl From<AppendError> for Problem {
             }
             AppendError::Conflict { original_seq, key } => {
                 Problem::new(StatusCode::CONFLICT, "idempotency-conflict", "The idempotency key was used for different content", format!("{e}; send new content with a new key, or the original content to get the original entry back"))
-                    .with("original_seq", *original_seq)
+                    .with("original_seq", original_seq.get())
                     .with("idempotency_key", key.clone())
             }
             AppendError::UnknownParent(h) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown-parent", "A parent is not an entry of this ledger", format!("{e}; name parents by the hash returned when they were appended"))

@@ -32,7 +32,7 @@ pub struct ConsistencyProof {
 #[serde(deny_unknown_fields)]
 pub struct InclusionQuery {
     /// The entry.
-    seq: u64,
+    seq: crate::ledger::Seq,
     /// Tree size; default: the smallest signed checkpoint that covers the entry.
     size: Option<u64>,
 }

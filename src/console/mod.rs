@@ -24,6 +24,7 @@ use crate::api::AppState;
 use crate::identity::IdentityError;
 use crate::identity::roles::{Permission, grants};
 use crate::identity::service::SessionCaller;
+use crate::ledger::Seq;
 use crate::store::EntryFilter;
 
 /// The session cookie.
@@ -421,8 +422,8 @@ async fn trail(
         from: nonempty(&q.from),
         to: nonempty(&q.to),
         text: nonempty(&q.text),
-        after_seq: q.after,
-        before_seq: window_end,
+        after_seq: q.after.map(Seq::clamped),
+        before_seq: window_end.map(Seq::clamped),
         limit: PAGE_ROWS,
     };
     let rows = match state.store.list(&filter).await {
@@ -436,8 +437,8 @@ async fn trail(
             );
         }
     };
-    let seqs: Vec<u64> = rows.iter().map(|e| e.seq).collect();
-    let mut signed: HashMap<u64, Vec<String>> = HashMap::new();
+    let seqs: Vec<Seq> = rows.iter().map(|e| e.seq).collect();
+    let mut signed: HashMap<Seq, Vec<String>> = HashMap::new();
     for (target, e) in state.store.signatures_on(&seqs).await.unwrap_or_default() {
         if let Some(view) = crate::identity::signature::view_of(e.seq, &e.canonical) {
             signed.entry(target).or_default().push(view.line);
@@ -446,7 +447,7 @@ async fn trail(
     let names = names(&state).await;
     let size = state.store.size().await.unwrap_or(0);
     let next = if rows.len() == PAGE_ROWS as usize {
-        rows.last().map(|e| e.seq)
+        rows.last().map(|e| e.seq.get())
     } else {
         // Fewer matches than a page in this window: go on after it.
         window_end.filter(|end| *end < size).map(|end| end - 1)
@@ -546,6 +547,8 @@ async fn entry(
         Ok(v) => v,
         Err(r) => return r,
     };
+    // Past the last possible seq is simply no entry.
+    let seq = Seq::clamped(seq);
     let row = match state.store.entry(seq).await {
         Ok(Some(row)) => row,
         Ok(None) => {
@@ -632,9 +635,9 @@ async fn entry(
 
 /// Proves the entry against the newest signed checkpoint and checks the
 /// proof and the checkpoint's signature here, with the ledger's key.
-async fn proof_status(state: &AppState, seq: u64) -> Markup {
+async fn proof_status(state: &AppState, seq: Seq) -> Markup {
     let checkpoint = match state.store.latest_checkpoint().await {
-        Ok(Some(cp)) if cp.size > seq => cp,
+        Ok(Some(cp)) if cp.size > seq.get() => cp,
         _ => {
             return html! { span.warn { "not yet covered by a signed checkpoint (one is signed within a second); reload" } };
         }
@@ -663,12 +666,12 @@ fn lineage_graph(l: &crate::integration::queries::Lineage) -> Markup {
     if l.entries.len() < 2 || l.entries.len() > 150 {
         return html! {};
     }
-    let seqs: Vec<i64> = l
+    let seqs: Vec<Seq> = l
         .entries
         .iter()
-        .map(|e| e["seq"].as_i64().unwrap_or(-1))
+        .map(|e| e["seq"].as_u64().map_or(Seq::MAX, Seq::clamped))
         .collect();
-    let mut depth: HashMap<i64, i64> = HashMap::new();
+    let mut depth: HashMap<Seq, i64> = HashMap::new();
     for s in &seqs {
         let d = l
             .edges
@@ -679,7 +682,7 @@ fn lineage_graph(l: &crate::integration::queries::Lineage) -> Markup {
             .map_or(0, |d| d + 1);
         depth.insert(*s, d.min(12));
     }
-    let at = |s: &i64| {
+    let at = |s: &Seq| {
         let row = seqs.iter().position(|x| x == s).unwrap_or(0) as i64;
         (
             12 + depth.get(s).copied().unwrap_or(0) * STEP,
@@ -732,13 +735,13 @@ async fn lineage(
             );
         }
     };
-    let mut parents: HashMap<i64, Vec<i64>> = HashMap::new();
-    let mut children: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut parents: HashMap<Seq, Vec<Seq>> = HashMap::new();
+    let mut children: HashMap<Seq, Vec<Seq>> = HashMap::new();
     for [p, c] in &l.edges {
         parents.entry(*c).or_default().push(*p);
         children.entry(*p).or_default().push(*c);
     }
-    let links = |seqs: Option<&Vec<i64>>| {
+    let links = |seqs: Option<&Vec<Seq>>| {
         html! { @for s in seqs.into_iter().flatten() { a href={ "/console/entries/" (s) } { (s) } " " } }
     };
     let kind_count = |k: &str| l.entries.iter().filter(|e| e["kind"] == k).count();
@@ -798,7 +801,7 @@ async fn lineage(
                 thead { tr { th scope="col" { "Seq" } th scope="col" { "Recorded (UTC)" } th scope="col" { "Kind" } th scope="col" { "Subject" } th scope="col" { "Derived from" } th scope="col" { "Led to" } } }
                 tbody {
                     @for e in &l.entries {
-                        @let seq = e["seq"].as_i64().unwrap_or(-1);
+                        @let seq = e["seq"].as_u64().map_or(Seq::MAX, Seq::clamped);
                         tr {
                             td { a href={ "/console/entries/" (seq) } { (seq) } }
                             td.time { (e["recorded_at"].as_str().unwrap_or("")) }

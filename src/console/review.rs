@@ -16,7 +16,7 @@ use crate::api::AppState;
 use crate::identity::IdentityError;
 use crate::identity::roles::Permission;
 use crate::identity::service::SignRequest;
-use crate::ledger::{Actor, Subject, kind};
+use crate::ledger::{Actor, Seq, Subject, kind};
 use crate::sequencer::AppendRequest;
 
 /// The record's kind.
@@ -153,7 +153,7 @@ pub fn exception(kind: &str, entry: &Value) -> Option<String> {
 /// One entry that needs a look.
 #[derive(Clone)]
 struct Item {
-    seq: u64,
+    seq: Seq,
     hash: String,
     kind: String,
     actor: String,
@@ -195,8 +195,8 @@ async fn start(state: &AppState, scope: &Scope) -> Result<u64, crate::store::Sto
             .await?;
         let Some(tail) = page.last() else { break };
         after = Some(tail.seq);
-        let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
-        let signed: Vec<u64> = state
+        let seqs: Vec<Seq> = page.iter().map(|e| e.seq).collect();
+        let signed: Vec<Seq> = state
             .store
             .signatures_on(&seqs)
             .await?
@@ -232,7 +232,11 @@ impl Range {
     /// Entries of the range that need no look (items may also name an
     /// overdue assignment's creation entry from before the range).
     fn routine(&self) -> u64 {
-        let flagged = self.items.iter().filter(|i| i.seq >= self.from).count();
+        let flagged = self
+            .items
+            .iter()
+            .filter(|i| i.seq.get() >= self.from)
+            .count();
         self.in_scope - flagged as u64
     }
 }
@@ -262,7 +266,7 @@ async fn period_end(
     if let Some(t) = until
         && let Some(seq) = state.store.first_seq_recorded_since(t).await?
     {
-        end = end.min(u64::try_from(seq).unwrap_or(0));
+        end = end.min(seq.get());
     }
     Ok(end)
 }
@@ -288,12 +292,12 @@ async fn items_in(
         let Some(last) = rows.last().map(|e| e.seq) else {
             break;
         };
-        for e in rows.into_iter().take_while(|e| e.seq < to) {
+        for e in rows.into_iter().take_while(|e| e.seq.get() < to) {
             if !scope.covers(&e.subject) {
                 continue;
             }
             if in_scope == REVIEW_SPAN {
-                to = e.seq;
+                to = e.seq.get();
                 break 'pages;
             }
             in_scope += 1;
@@ -310,7 +314,7 @@ async fn items_in(
                 items.push(Item::of(e, why));
             }
         }
-        at = last + 1;
+        at = last.size();
     }
     items.extend(late_items(state, &assignments).await?);
     let mut more_overdue = false;
@@ -378,35 +382,40 @@ async fn overdue_items(
         0 => String::new(),
         f => state
             .store
-            .entry(f - 1)
+            .entry(Seq::clamped(f - 1))
             .await?
             .map(|e| e.recorded_at)
             .unwrap_or_default(),
     };
-    let Some(end) = state.store.entry(to - 1).await?.map(|e| e.recorded_at) else {
+    let Some(end) = state
+        .store
+        .entry(Seq::clamped(to.saturating_sub(1)))
+        .await?
+        .map(|e| e.recorded_at)
+    else {
         return Ok((Vec::new(), false));
     };
     // One more than shown, to tell whether there are more.
     let rows = state
         .store
         .overdue_assignment_seqs(
-            i64::try_from(to).unwrap_or(i64::MAX),
+            Seq::clamped(to),
             &end,
             &start,
-            i64::try_from(from).unwrap_or(i64::MAX),
+            Seq::clamped(from),
             OVERDUE_MAX as i64 + 1,
         )
         .await?;
     let more = rows.len() > OVERDUE_MAX;
     let mut out = Vec::new();
     for seq in rows.into_iter().take(OVERDUE_MAX) {
-        let Some(e) = state.store.entry(u64::try_from(seq).unwrap_or(0)).await? else {
+        let Some(e) = state.store.entry(seq).await? else {
             continue;
         };
         let v: Value = serde_json::from_slice(&e.canonical).unwrap_or(Value::Null);
         let data = &v["payload"]["data"];
         let field = |name: &str| data[name].as_str().unwrap_or("(not recorded)").to_owned();
-        let before = if e.seq < from {
+        let before = if e.seq.get() < from {
             " (assigned before this review's range)"
         } else {
             ""
@@ -784,7 +793,7 @@ async fn record_and_sign(
     match signed {
         Ok(_) => Redirect::to(&format!("/console/entries/{}", receipt.seq)).into_response(),
         Err(e) => {
-            tracing::error!(error = %e, seq = receipt.seq, "the review record was appended but its signature failed");
+            tracing::error!(error = %e, seq = %receipt.seq, "the review record was appended but its signature failed");
             page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Review recorded, not signed",

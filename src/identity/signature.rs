@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use super::ca;
 use super::roles::{Meaning, SigningPolicy};
 use crate::ledger::entry::ParsedEntry;
-use crate::ledger::{Hash, Timestamp};
+use crate::ledger::{Hash, Seq, Timestamp};
 
 /// Domain separation of the signed message.
 pub const CONTEXT: &str = "trailmark.signature.v1";
@@ -141,7 +141,7 @@ pub fn render_line(m: &Manifestation) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SignatureView {
     /// Seq of the `signature.applied` entry.
-    pub seq: u64,
+    pub seq: Seq,
     /// Printed name.
     pub printed_name: String,
     /// User ID.
@@ -159,7 +159,7 @@ pub struct SignatureView {
 }
 
 /// The view of a `signature.applied` entry's canonical bytes, if it is one.
-pub fn view_of(seq: u64, canonical: &[u8]) -> Option<SignatureView> {
+pub fn view_of(seq: Seq, canonical: &[u8]) -> Option<SignatureView> {
     let parsed = ParsedEntry::parse(canonical).ok()?;
     let payload: SignaturePayload = serde_json::from_str(parsed.payload.get()).ok()?;
     let m = payload.manifestation;

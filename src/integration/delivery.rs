@@ -169,7 +169,7 @@ pub fn message_body(
     message_type: &str,
     subject: &str,
     correlation: &str,
-    seq: i64,
+    seq: crate::ledger::Seq,
     hash: &[u8],
     data: &str,
 ) -> String {

@@ -73,7 +73,7 @@ pub struct Ack {
     /// CloudEvents `source`.
     pub source: String,
     /// The event entry.
-    pub seq: u64,
+    pub seq: crate::ledger::Seq,
     /// Its hash.
     pub hash: String,
     /// True when this event was recorded before (nothing new was written).
@@ -257,7 +257,7 @@ impl Integration {
             let key = e.idempotency_key();
             let event_key = key.trim_start_matches("ce:").to_owned();
             if let Some(seen) = self.inner.store.event_recorded(&event_key).await? {
-                let seq = u64::try_from(seen.seq).unwrap_or_default();
+                let seq = seen.seq;
                 let stored = self.inner.store.entry(seq).await?;
                 let same = stored
                     .as_ref()

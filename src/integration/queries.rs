@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::Integration;
+use crate::ledger::Seq;
 use crate::store::{SopAssignmentRow, Store, StoreError};
 
 /// Most entries a lineage walk returns.
@@ -129,11 +130,11 @@ pub struct ComplianceRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub assignment_ended_at: Option<String>,
     /// Seq of the assignment entry.
-    pub assignment_entry_seq: Option<u64>,
+    pub assignment_entry_seq: Option<Seq>,
     /// Hash of the assignment entry.
     pub assignment_entry_hash: Option<String>,
     /// Seq of the completion entry.
-    pub completion_entry_seq: Option<u64>,
+    pub completion_entry_seq: Option<Seq>,
     /// Hash of the completion entry.
     pub completion_entry_hash: Option<String>,
 }
@@ -229,17 +230,17 @@ pub async fn compliance_of_revision(
 #[derive(Debug, Clone, Default)]
 pub struct RowEvidence {
     /// The revision entry (`qms.document.revision_effective`).
-    pub revision: Option<u64>,
+    pub revision: Option<Seq>,
     /// The person entries (`hr.person.updated`): name and job functions.
-    pub person: BTreeSet<u64>,
+    pub person: BTreeSet<Seq>,
     /// The training matrix entries of the document.
-    pub matrix: BTreeSet<u64>,
+    pub matrix: BTreeSet<Seq>,
     /// The `lms.assignment.cancelled` entry of a cancelled assignment.
-    pub cancellation: Option<u64>,
+    pub cancellation: Option<Seq>,
     /// Why it was cancelled.
     pub end_reason: Option<String>,
     /// The next revision's entry, for a supersession.
-    pub superseded_by: Option<u64>,
+    pub superseded_by: Option<Seq>,
 }
 
 /// One required person as the matrix and HR data say: job functions, name,
@@ -248,8 +249,8 @@ pub struct RowEvidence {
 struct Required {
     functions: BTreeSet<String>,
     name: Option<String>,
-    person: BTreeSet<u64>,
-    matrix: BTreeSet<u64>,
+    person: BTreeSet<Seq>,
+    matrix: BTreeSet<Seq>,
 }
 
 /// [`compliance_of_revision`] with each row's [`RowEvidence`]. Four
@@ -280,9 +281,9 @@ pub async fn compliance_with_evidence(
             let e = people.entry(r.person_id).or_default();
             e.functions.insert(r.job_function);
             e.name = r.name;
-            e.person.extend(r.function_event_seq.and_then(seq_of));
-            e.person.extend(r.name_event_seq.and_then(seq_of));
-            e.matrix.extend(r.matrix_event_seq.and_then(seq_of));
+            e.person.extend(r.function_event_seq);
+            e.person.extend(r.name_event_seq);
+            e.matrix.extend(r.matrix_event_seq);
         }
     }
     // The first SOP assignment of each person counts; a cancelled one comes
@@ -291,7 +292,7 @@ pub async fn compliance_with_evidence(
     for a in store.sop_assignments(doc, version, effective_at).await? {
         first_assignment.entry(a.person_id.clone()).or_insert(a);
     }
-    let mut first_completion: BTreeMap<String, (String, Vec<u8>, i64)> = BTreeMap::new();
+    let mut first_completion: BTreeMap<String, (String, Vec<u8>, Seq)> = BTreeMap::new();
     for c in store.version_completions(doc, version).await? {
         first_completion
             .entry(c.person_id)
@@ -331,26 +332,22 @@ pub async fn compliance_with_evidence(
             completed_at,
             status: status.into(),
             assignment_ended_at: a.and_then(|a| a.ended_at.clone()),
-            assignment_entry_seq: a.and_then(|a| u64::try_from(a.seq).ok()),
+            assignment_entry_seq: a.map(|a| a.seq),
             assignment_entry_hash: a.map(|a| hex::encode(&a.hash)),
-            completion_entry_seq: c.and_then(|c| u64::try_from(c.2).ok()),
+            completion_entry_seq: c.map(|c| c.2),
             completion_entry_hash: c.map(|c| hex::encode(&c.1)),
         };
         let evidence = RowEvidence {
-            revision: revision_seq.and_then(seq_of),
+            revision: revision_seq,
             person: required.person,
             matrix: required.matrix,
-            cancellation: a.and_then(|a| a.closed_seq).and_then(seq_of),
+            cancellation: a.and_then(|a| a.closed_seq),
             end_reason: a.and_then(|a| a.cancel_reason.clone()),
-            superseded_by: a.and_then(|a| a.superseded_by).and_then(seq_of),
+            superseded_by: a.and_then(|a| a.superseded_by),
         };
         out.push((row, evidence));
     }
     Ok(out)
-}
-
-fn seq_of(seq: i64) -> Option<u64> {
-    u64::try_from(seq).ok()
 }
 
 /// The compliance status (docs/INTEGRATION.md §3, point 4) of an
@@ -434,7 +431,7 @@ pub struct Lineage {
     /// Entries reached: seq, hash, kind, subject, recorded_at.
     pub entries: Vec<Value>,
     /// `[parent_seq, child_seq]` pairs.
-    pub edges: Vec<[i64; 2]>,
+    pub edges: Vec<[Seq; 2]>,
     /// True when the walk stopped at the limit.
     pub truncated: bool,
 }
@@ -445,12 +442,12 @@ pub struct Lineage {
 /// # Errors
 /// A database error.
 pub async fn lineage(store: &Store, subject: &str) -> Result<Lineage, StoreError> {
-    let mut seen: BTreeSet<i64> = store.lineage_seeds(subject).await?.into_iter().collect();
-    let mut queue: VecDeque<i64> = seen.iter().copied().collect();
-    let mut edges: BTreeSet<(i64, i64)> = BTreeSet::new();
+    let mut seen: BTreeSet<Seq> = store.lineage_seeds(subject).await?.into_iter().collect();
+    let mut queue: VecDeque<Seq> = seen.iter().copied().collect();
+    let mut edges: BTreeSet<(Seq, Seq)> = BTreeSet::new();
     let mut truncated = false;
     while let Some(seq) = queue.pop_front() {
-        for child in store.lineage_children(seq).await? {
+        for child in store.children(seq).await? {
             edges.insert((seq, child));
             if seen.len() >= LINEAGE_MAX {
                 truncated = true;
@@ -461,9 +458,9 @@ pub async fn lineage(store: &Store, subject: &str) -> Result<Lineage, StoreError
             }
         }
     }
-    let reached: Vec<i64> = seen.iter().copied().collect();
+    let reached: Vec<Seq> = seen.iter().copied().collect();
     for seq in reached {
-        for p in store.lineage_parents(seq).await? {
+        for p in store.parents(seq).await? {
             edges.insert((p, seq));
             if seen.len() < LINEAGE_MAX {
                 seen.insert(p);

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::events::{self, EventData, Outcome};
 use super::{Integration, assignment_id, handover_payload, message_id, outbox_write};
 use crate::ledger::kind::{self, KindDef};
-use crate::ledger::{Actor, Hash, Subject, Timestamp};
+use crate::ledger::{Actor, Hash, Seq, Subject, Timestamp};
 use crate::sequencer::{AppendError, AppendRequest};
 use crate::store::integration::rules::{
     self as write, CompletableAssignment, EffectiveVersion, InboxRow, OpenAssignment,
@@ -419,10 +419,9 @@ async fn load(ig: &Integration, row: &InboxRow) -> Result<Loaded, Failure> {
         kind: kind_name,
         ..
     } = row;
-    let seq_u = u64::try_from(*seq).map_err(|_| Failure::Corrupt("negative seq".into()))?;
     let entry = ig
         .store()
-        .entry(seq_u)
+        .entry(*seq)
         .await?
         .ok_or_else(|| Failure::Corrupt(format!("event entry {seq} is missing")))?;
     let value: Value = serde_json::from_slice(&entry.canonical)
@@ -651,7 +650,7 @@ async fn not_applied(
         parent_refs: vec![],
     };
     ig.sequencer().append(request).await?;
-    tracing::info!(event_seq = row.seq, status, reason = %detail, "event not applied");
+    tracing::info!(event_seq = row.seq.get(), status, reason = %detail, "event not applied");
     Ok(Prepared::Settled(too_old))
 }
 
@@ -786,7 +785,7 @@ async fn ensure(ig: &Integration, plan: &mut Plan, duty: Duty<'_>) -> Result<(),
 fn completion_of(
     id: &str,
     completed_at: &str,
-    seq: i64,
+    seq: Seq,
     hash: Vec<u8>,
     verified: bool,
 ) -> (StateWrite, Map<String, Value>) {
@@ -991,7 +990,7 @@ async fn effective(
     ig: &Integration,
     plan: &mut Plan,
     e: &events::RevisionEffective,
-    seq: i64,
+    seq: Seq,
 ) -> Ruled {
     plan.master_data = true;
     let effective_at = events::normalise_time(&e.effective_at).map_err(Failure::Corrupt)?;
@@ -1129,7 +1128,7 @@ async fn capa_action(
     ig: &Integration,
     plan: &mut Plan,
     a: &events::CapaTrainingAction,
-    seq: i64,
+    seq: Seq,
 ) -> Ruled {
     if let Some(park) = unless_version_known(ig, &a.document_id, &a.version).await? {
         return Ok(Err(park));
@@ -1279,7 +1278,7 @@ async fn completion(
     ig: &Integration,
     plan: &mut Plan,
     c: &events::CompletionRecorded,
-    seq: i64,
+    seq: Seq,
 ) -> Ruled {
     let missing = unknown_people(ig, std::slice::from_ref(&c.person_id)).await?;
     if !missing.is_empty() {

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::hash::Hash;
 use super::kind::{self, Class, KindDef};
 use super::merkle::leaf_hash;
+use super::seq::Seq;
 
 /// The entry format version written in every entry's `v`.
 pub const FORMAT_VERSION: u64 = 1;
@@ -332,7 +333,7 @@ pub fn check_parents(kind: &KindDef, parents: &[Hash]) -> Result<(), EntryError>
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// Position in the ledger, 0-based.
-    pub seq: u64,
+    pub seq: Seq,
     /// Hash of entry `seq - 1`, or [`Hash::ZERO`] for entry 0.
     pub prev: Hash,
     /// When the ledger sequenced it.
@@ -361,7 +362,7 @@ pub struct Entry {
 #[derive(Debug, Clone, Copy)]
 pub struct EntryParts<'a> {
     /// Position.
-    pub seq: u64,
+    pub seq: Seq,
     /// Previous entry's hash.
     pub prev: &'a Hash,
     /// `recorded_at` in its 27-character form.
@@ -456,7 +457,7 @@ pub fn canonical_payload(payload: &Map<String, Value>) -> Vec<u8> {
 #[derive(Serialize)]
 struct Wire<'a> {
     v: u64,
-    seq: u64,
+    seq: Seq,
     prev: String,
     recorded_at: String,
     kind: &'a str,
@@ -575,7 +576,7 @@ pub struct ParsedEntry<'a> {
 #[derive(Debug, Clone)]
 pub struct CheckedFields {
     /// `seq`.
-    pub seq: u64,
+    pub seq: Seq,
     /// `prev`.
     pub prev: Hash,
     /// `recorded_at`.
@@ -642,7 +643,9 @@ impl<'a> ParsedEntry<'a> {
             ));
         }
         Ok(CheckedFields {
-            seq: self.seq,
+            // Below 2^53, so a seq.
+            seq: Seq::new(self.seq)
+                .ok_or_else(|| field_error("seq", "must be at most 2^53 - 1"))?,
             prev,
             recorded_at,
             kind,
@@ -669,7 +672,7 @@ mod tests {
             Value::from("Reinigung der Abfüllanlage — Zoë"),
         );
         Entry {
-            seq: 1,
+            seq: Seq::new(1).unwrap(),
             prev: Hash::sha256(&[b"x"]),
             recorded_at: Timestamp::parse("2026-11-21T09:41:07.512311Z").unwrap(),
             kind: &kind::QMS_DOCUMENT_REVISION_EFFECTIVE,
@@ -696,7 +699,7 @@ mod tests {
         assert_eq!(hash, leaf_hash(&bytes));
         let parsed = ParsedEntry::parse(&bytes).unwrap();
         let fields = parsed.check().unwrap();
-        assert_eq!(fields.seq, 1);
+        assert_eq!(fields.seq.get(), 1);
         assert_eq!(fields.prev, entry.prev);
         assert_eq!(fields.recorded_at, entry.recorded_at);
     }
@@ -758,7 +761,7 @@ mod tests {
             payload.insert("n".into(), serde_json::Number::from_f64(number).map(Value::Number).unwrap_or(Value::Null));
             payload.insert("nested".into(), serde_json::json!({"z": [1, 2.5, null], "a": {"é": true}}));
             let entry = Entry {
-                seq,
+                seq: Seq::new(seq).unwrap(),
                 prev: Hash::sha256(&[b"p"]),
                 recorded_at: Timestamp::now(),
                 kind: &kind::LEDGER_ANNOTATION,

@@ -20,9 +20,11 @@ pub mod jcs;
 pub mod kind;
 pub mod merkle;
 pub mod note;
+pub mod seq;
 pub mod verify;
 
 pub use entry::{Actor, Entry, EntryError, Subject, Timestamp};
 pub use hash::Hash;
 pub use kind::{Class, KindDef};
 pub use note::{Checkpoint, LedgerKey, NoteError, VerifierKey};
+pub use seq::{Seq, SeqOutOfRange};

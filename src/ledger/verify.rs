@@ -9,6 +9,7 @@ use super::hash::Hash;
 use super::kind::{Class, Writers, check_writer};
 use super::merkle::{self, Frontier, NodeId};
 use super::note::{Checkpoint, VerifierKey};
+use super::seq::Seq;
 
 /// The first thing found wrong, with the seq where it was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -398,7 +399,7 @@ impl ChainVerifier {
                 "the bytes are not in RFC 8785 canonical form".into(),
             ));
         }
-        if fields.seq == 0 {
+        if fields.seq == Seq::GENESIS {
             self.check_genesis(&parsed, fields.kind.class)?;
         } else if fields.kind.class == Class::Genesis {
             return Err(malformed("only entry 0 may be a genesis entry".into()));
@@ -438,10 +439,10 @@ impl ChainVerifier {
             });
         }
         let Prechecked { hash, fields } = pre?;
-        if fields.seq != position {
+        if fields.seq.get() != position {
             return Err(VerifyError::WrongPosition {
                 position,
-                claimed: fields.seq,
+                claimed: fields.seq.get(),
             });
         }
         if fields.prev != self.prev {

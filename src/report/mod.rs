@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::integration::queries;
 use crate::ledger::merkle::{NodeId, ProofPlan};
-use crate::ledger::{Actor, Hash, Subject, Timestamp, kind};
+use crate::ledger::{Actor, Hash, Seq, Subject, Timestamp, kind};
 use crate::sequencer::{AppendRequest, SequencerHandle};
 use crate::store::{Store, StoreError};
 use font::Style;
@@ -267,7 +267,7 @@ pub struct Generated {
     /// Its root (hex).
     pub checkpoint_root: String,
     /// Seq of the `report.generated` entry.
-    pub entry_seq: u64,
+    pub entry_seq: Seq,
     /// Hash of the `report.generated` entry.
     pub entry_hash: String,
     /// Seconds spent in each phase, for logs and benchmarks.
@@ -409,7 +409,7 @@ struct Row {
     band: Option<String>,
     values: Vec<String>,
     facts: Value,
-    cites: Vec<(u64, Hash, &'static str)>,
+    cites: Vec<(Seq, Hash, &'static str)>,
 }
 
 impl Row {
@@ -423,7 +423,7 @@ impl Row {
     }
 
     /// A row showing one entry.
-    fn entry(values: Vec<String>, seq: u64, hash: Hash) -> Row {
+    fn entry(values: Vec<String>, seq: Seq, hash: Hash) -> Row {
         Row {
             band: None,
             values,
@@ -614,10 +614,10 @@ impl Reporter {
         size: u64,
         phases: &mut Phases,
     ) -> Result<usize, ReportError> {
-        let cited: Vec<(u64, Hash)> = out.cited.iter().map(|(s, h)| (*s, *h)).collect();
+        let cited: Vec<(Seq, Hash)> = out.cited.iter().map(|(s, h)| (*s, *h)).collect();
         let mut needed: BTreeSet<NodeId> = BTreeSet::new();
         for chunk in cited.chunks(500) {
-            let seqs: Vec<u64> = chunk.iter().map(|c| c.0).collect();
+            let seqs: Vec<Seq> = chunk.iter().map(|c| c.0).collect();
             let entries = self.store.canonical_of(&seqs).await?;
             for ((seq, hash), (got_seq, canonical)) in chunk.iter().zip(entries) {
                 if *seq != got_seq {
@@ -627,7 +627,7 @@ impl Reporter {
                     .map_err(|_| StoreError::Corrupt(format!("entry {seq} is not UTF-8")))?;
                 out.lines
                     .line(&json!({"seq": seq, "hash": hash.to_hex(), "entry": text}))?;
-                let plan = ProofPlan::inclusion(*seq, size)
+                let plan = ProofPlan::inclusion(seq.get(), size)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 needed.extend(plan.needed());
             }
@@ -699,11 +699,11 @@ impl Reporter {
                 "no entry has subject `{subject}`"
             )));
         }
-        let seqs: Vec<u64> = lineage
+        let seqs: Vec<Seq> = lineage
             .entries
             .iter()
-            .filter_map(|e| e["seq"].as_u64())
-            .filter(|s| *s < out.checkpoint_size)
+            .filter_map(|e| e["seq"].as_u64().and_then(Seq::new))
+            .filter(|s| s.get() < out.checkpoint_size)
             .collect();
         let entries = self.load(&seqs).await?;
         // Final delivery outcome per message, from the outcome entries reached.
@@ -781,7 +781,7 @@ impl Reporter {
             for (r, evidence) in rows {
                 *counts.entry(r.status.clone()).or_default() += 1;
                 let mut cites = Vec::new();
-                let mut cite = |seq: Option<u64>, role: &'static str| {
+                let mut cite = |seq: Option<Seq>, role: &'static str| {
                     if let Some(seq) = seq
                         && let Some(h) = hashes.get(&seq)
                     {
@@ -821,7 +821,7 @@ impl Reporter {
                     .iter()
                     .map(|(seq, h, role)| proof::Cite {
                         role,
-                        seq: *seq,
+                        seq: seq.get(),
                         hash: h.to_hex(),
                     })
                     .collect();
@@ -860,8 +860,8 @@ impl Reporter {
     async fn hashes_of(
         &self,
         rows: &[(queries::ComplianceRow, queries::RowEvidence)],
-    ) -> Result<HashMap<u64, Hash>, ReportError> {
-        let mut seqs: BTreeSet<u64> = BTreeSet::new();
+    ) -> Result<HashMap<Seq, Hash>, ReportError> {
+        let mut seqs: BTreeSet<Seq> = BTreeSet::new();
         for (r, e) in rows {
             seqs.extend(r.assignment_entry_seq);
             seqs.extend(r.completion_entry_seq);
@@ -873,14 +873,17 @@ impl Reporter {
         }
         let ids: Vec<NodeId> = seqs
             .into_iter()
-            .map(|index| NodeId { level: 0, index })
+            .map(|seq| NodeId {
+                level: 0,
+                index: seq.get(),
+            })
             .collect();
         Ok(self
             .store
             .nodes(&ids)
             .await?
             .into_iter()
-            .map(|(id, h)| (id.index, h))
+            .filter_map(|(id, h)| Some((Seq::new(id.index)?, h)))
             .collect())
     }
 
@@ -890,7 +893,7 @@ impl Reporter {
         names: &mut Names,
         out: &mut Out,
     ) -> Result<(), ReportError> {
-        let mut after: Option<u64> = None;
+        let mut after: Option<Seq> = None;
         let mut count = 0usize;
         loop {
             let filter = crate::store::EntryFilter {
@@ -906,9 +909,9 @@ impl Reporter {
                 break;
             }
             after = page.last().map(|e| e.seq);
-            let seqs: Vec<u64> = page
+            let seqs: Vec<Seq> = page
                 .iter()
-                .filter(|e| e.seq < out.checkpoint_size)
+                .filter(|e| e.seq.get() < out.checkpoint_size)
                 .filter(|e| {
                     scope.include_admin
                         || !(e.kind.starts_with("admin.") || e.kind.starts_with("security."))
@@ -938,7 +941,7 @@ impl Reporter {
                     return Ok(());
                 }
             }
-            if after.is_some_and(|a| a + 1 >= out.checkpoint_size) {
+            if after.is_some_and(|a| a.size() >= out.checkpoint_size) {
                 break;
             }
         }
@@ -973,8 +976,7 @@ impl Reporter {
             lines.extend(old.into_iter().map(|l| format!("  was {l}")));
         }
         let children = self.store.children(e.seq).await?;
-        let signatures: Vec<u64> = children.into_iter().collect();
-        for s in self.load(&signatures).await? {
+        for s in self.load(&children).await? {
             if s.kind == "signature.applied" {
                 lines.push(signature_line(&s));
             } else if s.kind == "ledger.correction" {
@@ -989,7 +991,7 @@ impl Reporter {
         Ok(lines.join("\n"))
     }
 
-    async fn load(&self, seqs: &[u64]) -> Result<Vec<Loaded>, ReportError> {
+    async fn load(&self, seqs: &[Seq]) -> Result<Vec<Loaded>, ReportError> {
         let mut out = Vec::with_capacity(seqs.len());
         for chunk in seqs.chunks(500) {
             for (seq, canonical) in self.store.canonical_of(chunk).await? {
@@ -1003,7 +1005,7 @@ impl Reporter {
 /// An entry parsed for display.
 #[derive(Debug, Clone)]
 struct Loaded {
-    seq: u64,
+    seq: Seq,
     hash: Hash,
     recorded_at: String,
     kind: String,
@@ -1015,7 +1017,7 @@ struct Loaded {
 }
 
 impl Loaded {
-    fn parse(seq: u64, canonical: &[u8]) -> Result<Loaded, ReportError> {
+    fn parse(seq: Seq, canonical: &[u8]) -> Result<Loaded, ReportError> {
         let corrupt = |m: String| ReportError::Store(StoreError::Corrupt(m));
         let v: Value =
             serde_json::from_slice(canonical).map_err(|e| corrupt(format!("entry {seq}: {e}")))?;

@@ -292,7 +292,7 @@ impl CitedEntry {
     /// The entry as the report's renderers read it.
     fn loaded(&self) -> super::Loaded {
         super::Loaded {
-            seq: self.seq,
+            seq: crate::ledger::Seq::clamped(self.seq),
             hash: crate::ledger::Hash::parse_hex(&self.hash).unwrap_or(crate::ledger::Hash::ZERO),
             recorded_at: self.recorded_at.clone(),
             kind: self.kind.clone(),

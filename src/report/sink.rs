@@ -23,7 +23,7 @@ use super::{
     columns,
 };
 use crate::integration::queries;
-use crate::ledger::Hash;
+use crate::ledger::{Hash, Seq};
 use crate::store::StoredCheckpoint;
 
 /// What every form says about the report: what it is, whom it is for, the
@@ -72,7 +72,7 @@ pub(super) struct Out {
     pub(super) lines: Bundle,
     csv: Option<CsvSink>,
     /// Seq to hash of every entry a row cites.
-    pub(super) cited: BTreeMap<u64, Hash>,
+    pub(super) cited: BTreeMap<Seq, Hash>,
     pub(super) rows: u64,
     pub(super) checkpoint_size: u64,
 }
@@ -112,10 +112,10 @@ impl Out {
     /// are left out, the others remembered.
     pub(super) fn row(&mut self, row: Row) -> Result<(), ReportError> {
         let cols = columns(self.ty);
-        let cites: Vec<(u64, Hash, &str)> = row
+        let cites: Vec<(Seq, Hash, &str)> = row
             .cites
             .into_iter()
-            .filter(|(seq, _, _)| *seq < self.checkpoint_size)
+            .filter(|(seq, _, _)| seq.get() < self.checkpoint_size)
             .collect();
         for (seq, hash, _) in &cites {
             self.cited.insert(*seq, *hash);
@@ -248,7 +248,7 @@ impl CsvSink {
     }
 
     /// A row: no band, its values, and its cites as `seq:hash`.
-    fn row(&mut self, values: &[String], cites: &[(u64, Hash, &str)]) -> io::Result<()> {
+    fn row(&mut self, values: &[String], cites: &[(Seq, Hash, &str)]) -> io::Result<()> {
         let mut fields: Vec<String> = vec![String::new()];
         fields.extend(values.iter().cloned());
         fields.push(

@@ -10,8 +10,8 @@
 
 use sqlx::QueryBuilder;
 
-use super::{Backend, Store, StoreError, StoredEntry, entry_from_row_at, i64_of, u64_of};
-use crate::ledger::Hash;
+use super::{Backend, Store, StoreError, StoredEntry, entry_from_row_at, seq_of, u64_of};
+use crate::ledger::{Hash, Seq};
 
 /// A change to the identity tables, written in the same transaction as the
 /// entry that records it.
@@ -180,7 +180,7 @@ impl std::fmt::Debug for StateWrite {
 #[derive(Debug, Clone)]
 pub struct SequencedWrite {
     /// The recording entry.
-    pub seq: u64,
+    pub seq: Seq,
     /// Its `recorded_at`.
     pub at: String,
     /// Its hash.
@@ -193,7 +193,7 @@ pub struct SequencedWrite {
 macro_rules! write_state_body {
     ($tx:ident, $writes:expr) => {{
         for sw in $writes {
-            let seq = $crate::store::i64_of(sw.seq);
+            let seq = sw.seq.to_db();
             let at = sw.at.clone();
             match &sw.write {
                 StateWrite::CreateToken { id, principal, secret_hash, scopes, expires_at, client_cert_sha256 } => {
@@ -656,7 +656,7 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn signatures_on(&self, seqs: &[u64]) -> Result<Vec<(u64, StoredEntry)>, StoreError> {
+    pub async fn signatures_on(&self, seqs: &[Seq]) -> Result<Vec<(Seq, StoredEntry)>, StoreError> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -669,14 +669,14 @@ impl Store {
                     );
                     let mut list = qb.separated(", ");
                     for s in chunk {
-                        list.push_bind(i64_of(*s));
+                        list.push_bind(*s);
                     }
                     qb.push(") ORDER BY e.seq");
                     let rows = qb.build().fetch_all($pool).await?;
                     for row in &rows {
                         use sqlx::Row as _;
                         let target: i64 = row.try_get(0)?;
-                        out.push((u64_of(target, "parent_seq")?, entry_from_row_at(row, 1)?));
+                        out.push((seq_of(target)?, entry_from_row_at(row, 1)?));
                     }
                 }};
             }

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use crate::ledger::merkle::{Frontier, NodeId, ProofPlan};
-use crate::ledger::{Hash, Timestamp};
+use crate::ledger::{Hash, Seq, Timestamp};
 
 /// Key of the PostgreSQL advisory lock that serialises ledger writers
 /// ("TRLMARK1" as a big-endian integer).
@@ -166,7 +166,7 @@ pub use projection::{Cell, ColumnType, StateSnapshot, TableSpec};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     /// Its seq.
-    pub seq: u64,
+    pub seq: Seq,
     /// Its hash.
     pub hash: Hash,
     /// Its `recorded_at`.
@@ -177,7 +177,7 @@ pub struct Head {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {
     /// Position.
-    pub seq: u64,
+    pub seq: Seq,
     /// Entry hash as stored.
     pub hash: Vec<u8>,
     /// Canonical bytes as stored.
@@ -203,7 +203,7 @@ pub struct StoredEntry {
 /// 10 columns at ~210k).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyRow {
-    /// Position.
+    /// Position (a count in the verification stream, checked there).
     pub seq: u64,
     /// Canonical bytes as stored.
     pub canonical: Vec<u8>,
@@ -240,7 +240,7 @@ pub struct StoredCheckpoint {
 #[derive(Debug, Clone)]
 pub struct NewEntry {
     /// Position.
-    pub seq: u64,
+    pub seq: Seq,
     /// Its hash.
     pub hash: Hash,
     /// Canonical bytes.
@@ -260,7 +260,7 @@ pub struct NewEntry {
     /// Digest of the request content, to tell a replay from a conflict.
     pub request_digest: Hash,
     /// Seqs of the parents, in `parents` order.
-    pub parent_seqs: Vec<u64>,
+    pub parent_seqs: Vec<Seq>,
     /// The batch seal, on the batch's last entry only.
     pub seal: Option<Vec<u8>>,
 }
@@ -282,7 +282,7 @@ pub struct NewCheckpoint {
 #[derive(Debug, Default)]
 pub struct BatchWrite {
     /// The head the writer built on: `None` only for the genesis batch.
-    pub expected_head: Option<(u64, Hash)>,
+    pub expected_head: Option<(Seq, Hash)>,
     /// New entries, contiguous from `expected_head.seq + 1`.
     pub entries: Vec<NewEntry>,
     /// Interior Merkle nodes completed by these entries.
@@ -312,9 +312,9 @@ pub struct EntryFilter {
     /// subject, ...), case-insensitive for ASCII; `%` and `_` are literal.
     pub text: Option<String>,
     /// Only entries with `seq > after_seq` (the cursor).
-    pub after_seq: Option<u64>,
+    pub after_seq: Option<Seq>,
     /// Only entries with `seq < before_seq` (bounds a free-text scan).
-    pub before_seq: Option<u64>,
+    pub before_seq: Option<Seq>,
     /// Page size, at most [`LIST_LIMIT_MAX`].
     pub limit: u32,
 }
@@ -323,7 +323,7 @@ pub struct EntryFilter {
 #[derive(Debug, Clone)]
 pub struct IdempotentHit {
     /// Its seq.
-    pub seq: u64,
+    pub seq: Seq,
     /// Its hash.
     pub hash: Hash,
     /// Its `recorded_at`.
@@ -334,6 +334,11 @@ pub struct IdempotentHit {
 
 fn u64_of(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what} {value}")))
+}
+
+/// A stored seq: a negative one is corruption, not a position.
+fn seq_of(value: i64) -> Result<Seq, StoreError> {
+    Seq::try_from(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// A seq, size or index as the database's BIGINT. Stored values stay below
@@ -390,7 +395,7 @@ where
     for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(StoredEntry {
-        seq: u64_of(row.try_get(at)?, "seq")?,
+        seq: seq_of(row.try_get(at)?)?,
         hash: row.try_get(at + 1)?,
         canonical: row.try_get(at + 2)?,
         recorded_at: row.try_get(at + 3)?,
@@ -415,11 +420,11 @@ macro_rules! write_batch_body {
                 .fetch_optional(&mut *$tx)
                 .await?;
         let found = match found {
-            Some((seq, hash)) => Some((u64_of(seq, "seq")?, hash_of(&hash, "head hash")?)),
+            Some((seq, hash)) => Some((seq_of(seq)?, hash_of(&hash, "head hash")?)),
             None => None,
         };
         if found != batch.expected_head {
-            let show = |h: &Option<(u64, Hash)>| match h {
+            let show = |h: &Option<(Seq, Hash)>| match h {
                 Some((s, h)) => format!("seq {s} hash {h}"),
                 None => "an empty ledger".to_owned(),
             };
@@ -430,7 +435,7 @@ macro_rules! write_batch_body {
                 "INSERT INTO entries (seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, request_digest, seal) ",
             );
             qb.push_values(chunk, |mut row, e| {
-                row.push_bind(i64_of(e.seq))
+                row.push_bind(e.seq)
                     .push_bind(e.hash.to_vec())
                     .push_bind(e.canonical.clone())
                     .push_bind(e.recorded_at.clone())
@@ -444,7 +449,7 @@ macro_rules! write_batch_body {
             });
             qb.build().execute(&mut *$tx).await?;
         }
-        let parents: Vec<(u64, u64, usize)> = batch
+        let parents: Vec<(Seq, Seq, usize)> = batch
             .entries
             .iter()
             .flat_map(|e| e.parent_seqs.iter().enumerate().map(move |(i, p)| (e.seq, *p, i)))
@@ -452,7 +457,7 @@ macro_rules! write_batch_body {
         for chunk in parents.chunks(256) {
             let mut qb: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO entry_parents (seq, parent_seq, position) ");
             qb.push_values(chunk, |mut row, (seq, parent, position)| {
-                row.push_bind(i64_of(*seq)).push_bind(i64_of(*parent)).push_bind(*position as i64);
+                row.push_bind(*seq).push_bind(*parent).push_bind(*position as i64);
             });
             qb.build().execute(&mut *$tx).await?;
         }
@@ -686,7 +691,7 @@ impl Store {
     /// [`StoreError::HeadMoved`] if the head is not `head`, or a database error.
     pub async fn write_checkpoint(
         &self,
-        head: (u64, Hash),
+        head: (Seq, Hash),
         checkpoint: NewCheckpoint,
     ) -> Result<(), StoreError> {
         self.write_batch(&BatchWrite {
@@ -709,7 +714,7 @@ impl Store {
         });
         row.map(|(seq, hash, at)| {
             Ok(Head {
-                seq: u64_of(seq, "seq")?,
+                seq: seq_of(seq)?,
                 hash: hash_of(&hash, "head hash")?,
                 recorded_at: Timestamp::parse(&at)
                     .map_err(|e| StoreError::Corrupt(format!("head recorded_at: {e}")))?,
@@ -723,7 +728,7 @@ impl Store {
     /// # Errors
     /// As [`Store::head`].
     pub async fn size(&self) -> Result<u64, StoreError> {
-        Ok(self.head().await?.map_or(0, |h| h.seq + 1))
+        Ok(self.head().await?.map_or(0, |h| h.seq.size()))
     }
 
     /// Hashes of the given tree nodes; level 0 comes from `entries.hash`.
@@ -880,12 +885,12 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn entry(&self, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
+    pub async fn entry(&self, seq: Seq) -> Result<Option<StoredEntry>, StoreError> {
         on_pool!(self, pool => {
             let row = sqlx::query(
                 "SELECT seq, hash, canonical, recorded_at, kind, actor, subject, correlation_id, idempotency_key, seal FROM entries WHERE seq = $1",
             )
-            .bind(i64_of(seq))
+            .bind(seq)
             .fetch_optional(pool)
             .await?;
             row.map(|r| entry_from_row(&r)).transpose()
@@ -1057,13 +1062,13 @@ impl Store {
                     .push(" ORDER BY recorded_at, seq LIMIT 1), 9223372036854775807)");
             }
             if let Some(v) = filter.before_seq {
-                qb.push(" AND seq < ").push_bind(i64_of(v));
+                qb.push(" AND seq < ").push_bind(v);
             }
             if let Some(p) = &pattern {
                 qb.push(text_match).push_bind(p.clone()).push(" ESCAPE '\\'");
             }
             if let Some(v) = filter.after_seq {
-                qb.push(" AND seq > ").push_bind(i64_of(v));
+                qb.push(" AND seq > ").push_bind(v);
             }
             qb.push(" ORDER BY seq LIMIT ").push_bind(limit);
             let rows = qb.build().fetch_all(pool).await?;
@@ -1076,7 +1081,7 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn canonical_of(&self, seqs: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    pub async fn canonical_of(&self, seqs: &[Seq]) -> Result<Vec<(Seq, Vec<u8>)>, StoreError> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -1084,15 +1089,14 @@ impl Store {
             let mut qb = QueryBuilder::new("SELECT seq, canonical FROM entries WHERE seq IN (");
             let mut list = qb.separated(", ");
             for s in seqs {
-                list.push_bind(i64_of(*s));
+                list.push_bind(*s);
             }
             qb.push(") ORDER BY seq");
             qb.build_query_as().fetch_all(pool).await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(seq, c)| (u64::try_from(seq).unwrap_or_default(), c))
-            .collect())
+        rows.into_iter()
+            .map(|(seq, c)| Ok((seq_of(seq)?, c)))
+            .collect()
     }
 
     /// Seqs of the entries that name `seq` as a parent (corrections,
@@ -1100,21 +1104,35 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn children(&self, seq: u64) -> Result<Vec<u64>, StoreError> {
+    pub async fn children(&self, seq: Seq) -> Result<Vec<Seq>, StoreError> {
         let rows: Vec<(i64,)> = on_pool!(self, pool => {
             sqlx::query_as("SELECT seq FROM entry_parents WHERE parent_seq = $1 ORDER BY seq LIMIT 1000")
-                .bind(i64_of(seq))
+                .bind(seq)
                 .fetch_all(pool)
                 .await?
         });
-        rows.into_iter().map(|(s,)| u64_of(s, "seq")).collect()
+        rows.into_iter().map(|(s,)| seq_of(s)).collect()
+    }
+
+    /// Seqs of the parents of entry `seq`, in the entry's `parents` order.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn parents(&self, seq: Seq) -> Result<Vec<Seq>, StoreError> {
+        let rows: Vec<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT parent_seq FROM entry_parents WHERE seq = $1 ORDER BY position")
+                .bind(seq)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(|(s,)| seq_of(s)).collect()
     }
 
     /// Seqs of the entries with these hashes (those that exist).
     ///
     /// # Errors
     /// A database error.
-    pub async fn seqs_of(&self, hashes: &[Hash]) -> Result<HashMap<Hash, u64>, StoreError> {
+    pub async fn seqs_of(&self, hashes: &[Hash]) -> Result<HashMap<Hash, Seq>, StoreError> {
         let mut out = HashMap::new();
         for chunk in hashes.chunks(500) {
             let rows: Vec<(Vec<u8>, i64)> = on_pool!(self, pool => {
@@ -1127,7 +1145,7 @@ impl Store {
                 qb.build_query_as().fetch_all(pool).await?
             });
             for (hash, seq) in rows {
-                out.insert(hash_of(&hash, "entry hash")?, u64_of(seq, "seq")?);
+                out.insert(hash_of(&hash, "entry hash")?, seq_of(seq)?);
             }
         }
         Ok(out)
@@ -1159,7 +1177,7 @@ impl Store {
                 out.insert(
                     (key, actor),
                     IdempotentHit {
-                        seq: u64_of(seq, "seq")?,
+                        seq: seq_of(seq)?,
                         hash: hash_of(&hash, "entry hash")?,
                         recorded_at,
                         request_digest: hash_of(&digest, "request digest")?,

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::identity::service::SignRequest;
 use crate::instance::Instance;
-use crate::ledger::{Actor, Subject};
+use crate::ledger::{Actor, Seq, Subject};
 use crate::sequencer::AppendRequest;
 use oq::Outcome;
 use protocol::ValidationSet;
@@ -61,7 +61,7 @@ pub struct RunSummary {
     /// Passed / failed / not run.
     pub counts: (usize, usize, usize),
     /// The run's ledger entry.
-    pub entry_seq: u64,
+    pub entry_seq: Seq,
     /// Whether the executor signed it.
     pub signed: bool,
     /// Wall time in seconds.
@@ -452,7 +452,7 @@ async fn sign_entry(
     target: &str,
     meaning: &str,
     signer: &Signer,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Seq> {
     let (s, target, meaning) = (signer.clone(), target.to_owned(), meaning.to_owned());
     opened
         .with_identity(|identity| async move {
@@ -478,13 +478,13 @@ async fn sign_entry(
 /// The run's ledger entry and the signatures on it.
 pub struct Record {
     /// The `validation.run.recorded` entry's seq.
-    pub seq: u64,
+    pub seq: Seq,
     /// Its hash.
     pub hash: String,
     /// Its canonical bytes.
     pub canonical: Vec<u8>,
     /// The signatures on it: (seq, canonical bytes, rendered line).
-    pub signatures: Vec<(u64, Vec<u8>, crate::identity::signature::SignatureView)>,
+    pub signatures: Vec<(Seq, Vec<u8>, crate::identity::signature::SignatureView)>,
 }
 
 impl Record {
@@ -492,7 +492,7 @@ impl Record {
     ///
     /// # Errors
     /// A missing entry or a database error.
-    pub async fn load(opened: &Instance, seq: u64) -> anyhow::Result<Record> {
+    pub async fn load(opened: &Instance, seq: Seq) -> anyhow::Result<Record> {
         let entry = opened
             .store
             .entry(seq)
@@ -563,7 +563,7 @@ pub struct CheckReport {
     /// Files checked against the manifest.
     pub files: usize,
     /// The run entry's seq.
-    pub seq: u64,
+    pub seq: Seq,
     /// The run entry's hash.
     pub hash: String,
     /// Verdict and completeness as recorded.
@@ -619,6 +619,7 @@ pub async fn check(opened: &Instance, dir: &Path) -> anyhow::Result<CheckReport>
     let record: Value = serde_json::from_slice(&std::fs::read(dir.join("record.json"))?)?;
     let seq = record["run_entry"]["seq"]
         .as_u64()
+        .and_then(Seq::new)
         .context("record.json has no run entry")?;
     let entry = opened.store.entry(seq).await?.with_context(|| {
         format!("entry {seq} is not in this ledger: is --data the installation that ran {run_id}?")
@@ -668,7 +669,7 @@ pub async fn sign(
     dir: &Path,
     meaning: &str,
     signer: &Signer,
-) -> anyhow::Result<(CheckReport, u64)> {
+) -> anyhow::Result<(CheckReport, Seq)> {
     let report = check(opened, dir).await?;
     let seq = sign_entry(opened, &report.hash, meaning, signer).await?;
     let after = check(opened, dir).await?;

@@ -823,7 +823,7 @@ async fn review_scopes_keep_their_own_place_and_a_period_stops_where_asked() {
     let in_range = |prefix: &str, from: u64, to: u64| {
         all_rows
             .iter()
-            .filter(|e| e.seq >= from && e.seq < to && e.subject.starts_with(prefix))
+            .filter(|e| e.seq.get() >= from && e.seq.get() < to && e.subject.starts_with(prefix))
             .count() as u64
     };
 
@@ -890,11 +890,16 @@ async fn review_scopes_keep_their_own_place_and_a_period_stops_where_asked() {
     // A period that stops at the correction's time ends before it (exclusive).
     let at = all_rows
         .iter()
-        .find(|e| e.seq == correction)
+        .find(|e| e.seq.get() == correction)
         .unwrap()
         .recorded_at
         .clone();
-    let first_at = all_rows.iter().find(|e| e.recorded_at >= at).unwrap().seq;
+    let first_at = all_rows
+        .iter()
+        .find(|e| e.recorded_at >= at)
+        .unwrap()
+        .seq
+        .get();
     let (s, period, _) = browser
         .get(&format!("/console/review?scope=all&until={at}"))
         .await;

@@ -3,6 +3,7 @@
 //! that concerns identity or signatures; each is named after its clause.
 
 use std::time::Duration;
+use trailmark::ledger::Seq;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -416,7 +417,13 @@ async fn part11_11_200_a_continuous_session_first_signing_needs_both_components_
     let manifestation = |seq: u64| {
         let ledger = &ledger;
         async move {
-            let e = ledger.opened.store.entry(seq).await.unwrap().unwrap();
+            let e = ledger
+                .opened
+                .store
+                .entry(Seq::new(seq).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
             let v: Value = serde_json::from_slice(&e.canonical).unwrap();
             v["payload"]["manifestation"]["authentication"]
                 .as_str()
@@ -531,7 +538,7 @@ async fn part11_11_70_annex11_14_a_signature_moved_or_altered_fails_verification
         let stored = ledger
             .opened
             .store
-            .entry(s["seq"].as_u64().unwrap())
+            .entry(s["seq"].as_u64().and_then(Seq::new).unwrap())
             .await
             .unwrap()
             .unwrap();
@@ -1346,7 +1353,7 @@ async fn no_secret_reaches_logs_errors_the_ledger_or_exports() {
             &ledger
                 .opened
                 .store
-                .entry(seq)
+                .entry(Seq::new(seq).unwrap())
                 .await
                 .unwrap()
                 .unwrap()

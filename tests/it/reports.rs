@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use trailmark::ledger::Seq;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -312,7 +313,13 @@ async fn every_report_type_is_signed_readable_proved_and_recorded() {
         let v: Value = serde_json::from_str(line).unwrap();
         if let Some(e) = v["entry"].as_str() {
             let seq = v["seq"].as_u64().unwrap();
-            let stored = ledger.opened.store.entry(seq).await.unwrap().unwrap();
+            let stored = ledger
+                .opened
+                .store
+                .entry(Seq::new(seq).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(e.as_bytes(), stored.canonical.as_slice());
             assert_eq!(
                 trailmark::ledger::merkle::leaf_hash(e.as_bytes()).to_hex(),

@@ -160,7 +160,7 @@ async fn verify_names_the_first_bad_seq_for_each_manipulation() {
                     r#"{{"actor":"service:admin","correlation_id":null,"idempotency_key":null,"kind":"qms.capa.closed","parents":[],"payload":{{}},"prev":"{}","reason":null,"recorded_at":"{}","seq":{},"subject":"qms:capa/CAPA-1","v":1}}"#,
                     head.hash,
                     head.recorded_at,
-                    head.seq + 1
+                    head.seq.size()
                 );
                 raw.insert_entry(&forged).await;
                 broken(ledger.verify().await)

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use trailmark::ledger::entry::{Entry, Timestamp};
 use trailmark::ledger::kind;
 use trailmark::ledger::merkle::{self, Frontier, ProofPlan, all_nodes, leaf_hash};
-use trailmark::ledger::{Actor, Checkpoint, Hash, LedgerKey, Subject, VerifierKey};
+use trailmark::ledger::{Actor, Checkpoint, Hash, LedgerKey, Seq, Subject, VerifierKey};
 
 fn vectors() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
@@ -250,7 +250,7 @@ pub fn vector_ledger() -> VectorLedger {
         specs.into_iter().enumerate()
     {
         let entry = Entry {
-            seq: i as u64,
+            seq: Seq::new(i as u64).unwrap(),
             prev,
             recorded_at: Timestamp::parse(&format!(
                 "2026-11-21T09:{:02}:00.{:06}Z",

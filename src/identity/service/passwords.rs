@@ -252,7 +252,7 @@ impl Identity {
             .await?;
         // The alert of §11.300(d): at once, on three channels.
         self.metrics.accounts_locked.inc();
-        tracing::warn!(user_id = %user.user_id, consecutive_failures = count, seq = receipt.seq,
+        tracing::warn!(user_id = %user.user_id, consecutive_failures = count, seq = %receipt.seq,
             "SECURITY ALERT: account locked after consecutive wrong passwords");
         self.send_lock_alert(&user.user_id, count, &receipt);
         Ok(())

@@ -300,7 +300,7 @@ impl Identity {
     }
 
     /// The manifestations of the signatures already on entry `seq`.
-    async fn manifestations_on(&self, seq: u64) -> Result<Vec<Manifestation>> {
+    async fn manifestations_on(&self, seq: crate::ledger::Seq) -> Result<Vec<Manifestation>> {
         Ok(self
             .store
             .signatures_on(&[seq])

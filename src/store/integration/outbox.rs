@@ -5,6 +5,7 @@
 //! that records it. Each statement is a constant here.
 
 use super::super::{Bind, StateWrite, Store, StoreError};
+use crate::ledger::Seq;
 
 /// Whether an event was recorded, by its key (`source` + `id`).
 const EVENT_RECORDED: &str = "SELECT seq, entry_hash FROM inbox WHERE event_key = $1";
@@ -45,7 +46,7 @@ const CAPA_CLOSED: &str = "UPDATE capas SET status = 'closed', closed_seq = $1 W
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RecordedEventRow {
     /// The event entry.
-    pub seq: i64,
+    pub seq: Seq,
     /// Its hash.
     pub entry_hash: Vec<u8>,
 }
@@ -64,7 +65,7 @@ pub struct DueMessageRow {
     /// Correlation.
     pub correlation_id: String,
     /// The hand-over entry.
-    pub created_seq: i64,
+    pub created_seq: Seq,
     /// Its time.
     pub created_at: String,
     /// Its hash.

@@ -12,6 +12,7 @@
 use sqlx::FromRow;
 
 use super::super::{Bind, StateWrite, Store, StoreError};
+use crate::ledger::Seq;
 
 // ---- reads -----------------------------------------------------------------
 
@@ -46,7 +47,7 @@ pub struct InboxRow {
     /// `source` + `id` key of the event.
     pub event_key: String,
     /// The event's entry.
-    pub seq: i64,
+    pub seq: Seq,
     /// The event entry's hash.
     pub entry_hash: Vec<u8>,
     /// The entry kind.
@@ -85,7 +86,7 @@ pub struct EffectiveVersion {
 #[derive(Debug, Clone, FromRow)]
 pub struct CompletionRow {
     /// The completion entry.
-    pub seq: i64,
+    pub seq: Seq,
     /// Its hash.
     pub entry_hash: Vec<u8>,
     /// When the training was completed.
@@ -131,7 +132,7 @@ pub struct CompletionOnVersion {
     /// When.
     pub completed_at: String,
     /// The completion entry.
-    pub seq: i64,
+    pub seq: Seq,
     /// Its hash.
     pub entry_hash: Vec<u8>,
 }
@@ -491,7 +492,7 @@ pub fn job_function_known(
     job_function: &str,
     name: &str,
     active: bool,
-    known_seq: i64,
+    known_seq: Seq,
 ) -> StateWrite {
     sql(
         "INSERT INTO job_functions (job_function, name, active, known_seq) VALUES ($1, $2, $3, $4) ON CONFLICT (job_function) DO UPDATE SET name = excluded.name, active = excluded.active, known_seq = excluded.known_seq",
@@ -499,19 +500,19 @@ pub fn job_function_known(
             text(job_function),
             text(name),
             Bind::Int(i64::from(active)),
-            Bind::Int(known_seq),
+            Bind::Int(known_seq.to_db()),
         ],
     )
 }
 
 /// A training category's completion window, as of event `known_seq`.
-pub fn category_known(category: &str, window_days: u32, known_seq: i64) -> StateWrite {
+pub fn category_known(category: &str, window_days: u32, known_seq: Seq) -> StateWrite {
     sql(
         "INSERT INTO training_categories (category, window_days, known_seq) VALUES ($1, $2, $3) ON CONFLICT (category) DO UPDATE SET window_days = excluded.window_days, known_seq = excluded.known_seq",
         vec![
             text(category),
             Bind::Int(i64::from(window_days)),
-            Bind::Int(known_seq),
+            Bind::Int(known_seq.to_db()),
         ],
     )
 }
@@ -571,7 +572,7 @@ pub fn assignment_created(a: NewAssignment) -> StateWrite {
 pub fn assignment_completed(
     id: &str,
     completed_at: &str,
-    completion_seq: i64,
+    completion_seq: Seq,
     completion_hash: Vec<u8>,
     verified: bool,
 ) -> StateWrite {
@@ -579,7 +580,7 @@ pub fn assignment_completed(
         "UPDATE assignments SET status = 'completed', completed_at = $1, completion_seq = $2, completion_hash = $3, verified = $4 WHERE assignment_id = $5",
         vec![
             text(completed_at),
-            Bind::Int(completion_seq),
+            Bind::Int(completion_seq.to_db()),
             Bind::Blob(completion_hash),
             Bind::Int(i64::from(verified)),
             text(id),
@@ -668,7 +669,7 @@ pub struct VersionEffective {
     /// Title.
     pub title: Option<String>,
     /// The event entry.
-    pub known_seq: i64,
+    pub known_seq: Seq,
     /// The event entry's hash.
     pub entry_hash: Vec<u8>,
 }
@@ -683,7 +684,7 @@ pub fn version_effective(v: VersionEffective) -> StateWrite {
             Bind::Text(v.effective_at),
             Bind::OptText(v.category),
             Bind::OptText(v.title),
-            Bind::Int(v.known_seq),
+            Bind::Int(v.known_seq.to_db()),
             Bind::At,
             Bind::Blob(v.entry_hash),
         ],
@@ -727,7 +728,7 @@ pub struct CapaAction {
     /// Due date.
     pub due_at: String,
     /// The event entry.
-    pub seq: i64,
+    pub seq: Seq,
     /// Its hash.
     pub entry_hash: Vec<u8>,
 }
@@ -743,7 +744,7 @@ pub fn capa_action_known(a: CapaAction) -> StateWrite {
             Bind::Text(a.version),
             Bind::Int(i64::from(a.verification_required)),
             Bind::Text(a.due_at),
-            Bind::Int(a.seq),
+            Bind::Int(a.seq.to_db()),
             Bind::Blob(a.entry_hash),
         ],
     )
@@ -761,7 +762,7 @@ pub fn capa_ready(capa_id: &str) -> StateWrite {
 #[derive(Debug, Clone)]
 pub struct CompletionKnown {
     /// The completion event's entry.
-    pub seq: i64,
+    pub seq: Seq,
     /// Who.
     pub person_id: String,
     /// On what.
@@ -783,7 +784,7 @@ pub fn completion_known(c: CompletionKnown) -> StateWrite {
     sql(
         "INSERT INTO completions (seq, person_id, document_id, version, completed_at, outcome, verified_by, entry_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (seq) DO NOTHING",
         vec![
-            Bind::Int(c.seq),
+            Bind::Int(c.seq.to_db()),
             Bind::Text(c.person_id),
             Bind::Text(c.document_id),
             Bind::Text(c.version),

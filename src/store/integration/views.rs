@@ -6,6 +6,7 @@
 //! or a page stays with the caller.
 
 use super::super::{Backend, Bind, Store, StoreError, StoredEntry, entry_from_row};
+use crate::ledger::Seq;
 
 /// A CAPA's status and readiness as last announced.
 const CAPA_STATE: &str = "SELECT status, ready FROM capas WHERE capa_id = $1";
@@ -59,12 +60,6 @@ const VERSION_COMPLETIONS: &str = "SELECT person_id, completed_at, entry_hash, s
 
 /// The first entries about a subject, where a lineage walk starts.
 const LINEAGE_SEEDS: &str = "SELECT seq FROM entries WHERE subject = $1 ORDER BY seq LIMIT 1000";
-
-/// The entries naming `$1` as a parent.
-const LINEAGE_CHILDREN: &str = "SELECT seq FROM entry_parents WHERE parent_seq = $1 ORDER BY seq";
-
-/// The parents of entry `$1`.
-const LINEAGE_PARENTS: &str = "SELECT parent_seq FROM entry_parents WHERE seq = $1";
 
 /// An entry as a lineage graph shows it.
 const LINEAGE_ENTRY: &str =
@@ -144,7 +139,7 @@ pub struct CapaActionRow {
     /// Due.
     pub due_at: String,
     /// The action's entry.
-    pub seq: i64,
+    pub seq: Seq,
     /// Its hash.
     pub entry_hash: Vec<u8>,
 }
@@ -191,7 +186,7 @@ pub struct RevisionRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RevisionSpanRow {
     /// The revision entry.
-    pub known_seq: i64,
+    pub known_seq: Seq,
     /// When the document was retired.
     pub retired_at: Option<String>,
     /// When the next version became effective.
@@ -208,11 +203,11 @@ pub struct RequiredPersonRow {
     /// Their name from HR master data.
     pub name: Option<String>,
     /// The event entry of the job function.
-    pub function_event_seq: Option<i64>,
+    pub function_event_seq: Option<Seq>,
     /// The event entry of the name.
-    pub name_event_seq: Option<i64>,
+    pub name_event_seq: Option<Seq>,
     /// The event entry of the matrix row.
-    pub matrix_event_seq: Option<i64>,
+    pub matrix_event_seq: Option<Seq>,
 }
 
 /// An SOP assignment of a version, as the compliance query reads it.
@@ -231,17 +226,17 @@ pub struct SopAssignmentRow {
     /// The assignment entry's hash.
     pub hash: Vec<u8>,
     /// The assignment entry.
-    pub seq: i64,
+    pub seq: Seq,
     /// When a cancelled assignment ended, in business time.
     pub ended_at: Option<String>,
     /// From when the person had to be trained, if later than effective.
     pub required_from: Option<String>,
     /// The cancellation entry of a cancelled assignment.
-    pub closed_seq: Option<i64>,
+    pub closed_seq: Option<Seq>,
     /// Why a cancelled assignment was cancelled.
     pub cancel_reason: Option<String>,
     /// The superseding revision's entry, for a supersession.
-    pub superseded_by: Option<i64>,
+    pub superseded_by: Option<Seq>,
 }
 
 /// A completion of a version.
@@ -254,14 +249,14 @@ pub struct VersionCompletionRow {
     /// The completion entry's hash.
     pub entry_hash: Vec<u8>,
     /// The completion entry.
-    pub seq: i64,
+    pub seq: Seq,
 }
 
 /// An entry as a lineage graph shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LineageEntryRow {
     /// Position.
-    pub seq: i64,
+    pub seq: Seq,
     /// Hash.
     pub hash: Vec<u8>,
     /// Kind.
@@ -292,7 +287,7 @@ pub struct DeadLetterRow {
     /// The last error.
     pub last_error: Option<String>,
     /// The hand-over entry.
-    pub created_seq: i64,
+    pub created_seq: Seq,
     /// Correlation.
     pub correlation_id: String,
 }
@@ -463,37 +458,19 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn lineage_seeds(&self, subject: &str) -> Result<Vec<i64>, StoreError> {
+    pub async fn lineage_seeds(&self, subject: &str) -> Result<Vec<Seq>, StoreError> {
         Ok(firsts(
             self.rows(LINEAGE_SEEDS, &[Bind::Text(subject.into())])
                 .await?,
         ))
     }
 
-    /// Seqs of every entry naming `seq` as a parent, ascending.
-    ///
-    /// # Errors
-    /// A database error.
-    pub async fn lineage_children(&self, seq: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(firsts(
-            self.rows(LINEAGE_CHILDREN, &[Bind::Int(seq)]).await?,
-        ))
-    }
-
-    /// Seqs of the parents of entry `seq`.
-    ///
-    /// # Errors
-    /// A database error.
-    pub async fn lineage_parents(&self, seq: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(firsts(self.rows(LINEAGE_PARENTS, &[Bind::Int(seq)]).await?))
-    }
-
     /// Entry `seq` as a lineage graph shows it.
     ///
     /// # Errors
     /// A database error.
-    pub async fn lineage_entry(&self, seq: i64) -> Result<Option<LineageEntryRow>, StoreError> {
-        self.row(LINEAGE_ENTRY, &[Bind::Int(seq)]).await
+    pub async fn lineage_entry(&self, seq: Seq) -> Result<Option<LineageEntryRow>, StoreError> {
+        self.row(LINEAGE_ENTRY, &[Bind::Int(seq.to_db())]).await
     }
 
     /// IDs of the events received from `source` with event time in
@@ -614,7 +591,7 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn first_seq_recorded_since(&self, at: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn first_seq_recorded_since(&self, at: &str) -> Result<Option<Seq>, StoreError> {
         Ok(self
             .row(FIRST_RECORDED_SINCE, &[Bind::Text(at.into())])
             .await?
@@ -641,20 +618,20 @@ impl Store {
     /// A database error.
     pub async fn overdue_assignment_seqs(
         &self,
-        to: i64,
+        to: Seq,
         due_until: &str,
         due_after: &str,
-        from: i64,
+        from: Seq,
         limit: i64,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<Seq>, StoreError> {
         Ok(firsts(
             self.rows(
                 OVERDUE_ASSIGNMENTS,
                 &[
-                    Bind::Int(to),
+                    Bind::Int(to.to_db()),
                     Bind::Text(due_until.into()),
                     Bind::Text(due_after.into()),
-                    Bind::Int(from),
+                    Bind::Int(from.to_db()),
                     Bind::Int(limit),
                 ],
             )
