@@ -654,8 +654,11 @@ pub fn check(envelope: Envelope) -> Result<Checked, EventError> {
         // The shared check reads them where an entry payload keeps them.
         let mut payload = Map::new();
         payload.insert("source_signatures".into(), list.clone());
-        crate::identity::signature::check_source_signatures(&payload).map_err(|m| {
-            EventError::new("data.source_signatures", m.replace("payload.", "data."))
+        crate::identity::signature::check_source_signatures(&payload).map_err(|e| {
+            EventError::new(
+                "data.source_signatures",
+                e.to_string().replace("payload.", "data."),
+            )
         })?;
     }
     let parsed = if version == event_type.current {
