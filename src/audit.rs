@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::identity::signature::{SignatureChecker, SignatureError};
+use crate::ledger::hash::HashError;
 use crate::ledger::merkle::{self, ProofPlan};
 use crate::ledger::verify::{ChainVerifier, Prechecked, VerifyError};
-use crate::ledger::{Checkpoint, Hash, Seq, VerifierKey};
+use crate::ledger::{Checkpoint, EntryError, Hash, NoteError, Seq, VerifierKey};
 use crate::projection::{EntryView, Projector, StateMismatch};
 use crate::sequencer::{AppendRequest, SequencerHandle};
 use crate::store::{STREAM_PAGE_ROWS, Store, StoreError, VerifyRow};
@@ -1028,45 +1029,92 @@ pub async fn inclusion_proof(
     })
 }
 
+/// Why a portable inclusion proof does not check; each names the check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InclusionProofError {
+    /// `leaf_hash` is not the hash of the entry's bytes.
+    #[error("the entry's bytes do not hash to leaf_hash")]
+    LeafHash,
+    /// The entry does not parse.
+    #[error("{0}")]
+    Unparsable(EntryError),
+    /// The entry parses but breaks a field rule.
+    #[error("the entry is not valid: {0}")]
+    InvalidEntry(EntryError),
+    /// The entry's bytes are not RFC 8785 canonical.
+    #[error("the entry's bytes are not RFC 8785 canonical")]
+    NotCanonical,
+    /// The entry's seq is not the proof's leaf index.
+    #[error("the entry is seq {seq}, the proof says leaf {leaf}")]
+    WrongLeaf {
+        /// The entry's own seq.
+        seq: u64,
+        /// The proof's `leaf_index`.
+        leaf: u64,
+    },
+    /// No checkpoint to check the root against.
+    #[error("the proof carries no checkpoint")]
+    NoCheckpoint,
+    /// The checkpoint does not open with the verifier key.
+    #[error("{0}")]
+    Checkpoint(NoteError),
+    /// The checkpoint is for another tree size.
+    #[error("the checkpoint is for size {checkpoint}, the proof for {proof}")]
+    SizeMismatch {
+        /// The checkpoint's size.
+        checkpoint: u64,
+        /// The proof's `tree_size`.
+        proof: u64,
+    },
+    /// A path element is not a hash.
+    #[error("{0}")]
+    PathHash(HashError),
+    /// The path does not lead to the checkpoint's root.
+    #[error("{0}")]
+    Path(merkle::ProofError),
+}
+
 /// Checks a portable inclusion proof offline (docs/FORMAT.md §2.1).
 ///
 /// # Errors
-/// A message naming the check that failed.
-pub fn check_inclusion_proof(proof: &InclusionProof, key: &VerifierKey) -> Result<(), String> {
+/// The check that failed.
+pub fn check_inclusion_proof(
+    proof: &InclusionProof,
+    key: &VerifierKey,
+) -> Result<(), InclusionProofError> {
     let leaf = merkle::leaf_hash(proof.entry.as_bytes());
     if leaf.to_hex() != proof.leaf_hash {
-        return Err("the entry's bytes do not hash to leaf_hash".into());
+        return Err(InclusionProofError::LeafHash);
     }
     let parsed = crate::ledger::entry::ParsedEntry::parse(proof.entry.as_bytes())
-        .map_err(|e| e.to_string())?;
-    parsed
-        .check()
-        .map_err(|e| format!("the entry is not valid: {e}"))?;
+        .map_err(InclusionProofError::Unparsable)?;
+    parsed.check().map_err(InclusionProofError::InvalidEntry)?;
     if !crate::ledger::entry::is_canonical(proof.entry.as_bytes()) {
-        return Err("the entry's bytes are not RFC 8785 canonical".into());
+        return Err(InclusionProofError::NotCanonical);
     }
     if parsed.seq != proof.leaf_index {
-        return Err(format!(
-            "the entry is seq {}, the proof says leaf {}",
-            parsed.seq, proof.leaf_index
-        ));
+        return Err(InclusionProofError::WrongLeaf {
+            seq: parsed.seq,
+            leaf: proof.leaf_index,
+        });
     }
     let note = proof
         .checkpoint
         .as_deref()
-        .ok_or("the proof carries no checkpoint")?;
-    let cp = Checkpoint::open(note, key).map_err(|e| e.to_string())?;
+        .ok_or(InclusionProofError::NoCheckpoint)?;
+    let cp = Checkpoint::open(note, key).map_err(InclusionProofError::Checkpoint)?;
     if cp.size != proof.tree_size {
-        return Err(format!(
-            "the checkpoint is for size {}, the proof for {}",
-            cp.size, proof.tree_size
-        ));
+        return Err(InclusionProofError::SizeMismatch {
+            checkpoint: cp.size,
+            proof: proof.tree_size,
+        });
     }
     let path = proof
         .path
         .iter()
-        .map(|h| Hash::parse_hex(h).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|h| Hash::parse_hex(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(InclusionProofError::PathHash)?;
     merkle::verify_inclusion(proof.leaf_index, proof.tree_size, &leaf, &path, &cp.root)
-        .map_err(|e| e.to_string())
+        .map_err(InclusionProofError::Path)
 }

@@ -575,6 +575,31 @@ impl Sequencer {
     }
 }
 
+/// Why a checkpoint was not signed. A plan or consistency failure means the
+/// stored tree is not the one the last checkpoint attests: the sequencer
+/// halts rather than sign a fork.
+#[derive(Debug, thiserror::Error)]
+enum CheckpointError {
+    /// The sizes make no consistency proof.
+    #[error("{0}")]
+    Plan(merkle::ProofError),
+    /// The database failed while reading the proof.
+    #[error("{0}")]
+    Store(StoreError),
+    /// The new tree does not extend the last signed one.
+    #[error(
+        "refusing to sign checkpoint {size}: not consistent with checkpoint {old_size}: {problem}"
+    )]
+    Inconsistent {
+        /// The size to sign.
+        size: u64,
+        /// The last signed size.
+        old_size: u64,
+        /// What the proof check found.
+        problem: merkle::ProofError,
+    },
+}
+
 impl State {
     async fn load(
         store: Store,
@@ -741,7 +766,7 @@ impl State {
         let cp = self
             .sign_checkpoint(to, self.frontier.root(), &HashMap::new())
             .await
-            .map_err(StartError::Integrity)?;
+            .map_err(|e| StartError::Integrity(e.to_string()))?;
         self.store
             .write_checkpoint((self.head.seq, self.head.hash), cp)
             .await?;
@@ -758,19 +783,21 @@ impl State {
         size: u64,
         root: Hash,
         extra: &HashMap<NodeId, Hash>,
-    ) -> Result<NewCheckpoint, String> {
+    ) -> Result<NewCheckpoint, CheckpointError> {
         let (old_size, old_root) = self.checkpoint;
-        let plan = ProofPlan::consistency(old_size, size).map_err(|e| e.to_string())?;
+        let plan = ProofPlan::consistency(old_size, size).map_err(CheckpointError::Plan)?;
         let proof = self
             .store
             .proof(&plan, extra)
             .await
-            .map_err(|e| e.to_string())?;
-        merkle::verify_consistency(old_size, size, &old_root, &root, &proof).map_err(|e| {
-            format!(
-                "refusing to sign checkpoint {size}: not consistent with checkpoint {old_size}: {e}"
-            )
-        })?;
+            .map_err(CheckpointError::Store)?;
+        merkle::verify_consistency(old_size, size, &old_root, &root, &proof).map_err(
+            |problem| CheckpointError::Inconsistent {
+                size,
+                old_size,
+                problem,
+            },
+        )?;
         let body = Checkpoint {
             origin: self.key.name().to_owned(),
             size,
@@ -830,7 +857,7 @@ impl State {
                 }
                 Err(e) => tracing::error!(error = %e, "writing a checkpoint failed; will retry"),
             },
-            Err(e) => self.halt(&e),
+            Err(e) => self.halt(&e.to_string()),
         }
     }
 
@@ -1198,7 +1225,7 @@ impl Batch {
                 .await
             {
                 Ok(cp) => self.write.checkpoint = Some(cp),
-                Err(e) => return Err(StoreError::Corrupt(e)),
+                Err(e) => return Err(StoreError::Corrupt(e.to_string())),
             }
         }
         Ok(Prepared {

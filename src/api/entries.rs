@@ -260,10 +260,10 @@ pub async fn append(
         || body.kind.starts_with("lms.")
         || body.kind.starts_with("hr.")
     {
-        signature::check_source_signatures(&body.payload).map_err(|m| {
+        signature::check_source_signatures(&body.payload).map_err(|e| {
             Problem::from(crate::ledger::EntryError::Field {
                 field: "payload",
-                problem: m,
+                problem: e.to_string(),
             })
         })?;
     }

@@ -463,12 +463,28 @@ struct Asked {
     until: Option<String>,
 }
 
+/// Why a page or form's `scope` or `until` cannot be used; the text says
+/// what is accepted.
+#[derive(Debug, thiserror::Error)]
+enum AskedError {
+    /// No scope of that name.
+    #[error(
+        "Unknown review scope; choose one of: {}.",
+        SCOPES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownScope,
+    /// "Up to" is neither a date nor a time.
+    #[error(
+        "\"Up to\" must be a UTC date or time such as 2026-09-30 or 2026-09-30T18:00, \
+         or RFC 3339; it was \"{0}\"."
+    )]
+    Until(String),
+}
+
 /// Reads `scope` and `until` from a query or form, or says what is accepted.
-fn asked(fields: &HashMap<String, String>) -> Result<Asked, String> {
-    let scope = Scope::named(fields.get("scope").map(String::as_str)).ok_or_else(|| {
-        let names: Vec<&str> = SCOPES.iter().map(|s| s.name).collect();
-        format!("Unknown review scope; choose one of: {}.", names.join(", "))
-    })?;
+fn asked(fields: &HashMap<String, String>) -> Result<Asked, AskedError> {
+    let scope =
+        Scope::named(fields.get("scope").map(String::as_str)).ok_or(AskedError::UnknownScope)?;
     let until_text = fields
         .get("until")
         .map(|s| s.trim().to_owned())
@@ -476,12 +492,7 @@ fn asked(fields: &HashMap<String, String>) -> Result<Asked, String> {
     let until = if until_text.is_empty() {
         None
     } else {
-        Some(until_of(&until_text).ok_or_else(|| {
-            format!(
-                "\"Up to\" must be a UTC date or time such as 2026-09-30 or 2026-09-30T18:00, \
-                 or RFC 3339; it was \"{until_text}\"."
-            )
-        })?)
+        Some(until_of(&until_text).ok_or_else(|| AskedError::Until(until_text.clone()))?)
     };
     Ok(Asked {
         scope,

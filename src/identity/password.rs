@@ -68,6 +68,32 @@ pub fn matches(password: &str, phc: &str) -> bool {
         .is_ok()
 }
 
+/// Why a new password breaks the policy (§11.300), so a caller can tell a
+/// reused password from a short one without reading the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRejected {
+    /// Fewer characters than the configured minimum.
+    #[error("the new password has {chars} characters; it needs at least {min_chars}")]
+    TooShort {
+        /// Characters given.
+        chars: usize,
+        /// The configured minimum.
+        min_chars: usize,
+    },
+    /// More than [`PASSWORD_MAX_BYTES`] bytes.
+    #[error("the new password is longer than {max} bytes", max = PASSWORD_MAX_BYTES)]
+    TooLong,
+    /// It contains the user ID (any case).
+    #[error("the new password must not contain the user ID")]
+    ContainsUserId,
+    /// It equals one of the recent passwords.
+    #[error("the new password equals one of the last {recent} passwords; choose another")]
+    Reused {
+        /// How many recent passwords were compared.
+        recent: usize,
+    },
+}
+
 /// Checks a new password against the policy and the user's recent hashes.
 ///
 /// # Errors
@@ -77,26 +103,21 @@ pub fn check_policy(
     user_id: &str,
     min_chars: usize,
     recent_hashes: &[String],
-) -> Result<(), String> {
+) -> Result<(), PasswordRejected> {
     let chars = password.chars().count();
     if chars < min_chars {
-        return Err(format!(
-            "the new password has {chars} characters; it needs at least {min_chars}"
-        ));
+        return Err(PasswordRejected::TooShort { chars, min_chars });
     }
     if password.len() > PASSWORD_MAX_BYTES {
-        return Err(format!(
-            "the new password is longer than {PASSWORD_MAX_BYTES} bytes"
-        ));
+        return Err(PasswordRejected::TooLong);
     }
     if password.to_lowercase().contains(&user_id.to_lowercase()) {
-        return Err("the new password must not contain the user ID".into());
+        return Err(PasswordRejected::ContainsUserId);
     }
     if recent_hashes.iter().any(|h| matches(password, h)) {
-        return Err(format!(
-            "the new password equals one of the last {} passwords; choose another",
-            recent_hashes.len()
-        ));
+        return Err(PasswordRejected::Reused {
+            recent: recent_hashes.len(),
+        });
     }
     Ok(())
 }
@@ -238,13 +259,23 @@ mod tests {
     #[test]
     fn policy_refuses_short_reused_and_user_id_passwords() {
         let old = hash("an old passphrase", CHEAP);
-        assert!(
-            check_policy("short", "ana", 12, &[])
-                .unwrap_err()
-                .contains("at least 12")
+        let short = check_policy("short", "ana", 12, &[]).unwrap_err();
+        assert!(short.to_string().contains("at least 12"));
+        assert_eq!(
+            short,
+            PasswordRejected::TooShort {
+                chars: 5,
+                min_chars: 12
+            }
         );
-        assert!(check_policy("an old passphrase", "ana", 12, std::slice::from_ref(&old)).is_err());
-        assert!(check_policy("my name is ANA ok", "ana", 12, &[]).is_err());
+        assert_eq!(
+            check_policy("an old passphrase", "ana", 12, std::slice::from_ref(&old)),
+            Err(PasswordRejected::Reused { recent: 1 })
+        );
+        assert_eq!(
+            check_policy("my name is ANA ok", "ana", 12, &[]),
+            Err(PasswordRejected::ContainsUserId)
+        );
         check_policy("a new passphrase", "ana", 12, &[old]).unwrap();
     }
 

@@ -282,21 +282,26 @@ pub const MEANINGS: [&str; 8] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Meaning(&'static str);
 
+/// A meaning outside the controlled vocabulary [`MEANINGS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a signature meaning; use one of: {}", MEANINGS.join(", "))]
+pub struct UnknownMeaning {
+    /// The meaning as given.
+    pub text: String,
+}
+
 impl Meaning {
     /// Parses a meaning of the controlled vocabulary.
     ///
     /// # Errors
-    /// A message listing the vocabulary.
-    pub fn parse(text: &str) -> Result<Meaning, String> {
+    /// A meaning outside it; the message lists the vocabulary.
+    pub fn parse(text: &str) -> Result<Meaning, UnknownMeaning> {
         MEANINGS
             .iter()
             .find(|m| **m == text)
             .map(|m| Meaning(m))
-            .ok_or_else(|| {
-                format!(
-                    "`{text}` is not a signature meaning; use one of: {}",
-                    MEANINGS.join(", ")
-                )
+            .ok_or_else(|| UnknownMeaning {
+                text: text.to_owned(),
             })
     }
 
@@ -396,41 +401,64 @@ impl Default for SigningPolicy {
     }
 }
 
+/// Why a signing policy cannot be used, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// A meaning of the vocabulary has no entry.
+    #[error(
+        "the policy has no entry for meaning `{0}`; every meaning of the vocabulary needs one (an empty `roles` list disables it)"
+    )]
+    MissingMeaning(&'static str),
+    /// A meaning's display text is empty or longer than 64 characters.
+    #[error("meaning `{0}` needs a display text of 1 to 64 characters")]
+    DisplayText(&'static str),
+    /// A meaning names a role people do not hold.
+    #[error(
+        "meaning `{meaning}` names role `{role}`, which is not a role people hold; use one of: {}",
+        people_roles().join(", ")
+    )]
+    NotAPeopleRole {
+        /// The meaning.
+        meaning: &'static str,
+        /// The role as written.
+        role: String,
+    },
+    /// An entry for a meaning outside the vocabulary.
+    #[error(
+        "the policy names `{0}`, which is not in the controlled vocabulary: {vocabulary}",
+        vocabulary = MEANINGS.join(", ")
+    )]
+    UnknownMeaning(String),
+}
+
 impl SigningPolicy {
     /// Checks that every meaning of the vocabulary is present with known
     /// roles and a display text, and nothing else.
     ///
     /// # Errors
     /// What is wrong and how to fix it.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), PolicyError> {
         for m in MEANINGS {
             let Some(p) = self.meanings.get(m) else {
-                return Err(format!(
-                    "the policy has no entry for meaning `{m}`; every meaning of the vocabulary needs one (an empty `roles` list disables it)"
-                ));
+                return Err(PolicyError::MissingMeaning(m));
             };
             if p.text.trim().is_empty() || p.text.len() > 64 {
-                return Err(format!(
-                    "meaning `{m}` needs a display text of 1 to 64 characters"
-                ));
+                return Err(PolicyError::DisplayText(m));
             }
             for r in &p.roles {
                 match Role::parse(r) {
                     Some(role) if role.is_for_people() => {}
                     _ => {
-                        return Err(format!(
-                            "meaning `{m}` names role `{r}`, which is not a role people hold; use one of: {}",
-                            people_roles().join(", ")
-                        ));
+                        return Err(PolicyError::NotAPeopleRole {
+                            meaning: m,
+                            role: r.clone(),
+                        });
                     }
                 }
             }
         }
         if let Some(extra) = self.meanings.keys().find(|k| Meaning::parse(k).is_err()) {
-            return Err(format!(
-                "the policy names `{extra}`, which is not in the controlled vocabulary: {}",
-                MEANINGS.join(", ")
-            ));
+            return Err(PolicyError::UnknownMeaning(extra.clone()));
         }
         Ok(())
     }
@@ -525,10 +553,16 @@ mod tests {
         let approved = Meaning::parse("approved").unwrap();
         assert!(policy.allows(&["qa_approver".into()], approved));
         assert!(!policy.allows(&["qa_reviewer".into()], approved));
-        assert!(Meaning::parse("approve").unwrap_err().contains("approved"));
+        assert!(
+            Meaning::parse("approve")
+                .unwrap_err()
+                .to_string()
+                .contains("approved")
+        );
         let mut broken = policy.clone();
         broken.meanings.remove("rejected");
-        assert!(broken.check().unwrap_err().contains("rejected"));
+        assert_eq!(broken.check(), Err(PolicyError::MissingMeaning("rejected")));
+        assert!(broken.check().unwrap_err().to_string().contains("rejected"));
         let mut broken = policy;
         broken
             .meanings
@@ -536,6 +570,12 @@ mod tests {
             .unwrap()
             .roles
             .push("integration".into());
-        assert!(broken.check().unwrap_err().contains("integration"));
+        assert!(
+            broken
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("integration")
+        );
     }
 }

@@ -102,12 +102,22 @@ pub fn public_key(seed: &[u8; 32]) -> [u8; 32] {
     SigningKey::from_bytes(seed).verifying_key().to_bytes()
 }
 
+/// A display offset that is not `+HH:MM` / `-HH:MM` within ±14:59.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("display_utc_offset `{text}` must look like +01:00 or -05:00")]
+pub struct OffsetError {
+    /// The offset as configured.
+    pub text: String,
+}
+
 /// Parses a `+HH:MM` / `-HH:MM` display offset.
 ///
 /// # Errors
 /// If it is not of that form.
-pub fn parse_offset(text: &str) -> Result<FixedOffset, String> {
-    let bad = || format!("display_utc_offset `{text}` must look like +01:00 or -05:00");
+pub fn parse_offset(text: &str) -> Result<FixedOffset, OffsetError> {
+    let bad = || OffsetError {
+        text: text.to_owned(),
+    };
     let (sign, rest) = match text.as_bytes().first() {
         Some(b'+') => (1, &text[1..]),
         Some(b'-') => (-1, &text[1..]),
@@ -194,49 +204,91 @@ const SOURCE_OPTIONAL: [&str; 5] = [
     "certificate",
 ];
 
+/// Why `payload.source_signatures` is malformed; each names the item and
+/// member, counted from 0. The text says `payload.`; the events API, which
+/// keeps them under `data`, rewrites that prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceSignatureError {
+    /// Not an array.
+    #[error("payload.source_signatures must be an array of objects")]
+    NotArray,
+    /// More than [`SOURCE_SIGNATURES_MAX`] items.
+    #[error("payload.source_signatures has {0} items; at most {max}", max = SOURCE_SIGNATURES_MAX)]
+    TooMany(usize),
+    /// An item is not an object.
+    #[error("payload.source_signatures[{0}] must be an object")]
+    NotObject(usize),
+    /// A required member is absent, empty or not a string.
+    #[error("payload.source_signatures[{index}].{member} is required (a non-empty string)")]
+    Missing {
+        /// The item.
+        index: usize,
+        /// The member.
+        member: &'static str,
+    },
+    /// A member that is neither required nor optional.
+    #[error(
+        "payload.source_signatures[{index}] has unknown member `{member}`; allowed: {}, {}",
+        SOURCE_REQUIRED.join(", "),
+        SOURCE_OPTIONAL.join(", ")
+    )]
+    UnknownMember {
+        /// The item.
+        index: usize,
+        /// The member.
+        member: String,
+    },
+    /// An optional member that is not a string.
+    #[error("payload.source_signatures[{index}].{member} must be a string")]
+    NotString {
+        /// The item.
+        index: usize,
+        /// The member.
+        member: String,
+    },
+}
+
 /// Checks the shape of `payload.source_signatures`, if present.
 ///
 /// # Errors
 /// What is wrong, naming the item and member.
-pub fn check_source_signatures(payload: &Map<String, Value>) -> Result<(), String> {
+pub fn check_source_signatures(payload: &Map<String, Value>) -> Result<(), SourceSignatureError> {
     let Some(list) = payload.get("source_signatures") else {
         return Ok(());
     };
     let Value::Array(items) = list else {
-        return Err("payload.source_signatures must be an array of objects".into());
+        return Err(SourceSignatureError::NotArray);
     };
     if items.len() > SOURCE_SIGNATURES_MAX {
-        return Err(format!(
-            "payload.source_signatures has {} items; at most {SOURCE_SIGNATURES_MAX}",
-            items.len()
-        ));
+        return Err(SourceSignatureError::TooMany(items.len()));
     }
     for (i, item) in items.iter().enumerate() {
         let Value::Object(o) = item else {
-            return Err(format!("payload.source_signatures[{i}] must be an object"));
+            return Err(SourceSignatureError::NotObject(i));
         };
         for r in SOURCE_REQUIRED {
             match o.get(r) {
                 Some(Value::String(s)) if !s.is_empty() => {}
                 _ => {
-                    return Err(format!(
-                        "payload.source_signatures[{i}].{r} is required (a non-empty string)"
-                    ));
+                    return Err(SourceSignatureError::Missing {
+                        index: i,
+                        member: r,
+                    });
                 }
             }
         }
         for (k, v) in o {
             if !SOURCE_REQUIRED.contains(&k.as_str()) && !SOURCE_OPTIONAL.contains(&k.as_str()) {
-                return Err(format!(
-                    "payload.source_signatures[{i}] has unknown member `{k}`; allowed: {}, {}",
-                    SOURCE_REQUIRED.join(", "),
-                    SOURCE_OPTIONAL.join(", ")
-                ));
+                return Err(SourceSignatureError::UnknownMember {
+                    index: i,
+                    member: k.clone(),
+                });
             }
             if !v.is_string() {
-                return Err(format!(
-                    "payload.source_signatures[{i}].{k} must be a string"
-                ));
+                return Err(SourceSignatureError::NotString {
+                    index: i,
+                    member: k.clone(),
+                });
             }
         }
     }
@@ -700,7 +752,7 @@ fn signature_shape(
         ));
     }
     let target = Hash::parse_hex(&p.target).map_err(|e| fail(1, format!("target: {e}")))?;
-    let meaning = Meaning::parse(&p.manifestation.meaning).map_err(|e| fail(1, e))?;
+    let meaning = Meaning::parse(&p.manifestation.meaning).map_err(|e| fail(1, e.to_string()))?;
     Ok((p, target, meaning))
 }
 
@@ -821,10 +873,14 @@ mod tests {
         );
         item.as_object_mut().unwrap().remove("signer");
         let bad = serde_json::json!({"source_signatures": [item]});
-        assert!(
-            check_source_signatures(bad.as_object().unwrap())
-                .unwrap_err()
-                .contains("signer")
+        let missing = check_source_signatures(bad.as_object().unwrap()).unwrap_err();
+        assert_eq!(
+            missing,
+            SourceSignatureError::Missing {
+                index: 0,
+                member: "signer"
+            }
         );
+        assert!(missing.to_string().contains("signer"));
     }
 }

@@ -181,12 +181,30 @@ pub fn message_body(
     .to_string()
 }
 
-/// Sends one message. `Ok(status)` for a 2xx, else the error text.
+/// Why a delivery attempt failed; its text is what the outcome entry and
+/// the outbox row record as `error`.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    /// The target answered with a status outside 2xx.
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    /// No answer within the target's timeout.
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    /// The connection could not be made.
+    #[error("connection failed (target down?)")]
+    Connect,
+    /// Any other failure of the request (its URL left out).
+    #[error(transparent)]
+    Request(reqwest::Error),
+}
+
+/// Sends one message. `Ok(status)` for a 2xx, else why not.
 async fn send(
     client: &reqwest::Client,
     target: &Target,
     row: &DueMessageRow,
-) -> Result<u16, String> {
+) -> Result<u16, DeliveryError> {
     let (id, correlation) = (&row.id, &row.correlation_id);
     let body = message_body(
         id,
@@ -212,12 +230,10 @@ async fn send(
         .await;
     match answer {
         Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
-        Ok(r) => Err(format!("HTTP {}", r.status())),
-        Err(e) if e.is_timeout() => {
-            Err(format!("no answer within {} ms", target.config.timeout_ms))
-        }
-        Err(e) if e.is_connect() => Err("connection failed (target down?)".into()),
-        Err(e) => Err(e.without_url().to_string()),
+        Ok(r) => Err(DeliveryError::Status(r.status())),
+        Err(e) if e.is_timeout() => Err(DeliveryError::Timeout(target.config.timeout_ms)),
+        Err(e) if e.is_connect() => Err(DeliveryError::Connect),
+        Err(e) => Err(DeliveryError::Request(e.without_url())),
     }
 }
 
@@ -239,7 +255,7 @@ async fn record(
     ig: &Integration,
     target: &Target,
     row: &DueMessageRow,
-    result: Result<u16, String>,
+    result: Result<u16, DeliveryError>,
 ) -> Result<(), crate::sequencer::AppendError> {
     let DueMessageRow {
         id,
@@ -278,6 +294,7 @@ async fn record(
             (&kind::INTEGRATION_HANDOVER_DELIVERED, outbox_delivered(id))
         }
         Err(error) => {
+            let error = error.to_string();
             ig.metrics().delivery_errors.get_or_create(&labels).inc();
             payload.insert("error".into(), json!(error));
             if attempt >= target.config.max_attempts {

@@ -642,7 +642,7 @@ pub fn resolve_type(e: &Envelope) -> Result<(&'static EventType, u32), EventErro
 pub fn check(envelope: Envelope) -> Result<Checked, EventError> {
     let (event_type, version) = resolve_type(&envelope)?;
     let time = match &envelope.time {
-        Some(t) => Some(normalise_time(t).map_err(|m| EventError::new("time", m))?),
+        Some(t) => Some(normalise_time(t).map_err(|e| EventError::new("time", e.to_string()))?),
         None => None,
     };
     let mut data = envelope.data.clone();
@@ -654,8 +654,11 @@ pub fn check(envelope: Envelope) -> Result<Checked, EventError> {
         // The shared check reads them where an entry payload keeps them.
         let mut payload = Map::new();
         payload.insert("source_signatures".into(), list.clone());
-        crate::identity::signature::check_source_signatures(&payload).map_err(|m| {
-            EventError::new("data.source_signatures", m.replace("payload.", "data."))
+        crate::identity::signature::check_source_signatures(&payload).map_err(|e| {
+            EventError::new(
+                "data.source_signatures",
+                e.to_string().replace("payload.", "data."),
+            )
         })?;
     }
     let parsed = if version == event_type.current {
@@ -745,21 +748,31 @@ fn check_id(field: &str, value: &str) -> Result<(), EventError> {
     }
 }
 
+/// A time that is not RFC 3339 with an offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not an RFC 3339 time with an offset")]
+pub struct TimeError {
+    /// The time as given.
+    pub text: String,
+}
+
 /// Parses an RFC 3339 time with an offset and writes it as Trailmark
 /// stores times (UTC, six fractional digits).
 ///
 /// # Errors
 /// If it is not RFC 3339.
-pub fn normalise_time(text: &str) -> Result<String, String> {
+pub fn normalise_time(text: &str) -> Result<String, TimeError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| Timestamp::from_datetime(t.with_timezone(&Utc)).to_string())
-        .map_err(|_| format!("`{text}` is not an RFC 3339 time with an offset"))
+        .map_err(|_| TimeError {
+            text: text.to_owned(),
+        })
 }
 
 fn time_field(field: &str, text: &str) -> Result<(), EventError> {
     normalise_time(text)
         .map(|_| ())
-        .map_err(|m| EventError::new(field, m))
+        .map_err(|e| EventError::new(field, e.to_string()))
 }
 
 fn date_field(field: &str, text: &str) -> Result<(), EventError> {
@@ -788,7 +801,7 @@ fn validate(d: &EventData) -> Result<(), EventError> {
                 time_field(&format!("job_functions[{i}].valid_from"), &s.valid_from)?;
                 if let Some(to) = &s.valid_to {
                     time_field(&format!("job_functions[{i}].valid_to"), to)?;
-                    if normalise_time(to) <= normalise_time(&s.valid_from) {
+                    if normalise_time(to).ok() <= normalise_time(&s.valid_from).ok() {
                         return Err(EventError::new(
                             format!("job_functions[{i}].valid_to"),
                             "must be after valid_from",

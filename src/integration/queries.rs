@@ -165,20 +165,25 @@ pub async fn compliance(
     Ok(out)
 }
 
+/// A period bound that is neither a date nor an RFC 3339 time; the text
+/// says both are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}, or a date YYYY-MM-DD")]
+pub struct PeriodError(pub crate::integration::events::TimeError);
+
 /// A bound of a reporting period (RFC 3339, or a date `YYYY-MM-DD` meaning
 /// its midnight UTC), as Trailmark stores times.
 ///
 /// # Errors
 /// What is accepted, when it is neither.
-pub fn period_bound(text: &str) -> Result<String, String> {
+pub fn period_bound(text: &str) -> Result<String, PeriodError> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(crate::ledger::Timestamp::from_datetime(
             d.and_hms_opt(0, 0, 0).expect("midnight").and_utc(),
         )
         .to_string());
     }
-    crate::integration::events::normalise_time(text)
-        .map_err(|m| format!("{m}, or a date YYYY-MM-DD"))
+    crate::integration::events::normalise_time(text).map_err(PeriodError)
 }
 
 /// A revision that went effective: document, version, effective time.

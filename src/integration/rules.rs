@@ -849,13 +849,14 @@ async fn person(
     // Each span with its times normalised, once.
     let mut spans = Vec::with_capacity(p.job_functions.len());
     for span in &p.job_functions {
-        let from = events::normalise_time(&span.valid_from).map_err(Failure::Corrupt)?;
+        let from = events::normalise_time(&span.valid_from)
+            .map_err(|err| Failure::Corrupt(err.to_string()))?;
         let to = span
             .valid_to
             .as_deref()
             .map(events::normalise_time)
             .transpose()
-            .map_err(Failure::Corrupt)?;
+            .map_err(|err| Failure::Corrupt(err.to_string()))?;
         plan.write(write::person_function_known(
             &p.person_id,
             &span.job_function,
@@ -993,7 +994,8 @@ async fn effective(
     seq: Seq,
 ) -> Ruled {
     plan.master_data = true;
-    let effective_at = events::normalise_time(&e.effective_at).map_err(Failure::Corrupt)?;
+    let effective_at =
+        events::normalise_time(&e.effective_at).map_err(|err| Failure::Corrupt(err.to_string()))?;
     // The category and title carry over from earlier versions when absent.
     let (old_category, old_title) = match ig.store().latest_labels(&e.document_id).await? {
         Some(l) => (l.category, l.title),
@@ -1099,7 +1101,8 @@ async fn retired(ig: &Integration, plan: &mut Plan, r: &events::RevisionRetired)
         return Ok(Err(park));
     }
     plan.master_data = true;
-    let retired_at = events::normalise_time(&r.retired_at).map_err(Failure::Corrupt)?;
+    let retired_at =
+        events::normalise_time(&r.retired_at).map_err(|err| Failure::Corrupt(err.to_string()))?;
     plan.write(write::version_retired(
         &r.document_id,
         &r.version,
@@ -1186,7 +1189,8 @@ async fn capa_action(
 }
 
 async fn deviation(ig: &Integration, plan: &mut Plan, d: &events::DeviationOpened) -> Ruled {
-    let occurred = events::normalise_time(&d.occurred_at).map_err(Failure::Corrupt)?;
+    let occurred =
+        events::normalise_time(&d.occurred_at).map_err(|err| Failure::Corrupt(err.to_string()))?;
     let Some(EffectiveVersion {
         version,
         effective_at,
@@ -1290,7 +1294,8 @@ async fn completion(
     if let Some(park) = unless_version_known(ig, &c.document_id, &c.version).await? {
         return Ok(Err(park));
     }
-    let completed_at = events::normalise_time(&c.completed_at).map_err(Failure::Corrupt)?;
+    let completed_at =
+        events::normalise_time(&c.completed_at).map_err(|err| Failure::Corrupt(err.to_string()))?;
     let verified = c.outcome == Outcome::Passed && c.verified_by.is_some();
     plan.write(write::completion_known(write::CompletionKnown {
         seq,

@@ -599,6 +599,43 @@ pub fn lookup(name: &str) -> Option<&'static KindDef> {
     KINDS.iter().copied().find(|k| k.name == name)
 }
 
+/// An entry written by someone its kind's writer rule (FORMAT §1.3) does
+/// not allow; the text names the rule and what the entry shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriterError {
+    /// A rules or delivery outcome with another actor.
+    #[error("`{kind}` is {}; this entry's actor is `{actor}`", .writers.rule())]
+    WrongActor {
+        /// The kind.
+        kind: &'static str,
+        /// Its writer rule.
+        writers: Writers,
+        /// The actor the entry shows.
+        actor: String,
+    },
+    /// A source-system fact without its source envelope.
+    #[error(
+        "`{kind}` is {}; this entry has no source envelope (payload `event` with `id`, `source`, `type`, and `data`)",
+        .writers.rule()
+    )]
+    NoEnvelope {
+        /// The kind.
+        kind: &'static str,
+        /// Its writer rule.
+        writers: Writers,
+    },
+    /// A source-system fact with one of Trailmark's own actors.
+    #[error(
+        "`{kind}` is a source system's fact; Trailmark's own actor `{actor}` cannot have sent it"
+    )]
+    SystemActor {
+        /// The kind.
+        kind: &'static str,
+        /// The actor the entry shows.
+        actor: String,
+    },
+}
+
 /// Checks the writer rule of `kind` against what an entry shows: the actor
 /// of a rules or delivery outcome, and the source envelope (`event` with
 /// `id`, `source`, `type`, and `data`) of a source-system fact. Kinds written
@@ -610,16 +647,16 @@ pub fn check_writer(
     kind: &KindDef,
     actor: &str,
     payload: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(), String> {
+) -> Result<(), WriterError> {
     let actor_must_be = |wanted: &str| {
         if actor == wanted {
             Ok(())
         } else {
-            Err(format!(
-                "`{}` is {}; this entry's actor is `{actor}`",
-                kind.name,
-                kind.writers.rule()
-            ))
+            Err(WriterError::WrongActor {
+                kind: kind.name,
+                writers: kind.writers,
+                actor: actor.to_owned(),
+            })
         }
     };
     match kind.writers {
@@ -633,17 +670,16 @@ pub fn check_writer(
                     .all(|m| e.get(*m).is_some_and(serde_json::Value::is_string))
             }) && payload.contains_key("data");
             if !complete {
-                return Err(format!(
-                    "`{}` is {}; this entry has no source envelope (payload `event` with `id`, `source`, `type`, and `data`)",
-                    kind.name,
-                    kind.writers.rule()
-                ));
+                return Err(WriterError::NoEnvelope {
+                    kind: kind.name,
+                    writers: kind.writers,
+                });
             }
             if actor.starts_with("system:") {
-                return Err(format!(
-                    "`{}` is a source system's fact; Trailmark's own actor `{actor}` cannot have sent it",
-                    kind.name
-                ));
+                return Err(WriterError::SystemActor {
+                    kind: kind.name,
+                    actor: actor.to_owned(),
+                });
             }
             Ok(())
         }
@@ -698,7 +734,7 @@ mod tests {
             "service:integration",
             &payload(serde_json::json!({})),
         );
-        assert!(forged.unwrap_err().contains("system:delivery"));
+        assert!(forged.unwrap_err().to_string().contains("system:delivery"));
         let assigned = &LMS_ASSIGNMENT_CREATED;
         assert!(check_writer(assigned, "service:lms", &payload(serde_json::json!({}))).is_err());
         let completion = &LMS_COMPLETION_RECORDED;
@@ -712,7 +748,8 @@ mod tests {
             "service:lms",
             &payload(serde_json::json!({"data": {}})),
         );
-        assert!(bare.unwrap_err().contains("envelope"));
+        assert!(matches!(bare, Err(WriterError::NoEnvelope { .. })));
+        assert!(bare.unwrap_err().to_string().contains("envelope"));
         let annotation = &LEDGER_ANNOTATION;
         assert!(annotation.api_appendable());
         assert!(!completion.api_appendable() && !delivered.api_appendable());

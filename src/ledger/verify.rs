@@ -6,7 +6,7 @@
 use super::Timestamp;
 use super::entry::{self, ParsedEntry};
 use super::hash::Hash;
-use super::kind::{Class, Writers, check_writer};
+use super::kind::{Class, WriterError, Writers, check_writer};
 use super::merkle::{self, Frontier, NodeId};
 use super::note::{Checkpoint, VerifierKey};
 use super::seq::Seq;
@@ -144,7 +144,7 @@ pub enum VerifyError {
         /// Where.
         seq: u64,
         /// The rule and what the entry shows.
-        problem: String,
+        problem: WriterError,
     },
     /// Entries beyond the newest checkpoint that no checkpoint attests.
     #[error("seq {from}..{to}: {count} entries are not covered by any signed checkpoint (the server signs one within its checkpoint interval; entries that stay unattested were added outside the ledger)", count = .to - .from + 1)]

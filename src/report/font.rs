@@ -96,6 +96,16 @@ pub struct Run {
     pub width: f32,
 }
 
+/// A face the subsetter could not cut down: the PDF cannot be written.
+#[derive(Debug, thiserror::Error)]
+#[error("subsetting {font}: {problem:?}")]
+pub struct SubsetError {
+    /// The face's name.
+    pub font: &'static str,
+    /// What the subsetter said.
+    pub problem: subsetter::Error,
+}
+
 /// The four faces and what has been drawn with them.
 pub struct Fonts {
     slots: Vec<Slot>,
@@ -198,7 +208,7 @@ impl Fonts {
     ///
     /// # Errors
     /// If subsetting fails.
-    pub fn write(&self, alloc: &mut impl FnMut() -> Ref) -> Result<Vec<(Ref, Chunk)>, String> {
+    pub fn write(&self, alloc: &mut impl FnMut() -> Ref) -> Result<Vec<(Ref, Chunk)>, SubsetError> {
         let mut out = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let type0 = self.refs[i];
@@ -206,8 +216,11 @@ impl Fonts {
             let descriptor = alloc();
             let file = alloc();
             let cmap_ref = alloc();
-            let subset = subsetter::subset(slot.data, 0, &slot.remapper)
-                .map_err(|e| format!("subsetting {}: {e:?}", slot.name))?;
+            let subset =
+                subsetter::subset(slot.data, 0, &slot.remapper).map_err(|problem| SubsetError {
+                    font: slot.name,
+                    problem,
+                })?;
             let compressed = miniz_oxide::deflate::compress_to_vec_zlib(&subset, 6);
             let tag = subset_tag(i, slot.glyphs.len());
             let base = format!("{tag}+{}", slot.name);

@@ -19,6 +19,7 @@ use pdf_writer::{Chunk, Content, Date, Filter, Finish, Name, Rect, Ref, Str, Tex
 use sha2::{Digest, Sha256};
 
 use super::font::{Fonts, RESOURCE_NAMES, Style};
+use super::sign::SignError;
 
 /// Bytes reserved for the DER CMS in `/Contents` (hex doubles it).
 pub const CONTENTS_LEN: usize = 16 * 1024;
@@ -795,7 +796,7 @@ impl Doc {
 pub fn sign_file(
     path: &Path,
     at: Placeholders,
-    sign: impl FnOnce(&[u8; 32]) -> Result<Vec<u8>, String>,
+    sign: impl FnOnce(&[u8; 32]) -> Result<Vec<u8>, SignError>,
 ) -> io::Result<String> {
     let lt = at.contents_at;
     let gt = lt + 1 + 2 * CONTENTS_LEN as u64; // position of '>'

@@ -254,14 +254,30 @@ pub struct CitedEntry {
     pub reason: Option<String>,
 }
 
+/// Why a cited entry cannot be read: the row check stops at it.
+#[derive(Debug, thiserror::Error)]
+pub enum CitedEntryError {
+    /// The bundle has no entry line with that seq.
+    #[error("entry {0} is not in the bundle")]
+    NotInBundle(u64),
+    /// Its bundle line or canonical bytes are not the JSON expected.
+    #[error("entry {seq}: {problem}")]
+    Malformed {
+        /// The entry.
+        seq: u64,
+        /// What the JSON parser found.
+        problem: serde_json::Error,
+    },
+}
+
 impl CitedEntry {
     /// Reads an entry's canonical bytes.
     ///
     /// # Errors
     /// If they are not a JSON object.
-    pub fn parse(seq: u64, hash: String, canonical: &[u8]) -> Result<CitedEntry, String> {
-        let mut v: Value =
-            serde_json::from_slice(canonical).map_err(|e| format!("entry {seq}: {e}"))?;
+    pub fn parse(seq: u64, hash: String, canonical: &[u8]) -> Result<CitedEntry, CitedEntryError> {
+        let mut v: Value = serde_json::from_slice(canonical)
+            .map_err(|problem| CitedEntryError::Malformed { seq, problem })?;
         let payload = match v.get_mut("payload").map(Value::take) {
             Some(Value::Object(m)) => m,
             _ => serde_json::Map::new(),
@@ -336,7 +352,20 @@ struct Band {
 }
 
 /// A row that the entries do not support: which cell and why.
-pub type RowError = String;
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// A cited entry cannot be read.
+    #[error(transparent)]
+    Entry(#[from] CitedEntryError),
+    /// A cell, cite, band or fact the entries or the report's order do not
+    /// support, in the words `verify-report` prints.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn unsupported(text: impl Into<String>) -> RowError {
+    RowError::Unsupported(text.into())
+}
 
 impl RowChecker {
     /// A checker for a report of type `ty` with the header's scope and
@@ -361,10 +390,14 @@ impl RowChecker {
     pub fn row(
         &mut self,
         line: &Value,
-        entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+        entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
     ) -> Result<(), RowError> {
-        let cells = line["row"].as_object().ok_or("the row is not an object")?;
-        let facts = line.get("facts").ok_or("the row has no facts")?;
+        let cells = line["row"]
+            .as_object()
+            .ok_or_else(|| unsupported("the row is not an object"))?;
+        let facts = line
+            .get("facts")
+            .ok_or_else(|| unsupported("the row has no facts"))?;
         let mut cites = Vec::new();
         for c in line["cites"].as_array().into_iter().flatten() {
             let role = match c["as"].as_str() {
@@ -372,10 +405,12 @@ impl RowChecker {
                     .iter()
                     .find(|k| **k == r)
                     .copied()
-                    .ok_or_else(|| format!("a cite has the unknown role `{r}`"))?,
-                None => return Err("a cite has no role (`as`)".into()),
+                    .ok_or_else(|| unsupported(format!("a cite has the unknown role `{r}`")))?,
+                None => return Err(unsupported("a cite has no role (`as`)")),
             };
-            let seq = c["seq"].as_u64().ok_or("a cite has no seq")?;
+            let seq = c["seq"]
+                .as_u64()
+                .ok_or_else(|| unsupported("a cite has no seq"))?;
             cites.push(Cite {
                 role,
                 seq,
@@ -383,12 +418,14 @@ impl RowChecker {
             });
         }
         if self.overall_seen {
-            return Err("a row follows the overall totals".into());
+            return Err(unsupported("a row follows the overall totals"));
         }
         if let Some(band) = cells.get("band") {
-            let text = band.as_str().ok_or("the band is not text")?;
+            let text = band
+                .as_str()
+                .ok_or_else(|| unsupported("the band is not text"))?;
             if !cites.is_empty() {
-                return Err("a band cites entries".into());
+                return Err(unsupported("a band cites entries"));
             }
             return self.band(text, facts);
         }
@@ -396,7 +433,7 @@ impl RowChecker {
             "compliance" => self.compliance(cells, facts, &cites, entry),
             "lineage" => entry_row(cells, facts, &cites, entry, "details"),
             "audit-trail" => entry_row(cells, facts, &cites, entry, "content"),
-            other => Err(format!("unknown report type `{other}`")),
+            other => Err(unsupported(format!("unknown report type `{other}`"))),
         }
     }
 
@@ -409,13 +446,13 @@ impl RowChecker {
             return Ok(());
         }
         if let Some(b) = &self.open {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "{} v{} has no totals band",
                 b.document_id, b.version
-            ));
+            )));
         }
         if self.revisions > 0 && !self.overall_seen {
-            return Err("the overall totals band is missing".into());
+            return Err(unsupported("the overall totals band is missing"));
         }
         Ok(())
     }
@@ -423,7 +460,7 @@ impl RowChecker {
     fn band(&mut self, text: &str, facts: &Value) -> Result<(), RowError> {
         if self.ty != "compliance" {
             if *facts != json!({"band": "note"}) {
-                return Err(format!("a note band has the facts {facts}"));
+                return Err(unsupported(format!("a note band has the facts {facts}")));
             }
             return Ok(());
         }
@@ -431,14 +468,14 @@ impl RowChecker {
         let (expected_facts, expected_text) = match facts["band"].as_str() {
             Some("revision") => {
                 if let Some(b) = &self.open {
-                    return Err(format!(
+                    return Err(unsupported(format!(
                         "{} v{} has no totals band",
                         b.document_id, b.version
-                    ));
+                    )));
                 }
                 let required = facts["required"]
                     .as_u64()
-                    .ok_or("a revision band has no count")?;
+                    .ok_or_else(|| unsupported("a revision band has no count"))?;
                 self.open = Some(Band {
                     document_id: s("document_id"),
                     version: s("version"),
@@ -459,12 +496,12 @@ impl RowChecker {
                 let b = self
                     .open
                     .take()
-                    .ok_or("a totals band without its revision band")?;
+                    .ok_or_else(|| unsupported("a totals band without its revision band"))?;
                 if b.rows != b.required {
-                    return Err(format!(
+                    return Err(unsupported(format!(
                         "{} v{}: the band says {} people required, {} rows follow",
                         b.document_id, b.version, b.required, b.rows
-                    ));
+                    )));
                 }
                 for (k, v) in &b.counts {
                     *self.totals.entry(k.clone()).or_default() += v;
@@ -473,25 +510,25 @@ impl RowChecker {
             }
             Some("overall") => {
                 if let Some(b) = &self.open {
-                    return Err(format!(
+                    return Err(unsupported(format!(
                         "{} v{} has no totals band",
                         b.document_id, b.version
-                    ));
+                    )));
                 }
                 self.overall_seen = true;
                 overall_band(self.revisions, &self.totals)
             }
-            _ => return Err(format!("a band has the facts {facts}")),
+            _ => return Err(unsupported(format!("a band has the facts {facts}"))),
         };
         if *facts != expected_facts {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "band facts {facts}, the rows give {expected_facts}"
-            ));
+            )));
         }
         if text != expected_text {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "band reads `{text}`, the rows give `{expected_text}`"
-            ));
+            )));
         }
         Ok(())
     }
@@ -501,11 +538,14 @@ impl RowChecker {
         cells: &serde_json::Map<String, Value>,
         facts: &Value,
         cites: &[Cite],
-        entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+        entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
     ) -> Result<(), RowError> {
-        let f: ComplianceFacts =
-            serde_json::from_value(facts.clone()).map_err(|e| format!("facts: {e}"))?;
-        let band = self.open.as_mut().ok_or("a row outside a revision band")?;
+        let f: ComplianceFacts = serde_json::from_value(facts.clone())
+            .map_err(|e| unsupported(format!("facts: {e}")))?;
+        let band = self
+            .open
+            .as_mut()
+            .ok_or_else(|| unsupported("a row outside a revision band"))?;
         if (
             f.document_id.as_str(),
             f.version.as_str(),
@@ -515,7 +555,7 @@ impl RowChecker {
             band.version.as_str(),
             band.effective_at.as_str(),
         ) {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "the row is about {} v{} effective {}, its band {} v{} effective {}",
                 f.document_id,
                 f.version,
@@ -523,23 +563,23 @@ impl RowChecker {
                 band.document_id,
                 band.version,
                 band.effective_at
-            ));
+            )));
         }
         band.rows += 1;
         *band.counts.entry(f.status.clone()).or_default() += 1;
         if f.as_of != self.as_of {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "as_of is {}, the report was generated at {}",
                 f.as_of, self.as_of
-            ));
+            )));
         }
         prove_compliance(&f, cites, &self.scope_to, entry)?;
         let status = f.status();
         if f.status != status {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "status: the row says {}, the entries give {status}",
                 f.status
-            ));
+            )));
         }
         compare_cells(cells, COMPLIANCE_KEYS, &f.cells(cites))
     }
@@ -576,29 +616,29 @@ fn compare_cells(
     expected: &[String],
 ) -> Result<(), RowError> {
     if cells.len() != keys.len() {
-        return Err(format!(
+        return Err(unsupported(format!(
             "the row has {} cells, the report type {}",
             cells.len(),
             keys.len()
-        ));
+        )));
     }
     for (k, want) in keys.iter().zip(expected) {
         let got = cells.get(*k).and_then(Value::as_str).unwrap_or_default();
         if got != want {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "column {k}: the row shows {got:?}, the entries give {want:?}"
-            ));
+            )));
         }
     }
     Ok(())
 }
 
 fn mismatch(role: &str, seq: u64, what: &str, fact: Option<&str>, entry: Option<&str>) -> RowError {
-    format!(
+    unsupported(format!(
         "{what}: the row says {}, its {role} entry {seq} says {}",
         fact.map_or("nothing".to_owned(), |f| format!("{f:?}")),
         entry.map_or("nothing".to_owned(), |e| format!("{e:?}"))
-    )
+    ))
 }
 
 fn cited<'a>(cites: &'a [Cite], r: &str) -> impl Iterator<Item = &'a Cite> {
@@ -609,38 +649,40 @@ fn at_most_one<'a>(cites: &'a [Cite], r: &str, wanted: bool) -> Result<Option<&'
     let mut it = cited(cites, r);
     let first = it.next();
     if it.next().is_some() {
-        return Err(format!("the row cites more than one {r} entry"));
+        return Err(unsupported(format!(
+            "the row cites more than one {r} entry"
+        )));
     }
     match (first, wanted) {
-        (None, true) => Err(format!("the row cites no {r} entry")),
-        (Some(c), false) => Err(format!(
+        (None, true) => Err(unsupported(format!("the row cites no {r} entry"))),
+        (Some(c), false) => Err(unsupported(format!(
             "the row cites a {r} entry ({}) it has no fact for",
             c.seq
-        )),
+        ))),
         (c, _) => Ok(c),
     }
 }
 
 fn of_kind(
-    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
     c: &Cite,
     kind: &str,
     actor: Option<&str>,
 ) -> Result<Rc<CitedEntry>, RowError> {
     let e = entry(c.seq)?;
     if e.kind != kind {
-        return Err(format!(
+        return Err(unsupported(format!(
             "its {} entry {} is a {}, not a {kind}",
             c.role, c.seq, e.kind
-        ));
+        )));
     }
     if let Some(a) = actor
         && e.actor != a
     {
-        return Err(format!(
+        return Err(unsupported(format!(
             "its {} entry {} was written by {}, not {a}",
             c.role, c.seq, e.actor
-        ));
+        )));
     }
     Ok(e)
 }
@@ -666,7 +708,7 @@ fn prove_compliance(
     f: &ComplianceFacts,
     cites: &[Cite],
     scope_to: &str,
-    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
 ) -> Result<(), RowError> {
     prove_revision(f, cites, entry)?;
     prove_required(f, cites, scope_to, entry)?;
@@ -680,9 +722,9 @@ fn prove_compliance(
 fn prove_revision(
     f: &ComplianceFacts,
     cites: &[Cite],
-    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
 ) -> Result<(), RowError> {
-    let c = at_most_one(cites, role::REVISION, true)?.ok_or("no revision")?;
+    let c = at_most_one(cites, role::REVISION, true)?.ok_or_else(|| unsupported("no revision"))?;
     let e = of_kind(entry, c, "qms.document.revision_effective", None)?;
     agree(
         c,
@@ -705,7 +747,7 @@ fn prove_required(
     f: &ComplianceFacts,
     cites: &[Cite],
     scope_to: &str,
-    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
 ) -> Result<(), RowError> {
     let mut persons = Vec::new();
     for c in cited(cites, role::PERSON) {
@@ -718,16 +760,16 @@ fn prove_required(
         persons.push(e);
     }
     if persons.is_empty() {
-        return Err("the row cites no person entry".into());
+        return Err(unsupported("the row cites no person entry"));
     }
     if let Some(name) = &f.person_name
         && !persons
             .iter()
             .any(|p| p.text("name") == Some(name.as_str()))
     {
-        return Err(format!(
+        return Err(unsupported(format!(
             "person name: the row says {name:?}, none of its person entries does"
-        ));
+        )));
     }
     let mut matrices = Vec::new();
     for c in cited(cites, role::MATRIX) {
@@ -747,7 +789,7 @@ fn prove_required(
 fn prove_assignment(
     f: &ComplianceFacts,
     cites: &[Cite],
-    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
 ) -> Result<(), RowError> {
     if let Some(c) = at_most_one(cites, role::ASSIGNMENT, f.assignment_id.is_some())? {
         let e = of_kind(entry, c, "lms.assignment.created", Some("system:rules"))?;
@@ -775,7 +817,9 @@ fn prove_assignment(
         || f.due_at.is_some()
         || f.end_reason.is_some()
     {
-        Err("the row has assignment facts but no assignment".into())
+        Err(unsupported(
+            "the row has assignment facts but no assignment",
+        ))
     } else {
         Ok(())
     }
@@ -785,7 +829,7 @@ fn prove_assignment(
 fn prove_completion(
     f: &ComplianceFacts,
     cites: &[Cite],
-    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
 ) -> Result<(), RowError> {
     let Some(c) = at_most_one(cites, role::COMPLETION, f.completed_at.is_some())? else {
         return Ok(());
@@ -812,7 +856,7 @@ fn prove_completion(
 fn prove_ending(
     f: &ComplianceFacts,
     cites: &[Cite],
-    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
 ) -> Result<(), RowError> {
     let superseded = f.end_reason.as_deref() == Some(SUPERSEDED);
     if let Some(c) = at_most_one(cites, role::CANCELLATION, f.end_reason.is_some())? {
@@ -838,7 +882,9 @@ fn prove_ending(
             ],
         )?;
     } else if f.ended_at.is_some() {
-        return Err("the row says the assignment ended but cites no cancellation".into());
+        return Err(unsupported(
+            "the row says the assignment ended but cites no cancellation",
+        ));
     }
     if let Some(c) = at_most_one(cites, role::SUPERSEDED_BY, superseded)? {
         let e = of_kind(entry, c, "qms.document.revision_effective", None)?;
@@ -852,10 +898,10 @@ fn prove_ending(
             ],
         )?;
         if next.as_deref() <= Some(f.effective_at.as_str()) {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "its superseding revision {} is not after {}",
                 c.seq, f.effective_at
-            ));
+            )));
         }
     }
     Ok(())
@@ -871,13 +917,13 @@ fn required_by(
     scope_to: &str,
 ) -> Result<(), RowError> {
     if f.job_functions.is_empty() {
-        return Err("the row names no job function".into());
+        return Err(unsupported("the row names no job function"));
     }
     let mut sorted = f.job_functions.clone();
     sorted.sort();
     sorted.dedup();
     if sorted != f.job_functions {
-        return Err("job functions are not sorted and distinct".into());
+        return Err(unsupported("job functions are not sorted and distinct"));
     }
     let listed = |e: &CitedEntry| {
         e.data()["job_functions"]
@@ -896,20 +942,20 @@ fn required_by(
                 }
         });
         if !held {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "job function {function}: no person entry has {} in it between the effective time and the end of the period",
                 f.person_id
-            ));
+            )));
         }
         if !matrices
             .iter()
             .flat_map(|m| listed(m))
             .any(|j| j.as_str() == Some(function.as_str()))
         {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "job function {function}: no matrix entry maps {} to it",
                 f.document_id
-            ));
+            )));
         }
     }
     Ok(())
@@ -920,20 +966,23 @@ fn entry_row(
     cells: &serde_json::Map<String, Value>,
     facts: &Value,
     cites: &[Cite],
-    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, String>,
+    entry: &mut dyn FnMut(u64) -> Result<Rc<CitedEntry>, CitedEntryError>,
     own: &str,
 ) -> Result<(), RowError> {
     if *facts != json!({}) {
-        return Err(format!("an entry row has the facts {facts}"));
+        return Err(unsupported(format!("an entry row has the facts {facts}")));
     }
     let [c] = cites else {
-        return Err(format!(
+        return Err(unsupported(format!(
             "an entry row cites {} entries, not one",
             cites.len()
-        ));
+        )));
     };
     if c.role != role::ENTRY {
-        return Err(format!("an entry row cites its entry as {}", c.role));
+        return Err(unsupported(format!(
+            "an entry row cites its entry as {}",
+            c.role
+        )));
     }
     let e = entry(c.seq)?;
     let seq = e.seq.to_string();
@@ -946,19 +995,19 @@ fn entry_row(
         ("hash", e.hash.as_str()),
     ] {
         if cell(key) != want {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "column {key}: the row shows {:?}, entry {} says {want:?}",
                 cell(key),
                 e.seq
-            ));
+            )));
         }
     }
     let actor = cell("actor");
     if actor != e.actor && !actor.ends_with(&format!(" ({})", e.actor)) {
-        return Err(format!(
+        return Err(unsupported(format!(
             "column actor: the row shows {actor:?}, entry {} was written by {}",
             e.seq, e.actor
-        ));
+        )));
     }
     // What the entry says of itself comes first; what follows names other
     // entries (a hand-over's outcome, parents, corrections, signatures).
@@ -974,10 +1023,10 @@ fn entry_row(
             .strip_prefix(said.as_str())
             .is_some_and(|rest| rest.starts_with('\n')))
     {
-        return Err(format!(
+        return Err(unsupported(format!(
             "column {own}: the row shows {shown:?}, entry {} begins {said:?}",
             e.seq
-        ));
+        )));
     }
     Ok(())
 }

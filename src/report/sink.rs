@@ -373,9 +373,7 @@ impl PdfSink {
             },
         )?;
         lap("PDF finished (fonts, bundle copied in)");
-        let sha256 = pdf::sign_file(path, placeholders, |digest| {
-            signer.sign_digest(digest).map_err(|e| e.to_string())
-        })?;
+        let sha256 = pdf::sign_file(path, placeholders, |digest| signer.sign_digest(digest))?;
         Ok(Written {
             sha256,
             bytes: std::fs::metadata(path)?.len(),

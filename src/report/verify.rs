@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::BUNDLE_FORMAT;
-use super::proof::{CitedEntry, RowChecker};
+use super::proof::{CitedEntry, CitedEntryError, RowChecker};
 use super::sign::{CmsCheck, verify_cms};
 use crate::ledger::entry::{ParsedEntry, is_canonical};
 use crate::ledger::merkle::{self, NodeId, ProofPlan};
@@ -669,15 +669,15 @@ fn check_rows(
         header["generated_at"].as_str().unwrap_or_default(),
     );
     let mut cache: HashMap<u64, Rc<CitedEntry>> = HashMap::new();
-    let mut entry = |seq: u64| -> Result<Rc<CitedEntry>, String> {
+    let mut entry = |seq: u64| -> Result<Rc<CitedEntry>, CitedEntryError> {
         if let Some(e) = cache.get(&seq) {
             return Ok(Rc::clone(e));
         }
         let at = entry_lines
             .get(&seq)
-            .ok_or_else(|| format!("entry {seq} is not in the bundle"))?;
+            .ok_or(CitedEntryError::NotInBundle(seq))?;
         let line: BundleLine<'_> = serde_json::from_slice(line_at(bundle, *at))
-            .map_err(|e| format!("entry {seq}: {e}"))?;
+            .map_err(|problem| CitedEntryError::Malformed { seq, problem })?;
         let text = line.entry.as_deref().unwrap_or_default();
         let hash = line.hash.as_deref().unwrap_or_default().to_owned();
         let e = Rc::new(CitedEntry::parse(seq, hash, text.as_bytes())?);
@@ -694,7 +694,7 @@ fn check_rows(
             .row(&v, &mut entry)
             .map_err(|e| fail(6, format!("row {}: {e}", i + 1)))?;
     }
-    checker.finish().map_err(|e| fail(6, e))
+    checker.finish().map_err(|e| fail(6, e.to_string()))
 }
 
 /// Reads a whole file for checking.

@@ -191,16 +191,15 @@ impl Store {
 
     /// Runs one statement as written, around the application: the OQ's
     /// tamper steps do what a database administrator could. Returns the
-    /// rows affected, or the database's refusal as text.
+    /// rows affected, or the database's refusal.
     ///
     /// # Errors
-    /// The database's error message.
-    pub async fn execute_raw(&self, sql: &str) -> Result<u64, String> {
+    /// The database's error, as the database gave it.
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64, sqlx::Error> {
         let sql = sql.to_owned();
         on_pool!(self, pool => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(pool)
             .await
-            .map(|r| r.rows_affected())
-            .map_err(|e| e.to_string()))
+            .map(|r| r.rows_affected()))
     }
 }

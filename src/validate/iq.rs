@@ -712,7 +712,7 @@ fn validation_set() -> Observation {
                 ok,
             )
         }
-        Err(e) => (e.clone(), false),
+        Err(e) => (e.to_string(), false),
     };
     Observation {
         expected: "the embedded set parses, covers every requirement, and equals the source tree's copies when present".into(),

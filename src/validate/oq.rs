@@ -798,7 +798,7 @@ impl<'a> Runner<'a> {
                 let outcome = self.instance.store.writer().execute_raw(&sql).await;
                 let refused = outcome.is_err();
                 evidence.sql = Some(json!({"statement": sql, "refused": refused,
-                    "database_said": match &outcome { Ok(n) => format!("{n} rows affected"), Err(e) => e.clone() }}));
+                    "database_said": match &outcome { Ok(n) => format!("{n} rows affected"), Err(e) => e.to_string() }}));
                 if Some(refused) != step.refused {
                     failures.push(if refused {
                         "the database refused the statement; it was expected to accept it".into()
@@ -808,7 +808,7 @@ impl<'a> Runner<'a> {
                 }
                 match outcome {
                     Ok(n) => format!("accepted: {n} rows affected"),
-                    Err(e) => format!("refused: {}", truncate(&e, 300)),
+                    Err(e) => format!("refused: {}", truncate(&e.to_string(), 300)),
                 }
             }
             Action::Edit => {

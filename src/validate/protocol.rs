@@ -302,12 +302,89 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Why the requirements or protocols cannot be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationSetError {
+    /// A file is not the TOML its schema expects.
+    #[error("{file}: {problem}")]
+    Toml {
+        /// The file.
+        file: String,
+        /// What the TOML reader found.
+        problem: toml::de::Error,
+    },
+    /// The requirements file has a version other than 1.
+    #[error("{file}: version {version} is not supported (1 is)")]
+    Version {
+        /// The file.
+        file: String,
+        /// Its version.
+        version: u32,
+    },
+    /// A requirement ID appears twice.
+    #[error("{file}: requirement {id} twice")]
+    DuplicateRequirement {
+        /// The file.
+        file: String,
+        /// The ID.
+        id: String,
+    },
+    /// A risk other than high, medium or low.
+    #[error("{file}: {id} has risk `{risk}`; use high, medium or low")]
+    Risk {
+        /// The file.
+        file: String,
+        /// The requirement.
+        id: String,
+        /// The risk given.
+        risk: String,
+    },
+    /// A test case ID appears twice.
+    #[error("{file}: test case {id} twice")]
+    DuplicateCase {
+        /// The file.
+        file: String,
+        /// The ID.
+        id: String,
+    },
+    /// A test case without steps.
+    #[error("{file}: {case} has no steps")]
+    NoSteps {
+        /// The file.
+        file: String,
+        /// The case.
+        case: String,
+    },
+    /// A case covers something that is not a requirement.
+    #[error("{file}: {case} covers {requirement}, which is not a requirement")]
+    UnknownRequirement {
+        /// The file.
+        file: String,
+        /// The case.
+        case: String,
+        /// What it names.
+        requirement: String,
+    },
+    /// A step lacks what its action needs.
+    #[error("{file}: {case} step {step}: {problem}")]
+    Step {
+        /// The file.
+        file: String,
+        /// The case.
+        case: String,
+        /// The step, counted from 1.
+        step: usize,
+        /// What it lacks.
+        problem: StepError,
+    },
+}
+
 impl ValidationSet {
     /// The set compiled into this binary.
     ///
     /// # Errors
     /// If a file does not parse (a release would not pass its own tests).
-    pub fn embedded() -> Result<ValidationSet, String> {
+    pub fn embedded() -> Result<ValidationSet, ValidationSetError> {
         ValidationSet::parse(REQUIREMENTS, PROTOCOLS)
     }
 
@@ -319,51 +396,73 @@ impl ValidationSet {
     pub fn parse(
         requirements: (&str, &str),
         protocols: &[(&str, &str)],
-    ) -> Result<ValidationSet, String> {
-        let file: RequirementsFile =
-            toml::from_str(requirements.1).map_err(|e| format!("{}: {e}", requirements.0))?;
+    ) -> Result<ValidationSet, ValidationSetError> {
+        use ValidationSetError as E;
+        let file: RequirementsFile = toml::from_str(requirements.1).map_err(|problem| E::Toml {
+            file: requirements.0.to_owned(),
+            problem,
+        })?;
         if file.version != 1 {
-            return Err(format!(
-                "{}: version {} is not supported (1 is)",
-                requirements.0, file.version
-            ));
+            return Err(E::Version {
+                file: requirements.0.to_owned(),
+                version: file.version,
+            });
         }
         let mut ids = BTreeSet::new();
         for r in &file.requirement {
             if !ids.insert(r.id.clone()) {
-                return Err(format!("{}: requirement {} twice", requirements.0, r.id));
+                return Err(E::DuplicateRequirement {
+                    file: requirements.0.to_owned(),
+                    id: r.id.clone(),
+                });
             }
             if !["high", "medium", "low"].contains(&r.risk.as_str()) {
-                return Err(format!(
-                    "{}: {} has risk `{}`; use high, medium or low",
-                    requirements.0, r.id, r.risk
-                ));
+                return Err(E::Risk {
+                    file: requirements.0.to_owned(),
+                    id: r.id.clone(),
+                    risk: r.risk.clone(),
+                });
             }
         }
         let mut parsed = Vec::new();
         let mut case_ids = BTreeSet::new();
         for (name, text) in protocols {
-            let mut p: Protocol = toml::from_str(text).map_err(|e| format!("{name}: {e}"))?;
-            p.file = (*name).to_owned();
+            let named = || (*name).to_owned();
+            let mut p: Protocol = toml::from_str(text).map_err(|problem| E::Toml {
+                file: named(),
+                problem,
+            })?;
+            p.file = named();
             p.sha256 = sha256_hex(text.as_bytes());
             for case in &p.cases {
                 if !case_ids.insert(case.id.clone()) {
-                    return Err(format!("{name}: test case {} twice", case.id));
+                    return Err(E::DuplicateCase {
+                        file: named(),
+                        id: case.id.clone(),
+                    });
                 }
                 if case.steps.is_empty() {
-                    return Err(format!("{name}: {} has no steps", case.id));
+                    return Err(E::NoSteps {
+                        file: named(),
+                        case: case.id.clone(),
+                    });
                 }
                 for r in &case.covers {
                     if !ids.contains(r) {
-                        return Err(format!(
-                            "{name}: {} covers {r}, which is not a requirement",
-                            case.id
-                        ));
+                        return Err(E::UnknownRequirement {
+                            file: named(),
+                            case: case.id.clone(),
+                            requirement: r.clone(),
+                        });
                     }
                 }
                 for (i, step) in case.steps.iter().enumerate() {
-                    check_step(step)
-                        .map_err(|e| format!("{name}: {} step {}: {e}", case.id, i + 1))?;
+                    check_step(step).map_err(|problem| E::Step {
+                        file: named(),
+                        case: case.id.clone(),
+                        step: i + 1,
+                        problem,
+                    })?;
                 }
             }
             parsed.push(p);
@@ -409,16 +508,35 @@ impl ValidationSet {
     }
 }
 
-fn check_step(step: &Step) -> Result<(), String> {
-    let need = |ok: bool, what: &str| {
+/// What a step lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// No expected result.
+    #[error("every step needs `expect`, the expected result in words")]
+    NoExpect,
+    /// A member its action needs is absent.
+    #[error("action `{action}` needs {what}")]
+    Needs {
+        /// The action.
+        action: &'static str,
+        /// What it needs, as the protocol writes it.
+        what: &'static str,
+    },
+}
+
+fn check_step(step: &Step) -> Result<(), StepError> {
+    let need = |ok: bool, what: &'static str| {
         if ok {
             Ok(())
         } else {
-            Err(format!("action `{}` needs {what}", step.action.as_str()))
+            Err(StepError::Needs {
+                action: step.action.as_str(),
+                what,
+            })
         }
     };
     if step.expect.trim().is_empty() {
-        return Err("every step needs `expect`, the expected result in words".into());
+        return Err(StepError::NoExpect);
     }
     match step.action {
         Action::Http | Action::Wait => need(
@@ -493,14 +611,22 @@ mod tests {
         assert!(
             ValidationSet::parse(("r", reqs), &[("p", &unknown)])
                 .unwrap_err()
+                .to_string()
                 .contains("URS-009")
         );
         let no_expect = case.replace("expect = \"idle\"", "expect = \"\"");
-        assert!(ValidationSet::parse(("r", reqs), &[("p", &no_expect)]).is_err());
+        assert!(matches!(
+            ValidationSet::parse(("r", reqs), &[("p", &no_expect)]),
+            Err(ValidationSetError::Step {
+                problem: StepError::NoExpect,
+                ..
+            })
+        ));
         let http = case.replace("action = \"settle\"", "action = \"http\"");
         assert!(
             ValidationSet::parse(("r", reqs), &[("p", &http)])
                 .unwrap_err()
+                .to_string()
                 .contains("request")
         );
         let risk = reqs.replace("\"low\"", "\"none\"");

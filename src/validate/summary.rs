@@ -470,8 +470,6 @@ fn finish_and_sign(
             size: raw.len() as u64,
         },
     )?;
-    pdf::sign_file(path, placeholders, |digest| {
-        signer.sign_digest(digest).map_err(|e| e.to_string())
-    })?;
+    pdf::sign_file(path, placeholders, |digest| signer.sign_digest(digest))?;
     Ok(())
 }

@@ -88,6 +88,17 @@ fn invalid(text: impl Into<String>) -> IdentityError {
 /// The wording of every failed login: it never says which part was wrong.
 const LOGIN_REFUSED: &str = "the user ID or password is wrong";
 
+/// Why the identity settings cannot start the service.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityConfigError {
+    /// `identity.display_utc_offset` is malformed.
+    #[error("{0}")]
+    Offset(signature::OffsetError),
+    /// `identity.argon2_*` is out of Argon2's range.
+    #[error("identity.argon2_* parameters: {0}")]
+    Argon2(argon2::Error),
+}
+
 /// The identity service.
 #[derive(Clone)]
 pub struct Identity {
@@ -185,7 +196,7 @@ impl Identity {
     /// The service over `store`, appending through `sequencer`.
     ///
     /// # Errors
-    /// If the configured display offset is malformed.
+    /// If the configured display offset or Argon2 cost is malformed.
     pub fn new(
         store: Store,
         sequencer: SequencerHandle,
@@ -193,15 +204,16 @@ impl Identity {
         metrics: Metrics,
         ca: Option<Ca>,
         clock: Clock,
-    ) -> std::result::Result<Identity, String> {
-        let offset = signature::parse_offset(&config.display_utc_offset)?;
+    ) -> std::result::Result<Identity, IdentityConfigError> {
+        let offset = signature::parse_offset(&config.display_utc_offset)
+            .map_err(IdentityConfigError::Offset)?;
         argon2::Params::new(
             config.argon2_memory_kib,
             config.argon2_iterations,
             1,
             Some(32),
         )
-        .map_err(|e| format!("identity.argon2_* parameters: {e}"))?;
+        .map_err(IdentityConfigError::Argon2)?;
         Ok(Identity {
             cost: Cost {
                 memory_kib: config.argon2_memory_kib,

@@ -52,7 +52,7 @@ impl Identity {
             password::check_policy(&pw, &id, min, &recent).map(|()| password::hash(&pw, cost))
         })
         .await
-        .map_err(IdentityError::Invalid)?;
+        .map_err(|e| invalid(e.to_string()))?;
         let _guard = self.changes.lock().await;
         let mut effects = vec![StateWrite::SetPassword {
             user_id: user_id.to_owned(),
@@ -169,7 +169,7 @@ impl Identity {
             self.cost,
         );
         let wrapped_old = user.wrapped_key.clone();
-        let (hash, seed, fresh) = Self::blocking(move || -> std::result::Result<_, String> {
+        let (hash, seed, fresh) = Self::blocking(move || {
             password::check_policy(&pw, &id, min, &recent)?;
             let (seed, fresh) = match wrapped_old
                 .as_deref()
@@ -178,10 +178,10 @@ impl Identity {
                 Some(seed) => (seed, false),
                 None => (password::new_seed(), true),
             };
-            Ok((password::hash(&pw, cost), seed, fresh))
+            Ok::<_, password::PasswordRejected>((password::hash(&pw, cost), seed, fresh))
         })
         .await
-        .map_err(IdentityError::Invalid)?;
+        .map_err(|e| invalid(e.to_string()))?;
         let (pw, id) = (new_password.to_owned(), user.user_id.clone());
         let wrapped = Self::blocking(move || password::wrap(&seed, &pw, &id, cost)).await;
         Ok(PasswordKey {

@@ -70,7 +70,7 @@ impl Identity {
         reason: &str,
     ) -> Result<Receipt> {
         check_reason(reason)?;
-        policy.check().map_err(IdentityError::Invalid)?;
+        policy.check().map_err(|e| invalid(e.to_string()))?;
         let _guard = self.changes.lock().await;
         let old = self.store.signing_policy().await?;
         let old_value: Value = match &old {
@@ -104,7 +104,7 @@ impl Identity {
         let started = std::time::Instant::now();
         let user_id = caller.user.user_id.clone();
         let authentication = authentication_of(caller, &request)?;
-        let meaning = Meaning::parse(&request.meaning).map_err(IdentityError::Invalid)?;
+        let meaning = Meaning::parse(&request.meaning).map_err(|e| invalid(e.to_string()))?;
         let target = Hash::parse_hex(&request.target).map_err(|e| {
             invalid(format!(
                 "target: {e}; send the entry's hash as 64 lowercase hex digits"
@@ -337,7 +337,7 @@ impl Identity {
         let me = caller.user.user_id.clone();
         reauth_components(caller, user_id, purpose)?;
         let meaning = match purpose {
-            Reauth::Sign(m) => Some(Meaning::parse(m).map_err(IdentityError::Invalid)?),
+            Reauth::Sign(m) => Some(Meaning::parse(m).map_err(|e| invalid(e.to_string()))?),
             Reauth::Act(_) => None,
         };
         let user = self.existing(&me).await?;

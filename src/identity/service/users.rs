@@ -112,7 +112,7 @@ impl Identity {
             self.config.password_min_chars,
             &[],
         )
-        .map_err(IdentityError::Invalid)?;
+        .map_err(|e| invalid(e.to_string()))?;
         let cost = self.cost;
         let initial = new.initial_password.clone();
         let hash = Self::blocking(move || password::hash(&initial, cost)).await;
