@@ -831,6 +831,7 @@ async fn user_command(opened: &Instance, command: UserCommand) -> anyhow::Result
             }
         }
         UserCommand::Certificate { id, cert, reason } => {
+            let id = crate::ledger::UserId::parse(&id)?;
             let pem = std::fs::read_to_string(&cert)
                 .with_context(|| format!("reading {}", cert.display()))?;
             let sha = opened
@@ -907,7 +908,7 @@ async fn report(g: &Global, args: ReportArgs) -> Result<(), Exit> {
             Some(id) => {
                 let user = opened
                     .store
-                    .user(id)
+                    .user(&crate::ledger::UserId::parse(id)?)
                     .await?
                     .with_context(|| format!("there is no user `{id}`"))?;
                 Requester {

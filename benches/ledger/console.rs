@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Map, Value, json};
 use sqlx::Connection as _;
 use trailmark::instance::Instance;
-use trailmark::ledger::{Actor, Seq};
+use trailmark::ledger::{Actor, Seq, UserId};
 use trailmark::sequencer::{AppendRequest, record_request};
 use trailmark::store::{EntryFilter, Store};
 
@@ -554,7 +554,7 @@ impl Expected {
 /// The reader, a qa_reviewer, created (before the server starts) unless an
 /// earlier run did; whether it is new.
 async fn add_reader(opened: &Instance) -> anyhow::Result<bool> {
-    let exists = opened.store.user(READER).await?.is_some();
+    let exists = opened.store.user(&UserId::parse(READER)?).await?.is_some();
     if !exists {
         create_people(opened, &[(READER, "Quinn Auditor", "qa_reviewer")]).await?;
     }

@@ -11,7 +11,7 @@ use trailmark::identity::password;
 use trailmark::identity::roles::{Meaning, SigningPolicy};
 use trailmark::identity::signature::{self, Manifestation, SignatureChecker};
 use trailmark::instance::Instance;
-use trailmark::ledger::{Actor, Hash, Subject, Timestamp, kind};
+use trailmark::ledger::{Actor, Hash, Subject, Timestamp, UserId, kind};
 use trailmark::sequencer::{AppendRequest, SequencerHandle, record_request};
 
 use crate::common::{
@@ -212,7 +212,7 @@ pub async fn sign(args: &SignArgs) -> anyhow::Result<()> {
 async fn argon2_baseline(opened: &Instance, pw: &str) -> anyhow::Result<Vec<Duration>> {
     let hash = opened
         .store
-        .user("reviewer")
+        .user(&UserId::parse("reviewer")?)
         .await?
         .context("the reviewer exists")?
         .password_hash;
@@ -500,17 +500,18 @@ async fn signed_ledger(tmp: &tempfile::TempDir, count: u64) -> anyhow::Result<Si
 async fn reviewer_key(signed: &Instance, pw: &str) -> anyhow::Result<([u8; 32], Manifestation)> {
     let user = signed
         .store
-        .user("reviewer")
+        .user(&UserId::parse("reviewer")?)
         .await?
         .context("the reviewer exists")?;
     let wrapped = user.wrapped_key.clone().context("the reviewer has a key")?;
     let pw = pw.to_owned();
-    let seed = tokio::task::spawn_blocking(move || password::unwrap(&wrapped, &pw, "reviewer"))
+    let id = user.user_id.clone();
+    let seed = tokio::task::spawn_blocking(move || password::unwrap(&wrapped, &pw, &id))
         .await?
         .context("the password unwraps the reviewer's key")?;
     let meaning = Meaning::parse("reviewed").map_err(anyhow::Error::msg)?;
     let template = Manifestation {
-        user_id: user.user_id.clone(),
+        user_id: user.user_id.to_string(),
         printed_name: user.printed_name.clone(),
         meaning: meaning.as_str().to_owned(),
         meaning_text: SigningPolicy::default().text(meaning),

@@ -331,8 +331,7 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, Problem
         .trim();
     if credential.starts_with("tms_") {
         let session = state.identity.authenticate_session(credential).await?;
-        let actor =
-            identity::user_actor(&session.user.user_id).map_err(|e| Problem::internal(&e))?;
+        let actor = session.user.user_id.actor();
         return Ok(Caller {
             actor,
             principal: Principal::User(Box::new(session)),

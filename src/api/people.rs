@@ -16,6 +16,12 @@ use super::{AppState, Caller, Problem, ROUTES};
 use crate::identity::roles::{MATRIX, SigningPolicy};
 use crate::identity::service::{NewUser, SignRequest, TokenScopes, UserChange, UserView};
 use crate::identity::signature::SignatureView;
+use crate::ledger::UserId;
+
+/// A user ID from a path: text that is not a user ID names no user.
+fn path_user(id: &str) -> Result<UserId, Problem> {
+    UserId::parse(id).map_err(|_| Problem::not_found(format!("no user `{id}`")))
+}
 
 /// Parses a JSON body; the error names the path but never echoes a value
 /// (bodies here carry passwords).
@@ -208,6 +214,7 @@ pub async fn get_user(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<UserView>, Problem> {
+    let id = path_user(&id)?;
     Ok(Json(state.identity.user_view(&id).await?))
 }
 
@@ -241,6 +248,7 @@ pub async fn change_user(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<UserView>, Problem> {
+    let id = path_user(&id)?;
     let b: ChangeUserBody = parse(&body, "ChangeUserBody")?;
     let change = UserChange {
         printed_name: b.printed_name,
@@ -275,6 +283,7 @@ pub async fn reset_password(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<UserView>, Problem> {
+    let id = path_user(&id)?;
     let b: ResetBody = parse(&body, "ResetBody")?;
     Ok(Json(
         state
@@ -304,6 +313,7 @@ pub async fn import_certificate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
+    let id = path_user(&id)?;
     let b: CertificateBody = parse(&body, "CertificateBody")?;
     let sha = match &b.certificate_pem {
         Some(pem) => {

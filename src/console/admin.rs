@@ -249,6 +249,8 @@ pub(super) async fn change_user(
     };
     let user_id = field(&form, "user_id").to_owned();
     let result = async {
+        let user_id = crate::ledger::UserId::parse(&user_id)
+            .map_err(|e| IdentityError::Invalid(e.to_string()))?;
         let current = state.identity.user_view(&user_id).await?;
         let roles = roles_of(&form);
         let status = field(&form, "status").to_owned();

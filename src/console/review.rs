@@ -729,7 +729,7 @@ pub(super) async fn sign(
             &v.caller,
             user_id,
             password,
-            crate::identity::service::Reauth::Sign("reviewed"),
+            crate::identity::service::Reauth::Sign(crate::identity::roles::Meaning::REVIEWED),
         )
         .await
     {
@@ -795,7 +795,7 @@ async fn record_and_sign(
             &v.caller,
             SignRequest {
                 target: receipt.hash.to_hex(),
-                meaning: "reviewed".into(),
+                meaning: crate::identity::roles::Meaning::REVIEWED.as_str().into(),
                 user_id: user_id.map(str::to_owned),
                 password: password.to_owned(),
             },

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use crate::ledger::UserId;
 use chrono::{DateTime, Utc};
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa};
 use rcgen::{Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_ED25519, PublicKeyData};
@@ -227,7 +228,7 @@ impl Ca {
     /// [`CaError::Generate`] if a name is empty, `not_after <= not_before`, or signing fails.
     pub fn issue_user_certificate(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         printed_name: &str,
         public_key: &[u8; 32],
         not_before: DateTime<Utc>,
@@ -236,7 +237,7 @@ impl Ca {
         if not_after <= not_before {
             return Err(gen_err("not_after must lie after not_before"));
         }
-        let mut params = user_params(self.organisation.as_deref(), user_id, printed_name)?;
+        let mut params = user_params(self.organisation.as_deref(), user_id.as_str(), printed_name)?;
         params.not_before = to_time(not_before)?;
         params.not_after = to_time(not_after)?;
         self.sign(params, public_key)
@@ -275,7 +276,7 @@ impl PublicKeyData for RawEd25519<'_> {
 /// # Errors
 /// [`CaError::Generate`] if a name is empty or rcgen fails.
 pub fn user_csr_pem(
-    user_id: &str,
+    user_id: &UserId,
     printed_name: &str,
     secret_seed: &[u8; 32],
 ) -> Result<String, CaError> {
@@ -284,7 +285,7 @@ pub fn user_csr_pem(
     pkcs8.extend_from_slice(secret_seed);
     let key = KeyPair::try_from(pkcs8.as_slice()).map_err(|_| gen_err("unusable Ed25519 seed"));
     pkcs8.fill(0);
-    let params = user_params(None, user_id, printed_name)?;
+    let params = user_params(None, user_id.as_str(), printed_name)?;
     let csr = params.serialize_request(&key?).map_err(gen_err)?;
     csr.pem().map_err(gen_err)
 }
@@ -592,6 +593,10 @@ fn parse_err(e: impl fmt::Display) -> CaError {
 
 #[cfg(test)]
 mod tests {
+    fn uid(id: &str) -> crate::ledger::UserId {
+        crate::ledger::UserId::parse(id).unwrap()
+    }
+
     use super::*;
     use chrono::Duration;
     use ring::signature::{Ed25519KeyPair, KeyPair as _};
@@ -613,7 +618,7 @@ mod tests {
             Utc::now() + Duration::days(from_days),
             Utc::now() + Duration::days(to_days),
         );
-        ca.issue_user_certificate("u-42", "Ada Lovelace", &user_key(7), nb, na)
+        ca.issue_user_certificate(&uid("u-42"), "Ada Lovelace", &user_key(7), nb, na)
             .unwrap()
     }
 
@@ -715,7 +720,7 @@ mod tests {
 
     #[test]
     fn csr_signed_by_enterprise_p256_ca() {
-        let pem = user_csr_pem("u-42", "Ada Lovelace", &[7; 32]).unwrap();
+        let pem = user_csr_pem(&uid("u-42"), "Ada Lovelace", &[7; 32]).unwrap();
         let block = Pem::iter_from_buffer(pem.as_bytes())
             .next()
             .unwrap()
@@ -747,7 +752,13 @@ mod tests {
         let now = Utc::now();
         let (nb, na) = (now - Duration::hours(1), now + Duration::days(1));
         let der = enterprise
-            .issue_user_certificate(&uid, cn, key, nb, na)
+            .issue_user_certificate(
+                &crate::ledger::UserId::parse(&uid).unwrap(),
+                cn,
+                key,
+                nb,
+                na,
+            )
             .unwrap();
         assert_eq!(
             parse(&der)

@@ -105,14 +105,6 @@ pub fn principal_actor(principal: &str) -> Result<Actor, crate::ledger::EntryErr
     }
 }
 
-/// A user's actor, `user:<id>`.
-///
-/// # Errors
-/// If the user ID cannot form an actor (stored IDs always can).
-pub fn user_actor(user_id: &str) -> Result<Actor, crate::ledger::EntryError> {
-    Actor::parse(&format!("user:{user_id}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! These functions are CPU-bound (tens of milliseconds by design); async
 //! callers run them on the blocking pool.
 
+use crate::ledger::UserId;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
@@ -100,7 +101,7 @@ pub enum PasswordRejected {
 /// What the password lacks, in words a user can act on.
 pub fn check_policy(
     password: &str,
-    user_id: &str,
+    user_id: &UserId,
     min_chars: usize,
     recent_hashes: &[String],
 ) -> Result<(), PasswordRejected> {
@@ -111,7 +112,10 @@ pub fn check_policy(
     if password.len() > PASSWORD_MAX_BYTES {
         return Err(PasswordRejected::TooLong);
     }
-    if password.to_lowercase().contains(&user_id.to_lowercase()) {
+    if password
+        .to_lowercase()
+        .contains(&user_id.as_str().to_lowercase())
+    {
         return Err(PasswordRejected::ContainsUserId);
     }
     if recent_hashes.iter().any(|h| matches(password, h)) {
@@ -147,15 +151,15 @@ fn kek(password: &str, salt: &[u8], cost: Cost) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).expect("32-byte key"))
 }
 
-fn aad(user_id: &str) -> Vec<u8> {
+fn aad(user_id: &UserId) -> Vec<u8> {
     let mut aad = WRAP_CONTEXT.to_vec();
     aad.push(0);
-    aad.extend_from_slice(user_id.as_bytes());
+    aad.extend_from_slice(user_id.as_str().as_bytes());
     aad
 }
 
 /// Seals `seed` under `password` for `user_id`; returns the stored JSON.
-pub fn wrap(seed: &[u8; 32], password: &str, user_id: &str, cost: Cost) -> String {
+pub fn wrap(seed: &[u8; 32], password: &str, user_id: &UserId, cost: Cost) -> String {
     let salt = random::<16>();
     let nonce = random::<12>();
     let mut buffer = seed.to_vec();
@@ -179,7 +183,7 @@ pub fn wrap(seed: &[u8; 32], password: &str, user_id: &str, cost: Cost) -> Strin
 
 /// Opens a wrapped seed with `password`; `None` if the password is wrong or
 /// the stored value is damaged (the two are indistinguishable by design).
-pub fn unwrap(stored: &str, password: &str, user_id: &str) -> Option<[u8; 32]> {
+pub fn unwrap(stored: &str, password: &str, user_id: &UserId) -> Option<[u8; 32]> {
     let w: WrappedKey = serde_json::from_str(stored).ok()?;
     if w.v != 1 {
         return None;
@@ -227,6 +231,9 @@ pub fn one_time_password(user_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    fn uid(id: &str) -> crate::ledger::UserId {
+        crate::ledger::UserId::parse(id).unwrap()
+    }
 
     #[test]
     fn generated_passwords_never_contain_the_user_id_so_the_policy_accepts_them() {
@@ -236,7 +243,7 @@ mod tests {
             for _ in 0..500 {
                 let p = super::one_time_password(id);
                 assert_eq!(p.len(), 24);
-                super::check_policy(&p, &id.to_lowercase(), 12, &[]).unwrap();
+                super::check_policy(&p, &uid(&id.to_lowercase()), 12, &[]).unwrap();
             }
         }
     }
@@ -259,7 +266,7 @@ mod tests {
     #[test]
     fn policy_refuses_short_reused_and_user_id_passwords() {
         let old = hash("an old passphrase", CHEAP);
-        let short = check_policy("short", "ana", 12, &[]).unwrap_err();
+        let short = check_policy("short", &uid("ana"), 12, &[]).unwrap_err();
         assert!(short.to_string().contains("at least 12"));
         assert_eq!(
             short,
@@ -269,24 +276,29 @@ mod tests {
             }
         );
         assert_eq!(
-            check_policy("an old passphrase", "ana", 12, std::slice::from_ref(&old)),
+            check_policy(
+                "an old passphrase",
+                &uid("ana"),
+                12,
+                std::slice::from_ref(&old)
+            ),
             Err(PasswordRejected::Reused { recent: 1 })
         );
         assert_eq!(
-            check_policy("my name is ANA ok", "ana", 12, &[]),
+            check_policy("my name is ANA ok", &uid("ana"), 12, &[]),
             Err(PasswordRejected::ContainsUserId)
         );
-        check_policy("a new passphrase", "ana", 12, &[old]).unwrap();
+        check_policy("a new passphrase", &uid("ana"), 12, &[old]).unwrap();
     }
 
     #[test]
     fn a_wrapped_seed_opens_only_with_its_password_and_user() {
         let seed = new_seed();
-        let stored = wrap(&seed, "pass phrase one", "ana", CHEAP);
-        assert_eq!(unwrap(&stored, "pass phrase one", "ana"), Some(seed));
-        assert_eq!(unwrap(&stored, "pass phrase two", "ana"), None);
+        let stored = wrap(&seed, "pass phrase one", &uid("ana"), CHEAP);
+        assert_eq!(unwrap(&stored, "pass phrase one", &uid("ana")), Some(seed));
+        assert_eq!(unwrap(&stored, "pass phrase two", &uid("ana")), None);
         assert_eq!(
-            unwrap(&stored, "pass phrase one", "bob"),
+            unwrap(&stored, "pass phrase one", &uid("bob")),
             None,
             "bound to the user ID"
         );

@@ -291,6 +291,13 @@ pub struct UnknownMeaning {
 }
 
 impl Meaning {
+    /// `authored`.
+    pub const AUTHORED: Meaning = Meaning("authored");
+    /// `reviewed`.
+    pub const REVIEWED: Meaning = Meaning("reviewed");
+    /// `approved`.
+    pub const APPROVED: Meaning = Meaning("approved");
+
     /// Parses a meaning of the controlled vocabulary.
     ///
     /// # Errors

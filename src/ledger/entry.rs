@@ -98,6 +98,14 @@ impl Actor {
         Ok(())
     }
 
+    /// The actor `user:<id>` of a user ID that `identity::UserId` has
+    /// checked: its rules are narrower than an actor name's, so the
+    /// result is always a valid actor.
+    pub(crate) fn of_user_id(id: &str) -> Actor {
+        debug_assert!(Actor::check(&format!("user:{id}")).is_ok());
+        Actor(format!("user:{id}"))
+    }
+
     /// The actor as written in entries.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -21,6 +21,7 @@ pub mod kind;
 pub mod merkle;
 pub mod note;
 pub mod seq;
+pub mod user_id;
 pub mod verify;
 
 pub use entry::{Actor, Entry, EntryError, Subject, Timestamp};
@@ -28,3 +29,4 @@ pub use hash::Hash;
 pub use kind::{Class, KindDef};
 pub use note::{Checkpoint, LedgerKey, NoteError, VerifierKey};
 pub use seq::{Seq, SeqOutOfRange};
+pub use user_id::{InvalidUserId, UserId};

@@ -1077,7 +1077,11 @@ impl Names {
         if let Some(n) = self.users.get(id) {
             return Ok(n.clone());
         }
-        let name = match self.store.user(id).await? {
+        let stored = match crate::ledger::UserId::parse(id) {
+            Ok(id) => self.store.user(&id).await?,
+            Err(_) => None,
+        };
+        let name = match stored {
             Some(u) => format!("{} ({actor})", u.printed_name),
             None => actor.to_owned(),
         };

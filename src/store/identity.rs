@@ -11,7 +11,7 @@
 use sqlx::QueryBuilder;
 
 use super::{Backend, Store, StoreError, StoredEntry, entry_from_row_at, seq_of, u64_of};
-use crate::ledger::{Hash, Seq};
+use crate::ledger::{Hash, Seq, UserId};
 
 /// A change to the identity tables, written in the same transaction as the
 /// entry that records it.
@@ -42,7 +42,7 @@ pub enum StateWrite {
     /// A new user (`admin.user.created`).
     CreateUser {
         /// User ID.
-        user_id: String,
+        user_id: UserId,
         /// Legal printed name.
         printed_name: String,
         /// Email.
@@ -57,7 +57,7 @@ pub enum StateWrite {
     /// Profile, roles or status changed (`admin.user.changed`).
     UpdateUser {
         /// User ID.
-        user_id: String,
+        user_id: UserId,
         /// Legal printed name.
         printed_name: String,
         /// Email.
@@ -71,7 +71,7 @@ pub enum StateWrite {
     /// wrapped under it (or none after an administrator reset).
     SetPassword {
         /// User ID.
-        user_id: String,
+        user_id: UserId,
         /// Argon2id PHC string.
         password_hash: String,
         /// RFC 3339 UTC.
@@ -89,7 +89,7 @@ pub enum StateWrite {
         /// Lowercase hex SHA-256 of the DER.
         sha256: String,
         /// User ID.
-        user_id: String,
+        user_id: UserId,
         /// The certificate.
         der: Vec<u8>,
         /// RFC 3339.
@@ -155,15 +155,15 @@ impl std::fmt::Debug for StateWrite {
     /// Names the change and its subject only: never a hash of a secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (what, who) = match self {
-            StateWrite::CreateToken { id, .. } => ("CreateToken", id),
-            StateWrite::RevokeToken { id, .. } => ("RevokeToken", id),
-            StateWrite::CreateUser { user_id, .. } => ("CreateUser", user_id),
-            StateWrite::UpdateUser { user_id, .. } => ("UpdateUser", user_id),
-            StateWrite::SetPassword { user_id, .. } => ("SetPassword", user_id),
-            StateWrite::AddCertificate { sha256, .. } => ("AddCertificate", sha256),
-            StateWrite::RevokeCertificate { sha256, .. } => ("RevokeCertificate", sha256),
-            StateWrite::TrustCa { sha256, .. } => ("TrustCa", sha256),
-            StateWrite::SetPolicy { .. } => ("SetPolicy", &String::new()),
+            StateWrite::CreateToken { id, .. } => ("CreateToken", id.as_str()),
+            StateWrite::RevokeToken { id, .. } => ("RevokeToken", id.as_str()),
+            StateWrite::CreateUser { user_id, .. } => ("CreateUser", user_id.as_str()),
+            StateWrite::UpdateUser { user_id, .. } => ("UpdateUser", user_id.as_str()),
+            StateWrite::SetPassword { user_id, .. } => ("SetPassword", user_id.as_str()),
+            StateWrite::AddCertificate { sha256, .. } => ("AddCertificate", sha256.as_str()),
+            StateWrite::RevokeCertificate { sha256, .. } => ("RevokeCertificate", sha256.as_str()),
+            StateWrite::TrustCa { sha256, .. } => ("TrustCa", sha256.as_str()),
+            StateWrite::SetPolicy { .. } => ("SetPolicy", ""),
             StateWrite::Sql { sql, .. } => {
                 return write!(
                     f,
@@ -273,7 +273,7 @@ pub(crate) use write_state_body;
 #[derive(Clone)]
 pub struct UserRow {
     /// User ID.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Legal printed name.
     pub printed_name: String,
     /// Email.
@@ -341,7 +341,7 @@ pub struct SessionRow {
     /// SHA-256 of the secret.
     pub secret_hash: Vec<u8>,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// RFC 3339 UTC.
     pub opened_at: String,
     /// RFC 3339 UTC of the last request.
@@ -358,7 +358,7 @@ pub struct CertificateRow {
     /// Lowercase hex SHA-256 of the DER.
     pub sha256: String,
     /// Owner.
-    pub user_id: String,
+    pub user_id: UserId,
     /// DER.
     pub der: Vec<u8>,
     /// Revocation cause, if revoked.
@@ -390,7 +390,7 @@ fn user_from(t: UserTuple) -> Result<UserRow, StoreError> {
     Ok(UserRow {
         created_seq: u64_of(t.5, "created_seq")?,
         failed_logins: u64_of(t.10, "failed_logins")?,
-        user_id: t.0,
+        user_id: UserId::parse(&t.0).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         printed_name: t.1,
         email: t.2,
         roles,
@@ -432,17 +432,17 @@ fn token_from(t: TokenTuple) -> TokenRow {
     }
 }
 
-type SessionTuple = (String, Vec<u8>, String, String, String, Option<String>, i64);
+type SessionTuple = (String, Vec<u8>, UserId, String, String, Option<String>, i64);
 
 impl Store {
     /// A user by ID.
     ///
     /// # Errors
     /// A database error or a corrupt row.
-    pub async fn user(&self, user_id: &str) -> Result<Option<UserRow>, StoreError> {
+    pub async fn user(&self, user_id: &UserId) -> Result<Option<UserRow>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
         let row: Option<UserTuple> = on_pool!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id.to_owned()).fetch_optional(pool).await?
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id.clone()).fetch_optional(pool).await?
         });
         row.map(user_from).transpose()
     }
@@ -465,12 +465,12 @@ impl Store {
     /// A database error.
     pub async fn password_history(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         count: u32,
     ) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(String,)> = on_pool!(self, pool => {
             sqlx::query_as("SELECT password_hash FROM password_history WHERE user_id = $1 ORDER BY set_seq DESC LIMIT $2")
-                .bind(user_id.to_owned()).bind(i64::from(count)).fetch_all(pool).await?
+                .bind(user_id.clone()).bind(i64::from(count)).fetch_all(pool).await?
         });
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
@@ -479,10 +479,10 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn login_failed(&self, user_id: &str) -> Result<u64, StoreError> {
+    pub async fn login_failed(&self, user_id: &UserId) -> Result<u64, StoreError> {
         let (count,): (i64,) = on_pool!(self, pool => {
             sqlx::query_as("UPDATE users SET failed_logins = failed_logins + 1 WHERE user_id = $1 RETURNING failed_logins")
-                .bind(user_id.to_owned()).fetch_one(pool).await?
+                .bind(user_id.clone()).fetch_one(pool).await?
         });
         u64_of(count, "failed_logins")
     }
@@ -491,10 +491,10 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn login_succeeded(&self, user_id: &str) -> Result<(), StoreError> {
+    pub async fn login_succeeded(&self, user_id: &UserId) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             sqlx::query("UPDATE users SET failed_logins = 0 WHERE user_id = $1")
-                .bind(user_id.to_owned()).execute(pool).await?;
+                .bind(user_id.clone()).execute(pool).await?;
         });
         Ok(())
     }
@@ -531,12 +531,12 @@ impl Store {
         &self,
         id: &str,
         secret_hash: &Hash,
-        user_id: &str,
+        user_id: &UserId,
         at: &str,
     ) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             sqlx::query("INSERT INTO sessions (id, secret_hash, user_id, opened_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)")
-                .bind(id.to_owned()).bind(secret_hash.to_vec()).bind(user_id.to_owned()).bind(at.to_owned())
+                .bind(id.to_owned()).bind(secret_hash.to_vec()).bind(user_id.clone()).bind(at.to_owned())
                 .execute(pool).await?;
         });
         Ok(())
@@ -602,10 +602,10 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn close_sessions_of(&self, user_id: &str, at: &str) -> Result<(), StoreError> {
+    pub async fn close_sessions_of(&self, user_id: &UserId, at: &str) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             sqlx::query("UPDATE sessions SET closed_at = $1 WHERE user_id = $2 AND closed_at IS NULL")
-                .bind(at.to_owned()).bind(user_id.to_owned()).execute(pool).await?;
+                .bind(at.to_owned()).bind(user_id.clone()).execute(pool).await?;
         });
         Ok(())
     }
@@ -615,7 +615,7 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn certificate(&self, sha256: &str) -> Result<Option<CertificateRow>, StoreError> {
-        let row: Option<(String, String, Vec<u8>, Option<String>)> = on_pool!(self, pool => {
+        let row: Option<(String, UserId, Vec<u8>, Option<String>)> = on_pool!(self, pool => {
             sqlx::query_as("SELECT sha256, user_id, der, revoked_cause FROM certificates WHERE sha256 = $1")
                 .bind(sha256.to_owned()).fetch_optional(pool).await?
         });

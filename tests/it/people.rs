@@ -3,7 +3,11 @@
 //! that concerns identity or signatures; each is named after its clause.
 
 use std::time::Duration;
-use trailmark::ledger::Seq;
+use trailmark::ledger::{Seq, UserId};
+
+fn uid(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -651,12 +655,18 @@ async fn part11_11_300_c_old_signatures_survive_password_change_and_deactivation
     // move the clock past its end.
     let (cert_pem, key_pem) = ledger.opened.dir.ca().unwrap().unwrap();
     let ca = trailmark::identity::ca::Ca::load(&cert_pem, &key_pem).unwrap();
-    let user = ledger.opened.store.user("rev").await.unwrap().unwrap();
+    let user = ledger
+        .opened
+        .store
+        .user(&uid("rev"))
+        .await
+        .unwrap()
+        .unwrap();
     let key: [u8; 32] = user.public_key.clone().unwrap().try_into().unwrap();
     let now = ledger.opened.clock.now();
     let der = ca
         .issue_user_certificate(
-            "rev",
+            &uid("rev"),
             "Rita Evans",
             &key,
             now - chrono::Duration::minutes(1),
@@ -1313,11 +1323,17 @@ async fn no_secret_reaches_logs_errors_the_ledger_or_exports() {
         .unwrap();
     child.wait().await.unwrap();
     // Private keys: the user's unwrapped seed and the CA key.
-    let user = ledger.opened.store.user("rev").await.unwrap().unwrap();
+    let user = ledger
+        .opened
+        .store
+        .user(&uid("rev"))
+        .await
+        .unwrap()
+        .unwrap();
     let seed = trailmark::identity::password::unwrap(
         user.wrapped_key.as_deref().unwrap(),
         &own_password("rev", 1),
-        "rev",
+        &uid("rev"),
     )
     .unwrap();
     secrets.push(hex::encode(seed));
@@ -1429,7 +1445,7 @@ async fn part11_11_300_b_c_expiry_forces_a_change_loss_reissues_the_key_and_poli
     let old_cert = ledger
         .opened
         .store
-        .user("op")
+        .user(&uid("op"))
         .await
         .unwrap()
         .unwrap()
@@ -1448,7 +1464,7 @@ async fn part11_11_300_b_c_expiry_forces_a_change_loss_reissues_the_key_and_poli
     let new_cert = ledger
         .opened
         .store
-        .user("op")
+        .user(&uid("op"))
         .await
         .unwrap()
         .unwrap()

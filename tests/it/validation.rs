@@ -235,7 +235,7 @@ async fn removed_append_only_triggers_fail_iq_and_the_tamper_case_with_deviation
     let status = ledger
         .opened
         .store
-        .user(&admin)
+        .user(&trailmark::ledger::UserId::parse(&admin).unwrap())
         .await
         .unwrap()
         .expect("the fixture's administrator exists")

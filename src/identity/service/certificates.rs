@@ -3,6 +3,7 @@
 //! the user's signing key, name and ID; a new certificate revokes the one
 //! it supersedes.
 
+use crate::ledger::UserId;
 use crate::ledger::kind;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -45,7 +46,7 @@ impl Identity {
     pub async fn issue_certificate(
         &self,
         by: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         reason: &str,
     ) -> Result<String> {
         let ca = self.ca.clone().ok_or_else(|| IdentityError::Conflict("Trailmark runs no CA here (`trailmark ca init`); import a certificate from your enterprise CA instead".into()))?;
@@ -72,7 +73,7 @@ impl Identity {
     pub async fn import_certificate(
         &self,
         by: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         pem: &str,
         reason: &str,
     ) -> Result<String> {

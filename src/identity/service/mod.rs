@@ -40,6 +40,7 @@ use super::roles::Role;
 use crate::clock::Clock;
 use crate::config::IdentityConfig;
 use crate::identity::signature;
+use crate::ledger::UserId;
 use crate::ledger::kind::KindDef;
 use crate::ledger::{Actor, Hash, Subject, Timestamp};
 use crate::sequencer::{AppendError, AppendRequest, Receipt, SequencerHandle};
@@ -120,22 +121,6 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     Timestamp::parse(text).ok().map(|t| t.datetime())
-}
-
-fn check_user_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "user_id `{id}` must be 1 to 64 of a-z 0-9 . _ - starting with a letter or digit"
-        )))
-    }
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
@@ -288,15 +273,10 @@ impl Identity {
     ///
     /// # Errors
     /// Not found, or a database error.
-    async fn existing(&self, user_id: &str) -> Result<UserRow> {
+    async fn existing(&self, user_id: &UserId) -> Result<UserRow> {
         self.store
             .user(user_id)
             .await?
             .ok_or_else(|| IdentityError::NotFound(format!("no user `{user_id}`")))
     }
-}
-
-/// The ledger actor `user:<user_id>`.
-fn user_actor(user_id: &str) -> Result<Actor> {
-    super::user_actor(user_id).map_err(|e| invalid(e.to_string()))
 }

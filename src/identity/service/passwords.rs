@@ -2,13 +2,14 @@
 //! re-wraps or makes the signing key), wrong passwords counted toward
 //! lockout, and the lock with its alert (§11.300).
 
+use crate::ledger::UserId;
 use crate::ledger::kind;
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
 use super::{
     Identity, IdentityError, Result, SessionCaller, UserView, check_reason, invalid, parse_time,
-    rfc3339, user_actor,
+    rfc3339,
 };
 use crate::identity::ca;
 use crate::identity::password;
@@ -27,7 +28,7 @@ impl Identity {
     pub async fn reset_password(
         &self,
         by: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         new_password: &str,
         reason: &str,
     ) -> Result<UserView> {
@@ -123,7 +124,7 @@ impl Identity {
             "the user changed their password"
         };
         let _guard = self.changes.lock().await;
-        let actor = user_actor(&user.user_id)?;
+        let actor = user.user_id.actor();
         self.append(
             &kind::ADMIN_USER_PASSWORD_SET,
             &actor,
@@ -261,7 +262,7 @@ impl Identity {
     /// The webhook channel of the lock alert, when one is configured: sent
     /// on its own task, so a slow receiver delays nothing; a failure is
     /// logged (the lock is in the ledger and the metric already).
-    fn send_lock_alert(&self, user_id: &str, count: u64, receipt: &Receipt) {
+    fn send_lock_alert(&self, user_id: &UserId, count: u64, receipt: &Receipt) {
         if let Some(url) = self.config.alert_webhook_url.clone() {
             let body = json!({"alert": "account-locked", "user_id": user_id, "consecutive_failures": count,
                               "seq": receipt.seq, "recorded_at": receipt.recorded_at});

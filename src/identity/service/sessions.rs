@@ -2,13 +2,14 @@
 //! every request (inactivity ends a session), and logout (§11.300,
 //! Annex 11 §12).
 
+use crate::ledger::UserId;
 use crate::ledger::kind;
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
 use super::{
     Identity, IdentityError, LOGIN_REFUSED, Result, must_change_password, parse_time, rfc3339,
-    roles_of, user_actor,
+    roles_of,
 };
 use crate::identity::password;
 use crate::identity::roles::Role;
@@ -49,7 +50,11 @@ impl Identity {
         if password_text.len() > password::PASSWORD_MAX_BYTES {
             return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into()));
         }
-        let user = self.store.user(user_id).await?;
+        // Text that is not a user ID is refused exactly as an unknown one.
+        let user = match UserId::parse(user_id) {
+            Ok(id) => self.store.user(&id).await?,
+            Err(_) => None,
+        };
         let Some(user) = user else {
             // Same work as a real check, so timing does not reveal which IDs exist.
             let (pw, cost) = (password_text.to_owned(), self.cost);
@@ -78,13 +83,14 @@ impl Identity {
             self.password_failed(&user).await?;
             return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into()));
         }
+        let user_id = &user.user_id;
         self.store.login_succeeded(user_id).await?;
         let session = issue_credential("tms");
         let at = rfc3339(self.now());
         self.store
             .open_session(&session.id, &session.secret_hash, user_id, &at)
             .await?;
-        let actor = user_actor(user_id)?;
+        let actor = user_id.actor();
         self.append(
             &kind::SECURITY_SESSION_OPENED,
             &actor,
@@ -168,7 +174,7 @@ impl Identity {
             .close_session(&caller.session.id, &rfc3339(self.now()))
             .await?
         {
-            let actor = user_actor(&caller.user.user_id)?;
+            let actor = caller.user.user_id.actor();
             self.session_closed(&actor, &caller.user.user_id, &caller.session.id, "logout")
                 .await?;
         }
@@ -179,7 +185,7 @@ impl Identity {
     async fn session_closed(
         &self,
         actor: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         session_id: &str,
         cause: &str,
     ) -> Result<()> {

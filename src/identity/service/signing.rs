@@ -4,15 +4,14 @@
 //! A refusal after the credentials were checked is itself recorded
 //! (`security.signature.refused`, `security.auth.refused`).
 
+use crate::ledger::UserId;
 use crate::ledger::kind;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{
-    Identity, IdentityError, Result, SessionCaller, check_reason, invalid, rfc3339, user_actor,
-};
+use super::{Identity, IdentityError, Result, SessionCaller, check_reason, invalid, rfc3339};
 use crate::identity::ca;
 use crate::identity::password;
 use crate::identity::roles::{Meaning, SigningPolicy};
@@ -25,7 +24,7 @@ use crate::store::{StateWrite, StoreError, StoredEntry, UserRow};
 #[derive(Debug, Clone, Copy)]
 pub enum Reauth<'a> {
     /// A signing with this meaning follows.
-    Sign(&'a str),
+    Sign(Meaning),
     /// An action that is not a signing (e.g. a dead-letter replay), named
     /// in the refusal entry if the password is wrong.
     Act(&'a str),
@@ -133,7 +132,7 @@ impl Identity {
             return Err(refusal.error);
         }
         let manifestation = Manifestation {
-            user_id: user_id.clone(),
+            user_id: user_id.to_string(),
             printed_name: user.printed_name.clone(),
             meaning: meaning.as_str().to_owned(),
             meaning_text: policy.text(meaning),
@@ -143,7 +142,7 @@ impl Identity {
             authentication: authentication.to_owned(),
         };
         let payload = signature::sign(&seed, &target, manifestation);
-        let actor = user_actor(&user_id)?;
+        let actor = user_id.actor();
         let receipt = self
             .append(
                 &kind::SIGNATURE_APPLIED,
@@ -337,7 +336,7 @@ impl Identity {
         let me = caller.user.user_id.clone();
         reauth_components(caller, user_id, purpose)?;
         let meaning = match purpose {
-            Reauth::Sign(m) => Some(Meaning::parse(m).map_err(|e| invalid(e.to_string()))?),
+            Reauth::Sign(m) => Some(m),
             Reauth::Act(_) => None,
         };
         let user = self.existing(&me).await?;
@@ -377,7 +376,7 @@ impl Identity {
     /// for [`Reauth::Sign`], a refused action for [`Reauth::Act`].
     async fn record_failed_reauth(
         &self,
-        me: &str,
+        me: &UserId,
         purpose: Reauth<'_>,
         meaning: Option<Meaning>,
     ) -> Result<()> {
@@ -410,7 +409,13 @@ impl Identity {
 
     /// Records a refused signing of `target` (as sent, at most 64
     /// characters) with `meaning` (at most 32) and why.
-    async fn refuse(&self, user_id: &str, target: &str, meaning: &str, cause: &str) -> Result<()> {
+    async fn refuse(
+        &self,
+        user_id: &UserId,
+        target: &str,
+        meaning: &str,
+        cause: &str,
+    ) -> Result<()> {
         let actor = Actor::system();
         self.append(
             &kind::SECURITY_SIGNATURE_REFUSED,
@@ -482,7 +487,7 @@ struct SequenceRefusal {
 fn sequence_rules(
     policy: &SigningPolicy,
     meaning: Meaning,
-    user_id: &str,
+    user_id: &UserId,
     target: &StoredEntry,
     existing: &[Manifestation],
 ) -> std::result::Result<(), SequenceRefusal> {
@@ -499,11 +504,13 @@ fn sequence_rules(
             )),
         });
     }
-    if matches!(meaning.as_str(), "reviewed" | "approved") && policy.rules.no_self_approval {
+    if (meaning == Meaning::REVIEWED || meaning == Meaning::APPROVED)
+        && policy.rules.no_self_approval
+    {
         let own = target.actor == format!("user:{user_id}")
             || existing
                 .iter()
-                .any(|m| m.user_id == user_id && m.meaning == "authored");
+                .any(|m| m.user_id == user_id && m.meaning == Meaning::AUTHORED.as_str());
         if own {
             return Err(SequenceRefusal {
                 recorded_as: Some("separation of duties"),
@@ -514,11 +521,11 @@ fn sequence_rules(
             });
         }
     }
-    if meaning.as_str() == "approved"
+    if meaning == Meaning::APPROVED
         && policy.rules.approval_requires_review
         && !existing
             .iter()
-            .any(|m| m.meaning == "reviewed" && m.user_id != user_id)
+            .any(|m| m.meaning == Meaning::REVIEWED.as_str() && m.user_id != user_id)
     {
         return Err(SequenceRefusal {
             recorded_as: Some("approval before review"),

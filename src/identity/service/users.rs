@@ -1,14 +1,15 @@
 //! Users: creation with an administrator-set password, the list, and
 //! changes to name, email, roles and status (docs/SIGNATURES.md §3).
 
+use crate::ledger::UserId;
 use crate::ledger::kind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::{
-    Identity, IdentityError, Result, check_email, check_reason, check_roles, check_text,
-    check_user_id, invalid, rfc3339,
+    Identity, IdentityError, Result, check_email, check_reason, check_roles, check_text, invalid,
+    rfc3339,
 };
 use crate::identity::password;
 use crate::identity::roles::SigningPolicy;
@@ -53,7 +54,7 @@ pub struct UserChange {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserView {
     /// User ID.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Printed name.
     pub printed_name: String,
     /// Email.
@@ -92,7 +93,7 @@ impl Identity {
     /// Invalid fields, a taken user ID (never reused), or a ledger error.
     pub async fn create_user(&self, by: &Actor, new: NewUser, reason: &str) -> Result<UserView> {
         check_reason(reason)?;
-        check_user_id(&new.user_id)?;
+        let user_id = UserId::parse(&new.user_id).map_err(|e| invalid(e.to_string()))?;
         check_text("printed_name", &new.printed_name, 128)?;
         check_email(&new.email)?;
         check_roles(&new.roles)?;
@@ -108,7 +109,7 @@ impl Identity {
         check_text("identity_verified_by", &verified_by, 128)?;
         password::check_policy(
             &new.initial_password,
-            &new.user_id,
+            &user_id,
             self.config.password_min_chars,
             &[],
         )
@@ -117,7 +118,7 @@ impl Identity {
         let initial = new.initial_password.clone();
         let hash = Self::blocking(move || password::hash(&initial, cost)).await;
         let _guard = self.changes.lock().await;
-        if self.store.user(&new.user_id).await?.is_some() {
+        if self.store.user(&user_id).await?.is_some() {
             return Err(IdentityError::Conflict(format!(
                 "user ID `{}` is taken (user IDs are never reused or reassigned, even after deactivation); choose another",
                 new.user_id
@@ -138,7 +139,7 @@ impl Identity {
                    "roles": roles, "identity_verified_by": verified_by,
                    "identity_verification_method": new.identity_verification_method}),
             vec![StateWrite::CreateUser {
-                user_id: new.user_id.clone(),
+                user_id: user_id.clone(),
                 printed_name: new.printed_name.clone(),
                 email: new.email.clone(),
                 roles: serde_json::to_string(&roles).expect("serialisable"),
@@ -147,14 +148,14 @@ impl Identity {
             }],
         )
         .await?;
-        self.user_view(&new.user_id).await
+        self.user_view(&user_id).await
     }
 
     /// One user.
     ///
     /// # Errors
     /// Not found, or a database error.
-    pub async fn user_view(&self, user_id: &str) -> Result<UserView> {
+    pub async fn user_view(&self, user_id: &UserId) -> Result<UserView> {
         self.existing(user_id).await.map(|u| UserView::from(&u))
     }
 
@@ -179,7 +180,7 @@ impl Identity {
     pub async fn change_user(
         &self,
         by: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         change: UserChange,
         reason: &str,
     ) -> Result<UserView> {
@@ -276,7 +277,7 @@ impl<'a> UserDiff<'a> {
         &mut self,
         mut r: Vec<String>,
         by: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         policy: &SigningPolicy,
     ) -> Result<()> {
         let user = self.old;
@@ -342,7 +343,7 @@ impl<'a> UserDiff<'a> {
     ///
     /// # Errors
     /// Nothing changes.
-    fn into_entry(self, user_id: &str) -> Result<(Value, Vec<StateWrite>)> {
+    fn into_entry(self, user_id: &UserId) -> Result<(Value, Vec<StateWrite>)> {
         if self.changes.is_empty() {
             return Err(invalid(
                 "nothing to change: every given value equals the current one",
