@@ -1187,6 +1187,28 @@ async fn source_system_signatures_survive_the_hand_over_labelled_and_verified() 
     ledger.finish().await;
 }
 
+/// The base URL a `trailmark serve` writing its output to `log` prints once
+/// it listens (within 30 s).
+async fn serving_url_in(log: &std::path::Path) -> String {
+    for _ in 0..1500 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("trailmark serving "))
+        {
+            let url = line.split(" on ").nth(1).unwrap_or_default();
+            return url
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server did not print where it listens within 30 s: {log:?}");
+}
+
 /// No password, token, session secret or private key appears in the
 /// server's logs (at debug level), its error bodies, the ledger or an export.
 #[tokio::test]
@@ -1196,17 +1218,14 @@ async fn no_secret_reaches_logs_errors_the_ledger_or_exports() {
     let ledger = TestLedger::new().await;
     create_user(&ledger, "root", "Ada Admin", &["administrator"]).await;
     create_user(&ledger, "rev", "Rita Evans", &["qa_reviewer"]).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let log_path = ledger.dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).unwrap();
+    // Port 0: the server binds a port the system chooses and prints it, so
+    // no other process can take it between choosing and binding.
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_trailmark"))
         .args(["serve", "--data"])
         .arg(ledger.data_dir())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .env_remove("DATABASE_URL")
         .env_remove("TRAILMARK_DATA")
         .env("RUST_LOG", "debug")
@@ -1217,7 +1236,7 @@ async fn no_secret_reaches_logs_errors_the_ledger_or_exports() {
         .unwrap();
     let http = Http {
         http: reqwest::Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
+        base: serving_url_in(&log_path).await,
     };
     for _ in 0..200 {
         let ready = http.http.get(format!("{}/readyz", http.base)).send().await;
