@@ -313,7 +313,7 @@ impl std::fmt::Debug for UserRow {
 }
 
 /// An API token as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
     /// Public token ID.
     pub id: String,
@@ -365,74 +365,62 @@ pub struct CertificateRow {
     pub revoked_cause: Option<String>,
 }
 
-type UserTuple = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    Option<String>,
-    Option<Vec<u8>>,
-    Option<String>,
-);
+/// A `users` row as the database holds it.
+#[derive(sqlx::FromRow)]
+struct UserRecord {
+    user_id: UserId,
+    printed_name: String,
+    email: String,
+    roles: String,
+    status: String,
+    created_seq: i64,
+    password_hash: String,
+    password_set_at: String,
+    password_expires_at: String,
+    must_change_password: i64,
+    failed_logins: i64,
+    wrapped_key: Option<String>,
+    public_key: Option<Vec<u8>>,
+    certificate_sha256: Option<String>,
+}
 
 const USER_COLUMNS: &str = "user_id, printed_name, email, roles, status, created_seq, password_hash, password_set_at, password_expires_at, must_change_password, failed_logins, wrapped_key, public_key, certificate_sha256";
 
-fn user_from(t: UserTuple) -> Result<UserRow, StoreError> {
-    let roles = serde_json::from_str(&t.3)
-        .map_err(|e| StoreError::Corrupt(format!("roles of user {}: {e}", t.0)))?;
+fn user_from(r: UserRecord) -> Result<UserRow, StoreError> {
+    let roles = serde_json::from_str(&r.roles)
+        .map_err(|e| StoreError::Corrupt(format!("roles of user {}: {e}", r.user_id)))?;
     Ok(UserRow {
-        created_seq: u64_of(t.5, "created_seq")?,
-        failed_logins: u64_of(t.10, "failed_logins")?,
-        user_id: UserId::parse(&t.0).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        printed_name: t.1,
-        email: t.2,
+        created_seq: u64_of(r.created_seq, "created_seq")?,
+        failed_logins: u64_of(r.failed_logins, "failed_logins")?,
+        user_id: r.user_id,
+        printed_name: r.printed_name,
+        email: r.email,
         roles,
-        status: t.4,
-        password_hash: t.6,
-        password_set_at: t.7,
-        password_expires_at: t.8,
-        must_change_password: t.9 != 0,
-        wrapped_key: t.11,
-        public_key: t.12,
-        certificate_sha256: t.13,
+        status: r.status,
+        password_hash: r.password_hash,
+        password_set_at: r.password_set_at,
+        password_expires_at: r.password_expires_at,
+        must_change_password: r.must_change_password != 0,
+        wrapped_key: r.wrapped_key,
+        public_key: r.public_key,
+        certificate_sha256: r.certificate_sha256,
     })
 }
-
-type TokenTuple = (
-    String,
-    String,
-    Vec<u8>,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-);
 
 const TOKEN_COLUMNS: &str =
     "id, principal, secret_hash, created_at, revoked_at, scopes, expires_at, client_cert_sha256";
 
-fn token_from(t: TokenTuple) -> TokenRow {
-    TokenRow {
-        id: t.0,
-        principal: t.1,
-        secret_hash: t.2,
-        created_at: t.3,
-        revoked_at: t.4,
-        scopes: t.5,
-        expires_at: t.6,
-        client_cert_sha256: t.7,
-    }
+/// A `sessions` row as the database holds it.
+#[derive(sqlx::FromRow)]
+struct SessionRecord {
+    id: String,
+    secret_hash: Vec<u8>,
+    user_id: UserId,
+    opened_at: String,
+    last_seen_at: String,
+    closed_at: Option<String>,
+    signed_once: i64,
 }
-
-type SessionTuple = (String, Vec<u8>, UserId, String, String, Option<String>, i64);
 
 impl Store {
     /// A user by ID.
@@ -441,7 +429,7 @@ impl Store {
     /// A database error or a corrupt row.
     pub async fn user(&self, user_id: &UserId) -> Result<Option<UserRow>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
-        let row: Option<UserTuple> = on_pool!(self, pool => {
+        let row: Option<UserRecord> = on_pool!(self, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id.clone()).fetch_optional(pool).await?
         });
         row.map(user_from).transpose()
@@ -453,7 +441,7 @@ impl Store {
     /// A database error or a corrupt row.
     pub async fn users(&self) -> Result<Vec<UserRow>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY user_id");
-        let rows: Vec<UserTuple> = on_pool!(self, pool => {
+        let rows: Vec<UserRecord> = on_pool!(self, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?
         });
         rows.into_iter().map(user_from).collect()
@@ -505,10 +493,10 @@ impl Store {
     /// A database error.
     pub async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1");
-        let row: Option<TokenTuple> = on_pool!(self, pool => {
+        let row: Option<TokenRow> = on_pool!(self, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id.to_owned()).fetch_optional(pool).await?
         });
-        Ok(row.map(token_from))
+        Ok(row)
     }
 
     /// Every API token, oldest first.
@@ -517,10 +505,10 @@ impl Store {
     /// A database error.
     pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_seq");
-        let rows: Vec<TokenTuple> = on_pool!(self, pool => {
+        let rows: Vec<TokenRow> = on_pool!(self, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?
         });
-        Ok(rows.into_iter().map(token_from).collect())
+        Ok(rows)
     }
 
     /// Opens a session.
@@ -547,18 +535,18 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        let row: Option<SessionTuple> = on_pool!(self, pool => {
+        let row: Option<SessionRecord> = on_pool!(self, pool => {
             sqlx::query_as("SELECT id, secret_hash, user_id, opened_at, last_seen_at, closed_at, signed_once FROM sessions WHERE id = $1")
                 .bind(id.to_owned()).fetch_optional(pool).await?
         });
-        Ok(row.map(|t| SessionRow {
-            id: t.0,
-            secret_hash: t.1,
-            user_id: t.2,
-            opened_at: t.3,
-            last_seen_at: t.4,
-            closed_at: t.5,
-            signed_once: t.6 != 0,
+        Ok(row.map(|r| SessionRow {
+            id: r.id,
+            secret_hash: r.secret_hash,
+            user_id: r.user_id,
+            opened_at: r.opened_at,
+            last_seen_at: r.last_seen_at,
+            closed_at: r.closed_at,
+            signed_once: r.signed_once != 0,
         }))
     }
 

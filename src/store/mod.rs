@@ -353,20 +353,32 @@ fn hash_of(bytes: &[u8], what: &str) -> Result<Hash, StoreError> {
     Hash::from_slice(bytes).map_err(|m| StoreError::Corrupt(format!("{what}: {m}")))
 }
 
-/// (idempotency_key, actor, seq, hash, recorded_at, request_digest).
-type IdempotencyRow = (String, String, i64, Vec<u8>, String, Vec<u8>);
+/// An entry's idempotency columns.
+#[derive(sqlx::FromRow)]
+struct IdempotencyRow {
+    idempotency_key: String,
+    actor: String,
+    seq: i64,
+    hash: Vec<u8>,
+    recorded_at: String,
+    request_digest: Vec<u8>,
+}
 
-/// (size, root, note, signed_at) as selected from `checkpoints`.
-type CheckpointRow = (i64, Vec<u8>, String, String);
+/// A `checkpoints` row as the database holds it.
+#[derive(sqlx::FromRow)]
+struct CheckpointRow {
+    size: i64,
+    root: Vec<u8>,
+    note: String,
+    signed_at: String,
+}
 
-fn checkpoint_from_row(
-    (size, root, note, signed_at): CheckpointRow,
-) -> Result<StoredCheckpoint, StoreError> {
+fn checkpoint_from_row(row: CheckpointRow) -> Result<StoredCheckpoint, StoreError> {
     Ok(StoredCheckpoint {
-        size: u64_of(size, "size")?,
-        root,
-        note,
-        signed_at,
+        size: u64_of(row.size, "size")?,
+        root: row.root,
+        note: row.note,
+        signed_at: row.signed_at,
     })
 }
 
@@ -1173,14 +1185,14 @@ impl Store {
                 qb.push(")");
                 qb.build_query_as().fetch_all(pool).await?
             });
-            for (key, actor, seq, hash, recorded_at, digest) in rows {
+            for r in rows {
                 out.insert(
-                    (key, actor),
+                    (r.idempotency_key, r.actor),
                     IdempotentHit {
-                        seq: seq_of(seq)?,
-                        hash: hash_of(&hash, "entry hash")?,
-                        recorded_at,
-                        request_digest: hash_of(&digest, "request digest")?,
+                        seq: seq_of(r.seq)?,
+                        hash: hash_of(&r.hash, "entry hash")?,
+                        recorded_at: r.recorded_at,
+                        request_digest: hash_of(&r.request_digest, "request digest")?,
                     },
                 );
             }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Backend, Store, StoreError};
 
 /// One full verification of the stored ledger.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct VerifyRun {
     /// UTC, RFC 3339.
     pub started_at: String,
@@ -25,8 +25,6 @@ pub struct VerifyRun {
     /// The root when intact, else what failed.
     pub detail: String,
 }
-
-type VerifyRunRow = (String, String, String, String, i64, i64, i64, String);
 
 impl Store {
     /// Records a finished verification.
@@ -49,32 +47,10 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn last_verify_run(&self) -> Result<Option<VerifyRun>, StoreError> {
-        let row: Option<VerifyRunRow> = on_pool!(self, pool => {
+        let row: Option<VerifyRun> = on_pool!(self, pool => {
             sqlx::query_as("SELECT started_at, finished_at, by_whom, result, entries, checkpoints, signatures, detail FROM verify_runs ORDER BY id DESC LIMIT 1")
                 .fetch_optional(pool).await?
         });
-        Ok(row.map(
-            |(
-                started_at,
-                finished_at,
-                by_whom,
-                result,
-                entries,
-                checkpoints,
-                signatures,
-                detail,
-            )| {
-                VerifyRun {
-                    started_at,
-                    finished_at,
-                    by_whom,
-                    result,
-                    entries,
-                    checkpoints,
-                    signatures,
-                    detail,
-                }
-            },
-        ))
+        Ok(row)
     }
 }
