@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{AppState, Caller, Principal, Problem};
+use crate::identity::service::Reauth;
 use crate::integration::events::{self, Envelope, EventError};
 use crate::integration::queries::{self, ComplianceRow, DeadLetter, Lineage, Readiness};
 use crate::integration::{Ack, IntegrationError, reconcile};
@@ -549,6 +550,12 @@ pub async fn dead_letters(State(state): State<AppState>) -> Result<Json<Vec<Dead
 pub struct ReplayBody {
     /// Why it is sent again (recorded).
     pub reason: String,
+    /// Your user ID: a replay re-authenticates with both components
+    /// (§11.200(a)(1)), as the console does.
+    pub user_id: Option<String>,
+    /// Your password.
+    #[serde(default)]
+    pub password: String,
 }
 
 /// Queues a dead letter again, recorded as `integration.handover.replayed`.
@@ -561,13 +568,28 @@ pub async fn replay(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let body: ReplayBody = serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_json(format!("the body must be {{\"reason\": \"...\"}}: {e}")))?;
+    // A replay is a person's decision, re-authenticated like every other
+    // action the console asks the password for: an API token cannot.
+    let session = caller.session()?;
+    let body: ReplayBody = serde_json::from_slice(&body).map_err(|_| {
+        Problem::bad_json(
+            "the body must be {\"reason\": \"...\", \"user_id\": \"...\", \"password\": \"...\"}",
+        )
+    })?;
     if body.reason.trim().is_empty() {
         return Err(Problem::bad_json(
             "`reason` must say why the message is sent again",
         ));
     }
+    state
+        .identity
+        .reauthenticate(
+            session,
+            body.user_id.as_deref(),
+            &body.password,
+            Reauth::Act(&format!("replay dead letter {id}")),
+        )
+        .await?;
     let receipt = state
         .integration
         .replay(&caller.actor, &id, &body.reason)

@@ -217,12 +217,12 @@ macro_rules! write_state_body {
                         .execute(&mut *$tx).await?;
                 }
                 StateWrite::UpdateUser { user_id, printed_name, email, roles, status } => {
-                    sqlx::query("UPDATE users SET printed_name = $1, email = $2, roles = $3, status = $4, failed_logins = CASE WHEN $4 = 'active' THEN 0 ELSE failed_logins END WHERE user_id = $5")
+                    sqlx::query("UPDATE users SET printed_name = $1, email = $2, roles = $3, status = $4, failed_logins = CASE WHEN $4 = 'active' THEN 0 ELSE failed_logins END, credential_epoch = credential_epoch + CASE WHEN roles <> $3 OR status <> $4 THEN 1 ELSE 0 END WHERE user_id = $5")
                         .bind(printed_name.clone()).bind(email.clone()).bind(roles.clone()).bind(status.clone()).bind(user_id.clone())
                         .execute(&mut *$tx).await?;
                 }
                 StateWrite::SetPassword { user_id, password_hash, expires_at, must_change, wrapped_key, public_key } => {
-                    sqlx::query("UPDATE users SET password_hash = $1, password_set_at = $2, password_expires_at = $3, must_change_password = $4, failed_logins = 0, wrapped_key = $5, public_key = $6 WHERE user_id = $7")
+                    sqlx::query("UPDATE users SET password_hash = $1, password_set_at = $2, password_expires_at = $3, must_change_password = $4, failed_logins = 0, wrapped_key = $5, public_key = $6, credential_epoch = credential_epoch + 1 WHERE user_id = $7")
                         .bind(password_hash.clone()).bind(at).bind(expires_at.clone()).bind(i64::from(*must_change))
                         .bind(wrapped_key.clone()).bind(public_key.clone()).bind(user_id.clone())
                         .execute(&mut *$tx).await?;
@@ -300,6 +300,8 @@ pub struct UserRow {
     pub public_key: Option<Vec<u8>>,
     /// Current certificate.
     pub certificate_sha256: Option<String>,
+    /// Raised by every credential change; sessions of older epochs are void.
+    pub credential_epoch: i64,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -350,6 +352,8 @@ pub struct SessionRow {
     pub closed_at: Option<String>,
     /// Whether this session has signed with both components (§11.200(a)(1)).
     pub signed_once: bool,
+    /// The user's credential epoch the session is valid under.
+    pub epoch: i64,
 }
 
 /// A certificate as stored.
@@ -382,9 +386,10 @@ struct UserRecord {
     wrapped_key: Option<String>,
     public_key: Option<Vec<u8>>,
     certificate_sha256: Option<String>,
+    credential_epoch: i64,
 }
 
-const USER_COLUMNS: &str = "user_id, printed_name, email, roles, status, created_seq, password_hash, password_set_at, password_expires_at, must_change_password, failed_logins, wrapped_key, public_key, certificate_sha256";
+const USER_COLUMNS: &str = "user_id, printed_name, email, roles, status, created_seq, password_hash, password_set_at, password_expires_at, must_change_password, failed_logins, wrapped_key, public_key, certificate_sha256, credential_epoch";
 
 fn user_from(r: UserRecord) -> Result<UserRow, StoreError> {
     let roles = serde_json::from_str(&r.roles)
@@ -404,6 +409,7 @@ fn user_from(r: UserRecord) -> Result<UserRow, StoreError> {
         wrapped_key: r.wrapped_key,
         public_key: r.public_key,
         certificate_sha256: r.certificate_sha256,
+        credential_epoch: r.credential_epoch,
     })
 }
 
@@ -420,6 +426,7 @@ struct SessionRecord {
     last_seen_at: String,
     closed_at: Option<String>,
     signed_once: i64,
+    epoch: i64,
 }
 
 impl Store {
@@ -463,28 +470,44 @@ impl Store {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
-    /// Counts a failed password check; returns the consecutive count.
+    /// Claims one password attempt for an active user before the password
+    /// is checked: raises the consecutive-failure count unless it has
+    /// reached `limit`. Returns the count with this attempt, or `None` when
+    /// the user is not active or has no attempt left. One atomic statement,
+    /// so concurrent attempts cannot all pass the check (SIGNATURES.md §4).
     ///
     /// # Errors
     /// A database error.
-    pub async fn login_failed(&self, user_id: &UserId) -> Result<u64, StoreError> {
-        let (count,): (i64,) = on_pool!(self, pool => {
-            sqlx::query_as("UPDATE users SET failed_logins = failed_logins + 1 WHERE user_id = $1 RETURNING failed_logins")
-                .bind(user_id.clone()).fetch_one(pool).await?
+    pub async fn claim_password_attempt(
+        &self,
+        user_id: &UserId,
+        limit: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("UPDATE users SET failed_logins = failed_logins + 1 WHERE user_id = $1 AND status = 'active' AND failed_logins < $2 RETURNING failed_logins")
+                .bind(user_id.clone()).bind(limit).fetch_optional(pool).await?
         });
-        u64_of(count, "failed_logins")
+        row.map(|(count,)| u64_of(count, "failed_logins"))
+            .transpose()
     }
 
-    /// Resets the consecutive failure count after a correct password.
+    /// Clears the failure count after a correct password, if the user is
+    /// still active; returns the credential epoch a session opened now is
+    /// valid under, or `None` when the account was locked or changed
+    /// meanwhile.
     ///
     /// # Errors
     /// A database error.
-    pub async fn login_succeeded(&self, user_id: &UserId) -> Result<(), StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query("UPDATE users SET failed_logins = 0 WHERE user_id = $1")
-                .bind(user_id.clone()).execute(pool).await?;
+    pub async fn password_attempt_succeeded(
+        &self,
+        user_id: &UserId,
+    ) -> Result<Option<i64>, StoreError> {
+        let row: Option<(i64,)> = on_pool!(self, pool => {
+            sqlx::query_as("UPDATE users SET failed_logins = 0 WHERE user_id = $1 AND status = 'active' RETURNING credential_epoch")
+                .bind(user_id.clone()).fetch_optional(pool).await?
         });
-        Ok(())
+        Ok(row.map(|(epoch,)| epoch))
     }
 
     /// An API token by its public ID.
@@ -521,10 +544,11 @@ impl Store {
         secret_hash: &Hash,
         user_id: &UserId,
         at: &str,
+        epoch: i64,
     ) -> Result<(), StoreError> {
         on_pool!(self, pool => {
-            sqlx::query("INSERT INTO sessions (id, secret_hash, user_id, opened_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)")
-                .bind(id.to_owned()).bind(secret_hash.to_vec()).bind(user_id.clone()).bind(at.to_owned())
+            sqlx::query("INSERT INTO sessions (id, secret_hash, user_id, opened_at, last_seen_at, epoch) VALUES ($1, $2, $3, $4, $4, $5)")
+                .bind(id.to_owned()).bind(secret_hash.to_vec()).bind(user_id.clone()).bind(at.to_owned()).bind(epoch)
                 .execute(pool).await?;
         });
         Ok(())
@@ -536,7 +560,7 @@ impl Store {
     /// A database error.
     pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
         let row: Option<SessionRecord> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT id, secret_hash, user_id, opened_at, last_seen_at, closed_at, signed_once FROM sessions WHERE id = $1")
+            sqlx::query_as("SELECT id, secret_hash, user_id, opened_at, last_seen_at, closed_at, signed_once, epoch FROM sessions WHERE id = $1")
                 .bind(id.to_owned()).fetch_optional(pool).await?
         });
         Ok(row.map(|r| SessionRow {
@@ -547,6 +571,7 @@ impl Store {
             last_seen_at: r.last_seen_at,
             closed_at: r.closed_at,
             signed_once: r.signed_once != 0,
+            epoch: r.epoch,
         }))
     }
 
@@ -586,14 +611,35 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Ends every open session of a user (deactivation, lock, password reset).
+    /// Ends every open session of a user but `keep` (a credential change:
+    /// password, reset, roles, lock, deactivation); returns the IDs ended,
+    /// so each can be recorded.
     ///
     /// # Errors
     /// A database error.
-    pub async fn close_sessions_of(&self, user_id: &UserId, at: &str) -> Result<(), StoreError> {
+    pub async fn close_sessions_of(
+        &self,
+        user_id: &UserId,
+        keep: Option<&str>,
+        at: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = on_pool!(self, pool => {
+            sqlx::query_as("UPDATE sessions SET closed_at = $1 WHERE user_id = $2 AND closed_at IS NULL AND id <> $3 RETURNING id")
+                .bind(at.to_owned()).bind(user_id.clone()).bind(keep.unwrap_or("").to_owned())
+                .fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Moves session `id` to its user's current credential epoch: the
+    /// session that changed the password itself stays valid.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn move_session_to_current_epoch(&self, id: &str) -> Result<(), StoreError> {
         on_pool!(self, pool => {
-            sqlx::query("UPDATE sessions SET closed_at = $1 WHERE user_id = $2 AND closed_at IS NULL")
-                .bind(at.to_owned()).bind(user_id.clone()).execute(pool).await?;
+            sqlx::query("UPDATE sessions SET epoch = (SELECT u.credential_epoch FROM users u WHERE u.user_id = sessions.user_id) WHERE id = $1")
+                .bind(id.to_owned()).execute(pool).await?;
         });
         Ok(())
     }

@@ -189,6 +189,8 @@ impl UnderTest {
         let http = reqwest::Client::new();
         let (session, password) = first_sign_in(&http, &self.base, id, initial).await?;
         self.fixture.insert("admin".into(), session);
+        self.fixture
+            .insert("admin_password".into(), password.clone());
         self.fixture.insert(format!("password:{id}"), password);
         Ok(())
     }

@@ -13,7 +13,7 @@ use trailmark::sim::{Fault, Receiver};
 use trailmark::store::Bind;
 
 use crate::harness::TestLedger;
-use crate::people::{Http, person};
+use crate::people::{Http, kinds_of, person};
 
 pub(crate) fn event(ty: &str, id: &str, time: &str, data: Value) -> Value {
     json!({"specversion": "1.0", "id": id, "source": "test://qms", "type": ty, "time": time, "data": data})
@@ -804,6 +804,37 @@ async fn delivery_faults_retry_break_dead_letter_and_replay_without_loss_or_doub
         )
         .await;
     assert_eq!(s, 400, "a replay needs a reason: {r}");
+    // A replay is a person's decision, re-authenticated with both
+    // components: not without them, not with a wrong password, and not by
+    // an API token. None of these replays anything.
+    for (bearer, body, status) in [
+        (admin.session.as_str(), json!({"reason": "r"}), 422),
+        (
+            admin.session.as_str(),
+            json!({"reason": "r", "user_id": "it1", "password": "wrong-Qz-1"}),
+            401,
+        ),
+        (
+            ledger.admin_token.as_str(),
+            json!({"reason": "r", "user_id": "it1", "password": admin.password}),
+            403,
+        ),
+    ] {
+        let (s, r) = http
+            .call(
+                "POST",
+                &format!("/v1/deadletters/{id}/replay"),
+                Some(bearer),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, status, "{r}");
+    }
+    assert!(
+        kinds_of(&ledger, "integration.handover.replayed")
+            .await
+            .is_empty()
+    );
     // Replay every dead letter (the outage may have exhausted others too).
     for m in dead.as_array().unwrap() {
         let id = m["id"].as_str().unwrap();
@@ -812,7 +843,7 @@ async fn delivery_faults_retry_break_dead_letter_and_replay_without_loss_or_doub
                 "POST",
                 &format!("/v1/deadletters/{id}/replay"),
                 Some(&admin.session),
-                Some(json!({"reason": "LMS maintenance finished"})),
+                Some(json!({"reason": "LMS maintenance finished", "user_id": "it1", "password": admin.password})),
             )
             .await;
         assert_eq!(s, 202, "{r}");
@@ -851,7 +882,7 @@ async fn delivery_faults_retry_break_dead_letter_and_replay_without_loss_or_doub
                 "POST",
                 &format!("/v1/deadletters/{id}/replay"),
                 Some(&admin.session),
-                Some(json!({"reason": "retry after outage"})),
+                Some(json!({"reason": "retry after outage", "user_id": "it1", "password": admin.password})),
             )
             .await;
         }

@@ -8,6 +8,7 @@ mod api;
 mod architecture;
 mod compliance_property;
 mod console;
+mod controls;
 mod crash;
 mod harness;
 mod integration;

@@ -379,10 +379,14 @@ async fn part11_11_300_d_the_fifth_wrong_password_locks_records_and_alerts_at_on
         metrics.contains("trailmark_accounts_locked_total 1"),
         "{metrics}"
     );
+    // Even the right password is refused, with the answer any wrong one
+    // gets: a log-in does not disclose that an account exists or is
+    // locked; the lock is told to the administrators (ledger, log, metric,
+    // webhook) above.
     let (status, p) = http.login("bob", &bob.password).await;
     assert_eq!(
-        (status, p["type"].as_str()),
-        (403, Some("urn:trailmark:problem:account-locked")),
+        (status, p["detail"].as_str()),
+        (401, Some("the user ID or password is wrong")),
         "even the right password"
     );
     let (status, _) = http

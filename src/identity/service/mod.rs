@@ -113,6 +113,9 @@ pub struct Identity {
     changes: Arc<tokio::sync::Mutex<()>>,
     http: reqwest::Client,
     clock: Clock,
+    /// The hash checked when there is no attempt to evaluate (unknown user,
+    /// locked, no attempt left), so every answer costs one Argon2 check.
+    decoy: Arc<tokio::sync::OnceCell<String>>,
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {
@@ -144,6 +147,11 @@ fn check_email(email: &str) -> Result<()> {
 }
 
 fn check_roles(roles: &[String]) -> Result<()> {
+    if roles.is_empty() {
+        return Err(invalid(
+            "roles must name at least one role; to end a person's access, deactivate the account",
+        ));
+    }
     for r in roles {
         match Role::parse(r) {
             Some(role) if role.is_for_people() => {}
@@ -211,6 +219,7 @@ impl Identity {
             metrics,
             ca: ca.map(Arc::new),
             changes: Arc::new(tokio::sync::Mutex::new(())),
+            decoy: Arc::new(tokio::sync::OnceCell::new()),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(5))
                 .build()

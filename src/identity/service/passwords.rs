@@ -82,8 +82,7 @@ impl Identity {
             effects,
         )
         .await?;
-        self.store
-            .close_sessions_of(user_id, &rfc3339(self.now()))
+        self.end_sessions(user_id, None, "password reset by an administrator")
             .await?;
         self.user_view(user_id).await
     }
@@ -102,15 +101,18 @@ impl Identity {
         new_password: &str,
     ) -> Result<Option<String>> {
         let user = self.existing(&caller.user.user_id).await?;
-        let ok = {
-            let (pw, h) = (current.to_owned(), user.password_hash.clone());
-            Self::blocking(move || password::matches(&pw, &h)).await
-        };
-        if !ok {
-            self.password_failed(&user).await?;
-            return Err(IdentityError::Unauthenticated(
-                "the current password is wrong".into(),
-            ));
+        match self.attempt_password(Some(&user), current, |_| ()).await? {
+            Attempt::Right { .. } => {}
+            Attempt::Wrong => {
+                return Err(IdentityError::Unauthenticated(
+                    "the current password is wrong".into(),
+                ));
+            }
+            Attempt::Refused => {
+                return Err(IdentityError::Locked(
+                    "the account is locked or inactive; an administrator must unlock it".into(),
+                ));
+            }
         }
         let key = self.new_password_key(&user, current, new_password).await?;
         let expires = rfc3339(
@@ -143,6 +145,13 @@ impl Identity {
         )
         .await?;
         drop(_guard);
+        // Every other session ends; this one, which proved the current
+        // password and chose the new one, moves to the new epoch.
+        self.store
+            .move_session_to_current_epoch(&caller.session.id)
+            .await?;
+        self.end_sessions(&user.user_id, Some(&caller.session.id), "password changed")
+            .await?;
         if !key.fresh {
             return Ok(None);
         }
@@ -213,16 +222,68 @@ impl Identity {
         }
     }
 
-    /// Counts a wrong password; the configured number in a row locks an
-    /// active account.
-    pub(super) async fn password_failed(&self, user: &UserRow) -> Result<()> {
-        self.metrics.password_failures.inc();
-        let count = self.store.login_failed(&user.user_id).await?;
-        tracing::warn!(user_id = %user.user_id, consecutive_failures = count, "wrong password");
-        if count >= self.config.lockout_failures && user.status == "active" {
-            self.lock_account(user, count).await?;
+    /// The one password check, for log-in, signing, re-authentication and
+    /// password change (SIGNATURES.md §4). The attempt is counted first, in
+    /// one atomic statement that refuses once the lockout threshold is
+    /// reached, so concurrent guesses cannot outrun the count; only then is
+    /// the password checked. A right password clears the count and yields
+    /// the credential epoch a session is valid under, plus what `then`
+    /// computed from the password on the same blocking task (unwrapping the
+    /// signing key). A wrong one stays counted and locks the account at the
+    /// threshold. Without an attempt to evaluate, the password is checked
+    /// against a decoy hash, so every outcome costs the same work.
+    pub(super) async fn attempt_password<T: Send + 'static>(
+        &self,
+        user: Option<&UserRow>,
+        text: &str,
+        then: impl FnOnce(&str) -> T + Send + 'static,
+    ) -> Result<Attempt<T>> {
+        let claimed = match user {
+            Some(u) => {
+                self.store
+                    .claim_password_attempt(&u.user_id, self.config.lockout_failures)
+                    .await?
+            }
+            None => None,
+        };
+        let hash = match (user, claimed) {
+            (Some(u), Some(_)) => u.password_hash.clone(),
+            _ => self.decoy_hash().await,
+        };
+        let pw = text.to_owned();
+        let checked = Self::blocking(move || {
+            let right = pw.len() <= password::PASSWORD_MAX_BYTES && password::matches(&pw, &hash);
+            right.then(|| then(&pw))
+        })
+        .await;
+        let (Some(user), Some(count)) = (user, claimed) else {
+            self.metrics.password_failures.inc();
+            return Ok(Attempt::Refused);
+        };
+        let Some(value) = checked else {
+            self.metrics.password_failures.inc();
+            tracing::warn!(user_id = %user.user_id, consecutive_failures = count, "wrong password");
+            if count >= self.config.lockout_failures {
+                self.lock_account(user, count).await?;
+            }
+            return Ok(Attempt::Wrong);
+        };
+        match self.store.password_attempt_succeeded(&user.user_id).await? {
+            Some(epoch) => Ok(Attempt::Right { epoch, value }),
+            None => Ok(Attempt::Refused),
         }
-        Ok(())
+    }
+
+    /// The hash of a random password nobody knows, made once.
+    async fn decoy_hash(&self) -> String {
+        let cost = self.cost;
+        self.decoy
+            .get_or_init(|| async move {
+                Self::blocking(move || password::hash(&password::one_time_password("decoy"), cost))
+                    .await
+            })
+            .await
+            .clone()
     }
 
     async fn lock_account(&self, user: &UserRow, count: u64) -> Result<()> {
@@ -248,8 +309,7 @@ impl Identity {
                 }],
             )
             .await?;
-        self.store
-            .close_sessions_of(&user.user_id, &rfc3339(self.now()))
+        self.end_sessions(&user.user_id, None, "account locked")
             .await?;
         // The alert of §11.300(d): at once, on three channels.
         self.metrics.accounts_locked.inc();
@@ -280,6 +340,21 @@ impl Identity {
             });
         }
     }
+}
+
+/// What one password check found ([`Identity::attempt_password`]).
+pub(super) enum Attempt<T> {
+    /// Right: a session opened now is valid under `epoch`.
+    Right {
+        /// The user's credential epoch.
+        epoch: i64,
+        /// What the caller computed from the password.
+        value: T,
+    },
+    /// Wrong: counted (and the account locked at the threshold).
+    Wrong,
+    /// Not evaluated: unknown user, account not active, or no attempt left.
+    Refused,
 }
 
 /// What a password change writes: the new hash, and the signing key

@@ -7,11 +7,11 @@ use crate::ledger::kind;
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
+use super::passwords::Attempt;
 use super::{
     Identity, IdentityError, LOGIN_REFUSED, Result, must_change_password, parse_time, rfc3339,
     roles_of,
 };
-use crate::identity::password;
 use crate::identity::roles::Role;
 use crate::identity::{IssuedToken, issue_credential, parse_credential, secret_matches};
 use crate::ledger::Actor;
@@ -47,48 +47,33 @@ impl Identity {
     /// # Errors
     /// Wrong credentials (counted; the 5th locks), a locked or deactivated account.
     pub async fn login(&self, user_id: &str, password_text: &str) -> Result<Login> {
-        if password_text.len() > password::PASSWORD_MAX_BYTES {
-            return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into()));
-        }
         // Text that is not a user ID is refused exactly as an unknown one.
         let user = match UserId::parse(user_id) {
             Ok(id) => self.store.user(&id).await?,
             Err(_) => None,
         };
-        let Some(user) = user else {
-            // Same work as a real check, so timing does not reveal which IDs exist.
-            let (pw, cost) = (password_text.to_owned(), self.cost);
-            Self::blocking(move || {
-                password::matches(&pw, &password::hash("not-a-user-password", cost))
-            })
-            .await;
-            tracing::warn!(user_id, "login refused: unknown user ID");
-            self.metrics.password_failures.inc();
-            return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into()));
-        };
-        match user.status.as_str() {
-            "locked" => {
-                return Err(IdentityError::Locked(format!(
-                    "account `{user_id}` is locked after repeated wrong passwords; an administrator must unlock it"
-                )));
+        // Unknown, deactivated, locked and wrong get the same answer after
+        // the same work (one counted attempt, one Argon2 check): the
+        // answer tells nobody which accounts exist or are locked. The
+        // lock itself is in the ledger and alerted (§11.300(d)).
+        let epoch = match self
+            .attempt_password(user.as_ref(), password_text, |_| ())
+            .await?
+        {
+            Attempt::Right { epoch, .. } => epoch,
+            Attempt::Wrong | Attempt::Refused => {
+                tracing::warn!(user_id, "login refused");
+                return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into()));
             }
-            "deactivated" => return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into())),
-            _ => {}
-        }
-        let ok = {
-            let (pw, h) = (password_text.to_owned(), user.password_hash.clone());
-            Self::blocking(move || password::matches(&pw, &h)).await
         };
-        if !ok {
-            self.password_failed(&user).await?;
+        let Some(user) = user else {
             return Err(IdentityError::Unauthenticated(LOGIN_REFUSED.into()));
-        }
+        };
         let user_id = &user.user_id;
-        self.store.login_succeeded(user_id).await?;
         let session = issue_credential("tms");
         let at = rfc3339(self.now());
         self.store
-            .open_session(&session.id, &session.secret_hash, user_id, &at)
+            .open_session(&session.id, &session.secret_hash, user_id, &at, epoch)
             .await?;
         let actor = user_id.actor();
         self.append(
@@ -154,6 +139,22 @@ impl Identity {
         if user.status != "active" {
             return Err(refused(&format!("the account is {}", user.status)));
         }
+        // A credential change (password, reset, roles, lock, unlock,
+        // deactivation) raised the epoch after this session was opened.
+        if session.epoch != user.credential_epoch {
+            if self.store.close_session(id, &rfc3339(at)).await? {
+                self.session_closed(
+                    &Actor::system(),
+                    &session.user_id,
+                    id,
+                    "credentials changed",
+                )
+                .await?;
+            }
+            return Err(refused(
+                "the session ended because the account's credentials changed",
+            ));
+        }
         self.store.touch_session(id, &rfc3339(at)).await?;
         let must_change = must_change_password(&user, at);
         Ok(SessionCaller {
@@ -182,6 +183,25 @@ impl Identity {
     }
 
     /// Records the end of a session that was just closed.
+    /// Ends every open session of `user_id` but `keep`, each recorded with
+    /// `cause` (a credential change).
+    pub(super) async fn end_sessions(
+        &self,
+        user_id: &UserId,
+        keep: Option<&str>,
+        cause: &str,
+    ) -> Result<()> {
+        let ended = self
+            .store
+            .close_sessions_of(user_id, keep, &rfc3339(self.now()))
+            .await?;
+        for id in ended {
+            self.session_closed(&Actor::system(), user_id, &id, cause)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn session_closed(
         &self,
         actor: &Actor,

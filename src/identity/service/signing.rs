@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::passwords::Attempt;
 use super::{Identity, IdentityError, Result, SessionCaller, check_reason, invalid, rfc3339};
 use crate::identity::ca;
 use crate::identity::password;
@@ -168,38 +169,35 @@ impl Identity {
     /// The user's signing key, unwrapped with the request's password. A
     /// wrong password counts toward lockout and is recorded as a refusal.
     async fn unlock_signing_key(&self, user: &UserRow, request: &SignRequest) -> Result<[u8; 32]> {
-        let (pw, wrapped, id) = (
-            request.password.clone(),
-            user.wrapped_key.clone(),
-            user.user_id.clone(),
-        );
-        let hash = user.password_hash.clone();
-        let (ok, seed) = Self::blocking(move || {
-            if pw.len() > password::PASSWORD_MAX_BYTES || !password::matches(&pw, &hash) {
-                return (false, None);
+        let (wrapped, id) = (user.wrapped_key.clone(), user.user_id.clone());
+        let unwrap = move |pw: &str| {
+            wrapped
+                .as_deref()
+                .and_then(|w| password::unwrap(w, pw, &id))
+        };
+        let seed = match self
+            .attempt_password(Some(user), &request.password, unwrap)
+            .await?
+        {
+            Attempt::Right { value, .. } => value,
+            Attempt::Wrong => {
+                self.refuse(
+                    &user.user_id,
+                    &request.target,
+                    &request.meaning,
+                    "wrong password",
+                )
+                .await?;
+                return Err(IdentityError::Unauthenticated(
+                    "the password is wrong; the signature was not applied".into(),
+                ));
             }
-            (
-                true,
-                wrapped
-                    .as_deref()
-                    .and_then(|w| password::unwrap(w, &pw, &id)),
-            )
-        })
-        .await;
-        if !ok {
-            self.password_failed(user).await?;
-            self.refuse(
-                &user.user_id,
-                &request.target,
-                &request.meaning,
-                "wrong password",
-            )
-            .await?;
-            return Err(IdentityError::Unauthenticated(
-                "the password is wrong; the signature was not applied".into(),
-            ));
-        }
-        self.store.login_succeeded(&user.user_id).await?;
+            Attempt::Refused => {
+                return Err(IdentityError::Locked(
+                    "the account is locked or inactive; the signature was not applied".into(),
+                ));
+            }
+        };
         seed.ok_or_else(|| IdentityError::Conflict("you have no signing key yet: change your password (POST /v1/account/password) to create one".into()))
     }
 
@@ -346,17 +344,22 @@ impl Identity {
                 user.status
             )));
         }
-        let (pw, hash) = (password_text.to_owned(), user.password_hash.clone());
-        let ok = Self::blocking(move || {
-            pw.len() <= password::PASSWORD_MAX_BYTES && password::matches(&pw, &hash)
-        })
-        .await;
-        if !ok {
-            self.password_failed(&user).await?;
-            self.record_failed_reauth(&me, purpose, meaning).await?;
-            return Err(IdentityError::Unauthenticated(
-                "the password is wrong; nothing was recorded or signed".into(),
-            ));
+        match self
+            .attempt_password(Some(&user), password_text, |_| ())
+            .await?
+        {
+            Attempt::Right { .. } => {}
+            Attempt::Wrong => {
+                self.record_failed_reauth(&me, purpose, meaning).await?;
+                return Err(IdentityError::Unauthenticated(
+                    "the password is wrong; nothing was recorded or signed".into(),
+                ));
+            }
+            Attempt::Refused => {
+                return Err(IdentityError::Locked(format!(
+                    "account `{me}` is locked or inactive; it cannot sign or act"
+                )));
+            }
         }
         if let Some(meaning) = meaning {
             let policy = self.policy().await?;

@@ -12,7 +12,7 @@ use super::{
     rfc3339,
 };
 use crate::identity::password;
-use crate::identity::roles::SigningPolicy;
+use crate::identity::roles::{Meaning, SigningPolicy};
 use crate::ledger::Actor;
 use crate::store::{StateWrite, UserRow};
 
@@ -210,7 +210,12 @@ impl Identity {
         if let Some(status) = change.status {
             diff.status(status)?;
         }
-        let next_status = diff.next.status.clone();
+        // A person could lock everyone out; the data-directory holder (the
+        // CLI) can always create an administrator again.
+        if by.as_str().starts_with("user:") {
+            self.protect_last(&user, &diff.next, &policy).await?;
+        }
+        let credentials_changed = diff.next.roles != user.roles || diff.next.status != user.status;
         let (payload, effects) = diff.into_entry(user_id)?;
         self.append(
             &kind::ADMIN_USER_CHANGED,
@@ -222,12 +227,46 @@ impl Identity {
             effects,
         )
         .await?;
-        if next_status != "active" {
-            self.store
-                .close_sessions_of(user_id, &rfc3339(self.now()))
+        if credentials_changed {
+            self.end_sessions(user_id, None, "roles or status changed")
                 .await?;
         }
         self.user_view(user_id).await
+    }
+
+    /// Refuses a change that would leave no active administrator, or no
+    /// active person who may approve (sign `approved`): nobody could then
+    /// manage accounts, or release what needs approval.
+    async fn protect_last(
+        &self,
+        old: &UserRow,
+        next: &UserRow,
+        policy: &SigningPolicy,
+    ) -> Result<()> {
+        let others: Vec<UserRow> = self
+            .store
+            .users()
+            .await?
+            .into_iter()
+            .filter(|u| u.user_id != old.user_id)
+            .collect();
+        let admin =
+            |u: &UserRow| u.status == "active" && u.roles.iter().any(|r| r == "administrator");
+        let approver =
+            |u: &UserRow| u.status == "active" && policy.allows(&u.roles, Meaning::APPROVED);
+        let last = |ok: &dyn Fn(&UserRow) -> bool| ok(old) && !ok(next) && !others.iter().any(ok);
+        for (is_last, what) in [
+            (last(&admin), "administrator"),
+            (last(&approver), "person who may approve (sign `approved`)"),
+        ] {
+            if is_last {
+                return Err(IdentityError::Conflict(format!(
+                    "`{}` is the last active {what}; give that authority to another person first",
+                    old.user_id
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
