@@ -102,6 +102,66 @@ pub struct Config {
     /// The server's scheduled full verification (docs/STATE.md §2).
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// Native TLS, mutual TLS and trusted proxies (docs/SECURITY.md).
+    #[serde(default)]
+    pub transport: TransportConfig,
+    /// The QA console (docs/CONSOLE.md).
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// Transport security (docs/SECURITY.md): native TLS with certificate
+/// reload, client certificates for service principals, and the proxies
+/// whose forwarded headers are believed. Relative paths are read from the
+/// data directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// The server's certificate chain (PEM, leaf first); with `tls_key`
+    /// it turns TLS on for `listen`, and plain HTTP there is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); keep
+    /// it mode 0600.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that issue service principals' client
+    /// certificates; none: no client certificates are asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Seconds between checks whether `tls_cert` or `tls_key` changed (a
+    /// change is loaded; SIGHUP loads at once); 0 turns the check off.
+    pub tls_reload_interval_seconds: u64,
+    /// An extra plain-HTTP address that answers every request with a 308
+    /// redirect to `https://` on the TLS port (needs TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_redirect_listen: Option<String>,
+    /// Addresses (`10.0.0.5`) or networks (`10.0.0.0/24`) of reverse
+    /// proxies: only from these peers are `X-Forwarded-Proto` and
+    /// `[identity] client_cert_header` believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> TransportConfig {
+        TransportConfig {
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_interval_seconds: 5,
+            http_redirect_listen: None,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// The QA console's settings (docs/CONSOLE.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Mark cookies `Secure` even on plain HTTP (a proxy terminates TLS
+    /// but is not in `trusted_proxies`); with TLS on they always are.
+    pub secure_cookies: bool,
 }
 
 /// The server's scheduled full verification: entries, derived tables and
@@ -549,6 +609,8 @@ mod tests {
             identity: IdentityConfig::default(),
             integration: IntegrationConfig::default(),
             verify: VerifyConfig::default(),
+            transport: TransportConfig::default(),
+            console: ConsoleConfig::default(),
         };
         let key = data.create(&config).unwrap();
         assert_eq!(data.config().unwrap(), config);

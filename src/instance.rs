@@ -82,6 +82,8 @@ impl Instance {
             identity: crate::config::IdentityConfig::default(),
             integration: crate::config::IntegrationConfig::default(),
             verify: crate::config::VerifyConfig::default(),
+            transport: crate::config::TransportConfig::default(),
+            console: crate::config::ConsoleConfig::default(),
         };
         let dir = DataDir::at(data);
         let key = dir.create(&config)?;
@@ -362,8 +364,12 @@ pub async fn shutdown_signal() {
 pub struct Server {
     /// The address it listens on.
     pub addr: std::net::SocketAddr,
+    /// The address of the plain-HTTP redirect to `https://`, if configured.
+    pub redirect_addr: Option<std::net::SocketAddr>,
     stop: tokio::sync::oneshot::Sender<()>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
+    redirect: Option<Redirect>,
+    certificate: Option<Arc<crate::transport::ServerCertificate>>,
     sequencer: crate::sequencer::Sequencer,
     workers: Vec<tokio::task::JoinHandle<()>>,
     stop_workers: tokio::sync::watch::Sender<bool>,
@@ -385,6 +391,14 @@ impl Server {
         listen: &str,
         clock: Clock,
     ) -> anyhow::Result<Server> {
+        // Checked before anything starts: a TLS setting that does not work
+        // stops `serve` with what to fix.
+        let transport = crate::transport::Transport::from_config(
+            &config.transport,
+            &config.console,
+            config.identity.client_cert_header.as_deref(),
+            data_dir,
+        )?;
         let metrics = Metrics::default();
         let verifier = key.verifier();
         let sequencer = Sequencer::start_with_clock(
@@ -457,22 +471,16 @@ impl Server {
             config.integration.max_batch_bytes,
         )
         .layer(tower_http::trace::TraceLayer::new_for_http());
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let listening =
+            Listening::start(transport, config, data_dir, listen, app, &stopping).await?;
+        workers.extend(listening.reload);
         Ok(Server {
-            addr,
-            stop,
-            http,
+            addr: listening.addr,
+            redirect_addr: listening.redirect.as_ref().map(|r| r.addr),
+            stop: listening.stop,
+            http: listening.http,
+            redirect: listening.redirect,
+            certificate: listening.certificate,
             sequencer,
             workers,
             stop_workers,
@@ -480,19 +488,43 @@ impl Server {
         })
     }
 
-    /// The base URL, `http://ADDR`.
+    /// The base URL, `http://ADDR`, or `https://ADDR` with TLS on.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.certificate.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Reads the TLS certificate and key files again now (what SIGHUP
+    /// does); returns whether they changed.
+    ///
+    /// # Errors
+    /// TLS is off, or the files are unusable (the certificate in use stays).
+    pub fn reload_tls(&self) -> Result<bool, crate::transport::TransportError> {
+        self.certificate
+            .as_ref()
+            .ok_or(crate::transport::TransportError::TlsOff)?
+            .reload()
     }
 
     /// Stops accepting connections, lets requests in flight finish, then
     /// stops the sequencer (which signs a final checkpoint).
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        match self.http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server ended with an error"),
-            Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
+        let mut servers = vec![self.http];
+        if let Some(redirect) = self.redirect {
+            let _ = redirect.stop.send(());
+            servers.push(redirect.http);
+        }
+        for server in servers {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server ended with an error"),
+                Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
+            }
         }
         // The workers finish the step in hand (an outcome being recorded)
         // and stop; whatever is pending stays in the inbox and outbox.
@@ -507,5 +539,80 @@ impl Server {
         }
         drop(self.integration);
         self.sequencer.shutdown().await;
+    }
+}
+
+/// The plain-HTTP listener of `http_redirect_listen`.
+struct Redirect {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// The HTTP side of a [`Server`]: `listen` (plain or TLS, docs/SECURITY.md),
+/// the optional redirect listener, and the certificate reload task.
+struct Listening {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    redirect: Option<Redirect>,
+    certificate: Option<Arc<crate::transport::ServerCertificate>>,
+    reload: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Listening {
+    async fn start(
+        transport: crate::transport::Transport,
+        config: &Config,
+        data_dir: &Path,
+        listen: &str,
+        app: axum::Router,
+        stopping: &tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Listening> {
+        let app = transport.layer(app);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let addr = listener.local_addr()?;
+        let redirect = match &config.transport.http_redirect_listen {
+            Some(at) => {
+                let listener = tokio::net::TcpListener::bind(at.as_str())
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot listen on {at} (http_redirect_listen): {e}")
+                    })?;
+                let redirect_addr = listener.local_addr()?;
+                let plain = crate::transport::Transport::from_config(
+                    &crate::config::TransportConfig::default(),
+                    &config.console,
+                    None,
+                    data_dir,
+                )?;
+                let app = plain.layer(crate::transport::redirect_router(addr.port()));
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let http = tokio::spawn(plain.serve(listener, app, async move {
+                    let _ = stopped.await;
+                }));
+                Some(Redirect {
+                    addr: redirect_addr,
+                    stop,
+                    http,
+                })
+            }
+            None => None,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(transport.serve(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        let reload = transport.reload_task(stopping.clone()).map(tokio::spawn);
+        Ok(Listening {
+            addr,
+            stop,
+            http,
+            redirect,
+            certificate: transport.certificate(),
+            reload,
+        })
     }
 }

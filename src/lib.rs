@@ -19,4 +19,5 @@ pub mod sequencer;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 pub mod validate;

@@ -217,15 +217,28 @@ impl AppState {
         Ok(row)
     }
 
-    /// The client certificate a TLS-terminating proxy forwarded, if the
-    /// header is configured and present (URL-encoded PEM).
+    /// The caller's client certificate: the one Trailmark's own TLS
+    /// handshake verified against `tls_client_ca`, else the one a trusted
+    /// TLS-terminating proxy forwarded in `client_cert_header` (URL-encoded
+    /// PEM). The header from any other peer is ignored (docs/SECURITY.md).
     fn client_certificate(&self, parts: &Parts) -> Result<Option<Vec<u8>>, Problem> {
+        let transport = parts.extensions.get::<crate::transport::RequestTransport>();
+        if let Some(der) = transport.and_then(|t| t.client_certificate.as_deref()) {
+            return Ok(Some(der.to_vec()));
+        }
         let Some(name) = &self.identity.config().client_cert_header else {
             return Ok(None);
         };
         let Some(value) = parts.headers.get(name.as_str()) else {
             return Ok(None);
         };
+        if !transport.is_some_and(|t| t.from_trusted_proxy) {
+            tracing::warn!(
+                header = %name,
+                "ignored a client-certificate header from a peer not in trusted_proxies"
+            );
+            return Ok(None);
+        }
         let text = value
             .to_str()
             .map_err(|_| Problem::unauthorized("the client certificate header is not ASCII"))?;

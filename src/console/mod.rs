@@ -92,24 +92,15 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// `Secure` when the request came over TLS through the proxy.
-fn secure(headers: &HeaderMap) -> &'static str {
-    match headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(p) if p.eq_ignore_ascii_case("https") => "; Secure",
-        _ => "",
-    }
-}
-
-fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+/// A console cookie. `Secure` is added to every cookie by
+/// `transport::secure` when the request came over HTTPS (Trailmark's TLS or
+/// a trusted proxy) or `console.secure_cookies` is set.
+fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
     let age = max_age
         .map(|a| format!("; Max-Age={a}"))
         .unwrap_or_default();
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict{age}{}",
-        secure(headers)
+        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict{age}"
     ))
     .expect("cookie values are ASCII")
 }
@@ -254,7 +245,7 @@ struct LoginForm {
     csrf: String,
 }
 
-fn login_page(status: StatusCode, headers: &HeaderMap, message: Option<&str>) -> Response {
+fn login_page(status: StatusCode, message: Option<&str>) -> Response {
     let mut token = [0u8; 16];
     getrandom::fill(&mut token).expect("the OS provides randomness");
     let token = hex::encode(token);
@@ -276,13 +267,13 @@ fn login_page(status: StatusCode, headers: &HeaderMap, message: Option<&str>) ->
     );
     response.headers_mut().insert(
         header::SET_COOKIE,
-        set_cookie(headers, LOGIN_CSRF_COOKIE, &token, Some(600)),
+        set_cookie(LOGIN_CSRF_COOKIE, &token, Some(600)),
     );
     response
 }
 
-async fn login_form(headers: HeaderMap) -> Response {
-    login_page(StatusCode::OK, &headers, None)
+async fn login_form() -> Response {
+    login_page(StatusCode::OK, None)
 }
 
 async fn login(
@@ -294,7 +285,6 @@ async fn login(
     if expected.is_empty() || !same(&expected, &form.csrf) {
         return login_page(
             StatusCode::FORBIDDEN,
-            &headers,
             Some("The form expired or did not come from this page; log in again."),
         );
     }
@@ -303,23 +293,20 @@ async fn login(
             let mut response = Redirect::to("/console/trail").into_response();
             response.headers_mut().append(
                 header::SET_COOKIE,
-                set_cookie(&headers, SESSION_COOKIE, &login.session.token, None),
+                set_cookie(SESSION_COOKIE, &login.session.token, None),
             );
             response.headers_mut().append(
                 header::SET_COOKIE,
-                set_cookie(&headers, LOGIN_CSRF_COOKIE, "", Some(0)),
+                set_cookie(LOGIN_CSRF_COOKIE, "", Some(0)),
             );
             response
         }
-        Err(IdentityError::Locked(m)) => login_page(StatusCode::FORBIDDEN, &headers, Some(&m)),
-        Err(IdentityError::Unauthenticated(m)) => {
-            login_page(StatusCode::UNAUTHORIZED, &headers, Some(&m))
-        }
+        Err(IdentityError::Locked(m)) => login_page(StatusCode::FORBIDDEN, Some(&m)),
+        Err(IdentityError::Unauthenticated(m)) => login_page(StatusCode::UNAUTHORIZED, Some(&m)),
         Err(e) => {
             tracing::error!(error = %e, "console log-in failed");
             login_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &headers,
                 Some("Log-in failed; try again."),
             )
         }
@@ -352,10 +339,9 @@ async fn logout(
         tracing::error!(error = %e, "console log-out failed");
     }
     let mut response = Redirect::to("/console/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        set_cookie(&headers, SESSION_COOKIE, "", Some(0)),
-    );
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", Some(0)));
     response
 }
 

@@ -715,11 +715,13 @@ async fn console_sessions_end_after_inactivity_and_cookies_are_secure_over_tls()
     let ledger = TestLedger::new().await;
     let mut config = ledger.config();
     config.identity.session_idle_seconds = 600;
+    // The test client stands in for the TLS-terminating proxy.
+    config.transport.trusted_proxies = vec!["127.0.0.1".into()];
     let server = ledger.start_with(&config).await;
     let http = Http::new(&server);
     let _reviewer = person(&ledger, &http, "qa1", "Quinn Reviewer", &["qa_reviewer"]).await;
 
-    // Behind a TLS-terminating proxy the cookies are also `Secure`.
+    // Behind a trusted TLS-terminating proxy the cookies are also `Secure`.
     let tls = Browser::new(&server.url());
     let r = tls
         .http

@@ -16,5 +16,6 @@ mod people;
 mod property;
 mod reports;
 mod tamper;
+mod tls;
 mod validation;
 mod vectors;

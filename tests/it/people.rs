@@ -1006,7 +1006,9 @@ async fn part11_11_10_h_tokens_are_scoped_rotatable_revocable_and_can_be_pinned_
  {
     let ledger = TestLedger::new().await;
     let (server, http) = started(&ledger, |c| {
-        c.identity.client_cert_header = Some("x-client-cert".into())
+        c.identity.client_cert_header = Some("x-client-cert".into());
+        // The test client stands in for the TLS proxy.
+        c.transport.trusted_proxies = vec!["127.0.0.1".into()];
     })
     .await;
     let admin = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;

@@ -304,7 +304,7 @@ impl Identity {
         if let Some(pin) = &row.client_cert_sha256 {
             let Some(der) = client_cert_der else {
                 return Err(IdentityError::Unauthenticated(format!(
-                    "token {} is pinned to a client certificate; connect through the TLS proxy with that certificate",
+                    "token {} is pinned to a client certificate; connect over TLS with that certificate (tls_client_ca), or through the trusted TLS proxy that forwards it",
                     row.id
                 )));
             };
