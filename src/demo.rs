@@ -1167,7 +1167,7 @@ fn print_serving(url: &str, integration_token: &str, t: &Timeline, period: &Peri
          curl -H \"authorization: Bearer $TRAILMARK_TOKEN\" '{url}/v1/compliance?from={}&to={}&format=csv'\n  \
          curl -H \"authorization: Bearer $TRAILMARK_TOKEN\" {url}/v1/lineage/qms:deviation/{DEVIATION}\n  \
          curl -H \"authorization: Bearer $TRAILMARK_TOKEN\" {url}/v1/capas/{CAPA}/closure-readiness\n  \
-         curl {url}/metrics",
+         curl -H \"authorization: Bearer $TRAILMARK_TOKEN\" {url}/metrics",
         day(&period.from),
         day(&rfc(t.now + chrono::Days::new(1))),
     );

@@ -139,7 +139,7 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
-    ("GET", "/metrics", None),
+    ("GET", "/metrics", Some(Permission::MetricsRead)),
     ("GET", "/openapi.json", None),
 ];
 

@@ -70,7 +70,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, Probl
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format"), (status = 401, description = "missing or invalid credential"), (status = 403, description = "the credential lacks metrics:read")), security(("bearer" = [])))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state
         .metrics

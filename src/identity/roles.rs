@@ -44,11 +44,14 @@ pub enum Permission {
     CapaClose,
     /// Generate signed reports (`GET /v1/reports/...`); each is recorded.
     ReportsGenerate,
+    /// Scrape `/metrics` (which counts wrong passwords and locks: not for
+    /// anonymous callers).
+    MetricsRead,
 }
 
 impl Permission {
     /// Every permission, in display order.
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 16] = [
         Permission::EntriesAppend,
         Permission::EntriesRead,
         Permission::SignaturesApply,
@@ -64,6 +67,7 @@ impl Permission {
         Permission::IntegrationManage,
         Permission::CapaClose,
         Permission::ReportsGenerate,
+    Permission::MetricsRead,
     ];
 
     /// Its name, as in token scopes and `trailmark roles`.
@@ -84,6 +88,7 @@ impl Permission {
             Permission::IntegrationManage => "integration:manage",
             Permission::CapaClose => "capa:close",
             Permission::ReportsGenerate => "reports:generate",
+            Permission::MetricsRead => "metrics:read",
         }
     }
 
@@ -138,6 +143,7 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::IntegrationRead,
             P::IntegrationManage,
             P::ReportsGenerate,
+            P::MetricsRead,
         ],
     ),
     (
@@ -210,6 +216,7 @@ pub const MATRIX: &[(Role, &[Permission])] = &[
             P::EntriesRead,
             P::EventsSend,
             P::IntegrationRead,
+            P::MetricsRead,
         ],
     ),
 ];

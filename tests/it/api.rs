@@ -95,9 +95,18 @@ async fn reqwest_metrics_after_restart(ledger: &TestLedger) -> String {
     let server = ledger.start().await;
     let api = Api::new(&server, &ledger.admin_token);
     api.post(&record(5000)).await;
+    // The metrics count wrong passwords and locks: not for anonymous callers.
+    let anonymous = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     let text = api
         .http
         .get(format!("{}/metrics", api.base))
+        .bearer_auth(&ledger.admin_token)
         .send()
         .await
         .unwrap()
@@ -599,7 +608,10 @@ async fn operational_endpoints_answer() {
         missing.headers()["content-type"],
         "application/problem+json"
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let metrics = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&ledger.admin_token)
+        .send()
         .await
         .unwrap()
         .text()

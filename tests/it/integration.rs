@@ -728,7 +728,10 @@ async fn delivery_faults_retry_break_dead_letter_and_replay_without_loss_or_doub
     lms.set_fault(Fault::None);
     lms.stop().await;
     until(20, "a delivery error counted for the LMS", || async {
-        let metrics = reqwest::get(format!("{}/metrics", http.base))
+        let metrics = reqwest::Client::new()
+            .get(format!("{}/metrics", http.base))
+            .bearer_auth(&ledger.admin_token)
+            .send()
             .await
             .unwrap()
             .text()

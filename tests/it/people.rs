@@ -369,7 +369,10 @@ async fn part11_11_300_d_the_fifth_wrong_password_locks_records_and_alerts_at_on
         (alert["alert"].as_str(), alert["user_id"].as_str()),
         (Some("account-locked"), Some("bob"))
     );
-    let metrics = reqwest::get(format!("{}/metrics", server.url()))
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url()))
+        .bearer_auth(&ledger.admin_token)
+        .send()
         .await
         .unwrap()
         .text()

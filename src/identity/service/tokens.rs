@@ -55,7 +55,7 @@ impl TokenScopes {
                 Some(perm) if Role::Integration.permissions().contains(&perm) => {}
                 _ => {
                     return Err(invalid(format!(
-                        "scope `{p}` is not available to tokens; use entries:append or entries:read (people sign and administer with their own accounts)"
+                        "scope `{p}` is not available to tokens; use entries:append, entries:read, events:send, integration:read or metrics:read (people sign and administer with their own accounts)"
                     )));
                 }
             }
