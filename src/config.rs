@@ -215,6 +215,12 @@ impl Default for TargetConfig {
 pub struct IdentityConfig {
     /// Shortest accepted password, in characters.
     pub password_min_chars: usize,
+    /// Lowest accepted strength score of a new password, 0 (anything long
+    /// enough) to 4, from the zxcvbn estimator with the user's ID, name and
+    /// email as known words; 3 refuses what a guesser finds within about
+    /// 10^8 tries (common passwords, repeats, sequences, keyboard rows, the
+    /// user's own name).
+    pub password_min_score: u8,
     /// A new password may not equal any of the last this many.
     pub password_history_count: u32,
     /// Days until a password must be changed.
@@ -245,6 +251,7 @@ impl Default for IdentityConfig {
     fn default() -> Self {
         IdentityConfig {
             password_min_chars: 12,
+            password_min_score: 3,
             password_history_count: 5,
             password_max_age_days: 90,
             lockout_failures: 5,
