@@ -9,6 +9,7 @@ mod architecture;
 mod compliance_property;
 mod console;
 mod crash;
+mod files;
 mod harness;
 mod integration;
 mod people;
