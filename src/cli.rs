@@ -451,6 +451,18 @@ async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
 }
 
 async fn serve(g: &Global, listen: Option<String>) -> Result<(), Exit> {
+    // Before the database opens, so a new `-wal` takes the database's mode.
+    let tightened =
+        crate::instance::make_private(&g.data, g.database_url.as_deref()).map_err(usage)?;
+    for p in &tightened {
+        let was = p.found.map(|m| format!("{m:04o}")).unwrap_or_default();
+        let now = format!("{:04o}", p.mode);
+        tracing::warn!(path = %p.path.display(), was, now, "group or others could read a private file of the data directory; made it owner-only");
+        eprintln!(
+            "warning: {} was mode {was}, readable by group or others; now {now}",
+            p.path.display()
+        );
+    }
     let opened = Instance::open(&g.data, g.database_url.as_deref())
         .await
         .map_err(usage)?;

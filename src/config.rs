@@ -11,6 +11,15 @@
 //! | `verifier-key` | the matching verifier key, for inspectors |
 //! | `ledger.db` | the SQLite database (unless a PostgreSQL URL is configured) |
 //! | `ca.pem`, `ca.key` | Trailmark's signing CA (`trailmark ca init`); the key mode 0600 |
+//! | `report-ca.*`, `report-signing.*` | the report-signing CA and certificate; the keys mode 0600 |
+//! | `*.whsec` | a hand-over target's webhook secret (`secret_file`), mode 0600 |
+//!
+//! Private by default: `init` makes the directory 0700 and writes every
+//! secret 0600 (the configuration too: `database_url` may carry a
+//! password); the SQLite database and its `-wal` and `-shm` files are 0600
+//! ([`crate::store::Store::open_sqlite`]). [`DataDir::private_paths`] lists
+//! what must be private, for the IQ and for `serve`, which tightens a
+//! looser mode and says so ([`DataDir::make_private`]).
 
 use std::fs;
 use std::io::Write as _;
@@ -22,6 +31,75 @@ use crate::ledger::LedgerKey;
 
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "trailmark-data";
+
+/// Files of a data directory that hold secrets and are owner-only: the
+/// configuration (`database_url` may carry a password), the ledger key,
+/// Trailmark's CA key and the report keys. The targets' webhook secrets
+/// and the SQLite database files join them in [`DataDir::private_paths`].
+pub const SECRET_FILES: [&str; 5] = [
+    "trailmark.toml",
+    "ledger.key",
+    "ca.key",
+    "report-ca.key",
+    "report-signing.key",
+];
+
+/// Mode of the data directory: the owner only.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Mode of a file that holds a secret: the owner reads and writes.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// A path that must be private, and its mode as found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrivatePath {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The mode it is created with: [`PRIVATE_DIR_MODE`] or
+    /// [`PRIVATE_FILE_MODE`].
+    pub mode: u32,
+    /// Its permission bits as found; `None` when it does not exist.
+    pub found: Option<u32>,
+}
+
+impl PrivatePath {
+    /// Whether neither group nor others have any access (or it is absent).
+    pub fn is_private(&self) -> bool {
+        self.found.is_none_or(|m| m & 0o077 == 0)
+    }
+
+    /// `path mode 0644` or `path absent`, for messages.
+    pub fn describe(&self) -> String {
+        match self.found {
+            Some(m) => format!("{} mode {m:04o}", self.path.display()),
+            None => format!("{} absent", self.path.display()),
+        }
+    }
+}
+
+/// Permission bits of `path`, `None` if it does not exist (on other systems
+/// than Unix, the modes do not apply and every path reads as private).
+pub fn mode_of(path: &Path) -> Option<u32> {
+    let meta = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        Some(meta.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        Some(if meta.is_dir() {
+            PRIVATE_DIR_MODE
+        } else {
+            PRIVATE_FILE_MODE
+        })
+    }
+}
+
+/// The file of a `sqlite://PATH` URL; `None` for any other database.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    url.strip_prefix("sqlite://").map(PathBuf::from)
+}
 
 /// What can go wrong reading or writing the data directory.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +353,12 @@ impl Default for TargetConfig {
 pub struct IdentityConfig {
     /// Shortest accepted password, in characters.
     pub password_min_chars: usize,
+    /// Lowest accepted strength score of a new password, 0 (anything long
+    /// enough) to 4, from the zxcvbn estimator with the user's ID, name and
+    /// email as known words; 3 refuses what a guesser finds within about
+    /// 10^8 tries (common passwords, repeats, sequences, keyboard rows, the
+    /// user's own name).
+    pub password_min_score: u8,
     /// A new password may not equal any of the last this many.
     pub password_history_count: u32,
     /// Days until a password must be changed.
@@ -305,6 +389,7 @@ impl Default for IdentityConfig {
     fn default() -> Self {
         IdentityConfig {
             password_min_chars: 12,
+            password_min_score: 3,
             password_history_count: 5,
             password_max_age_days: 90,
             lockout_failures: 5,
@@ -371,7 +456,7 @@ impl DataDir {
                 self.path.display().to_string(),
             ));
         }
-        fs::create_dir_all(&self.path).map_err(io(&self.path))?;
+        create_private_dir(&self.path)?;
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| ConfigError::Invalid {
             path: self.file("ledger.key"),
@@ -476,6 +561,77 @@ impl DataDir {
     }
 }
 
+impl DataDir {
+    /// Every path that must be private, with its mode as found: the
+    /// directory, [`SECRET_FILES`], each target's `secret_file`, and on
+    /// SQLite the database file `database_file` with its `-wal` and `-shm`
+    /// (`None` on PostgreSQL, whose files the server keeps).
+    pub fn private_paths(&self, config: &Config, database_file: Option<&Path>) -> Vec<PrivatePath> {
+        let mut files: Vec<PathBuf> = SECRET_FILES.iter().map(|f| self.file(f)).collect();
+        files.extend(
+            config
+                .integration
+                .targets
+                .values()
+                .filter(|t| !t.secret_file.is_empty())
+                .map(|t| self.file(&t.secret_file)),
+        );
+        if let Some(db) = database_file {
+            files.push(db.to_owned());
+            for suffix in ["-wal", "-shm"] {
+                let mut name = db.as_os_str().to_owned();
+                name.push(suffix);
+                files.push(PathBuf::from(name));
+            }
+        }
+        let dir = PrivatePath {
+            path: self.path.clone(),
+            mode: PRIVATE_DIR_MODE,
+            found: mode_of(&self.path),
+        };
+        std::iter::once(dir)
+            .chain(files.into_iter().map(|path| PrivatePath {
+                found: mode_of(&path),
+                path,
+                mode: PRIVATE_FILE_MODE,
+            }))
+            .collect()
+    }
+
+    /// Sets every path of [`DataDir::private_paths`] that group or others
+    /// may access to its private mode; returns those it changed, with the
+    /// mode found before, for the caller to report.
+    ///
+    /// # Errors
+    /// If a mode cannot be changed (a file owned by another user).
+    pub fn make_private(
+        &self,
+        config: &Config,
+        database_file: Option<&Path>,
+    ) -> Result<Vec<PrivatePath>, ConfigError> {
+        let loose: Vec<PrivatePath> = self
+            .private_paths(config, database_file)
+            .into_iter()
+            .filter(|p| !p.is_private())
+            .collect();
+        #[cfg(unix)]
+        for p in &loose {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&p.path, fs::Permissions::from_mode(p.mode)).map_err(|e| {
+                ConfigError::Invalid {
+                    path: p.path.clone(),
+                    problem: format!(
+                        "readable by others and cannot be made private ({e}); run `chmod {:o} {}` as its owner",
+                        p.mode,
+                        p.path.display()
+                    ),
+                }
+            })?;
+        }
+        Ok(loose)
+    }
+}
+
 /// Files of the report-signing keys (docs/REPORTS.md §6).
 pub const REPORT_FILES: [&str; 4] = [
     "report-ca.pem",
@@ -549,6 +705,22 @@ impl DataDir {
             key_path: key,
         }))
     }
+}
+
+/// Creates the data directory owner-only (0700), and makes an existing one
+/// so: it is about to hold the ledger's keys.
+fn create_private_dir(path: &Path) -> Result<(), ConfigError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        builder.mode(PRIVATE_DIR_MODE);
+        builder.create(path).map_err(io(path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE_DIR_MODE)).map_err(io(path))
+    }
+    #[cfg(not(unix))]
+    builder.create(path).map_err(io(path))
 }
 
 fn write_secret(path: &Path, content: &str) -> Result<(), ConfigError> {
@@ -636,6 +808,72 @@ mod tests {
                 0o600,
                 "the config may hold a database password"
             );
+            assert_eq!(mode_of(data.path()), Some(0o700));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn loose_modes_are_found_and_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::at(dir.path().join("d"));
+        let mut config = Config {
+            origin: "trailmark.test/cfg".into(),
+            listen: default_listen(),
+            database_url: None,
+            max_body_bytes: default_body(),
+            sequencer: SequencerConfig::default(),
+            identity: IdentityConfig::default(),
+            integration: IntegrationConfig::default(),
+            verify: VerifyConfig::default(),
+        };
+        config.integration.targets.insert(
+            "lms".into(),
+            TargetConfig {
+                secret_file: "lms.whsec".into(),
+                ..TargetConfig::default()
+            },
+        );
+        data.create(&config).unwrap();
+        let db = data.file("ledger.db");
+        for (path, mode) in [
+            (data.path().to_owned(), 0o755),
+            (data.file("lms.whsec"), 0o644),
+            (db.clone(), 0o640),
+        ] {
+            std::fs::write(&path, "x").ok();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let found = data.private_paths(&config, Some(&db));
+        let loose: Vec<String> = found
+            .iter()
+            .filter(|p| !p.is_private())
+            .map(PrivatePath::describe)
+            .collect();
+        assert_eq!(
+            loose,
+            [
+                format!("{} mode 0755", data.path().display()),
+                format!("{} mode 0644", data.file("lms.whsec").display()),
+                format!("{} mode 0640", db.display()),
+            ]
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.path == data.file("ledger.db-wal") && p.found.is_none()),
+            "an absent -wal is listed, and private"
+        );
+        let changed = data.make_private(&config, Some(&db)).unwrap();
+        assert_eq!(changed.len(), 3);
+        assert!(
+            data.private_paths(&config, Some(&db))
+                .iter()
+                .all(PrivatePath::is_private)
+        );
+        assert_eq!(mode_of(data.path()), Some(0o700));
+        assert_eq!(mode_of(&db), Some(0o600));
+        assert!(data.make_private(&config, Some(&db)).unwrap().is_empty());
     }
 }

@@ -25,6 +25,24 @@ use crate::sequencer::{Sequencer, write_genesis};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
+/// Makes the data directory and every secret in it owner-only again, as
+/// `serve` does on start: an installation made before files were private
+/// by default, or a file copied in with a looser mode. Returns what it
+/// changed, with the mode found, for the caller to warn about.
+///
+/// # Errors
+/// If the directory is not initialised or a mode cannot be changed (the
+/// message says which `chmod` to run).
+pub fn make_private(
+    data: &Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Vec<crate::config::PrivatePath>> {
+    let dir = DataDir::at(data);
+    let config = dir.config()?;
+    let url = dir.database_url(&config, database_url);
+    Ok(dir.make_private(&config, crate::config::sqlite_file(&url).as_deref())?)
+}
+
 /// An opened data directory: configuration, store and key.
 pub struct Instance {
     /// `trailmark.toml`.

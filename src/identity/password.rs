@@ -69,6 +69,31 @@ pub fn matches(password: &str, phc: &str) -> bool {
         .is_ok()
 }
 
+/// The strongest score of the strength estimator (zxcvbn: 0 to 4, each
+/// step about a hundred times more guesses).
+pub const SCORE_MAX: u8 = 4;
+
+/// The configured rules a new password must meet (`[identity]` in
+/// `trailmark.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Fewest characters.
+    pub min_chars: usize,
+    /// Lowest accepted strength score, 0 to [`SCORE_MAX`].
+    pub min_score: u8,
+}
+
+/// Whose password it is: what the password must not be built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    /// The user ID.
+    pub user_id: &'a UserId,
+    /// The legal printed name.
+    pub printed_name: &'a str,
+    /// The email address.
+    pub email: &'a str,
+}
+
 /// Why a new password breaks the policy (§11.300), so a caller can tell a
 /// reused password from a short one without reading the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +112,21 @@ pub enum PasswordRejected {
     /// It contains the user ID (any case).
     #[error("the new password must not contain the user ID")]
     ContainsUserId,
+    /// The strength estimator guesses it too easily: a common password, a
+    /// repeat, a sequence, a keyboard row, or the user's own name.
+    #[error(
+        "the new password is too easy to guess: {warning} {advice} (strength {score} of 4; at least {min_score} is required)"
+    )]
+    TooGuessable {
+        /// The estimator's score, 0 to [`SCORE_MAX`].
+        score: u8,
+        /// The configured minimum.
+        min_score: u8,
+        /// What makes it guessable, one sentence.
+        warning: String,
+        /// What to do instead, one or more sentences.
+        advice: String,
+    },
     /// It equals one of the recent passwords.
     #[error("the new password equals one of the last {recent} passwords; choose another")]
     Reused {
@@ -95,35 +135,132 @@ pub enum PasswordRejected {
     },
 }
 
-/// Checks a new password against the policy and the user's recent hashes.
+/// Checks a new password against the policy and the user's recent hashes:
+/// length, the user ID, guessability (NIST SP 800-63B §3.1.1.2: common,
+/// repetitive or sequential passwords and the user's own name, ID or
+/// email are refused) and reuse, in that order. Never echoes the password.
+///
+/// CPU-bound (the estimator, and Argon2 per recent hash): async callers run
+/// it on the blocking pool.
 ///
 /// # Errors
 /// What the password lacks, in words a user can act on.
 pub fn check_policy(
     password: &str,
-    user_id: &UserId,
-    min_chars: usize,
+    owner: &Owner<'_>,
+    policy: Policy,
     recent_hashes: &[String],
 ) -> Result<(), PasswordRejected> {
     let chars = password.chars().count();
-    if chars < min_chars {
-        return Err(PasswordRejected::TooShort { chars, min_chars });
+    if chars < policy.min_chars {
+        return Err(PasswordRejected::TooShort {
+            chars,
+            min_chars: policy.min_chars,
+        });
     }
     if password.len() > PASSWORD_MAX_BYTES {
         return Err(PasswordRejected::TooLong);
     }
-    if password
-        .to_lowercase()
-        .contains(&user_id.as_str().to_lowercase())
-    {
+    let lower = password.to_lowercase();
+    if lower.contains(&owner.user_id.as_str().to_lowercase()) {
         return Err(PasswordRejected::ContainsUserId);
     }
+    check_strength(password, &lower, owner, policy.min_score)?;
     if recent_hashes.iter().any(|h| matches(password, h)) {
         return Err(PasswordRejected::Reused {
             recent: recent_hashes.len(),
         });
     }
     Ok(())
+}
+
+/// The zxcvbn score against `min_score`, with the owner's ID, name and
+/// email as words an attacker would try first. Whoever targets this user
+/// knows those words, so a password that contains them scores no higher
+/// than what is left without them (`Lima Ana 2026` is `  2026` to them).
+fn check_strength(
+    password: &str,
+    lower: &str,
+    owner: &Owner<'_>,
+    min_score: u8,
+) -> Result<(), PasswordRejected> {
+    let words = personal_words(owner);
+    let inputs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let estimate = zxcvbn::zxcvbn(password, &inputs);
+    let mut score = u8::from(estimate.score());
+    let mut feedback = estimate.feedback().cloned();
+    let rest = without_words(lower, &words);
+    let personal = rest.len() < lower.len();
+    if personal {
+        let left = zxcvbn::zxcvbn(&rest, &[]);
+        if u8::from(left.score()) < score {
+            score = u8::from(left.score());
+            feedback = left.feedback().cloned();
+        }
+    }
+    if score >= min_score {
+        return Ok(());
+    }
+    let warning = match feedback
+        .as_ref()
+        .and_then(zxcvbn::feedback::Feedback::warning)
+    {
+        // zxcvbn gives no warning for the user's own words; say it in ours.
+        _ if personal => "It is built from your name, user ID or email address.".to_owned(),
+        Some(w) => w.to_string(),
+        None => "It follows a pattern that password-guessing tools try early.".to_owned(),
+    };
+    let mut advice: Vec<String> = feedback
+        .map(|f| f.suggestions().iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    if advice.is_empty() {
+        advice.push("Add another word or two. Uncommon words are better.".into());
+    }
+    Err(PasswordRejected::TooGuessable {
+        score,
+        min_score,
+        warning,
+        advice: advice.join(" "),
+    })
+}
+
+/// `lower` with every occurrence of `words` removed, longest word first.
+fn without_words(lower: &str, words: &[String]) -> String {
+    let mut by_length: Vec<&String> = words.iter().collect();
+    by_length.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    by_length
+        .into_iter()
+        .fold(lower.to_owned(), |rest, w| rest.replace(w.as_str(), ""))
+}
+
+/// The owner's user ID, printed name (whole, without spaces, and each part)
+/// and email (whole, local part and its parts, domain without its
+/// top-level label), lower case, three characters or more.
+fn personal_words(owner: &Owner<'_>) -> Vec<String> {
+    let name = owner.printed_name.to_lowercase();
+    let email = owner.email.to_lowercase();
+    let (local, domain) = email.split_once('@').unwrap_or((email.as_str(), ""));
+    let mut words = vec![
+        owner.user_id.as_str().to_lowercase(),
+        name.split_whitespace().collect::<String>(),
+        name.clone(),
+        email.clone(),
+        local.to_owned(),
+        domain.to_owned(),
+    ];
+    for text in [name.as_str(), local] {
+        words.extend(
+            text.split(|c: char| !c.is_alphanumeric())
+                .map(str::to_owned),
+        );
+    }
+    if let Some((labels, _top)) = domain.rsplit_once('.') {
+        words.extend(labels.split('.').map(str::to_owned));
+    }
+    words.retain(|w| w.chars().count() >= 3);
+    words.sort();
+    words.dedup();
+    words
 }
 
 /// A signing seed sealed under a password-derived key, as stored.
@@ -235,6 +372,19 @@ mod tests {
         crate::ledger::UserId::parse(id).unwrap()
     }
 
+    const POLICY: super::Policy = super::Policy {
+        min_chars: 12,
+        min_score: 3,
+    };
+
+    fn owner(id: &crate::ledger::UserId) -> super::Owner<'_> {
+        super::Owner {
+            user_id: id,
+            printed_name: "Ana Lima",
+            email: "ana.lima@example.com",
+        }
+    }
+
     #[test]
     fn generated_passwords_never_contain_the_user_id_so_the_policy_accepts_them() {
         // A one-letter ID is in about half of all raw 24-character draws,
@@ -243,7 +393,8 @@ mod tests {
             for _ in 0..500 {
                 let p = super::one_time_password(id);
                 assert_eq!(p.len(), 24);
-                super::check_policy(&p, &uid(&id.to_lowercase()), 12, &[]).unwrap();
+                let id = uid(&id.to_lowercase());
+                super::check_policy(&p, &owner(&id), POLICY, &[]).unwrap();
             }
         }
     }
@@ -265,8 +416,9 @@ mod tests {
 
     #[test]
     fn policy_refuses_short_reused_and_user_id_passwords() {
+        let ana = uid("ana");
         let old = hash("an old passphrase", CHEAP);
-        let short = check_policy("short", &uid("ana"), 12, &[]).unwrap_err();
+        let short = check_policy("short", &owner(&ana), POLICY, &[]).unwrap_err();
         assert!(short.to_string().contains("at least 12"));
         assert_eq!(
             short,
@@ -278,17 +430,72 @@ mod tests {
         assert_eq!(
             check_policy(
                 "an old passphrase",
-                &uid("ana"),
-                12,
+                &owner(&ana),
+                POLICY,
                 std::slice::from_ref(&old)
             ),
             Err(PasswordRejected::Reused { recent: 1 })
         );
         assert_eq!(
-            check_policy("my name is ANA ok", &uid("ana"), 12, &[]),
+            check_policy("my name is ANA ok", &owner(&ana), POLICY, &[]),
             Err(PasswordRejected::ContainsUserId)
         );
-        check_policy("a new passphrase", &uid("ana"), 12, &[old]).unwrap();
+        check_policy("a new passphrase", &owner(&ana), POLICY, &[old]).unwrap();
+    }
+
+    #[test]
+    fn guessable_passwords_are_refused_with_the_reason_and_never_echoed() {
+        let ana = uid("al01");
+        for (password, reason) in [
+            ("aaaaaaaaaaaa", "Repeats like \"aaa\""),
+            ("123456789012", "Sequences like abc"),
+            ("passwordpassword", "Repeats like \"abcabcabc\""),
+            ("            ", "Repeats like \"aaa\""),
+            ("qwertyuiopasdf", "commonly used password"),
+            ("Ana Lima Ana Lima", "your name, user ID or email"),
+            ("Lima Ana 12345", "your name, user ID or email"),
+            ("AnaLima2026!", "your name, user ID or email"),
+            ("ana.lima@example.com", "your name, user ID or email"),
+        ] {
+            let refused = check_policy(password, &owner(&ana), POLICY, &[]).unwrap_err();
+            let PasswordRejected::TooGuessable {
+                score, min_score, ..
+            } = &refused
+            else {
+                panic!("{password:?}: {refused:?}");
+            };
+            assert!(*score < 3 && *min_score == 3, "{password:?}: {refused}");
+            let text = refused.to_string();
+            assert!(text.contains(reason), "{password:?}: {text}");
+            assert!(text.contains("at least 3 is required"), "{text}");
+            let shown = password.trim();
+            assert!(
+                shown.is_empty() || !text.contains(shown),
+                "never echoed: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_minimum_score_is_configurable_and_strong_passwords_pass() {
+        let ana = uid("ana");
+        let lax = Policy {
+            min_chars: 12,
+            min_score: 0,
+        };
+        check_policy("aaaaaaaaaaaa", &owner(&ana), lax, &[]).unwrap();
+        for strong in ["correct horse battery staple", "own-726576-secret-1-Xy"] {
+            check_policy(strong, &owner(&ana), POLICY, &[]).unwrap();
+        }
+        let strict = Policy {
+            min_chars: 12,
+            min_score: SCORE_MAX,
+        };
+        let refused = check_policy("Delacroix2026!!", &owner(&ana), strict, &[]).unwrap_err();
+        assert!(
+            matches!(refused, PasswordRejected::TooGuessable { min_score: 4, .. }),
+            "{refused}"
+        );
     }
 
     #[test]

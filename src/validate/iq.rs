@@ -173,7 +173,7 @@ struct IqCheck {
 }
 
 /// The IQ checks, in the order they run and are reported.
-const CHECKS: [IqCheck; 13] = [
+const CHECKS: [IqCheck; 14] = [
     IqCheck {
         id: "IQ-01",
         title: "Software: version and SHA-256 of the installed executable",
@@ -251,6 +251,12 @@ const CHECKS: [IqCheck; 13] = [
         title: "Validation set: requirements and protocols of this release, every requirement covered",
         covers: &["URS-017", "URS-032"],
         observe: |_| Box::pin(async move { validation_set() }),
+    },
+    IqCheck {
+        id: "IQ-14",
+        title: "Private files: the data directory owner-only, the database, its WAL and the keys 0600",
+        covers: &["URS-064"],
+        observe: |iq| Box::pin(async move { private_files(iq) }),
     },
 ];
 
@@ -543,6 +549,61 @@ fn ledger_key(iq: &Iq<'_>) -> Observation {
         ),
         ok,
         details: json!({"verifier_key": vkey}),
+    }
+}
+
+/// IQ-14: the data directory and every secret in it private: no group or
+/// other access. On PostgreSQL the database's files are the server's and
+/// the check says so.
+fn private_files(iq: &Iq<'_>) -> Observation {
+    let opened = iq.opened;
+    let database = opened.store.database_file();
+    let paths = opened.dir.private_paths(&opened.config, database);
+    let loose: Vec<String> = paths
+        .iter()
+        .filter(|p| !p.is_private())
+        .map(crate::config::PrivatePath::describe)
+        .collect();
+    let missing: Vec<String> = paths
+        .iter()
+        .filter(|p| {
+            p.found.is_none() && (p.path == opened.dir.path() || Some(p.path.as_path()) == database)
+        })
+        .map(crate::config::PrivatePath::describe)
+        .collect();
+    let present = paths.iter().filter(|p| p.found.is_some()).count();
+    let database_note = match database {
+        Some(_) => String::new(),
+        None => format!(
+            "; database files: not applicable ({} keeps them; restrict them on the database server)",
+            opened.store.backend_name()
+        ),
+    };
+    let observed = if loose.is_empty() && missing.is_empty() {
+        format!("all {present} present paths private{database_note}")
+    } else {
+        let mut problems = Vec::new();
+        if !loose.is_empty() {
+            problems.push(format!("readable by group or others: {}", loose.join(", ")));
+        }
+        if !missing.is_empty() {
+            problems.push(format!("missing: {}", missing.join(", ")));
+        }
+        format!("{}{database_note}", problems.join("; "))
+    };
+    Observation {
+        expected: "data directory 0700; trailmark.toml, ledger.key, CA and report keys, webhook secrets, and on SQLite the database with its -wal and -shm 0600 (no group or other access)".into(),
+        observed,
+        ok: loose.is_empty() && missing.is_empty(),
+        details: json!({
+            "paths": paths.iter().map(|p| json!({
+                "path": p.path,
+                "mode": p.found.map(|m| format!("{m:04o}")),
+                "required": format!("{:04o}", p.mode),
+                "private": p.is_private(),
+            })).collect::<Vec<_>>(),
+            "database_files": if database.is_some() { "checked" } else { "not applicable: PostgreSQL" },
+        }),
     }
 }
 

@@ -450,6 +450,8 @@ struct Evidence {
     edit: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modes: Option<Value>,
     entries_appended: Vec<Value>,
 }
 
@@ -791,6 +793,7 @@ impl<'a> Runner<'a> {
                 e.to_string()
             }),
             Action::Cli => self.cli(step, vars, evidence, &mut failures).await?,
+            Action::Modes => self.modes(step, vars, evidence, &mut failures)?,
             Action::Sql => {
                 let text = match (&step.sql_postgres, self.instance.store.backend_name()) {
                     (Some(pg), "postgres") => pg.as_str(),
@@ -987,6 +990,50 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// `modes`: each path's permission bits against the protocol's; the
+    /// SQLite-only paths only when the instance runs on SQLite.
+    fn modes(
+        &self,
+        step: &Step,
+        vars: &BTreeMap<String, String>,
+        evidence: &mut Evidence,
+        failures: &mut Vec<String>,
+    ) -> anyhow::Result<String> {
+        let sqlite = self.instance.store.database_file().is_some();
+        let mut wanted: Vec<(&String, &String)> = step.modes.iter().collect();
+        if sqlite {
+            wanted.extend(&step.modes_sqlite);
+        }
+        let mut seen = Vec::new();
+        let mut shown = Vec::new();
+        for (path, want) in wanted {
+            let path = substitute(path, vars)?;
+            let want = u32::from_str_radix(want, 8).with_context(|| format!("mode `{want}`"))?;
+            let found = crate::config::mode_of(Path::new(&path));
+            let text = found.map_or_else(|| "absent".to_owned(), |m| format!("{m:04o}"));
+            if found != Some(want) {
+                failures.push(format!("{path} is {text}; expected {want:04o}"));
+            }
+            shown.push(format!("{path} {text}"));
+            seen.push(json!({"path": path, "expected": format!("{want:04o}"), "found": text}));
+        }
+        let note = if sqlite || step.modes_sqlite.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not applicable on {}: {}",
+                self.instance.store.backend_name(),
+                step.modes_sqlite
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        evidence.modes = Some(json!({"paths": seen, "sqlite_paths_checked": sqlite}));
+        Ok(format!("{}{note}", shown.join(", ")))
+    }
+
     async fn cli(
         &self,
         step: &Step,
@@ -1087,6 +1134,8 @@ fn blank(step: &Step) -> Step {
         target: None,
         fault: None,
         count: None,
+        modes: BTreeMap::new(),
+        modes_sqlite: BTreeMap::new(),
         user: None,
         name: None,
         roles: Vec::new(),

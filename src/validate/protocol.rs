@@ -104,6 +104,8 @@ pub enum Action {
     Edit,
     /// Make a simulated target fail, stop or resume.
     Target,
+    /// Read the permission bits of files and directories.
+    Modes,
 }
 
 impl Action {
@@ -119,6 +121,7 @@ impl Action {
             Action::Sql => "sql",
             Action::Edit => "edit",
             Action::Target => "target",
+            Action::Modes => "modes",
         }
     }
 }
@@ -226,6 +229,15 @@ pub struct Step {
     /// `target`: for how many deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// `modes`: path -> the exact permission bits it must have, octal
+    /// (`"0600"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modes: BTreeMap<String, String>,
+    /// `modes`: more paths checked only when the instance runs on SQLite
+    /// (the database files); on PostgreSQL the observed result says they do
+    /// not apply.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modes_sqlite: BTreeMap<String, String>,
     /// `user`: the user ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -569,6 +581,15 @@ fn check_step(step: &Step) -> Result<(), StepError> {
         Action::Target => need(
             step.target.is_some() && step.fault.is_some(),
             "`target` and `fault`",
+        ),
+        Action::Modes => need(
+            !step.modes.is_empty()
+                && step
+                    .modes
+                    .values()
+                    .chain(step.modes_sqlite.values())
+                    .all(|m| u32::from_str_radix(m, 8).is_ok_and(|m| m <= 0o7777)),
+            "`modes` (path -> octal mode such as \"0600\")",
         ),
     }
 }

@@ -10,6 +10,7 @@ mod compliance_property;
 mod console;
 mod controls;
 mod crash;
+mod files;
 mod harness;
 mod integration;
 mod people;

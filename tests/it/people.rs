@@ -1198,7 +1198,7 @@ async fn source_system_signatures_survive_the_hand_over_labelled_and_verified() 
 
 /// The base URL a `trailmark serve` writing its output to `log` prints once
 /// it listens (within 30 s).
-async fn serving_url_in(log: &std::path::Path) -> String {
+pub(crate) async fn serving_url_in(log: &std::path::Path) -> String {
     for _ in 0..1500 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if let Some(line) = text
@@ -1556,5 +1556,103 @@ async fn part11_11_300_b_c_expiry_forces_a_change_loss_reissues_the_key_and_poli
         1,
         "verify applies the policy in force at the signature"
     );
+    ledger.finish().await;
+}
+
+/// §11.300 with NIST SP 800-63B §3.1.1.2: a password long enough for the
+/// length rule but easy to guess (a repeat, a sequence, a repeated word,
+/// blanks, the user's own name) is refused over the API with 422 and the
+/// reason, appends nothing and is never echoed, whether the user or an
+/// administrator sets it; a strong one is accepted.
+#[tokio::test]
+async fn part11_11_300_guessable_passwords_are_refused_with_the_reason_and_strong_ones_accepted() {
+    let ledger = TestLedger::new().await;
+    let (server, http) = started(&ledger, |_| {}).await;
+    let admin = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;
+    let md = person(
+        &ledger,
+        &http,
+        "mdel",
+        "Marguerite Delacroix",
+        &["operator"],
+    )
+    .await;
+    let size = ledger.opened.store.size().await.unwrap();
+    let refused = |status: u16, p: &Value, weak: &str, reason: &str| {
+        assert_eq!(status, 422, "{weak:?}: {p}");
+        assert_eq!(p["type"], "urn:trailmark:problem:invalid-request", "{p}");
+        let detail = p["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("too easy to guess") && detail.contains(reason),
+            "{weak:?}: the refusal says why: {detail}"
+        );
+        assert!(
+            weak.trim().is_empty() || !p.to_string().contains(weak.trim()),
+            "{weak:?} is echoed: {p}"
+        );
+    };
+    for (weak, reason) in [
+        ("aaaaaaaaaaaa", "Repeats like"),
+        ("123456789012", "Sequences like abc"),
+        ("passwordpassword", "Repeats like"),
+        ("            ", "Repeats like"),
+        ("Marguerite Delacroix", "your name, user ID or email"),
+        ("Delacroix Marguerite 1", "your name, user ID or email"),
+        ("marguerite@example.com", "your name, user ID or email"),
+    ] {
+        let (status, p) = http
+            .call(
+                "POST",
+                "/v1/account/password",
+                Some(&md.session),
+                Some(json!({"current_password": md.password, "new_password": weak})),
+            )
+            .await;
+        refused(status, &p, weak, reason);
+    }
+    // An administrator's reset and a new user's initial password follow
+    // the same rule.
+    let (status, p) = http
+        .call(
+            "POST",
+            "/v1/users/mdel/password",
+            Some(&admin.session),
+            Some(json!({"new_password": "qwertyuiopasdf", "reason": "password lost; identity checked"})),
+        )
+        .await;
+    refused(status, &p, "qwertyuiopasdf", "");
+    let (status, p) = http
+        .call(
+            "POST",
+            "/v1/users",
+            Some(&admin.session),
+            Some(json!({"user_id": "weak1", "printed_name": "Walter Eakins", "email": "weak1@example.com",
+                "roles": ["operator"], "identity_verification_method": "passport checked in person",
+                "initial_password": "Walter Eakins 2026", "reason": "new hire"})),
+        )
+        .await;
+    refused(
+        status,
+        &p,
+        "Walter Eakins 2026",
+        "your name, user ID or email",
+    );
+    assert_eq!(
+        ledger.opened.store.size().await.unwrap(),
+        size,
+        "a refused password appends nothing"
+    );
+    let strong = "violet-ferry-Quantum-41-lantern";
+    let (status, body) = http
+        .call(
+            "POST",
+            "/v1/account/password",
+            Some(&md.session),
+            Some(json!({"current_password": md.password, "new_password": strong})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http.login("mdel", strong).await.0, 201);
+    server.stop().await;
     ledger.finish().await;
 }

@@ -98,6 +98,11 @@ pub enum IdentityConfigError {
     /// `identity.argon2_*` is out of Argon2's range.
     #[error("identity.argon2_* parameters: {0}")]
     Argon2(argon2::Error),
+    /// `identity.password_min_score` is above the estimator's scale.
+    #[error(
+        "identity.password_min_score is {0}; it must be 0 to 4 (3 is the default and the recommended minimum)"
+    )]
+    PasswordScore(u8),
 }
 
 /// The identity service.
@@ -207,6 +212,11 @@ impl Identity {
             Some(32),
         )
         .map_err(IdentityConfigError::Argon2)?;
+        if config.password_min_score > super::password::SCORE_MAX {
+            return Err(IdentityConfigError::PasswordScore(
+                config.password_min_score,
+            ));
+        }
         Ok(Identity {
             cost: Cost {
                 memory_kib: config.argon2_memory_kib,
@@ -226,6 +236,14 @@ impl Identity {
                 .expect("a plain HTTP client builds"),
             clock,
         })
+    }
+
+    /// The configured password rules.
+    fn password_policy(&self) -> super::password::Policy {
+        super::password::Policy {
+            min_chars: self.config.password_min_chars,
+            min_score: self.config.password_min_score,
+        }
     }
 
     /// Now, on the service's clock.

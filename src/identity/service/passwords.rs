@@ -43,14 +43,20 @@ impl Identity {
             .store
             .password_history(user_id, self.config.password_history_count)
             .await?;
-        let (pw, id, min, cost) = (
+        let (pw, id, policy, cost) = (
             new_password.to_owned(),
             user_id.to_owned(),
-            self.config.password_min_chars,
+            self.password_policy(),
             self.cost,
         );
+        let (name, email) = (user.printed_name.clone(), user.email.clone());
         let hash = Self::blocking(move || {
-            password::check_policy(&pw, &id, min, &recent).map(|()| password::hash(&pw, cost))
+            let owner = password::Owner {
+                user_id: &id,
+                printed_name: &name,
+                email: &email,
+            };
+            password::check_policy(&pw, &owner, policy, &recent).map(|()| password::hash(&pw, cost))
         })
         .await
         .map_err(|e| invalid(e.to_string()))?;
@@ -171,16 +177,22 @@ impl Identity {
             .store
             .password_history(&user.user_id, self.config.password_history_count)
             .await?;
-        let (old_pw, pw, id, min, cost) = (
+        let (old_pw, pw, id, policy, cost) = (
             current.to_owned(),
             new_password.to_owned(),
             user.user_id.clone(),
-            self.config.password_min_chars,
+            self.password_policy(),
             self.cost,
         );
+        let (name, email) = (user.printed_name.clone(), user.email.clone());
         let wrapped_old = user.wrapped_key.clone();
         let (hash, seed, fresh) = Self::blocking(move || {
-            password::check_policy(&pw, &id, min, &recent)?;
+            let owner = password::Owner {
+                user_id: &id,
+                printed_name: &name,
+                email: &email,
+            };
+            password::check_policy(&pw, &owner, policy, &recent)?;
             let (seed, fresh) = match wrapped_old
                 .as_deref()
                 .and_then(|w| password::unwrap(w, &old_pw, &id))

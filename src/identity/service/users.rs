@@ -107,16 +107,24 @@ impl Identity {
             .clone()
             .unwrap_or_else(|| by.to_string());
         check_text("identity_verified_by", &verified_by, 128)?;
-        password::check_policy(
-            &new.initial_password,
-            &user_id,
-            self.config.password_min_chars,
-            &[],
-        )
+        let (cost, policy) = (self.cost, self.password_policy());
+        let (id, name, email, initial) = (
+            user_id.clone(),
+            new.printed_name.clone(),
+            new.email.clone(),
+            new.initial_password.clone(),
+        );
+        let hash = Self::blocking(move || {
+            let owner = password::Owner {
+                user_id: &id,
+                printed_name: &name,
+                email: &email,
+            };
+            password::check_policy(&initial, &owner, policy, &[])
+                .map(|()| password::hash(&initial, cost))
+        })
+        .await
         .map_err(|e| invalid(e.to_string()))?;
-        let cost = self.cost;
-        let initial = new.initial_password.clone();
-        let hash = Self::blocking(move || password::hash(&initial, cost)).await;
         let _guard = self.changes.lock().await;
         if self.store.user(&user_id).await?.is_some() {
             return Err(IdentityError::Conflict(format!(
