@@ -827,6 +827,8 @@ mod tests {
             identity: IdentityConfig::default(),
             integration: IntegrationConfig::default(),
             verify: VerifyConfig::default(),
+            console: ConsoleConfig::default(),
+            transport: TransportConfig::default(),
         };
         config.integration.targets.insert(
             "lms".into(),

@@ -67,7 +67,7 @@ impl Permission {
         Permission::IntegrationManage,
         Permission::CapaClose,
         Permission::ReportsGenerate,
-    Permission::MetricsRead,
+        Permission::MetricsRead,
     ];
 
     /// Its name, as in token scopes and `trailmark roles`.
