@@ -423,7 +423,7 @@ async fn init(g: &Global, origin: Option<String>) -> Result<(), Exit> {
         roles: vec!["administrator".into()],
         identity_verified_by: Some("system:cli".into()),
         identity_verification_method: "the installer, holding the data directory".into(),
-        initial_password: admin_password.clone(),
+        initial_password: Some(admin_password.clone()),
     };
     let created = opened
         .create_user(admin, "first administrator created by `trailmark init`")
@@ -805,7 +805,7 @@ async fn user_command(opened: &Instance, command: UserCommand) -> anyhow::Result
                 roles,
                 identity_verified_by: verified_by,
                 identity_verification_method: verification_method,
-                initial_password: password.clone(),
+                initial_password: Some(password.clone()),
             };
             opened.create_user(new, &reason).await?;
             eprintln!(

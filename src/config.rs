@@ -373,6 +373,12 @@ pub struct IdentityConfig {
     /// Where lockout and other security alerts are POSTed as JSON (none: log
     /// and metric only).
     pub alert_webhook_url: Option<String>,
+    /// Where one-time passwords are POSTed as JSON for the site's mail or
+    /// identity system to forward to the person (account creation, reset):
+    /// without it, only `trailmark user create` at the server can make
+    /// accounts, because no one else may see another person's password
+    /// (docs/SIGNATURES.md §4.2). Use an internal `https://` address.
+    pub credential_webhook_url: Option<String>,
     /// Offset in which signing times are displayed, `+HH:MM` or `-HH:MM`.
     pub display_utc_offset: String,
     /// Header in which a TLS-terminating proxy forwards the client
@@ -396,6 +402,7 @@ impl Default for IdentityConfig {
             session_idle_seconds: 900,
             token_default_days: 90,
             alert_webhook_url: None,
+            credential_webhook_url: None,
             display_utc_offset: "+00:00".into(),
             client_cert_header: None,
             argon2_memory_kib: 19_456,

@@ -455,7 +455,7 @@ async fn create_staff(opened: &mut Instance) -> anyhow::Result<Vec<String>> {
                     roles: vec![role.into()],
                     identity_verified_by: Some("user:hr-officer".into()),
                     identity_verification_method: "passport checked in person at onboarding".into(),
-                    initial_password: password.clone(),
+                    initial_password: Some(password.clone()),
                 },
                 "demo: QA staff who close and sign CAPAs",
             )

@@ -524,6 +524,86 @@ async fn deliver(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     StatusCode::NO_CONTENT
 }
 
+/// A simulated credential channel (the site's mail or identity system):
+/// keeps every one-time password Trailmark sends it, so the demo, the OQ
+/// and the tests can hand each to its person (docs/SIGNATURES.md §4.2).
+pub struct Mailbox {
+    url: String,
+    got: Arc<Mutex<Vec<serde_json::Value>>>,
+    task: JoinHandle<()>,
+}
+
+impl Mailbox {
+    /// Starts it on a port of 127.0.0.1 the system chooses.
+    ///
+    /// # Errors
+    /// If no port can be bound.
+    pub async fn start() -> io::Result<Mailbox> {
+        let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let kept = Arc::clone(&got);
+        let app = Router::new().route(
+            "/credentials",
+            post(move |body: Bytes| {
+                let kept = Arc::clone(&kept);
+                async move {
+                    match serde_json::from_slice(&body) {
+                        Ok(v) => {
+                            kept.lock().unwrap_or_else(PoisonError::into_inner).push(v);
+                            StatusCode::NO_CONTENT
+                        }
+                        Err(_) => StatusCode::BAD_REQUEST,
+                    }
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/credentials", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Mailbox { url, got, task })
+    }
+
+    /// Where Trailmark sends (`identity.credential_webhook_url`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The newest one-time password sent for `user_id`.
+    pub fn password_for(&self, user_id: &str) -> Option<String> {
+        self.got
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|m| m["user_id"] == user_id)
+            .and_then(|m| m["one_time_password"].as_str().map(str::to_owned))
+    }
+
+    /// The newest one-time password of each user it got, by user ID.
+    pub fn latest(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for m in self
+            .got
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            if let (Some(u), Some(p)) = (m["user_id"].as_str(), m["one_time_password"].as_str()) {
+                out.retain(|(id, _)| id != u);
+                out.push((u.to_owned(), p.to_owned()));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

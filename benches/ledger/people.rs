@@ -30,7 +30,7 @@ pub async fn create_people(opened: &Instance, people: &[(&str, &str, &str)]) -> 
                     roles: vec![(*role).to_owned()],
                     identity_verified_by: Some("user:hr-officer".into()),
                     identity_verification_method: "passport checked in person".into(),
-                    initial_password: initial_password_of(id),
+                    initial_password: Some(initial_password_of(id)),
                 },
                 "benchmark user",
             )

@@ -175,15 +175,14 @@ pub struct CreateUserBody {
     pub identity_verified_by: Option<String>,
     /// How the identity was verified (§11.100(b)).
     pub identity_verification_method: String,
-    /// Initial password; the user must change it at first login.
-    pub initial_password: String,
-    /// Why (recorded).
+    /// Why (recorded). There is no password here: Trailmark sends a
+    /// one-time password to the person through the credential channel.
     pub reason: String,
 }
 
 /// Creates a user.
 #[utoipa::path(post, path = "/v1/users", request_body = CreateUserBody,
-    responses((status = 201, body = UserView), (status = 409, description = "user ID taken (never reused)"),
+    responses((status = 201, body = UserView), (status = 409, description = "user ID taken (never reused), or no credential channel to send the one-time password"),
               (status = 422, description = "invalid field or missing reason")), security(("bearer" = [])))]
 pub async fn create_user(
     State(state): State<AppState>,
@@ -198,7 +197,7 @@ pub async fn create_user(
         roles: b.roles,
         identity_verified_by: b.identity_verified_by,
         identity_verification_method: b.identity_verification_method,
-        initial_password: b.initial_password,
+        initial_password: None,
     };
     let view = state
         .identity
@@ -268,8 +267,6 @@ pub async fn change_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetBody {
-    /// The new password, to be changed at next login.
-    pub new_password: String,
     /// Why (recorded), e.g. "user forgot password, identity checked by phone".
     pub reason: String,
 }
@@ -288,7 +285,7 @@ pub async fn reset_password(
     Ok(Json(
         state
             .identity
-            .reset_password(&caller.actor, &id, &b.new_password, &b.reason)
+            .reset_password(&caller.actor, &id, None, &b.reason)
             .await?,
     ))
 }

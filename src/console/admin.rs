@@ -269,8 +269,8 @@ pub(super) async fn change_user(
     outcome(&state, &v, result).await
 }
 
-/// `POST /console/admin/users`: a new user, with a one-time password
-/// shown once.
+/// `POST /console/admin/users`: a new user; the one-time password goes to
+/// the person through the credential channel, never to the page.
 pub(super) async fn create_user(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -282,7 +282,6 @@ pub(super) async fn create_user(
     };
     let result = async {
         let user_id = field(&form, "user_id").to_owned();
-        let password = crate::identity::password::one_time_password(&user_id);
         let new = NewUser {
             user_id,
             printed_name: field(&form, "printed_name").to_owned(),
@@ -290,12 +289,11 @@ pub(super) async fn create_user(
             roles: roles_of(&form),
             identity_verified_by: None,
             identity_verification_method: field(&form, "identity_verification_method").to_owned(),
-            initial_password: password.clone(),
+            initial_password: None,
         };
         let made = state.identity.create_user(&by, new, field(&form, "reason")).await?;
         Ok(html! {
-            p { "Created " code { (made.user_id) } " (" (made.printed_name) "). One-time password, shown only now; hand it over in person. It must be changed at the first log-in:" }
-            p { code.secret { (password) } }
+            p { "Created " code { (made.user_id) } " (" (made.printed_name) "). A one-time password was sent to " (made.email) " through the credential channel; nobody else sees it. It must be changed at the first log-in." }
         })
     }
     .await;

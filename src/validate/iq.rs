@@ -104,7 +104,9 @@ pub fn flatten(value: &Value) -> BTreeMap<String, String> {
 /// does to records, people or hand-overs. Names, addresses and the
 /// targets' URLs are site-specific and only recorded.
 pub fn controlled(key: &str) -> bool {
-    (key.starts_with("identity.") && key != "identity.alert_webhook_url")
+    (key.starts_with("identity.")
+        && key != "identity.alert_webhook_url"
+        && key != "identity.credential_webhook_url")
         || key.starts_with("sequencer.")
         || key.starts_with("verify.")
         || (key.starts_with("integration.") && !key.starts_with("integration.targets."))

@@ -15,7 +15,7 @@ use super::protocol::{Action, Case, Step, ValidationSet};
 use crate::config::{Config, TargetConfig};
 use crate::instance::Instance;
 use crate::integration::webhook::Secret;
-use crate::sim::Receiver;
+use crate::sim::{Mailbox, Receiver};
 use crate::store::Store;
 
 /// Longest output kept in the evidence, per stream or body.
@@ -54,6 +54,9 @@ pub struct UnderTest {
     pub targets: BTreeMap<String, Receiver>,
     /// Variables the fixture set up: the admin session, tokens.
     pub fixture: BTreeMap<String, String>,
+    /// The simulated credential channel one-time passwords go to
+    /// (throw-away instances only; `${otp:ID}` in a step is the newest).
+    pub mailbox: Option<Mailbox>,
     server: Option<crate::instance::Server>,
     pg_drop: Option<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
@@ -135,6 +138,10 @@ impl UnderTest {
             );
             targets.insert(name.to_owned(), receiver);
         }
+        // One-time passwords go to a simulated mail system, never to the
+        // administrator (SIGNATURES.md §4.2).
+        let mailbox = Mailbox::start().await?;
+        config.identity.credential_webhook_url = Some(mailbox.url().to_owned());
         std::fs::write(data.join("trailmark.toml"), toml::to_string(&config)?)?;
         opened.config = config;
         let (fixture, admin_initial) =
@@ -150,6 +157,7 @@ impl UnderTest {
             throwaway: true,
             targets,
             fixture,
+            mailbox: Some(mailbox),
             server: Some(server),
             pg_drop,
             _tmp: Some(tmp),
@@ -177,6 +185,7 @@ impl UnderTest {
             throwaway: false,
             targets: BTreeMap::new(),
             fixture,
+            mailbox: None,
             server: None,
             pg_drop: None,
             _tmp: None,
@@ -280,7 +289,7 @@ async fn make_fixture(
                 roles: vec!["administrator".into()],
                 identity_verified_by: Some("system:cli".into()),
                 identity_verification_method: format!("OQ fixture on {on}"),
-                initial_password: initial.clone(),
+                initial_password: Some(initial.clone()),
             },
             &format!("OQ fixture: the OQ administrator of {on}"),
         )
@@ -756,6 +765,7 @@ impl<'a> Runner<'a> {
         evidence: &mut Evidence,
     ) -> anyhow::Result<(String, Vec<String>)> {
         let mut failures = Vec::new();
+        self.learn_one_time_passwords(vars);
         let observed = match step.action {
             Action::Http | Action::Events => {
                 let mut last = String::new();
@@ -925,7 +935,6 @@ impl<'a> Runner<'a> {
         failures: &mut Vec<String>,
     ) -> anyhow::Result<String> {
         let id = substitute(step.user.as_deref().unwrap_or_default(), vars)?;
-        let initial = crate::identity::password::one_time_password(&id);
         let name = step.name.clone().unwrap_or_else(|| format!("OQ User {id}"));
         let create = Step {
             action: Action::Http,
@@ -934,15 +943,37 @@ impl<'a> Runner<'a> {
             body: Some(
                 json!({"user_id": id, "printed_name": name, "email": format!("{id}@oq.invalid"),
                 "roles": step.roles, "identity_verification_method": "OQ fixture: identity checked by the validation engineer",
-                "initial_password": initial, "reason": format!("OQ test user for run {}", self.run_id)}),
+                "reason": format!("OQ test user for run {}", self.run_id)}),
             ),
             ..blank(step)
         };
-        let (status, body) = self.exchange(&create, vars, evidence).await?;
-        if status != 201 {
-            failures.push(format!("creating {id} answered {status}: {body}"));
-            return Ok(describe(status, &body));
-        }
+        // The one-time password goes to the person through the credential
+        // channel: the simulated mail system of a throw-away instance. A
+        // staged instance's channel is the site's, so its OQ users are made
+        // by the data-directory holder, as `trailmark user create` does.
+        let initial = match &self.instance.mailbox {
+            Some(mailbox) => {
+                let (status, body) = self.exchange(&create, vars, evidence).await?;
+                if status != 201 {
+                    failures.push(format!("creating {id} answered {status}: {body}"));
+                    return Ok(describe(status, &body));
+                }
+                match mailbox.password_for(&id) {
+                    Some(p) => p,
+                    None => {
+                        failures.push(format!("{id} was created but no one-time password reached the credential channel"));
+                        return Ok(format!("{id} created; no one-time password sent"));
+                    }
+                }
+            }
+            None => match self.create_at_the_server(&id, &name, &step.roles).await {
+                Ok(p) => p,
+                Err(e) => {
+                    failures.push(format!("creating {id} at the server: {e:#}"));
+                    return Ok(format!("{id} not created"));
+                }
+            },
+        };
         let (session, password) =
             match first_sign_in(&self.http, &self.instance.base, &id, &initial).await {
                 Ok(x) => x,
@@ -960,6 +991,46 @@ impl<'a> Runner<'a> {
             "{id} created with roles {}; signed in; one-time password replaced",
             step.roles.join(", ")
         ))
+    }
+
+    /// `${otp:ID}`: the newest one-time password the simulated credential
+    /// channel got for each user (throw-away instances).
+    fn learn_one_time_passwords(&self, vars: &mut BTreeMap<String, String>) {
+        if let Some(mailbox) = &self.instance.mailbox {
+            for (user, otp) in mailbox.latest() {
+                vars.insert(format!("otp:{user}"), otp);
+            }
+        }
+    }
+
+    /// Creates an OQ user as the data-directory holder does (`trailmark
+    /// user create`); returns the one-time password.
+    async fn create_at_the_server(
+        &self,
+        id: &str,
+        name: &str,
+        roles: &[String],
+    ) -> anyhow::Result<String> {
+        let initial = crate::identity::password::one_time_password(id);
+        let opened =
+            Instance::open(&self.instance.data, self.instance.database_url.as_deref()).await?;
+        let created = opened
+            .create_user(
+                crate::identity::service::NewUser {
+                    user_id: id.to_owned(),
+                    printed_name: name.to_owned(),
+                    email: format!("{id}@oq.invalid"),
+                    roles: roles.to_vec(),
+                    identity_verified_by: None,
+                    identity_verification_method:
+                        "OQ fixture: identity checked by the validation engineer".into(),
+                    initial_password: Some(initial.clone()),
+                },
+                &format!("OQ test user for run {}", self.run_id),
+            )
+            .await;
+        opened.store.close().await;
+        created.map(|()| initial)
     }
 
     async fn settle(&self, step: &Step) -> anyhow::Result<String> {

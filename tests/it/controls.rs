@@ -6,10 +6,24 @@
 use serde_json::{Value, json};
 
 use crate::harness::TestLedger;
+use trailmark::sim::Mailbox;
+
 use crate::people::{Http, create_user, initial_password, kinds_of, own_password, person};
 
 async fn started(ledger: &TestLedger) -> (trailmark::instance::Server, Http) {
     let server = ledger.start_with(&ledger.config()).await;
+    let http = Http::new(&server);
+    (server, http)
+}
+
+/// A server whose one-time passwords go to `channel`.
+async fn started_with_channel(
+    ledger: &TestLedger,
+    channel: &Mailbox,
+) -> (trailmark::instance::Server, Http) {
+    let mut config = ledger.config();
+    config.identity.credential_webhook_url = Some(channel.url().to_owned());
+    let server = ledger.start_with(&config).await;
     let http = Http::new(&server);
     (server, http)
 }
@@ -125,7 +139,8 @@ async fn log_in_answers_do_not_tell_which_accounts_exist_or_are_locked() {
 #[tokio::test]
 async fn sessions_end_when_credentials_change() {
     let ledger = TestLedger::new().await;
-    let (_server, http) = started(&ledger).await;
+    let channel = Mailbox::start().await.unwrap();
+    let (_server, http) = started_with_channel(&ledger, &channel).await;
     let root = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;
     // Two sessions opened with the one-time password: both restricted.
     create_user(&ledger, "ses1", "Sam Sessions", &["qa_reviewer"]).await;
@@ -181,7 +196,7 @@ async fn sessions_end_when_credentials_change() {
             "POST",
             "/v1/users/ses1/password",
             Some(&root.session),
-            Some(json!({"new_password": initial_password("ses1") + "-2", "reason": "forgot it"})),
+            Some(json!({"reason": "forgot it"})),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -238,5 +253,99 @@ async fn the_last_administrator_and_approver_stay() {
     )
     .await;
     assert_eq!(s, 200, "{b}");
+    ledger.finish().await;
+}
+
+/// An administrator never learns a person's password, so cannot sign in
+/// their name (SIGNATURES.md §4.2): no password can be given over the API,
+/// without a credential channel no account is made or reset, and a reset's
+/// one-time password goes only to the person, who alone then makes the new
+/// signing key.
+#[tokio::test]
+async fn an_administrator_never_learns_a_persons_password() {
+    let ledger = TestLedger::new().await;
+    let (server, http) = started(&ledger).await;
+    let root = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;
+    let vic = person(&ledger, &http, "vic", "Vic Victim", &["qa_reviewer"]).await;
+    let size = ledger.opened.store.size().await.unwrap();
+    let new_user = json!({"user_id": "nat", "printed_name": "Nat New", "email": "nat@example.com",
+        "roles": ["operator"], "identity_verification_method": "passport checked in person", "reason": "new hire"});
+    for (path, body) in [
+        ("/v1/users", new_user.clone()),
+        ("/v1/users/vic/password", json!({"reason": "forgot it"})),
+    ] {
+        let (s, p) = http
+            .call("POST", path, Some(&root.session), Some(body))
+            .await;
+        assert_eq!(s, 409, "{path}: {p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("credential channel"),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        ledger.opened.store.size().await.unwrap(),
+        size,
+        "nothing appended"
+    );
+    server.stop().await;
+
+    let channel = Mailbox::start().await.unwrap();
+    let (_server, http) = started_with_channel(&ledger, &channel).await;
+    let (_, login) = http.login("root", &root.password).await;
+    let admin = login["session"].as_str().unwrap().to_owned();
+    let (s, v) = http
+        .call(
+            "POST",
+            "/v1/users/vic/password",
+            Some(&admin),
+            Some(json!({"reason": "lost; identity checked by phone"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let sent = channel.password_for("vic").expect("sent to Vic");
+    assert!(
+        !v.to_string().contains(&sent),
+        "the administrator's answer holds no password"
+    );
+    let reset = kinds_of(&ledger, "admin.user.password_set").await;
+    assert!(
+        !serde_json::to_string(&reset).unwrap().contains(&sent),
+        "nor does the ledger"
+    );
+    // What the administrator knows opens nothing: not Vic's old password.
+    assert_eq!(http.login("vic", &vic.password).await.0, 401);
+    // Vic, with the password only Vic received, chooses a new one and signs.
+    let (s, l) = http.login("vic", &sent).await;
+    assert_eq!(s, 201, "{l}");
+    let session = l["session"].as_str().unwrap().to_owned();
+    let (s, b) = http
+        .call(
+            "POST",
+            "/v1/account/password",
+            Some(&session),
+            Some(json!({"current_password": sent, "new_password": own_password("vic", 2)})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, r) = http
+        .call(
+            "POST",
+            "/v1/entries",
+            Some(&ledger.admin_token),
+            Some(crate::harness::record(7)),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let (s, sig) = http
+        .sign(
+            &session,
+            r["hash"].as_str().unwrap(),
+            "reviewed",
+            Some("vic"),
+            &own_password("vic", 2),
+        )
+        .await;
+    assert_eq!(s, 201, "{sig}");
     ledger.finish().await;
 }

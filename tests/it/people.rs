@@ -15,6 +15,7 @@ use trailmark::audit::AuditError;
 use trailmark::config::Config;
 use trailmark::identity::service::NewUser;
 use trailmark::instance::Server;
+use trailmark::sim::Mailbox;
 
 use crate::harness::{TestLedger, record};
 
@@ -109,7 +110,7 @@ pub async fn create_user(ledger: &TestLedger, id: &str, name: &str, roles: &[&st
                 roles: roles.iter().map(|r| (*r).to_owned()).collect(),
                 identity_verified_by: Some("user:hr-officer".into()),
                 identity_verification_method: "passport checked in person".into(),
-                initial_password: initial_password(id),
+                initial_password: Some(initial_password(id)),
             },
             "test user",
         )
@@ -739,10 +740,14 @@ async fn part11_11_300_c_old_signatures_survive_password_change_and_deactivation
 #[tokio::test]
 async fn part11_11_100_user_ids_are_unique_never_reused_and_identity_verification_is_recorded() {
     let ledger = TestLedger::new().await;
-    let (server, http) = started(&ledger, |_| {}).await;
+    let channel = Mailbox::start().await.unwrap();
+    let (server, http) = started(&ledger, |c| {
+        c.identity.credential_webhook_url = Some(channel.url().to_owned());
+    })
+    .await;
     let admin = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;
     let body = json!({"user_id": "zoe", "printed_name": "Zoë Weber", "email": "zoe@example.com", "roles": ["operator"],
-        "identity_verification_method": "ID card checked by HR", "initial_password": "first-Pa55word-1", "reason": "new hire"});
+        "identity_verification_method": "ID card checked by HR", "reason": "new hire"});
     assert_eq!(
         http.call(
             "POST",
@@ -766,6 +771,14 @@ async fn part11_11_100_user_ids_are_unique_never_reused_and_identity_verificatio
     );
     assert_eq!(zoe["actor"], "user:root");
     assert_eq!(zoe["reason"], "new hire");
+    assert_eq!(
+        zoe["payload"]["one_time_password"],
+        "sent to the person through the credential channel"
+    );
+    let first = channel
+        .password_for("zoe")
+        .expect("Zoë got her one-time password");
+    assert_eq!(http.login("zoe", &first).await.0, 201);
     let (status, _) = http
         .call(
             "PATCH",
@@ -1432,10 +1445,15 @@ async fn no_secret_reaches_logs_errors_the_ledger_or_exports() {
 /// §11.300(b) periodic revision, §11.300(c) loss management, and a signing
 /// policy change that `verify` applies from the seq it was recorded at.
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario: expiry, then loss through the channel, then a policy change
 async fn part11_11_300_b_c_expiry_forces_a_change_loss_reissues_the_key_and_policy_changes_are_recorded()
  {
     let ledger = TestLedger::new().await;
-    let (server, http) = started(&ledger, |_| {}).await;
+    let channel = Mailbox::start().await.unwrap();
+    let (server, http) = started(&ledger, |c| {
+        c.identity.credential_webhook_url = Some(channel.url().to_owned());
+    })
+    .await;
     let admin = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;
     let op = person(&ledger, &http, "op", "Otto Park", &["operator"]).await;
     let (_, t) = target(&http, &ledger.admin_token, 1).await;
@@ -1479,15 +1497,31 @@ async fn part11_11_300_b_c_expiry_forces_a_change_loss_reissues_the_key_and_poli
         .unwrap()
         .certificate_sha256
         .unwrap();
-    let (status, v) = http.call("POST", "/v1/users/op/password", Some(&admin.session),
-        Some(json!({"new_password": "temporary-Pa55word-9", "reason": "forgotten password; identity confirmed by phone call-back"}))).await;
+    let (status, v) = http
+        .call(
+            "POST",
+            "/v1/users/op/password",
+            Some(&admin.session),
+            Some(json!({"reason": "forgotten password; identity confirmed by phone call-back"})),
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["certificate_sha256"], Value::Null);
     assert_eq!(v["must_change_password"], true);
-    let (_, login) = http.login("op", "temporary-Pa55word-9").await;
+    // The one-time password went to Otto through the channel, not to the
+    // administrator.
+    assert!(!v.to_string().contains("one_time_password"), "{v}");
+    let temporary = channel.password_for("op").expect("sent to the person");
+    let (_, login) = http.login("op", &temporary).await;
     let session = login["session"].as_str().unwrap().to_owned();
-    let (status, _) = http.call("POST", "/v1/account/password", Some(&session),
-        Some(json!({"current_password": "temporary-Pa55word-9", "new_password": own_password("op", 3)}))).await;
+    let (status, _) = http
+        .call(
+            "POST",
+            "/v1/account/password",
+            Some(&session),
+            Some(json!({"current_password": temporary, "new_password": own_password("op", 3)})),
+        )
+        .await;
     assert_eq!(status, 200);
     let new_cert = ledger
         .opened
@@ -1562,8 +1596,8 @@ async fn part11_11_300_b_c_expiry_forces_a_change_loss_reissues_the_key_and_poli
 /// §11.300 with NIST SP 800-63B §3.1.1.2: a password long enough for the
 /// length rule but easy to guess (a repeat, a sequence, a repeated word,
 /// blanks, the user's own name) is refused over the API with 422 and the
-/// reason, appends nothing and is never echoed, whether the user or an
-/// administrator sets it; a strong one is accepted.
+/// reason, appends nothing and is never echoed; an administrator sets
+/// none; a strong one is accepted.
 #[tokio::test]
 async fn part11_11_300_guessable_passwords_are_refused_with_the_reason_and_strong_ones_accepted() {
     let ledger = TestLedger::new().await;
@@ -1610,33 +1644,33 @@ async fn part11_11_300_guessable_passwords_are_refused_with_the_reason_and_stron
             .await;
         refused(status, &p, weak, reason);
     }
-    // An administrator's reset and a new user's initial password follow
-    // the same rule.
-    let (status, p) = http
-        .call(
-            "POST",
+    // An administrator cannot set a password at all (SIGNATURES.md §4.2):
+    // a reset or a new user names none, and one given is refused unread.
+    for (path, body) in [
+        (
             "/v1/users/mdel/password",
-            Some(&admin.session),
-            Some(json!({"new_password": "qwertyuiopasdf", "reason": "password lost; identity checked"})),
-        )
-        .await;
-    refused(status, &p, "qwertyuiopasdf", "");
-    let (status, p) = http
-        .call(
-            "POST",
+            json!({"new_password": "qwertyuiopasdf", "reason": "password lost; identity checked"}),
+        ),
+        (
             "/v1/users",
-            Some(&admin.session),
-            Some(json!({"user_id": "weak1", "printed_name": "Walter Eakins", "email": "weak1@example.com",
-                "roles": ["operator"], "identity_verification_method": "passport checked in person",
-                "initial_password": "Walter Eakins 2026", "reason": "new hire"})),
-        )
-        .await;
-    refused(
-        status,
-        &p,
-        "Walter Eakins 2026",
-        "your name, user ID or email",
-    );
+            json!({"user_id": "weak1", "printed_name": "Walter Eakins", "email": "weak1@example.com",
+            "roles": ["operator"], "identity_verification_method": "passport checked in person",
+            "initial_password": "Walter Eakins 2026", "reason": "new hire"}),
+        ),
+    ] {
+        let (status, p) = http
+            .call("POST", path, Some(&admin.session), Some(body))
+            .await;
+        assert_eq!(status, 400, "{path}: {p}");
+        assert!(
+            p["detail"].as_str().unwrap().contains("unknown field"),
+            "{p}"
+        );
+        assert!(
+            !p.to_string().contains("qwertyuiopasdf")
+                && !p.to_string().contains("Walter Eakins 2026")
+        );
+    }
     assert_eq!(
         ledger.opened.store.size().await.unwrap(),
         size,

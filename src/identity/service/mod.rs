@@ -18,6 +18,7 @@
 //! service, its errors, the one append shape and the field checks.
 
 mod certificates;
+mod handover;
 mod passwords;
 mod sessions;
 mod signing;

@@ -7,6 +7,7 @@ use crate::ledger::kind;
 use chrono::Duration as ChronoDuration;
 use serde_json::json;
 
+use super::handover::Recipient;
 use super::{
     Identity, IdentityError, Result, SessionCaller, UserView, check_reason, invalid, parse_time,
     rfc3339,
@@ -29,10 +30,13 @@ impl Identity {
         &self,
         by: &Actor,
         user_id: &UserId,
-        new_password: &str,
+        given: Option<&str>,
         reason: &str,
     ) -> Result<UserView> {
         check_reason(reason)?;
+        let (new_password, route) =
+            self.one_time_password(by, given.map(str::to_owned), user_id)?;
+        let new_password = new_password.as_str();
         let user = self.existing(user_id).await?;
         if user.status == "deactivated" {
             return Err(IdentityError::Conflict(format!(
@@ -50,6 +54,11 @@ impl Identity {
             self.cost,
         );
         let (name, email) = (user.printed_name.clone(), user.email.clone());
+        let to = Recipient {
+            user_id,
+            printed_name: &user.printed_name,
+            email: &user.email,
+        };
         let hash = Self::blocking(move || {
             let owner = password::Owner {
                 user_id: &id,
@@ -60,6 +69,8 @@ impl Identity {
         })
         .await
         .map_err(|e| invalid(e.to_string()))?;
+        self.hand_over(route, &to, new_password, "password reset")
+            .await?;
         let _guard = self.changes.lock().await;
         let mut effects = vec![StateWrite::SetPassword {
             user_id: user_id.to_owned(),
@@ -69,7 +80,8 @@ impl Identity {
             wrapped_key: None,
             public_key: None,
         }];
-        let mut payload = json!({"user_id": user_id, "set_by": "administrator", "must_change": true, "expires_at": rfc3339(self.now())});
+        let mut payload = json!({"user_id": user_id, "set_by": "administrator", "must_change": true, "expires_at": rfc3339(self.now()),
+                                 "one_time_password": route.recorded()});
         if let Some(sha) = &user.certificate_sha256 {
             effects.push(StateWrite::RevokeCertificate {
                 sha256: sha.clone(),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
+use super::handover::Recipient;
 use super::{
     Identity, IdentityError, Result, check_email, check_reason, check_roles, check_text, invalid,
     rfc3339,
@@ -32,8 +33,12 @@ pub struct NewUser {
     pub identity_verified_by: Option<String>,
     /// How the identity was checked (§11.100(b)).
     pub identity_verification_method: String,
-    /// Initial password, to be changed at first login.
-    pub initial_password: String,
+    /// Initial password, to be changed at first login: given only by the
+    /// data-directory holder (`trailmark user create`), who hands it over;
+    /// absent, Trailmark makes one and sends it to the person through the
+    /// credential channel (SIGNATURES.md §4.2).
+    #[serde(default)]
+    pub initial_password: Option<String>,
 }
 
 /// A change to a user; absent fields stay as they are.
@@ -107,21 +112,23 @@ impl Identity {
             .clone()
             .unwrap_or_else(|| by.to_string());
         check_text("identity_verified_by", &verified_by, 128)?;
+        let (initial, route) =
+            self.one_time_password(by, new.initial_password.clone(), &user_id)?;
         let (cost, policy) = (self.cost, self.password_policy());
         let (id, name, email, initial) = (
             user_id.clone(),
             new.printed_name.clone(),
             new.email.clone(),
-            new.initial_password.clone(),
+            initial,
         );
-        let hash = Self::blocking(move || {
+        let (pw, hash) = Self::blocking(move || {
             let owner = password::Owner {
                 user_id: &id,
                 printed_name: &name,
                 email: &email,
             };
             password::check_policy(&initial, &owner, policy, &[])
-                .map(|()| password::hash(&initial, cost))
+                .map(|()| (initial.clone(), password::hash(&initial, cost)))
         })
         .await
         .map_err(|e| invalid(e.to_string()))?;
@@ -132,6 +139,12 @@ impl Identity {
                 new.user_id
             )));
         }
+        let to = Recipient {
+            user_id: &user_id,
+            printed_name: &new.printed_name,
+            email: &new.email,
+        };
+        self.hand_over(route, &to, &pw, "account created").await?;
         let mut roles = new.roles.clone();
         roles.sort();
         roles.dedup();
@@ -145,7 +158,8 @@ impl Identity {
             Some(reason),
             json!({"user_id": new.user_id, "printed_name": new.printed_name, "email": new.email,
                    "roles": roles, "identity_verified_by": verified_by,
-                   "identity_verification_method": new.identity_verification_method}),
+                   "identity_verification_method": new.identity_verification_method,
+                   "one_time_password": route.recorded()}),
             vec![StateWrite::CreateUser {
                 user_id: user_id.clone(),
                 printed_name: new.printed_name.clone(),
