@@ -379,6 +379,10 @@ pub struct IdentityConfig {
     /// accounts, because no one else may see another person's password
     /// (docs/SIGNATURES.md §4.2). Use an internal `https://` address.
     pub credential_webhook_url: Option<String>,
+    /// The Standard Webhooks secret (`whsec_…`, a file in the data
+    /// directory, mode 0600) that signs each one-time password sent, so the
+    /// site's system takes only Trailmark's; required with the URL.
+    pub credential_webhook_secret_file: Option<String>,
     /// Offset in which signing times are displayed, `+HH:MM` or `-HH:MM`.
     pub display_utc_offset: String,
     /// Header in which a TLS-terminating proxy forwards the client
@@ -403,6 +407,7 @@ impl Default for IdentityConfig {
             token_default_days: 90,
             alert_webhook_url: None,
             credential_webhook_url: None,
+            credential_webhook_secret_file: None,
             display_utc_offset: "+00:00".into(),
             client_cert_header: None,
             argon2_memory_kib: 19_456,
@@ -570,7 +575,8 @@ impl DataDir {
 
 impl DataDir {
     /// Every path that must be private, with its mode as found: the
-    /// directory, [`SECRET_FILES`], each target's `secret_file`, and on
+    /// directory, [`SECRET_FILES`], each target's `secret_file`, the
+    /// credential channel's secret, and on
     /// SQLite the database file `database_file` with its `-wal` and `-shm`
     /// (`None` on PostgreSQL, whose files the server keeps).
     pub fn private_paths(&self, config: &Config, database_file: Option<&Path>) -> Vec<PrivatePath> {
@@ -582,6 +588,13 @@ impl DataDir {
                 .values()
                 .filter(|t| !t.secret_file.is_empty())
                 .map(|t| self.file(&t.secret_file)),
+        );
+        files.extend(
+            config
+                .identity
+                .credential_webhook_secret_file
+                .iter()
+                .map(|f| self.file(f)),
         );
         if let Some(db) = database_file {
             files.push(db.to_owned());

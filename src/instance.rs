@@ -151,6 +151,7 @@ impl Instance {
         F: FnOnce(Identity) -> Fut,
         Fut: std::future::Future<Output = Result<T, IdentityError>>,
     {
+        let credential_secret = credential_secret(&self.config.identity, &self.dir)?;
         let metrics = Metrics::default();
         let sequencer = Sequencer::start_with_clock(
             self.store.clone(),
@@ -168,6 +169,7 @@ impl Instance {
             load_ca(&self.dir)?,
             self.clock.clone(),
         )
+        .map(|i| i.with_credential_secret(credential_secret.clone()))
         .map_err(anyhow::Error::msg);
         let result = match identity {
             Ok(identity) => f(identity).await.map_err(anyhow::Error::from),
@@ -344,6 +346,38 @@ pub fn cli_actor() -> Actor {
     Actor::parse("system:cli").expect("a valid actor")
 }
 
+/// The credential channel's signing secret from the data directory, when a
+/// channel is configured (then it is required).
+///
+/// # Errors
+/// A channel without a secret file, or an unreadable or malformed one.
+fn credential_secret(
+    config: &crate::config::IdentityConfig,
+    dir: &DataDir,
+) -> anyhow::Result<Option<crate::webhook::Secret>> {
+    if config.credential_webhook_url.is_none() {
+        return Ok(None);
+    }
+    let Some(name) = &config.credential_webhook_secret_file else {
+        anyhow::bail!(
+            "identity.credential_webhook_url needs identity.credential_webhook_secret_file: a whsec_ secret in the data directory that signs each one-time password, so the site's system takes only Trailmark's"
+        );
+    };
+    let path = dir.file(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "identity.credential_webhook_secret_file {}: {e}",
+            path.display()
+        )
+    })?;
+    crate::webhook::Secret::parse(&text).map(Some).map_err(|e| {
+        anyhow::anyhow!(
+            "identity.credential_webhook_secret_file {}: {e}",
+            path.display()
+        )
+    })
+}
+
 /// Trailmark's CA from the data directory, if there is one.
 ///
 /// # Errors
@@ -436,7 +470,8 @@ impl Server {
             ca,
             clock.clone(),
         )
-        .map_err(anyhow::Error::msg)?;
+        .map_err(anyhow::Error::msg)?
+        .with_credential_secret(credential_secret(&config.identity, &DataDir::at(data_dir))?);
         let integration = crate::integration::Integration::new(
             store.clone(),
             sequencer.handle(),

@@ -21,3 +21,4 @@ pub mod store;
 pub mod telemetry;
 pub mod transport;
 pub mod validate;
+pub mod webhook;

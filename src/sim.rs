@@ -474,12 +474,7 @@ async fn deliver(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         Decision::Proceed => {}
     }
 
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-        });
-    let id = match webhook::verify(&shared.secret, &headers, &body, now, TOLERANCE_SECS) {
+    let id = match webhook::verify(&shared.secret, &headers, &body, now_unix(), TOLERANCE_SECS) {
         Ok(id) => id,
         Err(error) => {
             shared.count(|c| &c.bad_signatures);
@@ -524,28 +519,47 @@ async fn deliver(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     StatusCode::NO_CONTENT
 }
 
+/// Seconds since the Unix epoch, by the system clock.
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
 /// A simulated credential channel (the site's mail or identity system):
 /// keeps every one-time password Trailmark sends it, so the demo, the OQ
 /// and the tests can hand each to its person (docs/SIGNATURES.md §4.2).
 pub struct Mailbox {
     url: String,
+    refused: Arc<AtomicU64>,
     got: Arc<Mutex<Vec<serde_json::Value>>>,
     task: JoinHandle<()>,
 }
 
 impl Mailbox {
-    /// Starts it on a port of 127.0.0.1 the system chooses.
+    /// Starts it on a port of 127.0.0.1 the system chooses; it takes only
+    /// messages signed with `secret` (Standard Webhooks).
     ///
     /// # Errors
     /// If no port can be bound.
-    pub async fn start() -> io::Result<Mailbox> {
+    pub async fn start(secret: webhook::Secret) -> io::Result<Mailbox> {
         let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-        let kept = Arc::clone(&got);
+        let refused: Arc<AtomicU64> = Arc::default();
+        let (kept, refusals) = (Arc::clone(&got), Arc::clone(&refused));
         let app = Router::new().route(
             "/credentials",
-            post(move |body: Bytes| {
-                let kept = Arc::clone(&kept);
+            post(move |headers: HeaderMap, body: Bytes| {
+                let (kept, refusals, secret) =
+                    (Arc::clone(&kept), Arc::clone(&refusals), secret.clone());
                 async move {
+                    if webhook::verify(&secret, &headers, &body, now_unix(), TOLERANCE_SECS)
+                        .is_err()
+                    {
+                        refusals.fetch_add(1, Ordering::Relaxed);
+                        return StatusCode::UNAUTHORIZED;
+                    }
                     match serde_json::from_slice(&body) {
                         Ok(v) => {
                             kept.lock().unwrap_or_else(PoisonError::into_inner).push(v);
@@ -561,7 +575,17 @@ impl Mailbox {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Mailbox { url, got, task })
+        Ok(Mailbox {
+            url,
+            refused,
+            got,
+            task,
+        })
+    }
+
+    /// How many messages were refused for a missing or wrong signature.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Where Trailmark sends (`identity.credential_webhook_url`).

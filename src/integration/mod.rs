@@ -17,7 +17,7 @@ pub mod events;
 pub mod queries;
 pub mod reconcile;
 pub mod rules;
-pub mod webhook;
+pub use crate::webhook;
 
 use crate::clock::Clock;
 use std::sync::Arc;

@@ -140,8 +140,11 @@ impl UnderTest {
         }
         // One-time passwords go to a simulated mail system, never to the
         // administrator (SIGNATURES.md §4.2).
-        let mailbox = Mailbox::start().await?;
+        let secret = Secret::generate();
+        write_private(&data.join("credential.whsec"), &secret.to_text())?;
+        let mailbox = Mailbox::start(secret).await?;
         config.identity.credential_webhook_url = Some(mailbox.url().to_owned());
+        config.identity.credential_webhook_secret_file = Some("credential.whsec".into());
         std::fs::write(data.join("trailmark.toml"), toml::to_string(&config)?)?;
         opened.config = config;
         let (fixture, admin_initial) =

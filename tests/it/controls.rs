@@ -6,24 +6,12 @@
 use serde_json::{Value, json};
 
 use crate::harness::TestLedger;
-use trailmark::sim::Mailbox;
-
-use crate::people::{Http, create_user, initial_password, kinds_of, own_password, person};
+use crate::people::{
+    Http, create_user, initial_password, kinds_of, own_password, person, started_with_mailbox,
+};
 
 async fn started(ledger: &TestLedger) -> (trailmark::instance::Server, Http) {
     let server = ledger.start_with(&ledger.config()).await;
-    let http = Http::new(&server);
-    (server, http)
-}
-
-/// A server whose one-time passwords go to `channel`.
-async fn started_with_channel(
-    ledger: &TestLedger,
-    channel: &Mailbox,
-) -> (trailmark::instance::Server, Http) {
-    let mut config = ledger.config();
-    config.identity.credential_webhook_url = Some(channel.url().to_owned());
-    let server = ledger.start_with(&config).await;
     let http = Http::new(&server);
     (server, http)
 }
@@ -139,8 +127,7 @@ async fn log_in_answers_do_not_tell_which_accounts_exist_or_are_locked() {
 #[tokio::test]
 async fn sessions_end_when_credentials_change() {
     let ledger = TestLedger::new().await;
-    let channel = Mailbox::start().await.unwrap();
-    let (_server, http) = started_with_channel(&ledger, &channel).await;
+    let (_server, http, _channel) = started_with_mailbox(&ledger).await;
     let root = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;
     // Two sessions opened with the one-time password: both restricted.
     create_user(&ledger, "ses1", "Sam Sessions", &["qa_reviewer"]).await;
@@ -290,8 +277,7 @@ async fn an_administrator_never_learns_a_persons_password() {
     );
     server.stop().await;
 
-    let channel = Mailbox::start().await.unwrap();
-    let (_server, http) = started_with_channel(&ledger, &channel).await;
+    let (_server, http, channel) = started_with_mailbox(&ledger).await;
     let (_, login) = http.login("root", &root.password).await;
     let admin = login["session"].as_str().unwrap().to_owned();
     let (s, v) = http

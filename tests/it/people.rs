@@ -98,6 +98,23 @@ pub fn own_password(id: &str, n: u32) -> String {
     format!("own-{}-secret-{n}-Xy", hex::encode(id))
 }
 
+/// A server whose one-time passwords go to a simulated mailbox, signed with
+/// a secret the test writes to the data directory (mode 0600).
+pub async fn started_with_mailbox(ledger: &TestLedger) -> (Server, Http, Mailbox) {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = trailmark::webhook::Secret::generate();
+    let file = ledger.data_dir().join("credential.whsec");
+    std::fs::write(&file, secret.to_text()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut config = ledger.config();
+    let mailbox = Mailbox::start(secret).await.unwrap();
+    config.identity.credential_webhook_url = Some(mailbox.url().to_owned());
+    config.identity.credential_webhook_secret_file = Some("credential.whsec".into());
+    let server = ledger.start_with(&config).await;
+    let http = Http::new(&server);
+    (server, http, mailbox)
+}
+
 /// Creates a user as `trailmark user create` does.
 pub async fn create_user(ledger: &TestLedger, id: &str, name: &str, roles: &[&str]) {
     ledger
@@ -740,11 +757,7 @@ async fn part11_11_300_c_old_signatures_survive_password_change_and_deactivation
 #[tokio::test]
 async fn part11_11_100_user_ids_are_unique_never_reused_and_identity_verification_is_recorded() {
     let ledger = TestLedger::new().await;
-    let channel = Mailbox::start().await.unwrap();
-    let (server, http) = started(&ledger, |c| {
-        c.identity.credential_webhook_url = Some(channel.url().to_owned());
-    })
-    .await;
+    let (server, http, channel) = started_with_mailbox(&ledger).await;
     let admin = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;
     let body = json!({"user_id": "zoe", "printed_name": "Zoë Weber", "email": "zoe@example.com", "roles": ["operator"],
         "identity_verification_method": "ID card checked by HR", "reason": "new hire"});
@@ -1449,11 +1462,7 @@ async fn no_secret_reaches_logs_errors_the_ledger_or_exports() {
 async fn part11_11_300_b_c_expiry_forces_a_change_loss_reissues_the_key_and_policy_changes_are_recorded()
  {
     let ledger = TestLedger::new().await;
-    let channel = Mailbox::start().await.unwrap();
-    let (server, http) = started(&ledger, |c| {
-        c.identity.credential_webhook_url = Some(channel.url().to_owned());
-    })
-    .await;
+    let (server, http, channel) = started_with_mailbox(&ledger).await;
     let admin = person(&ledger, &http, "root", "Ada Admin", &["administrator"]).await;
     let op = person(&ledger, &http, "op", "Otto Park", &["operator"]).await;
     let (_, t) = target(&http, &ledger.admin_token, 1).await;

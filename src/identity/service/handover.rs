@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{Identity, IdentityError, Result};
 use crate::identity::password;
 use crate::ledger::{Actor, UserId};
+use crate::webhook;
 
 /// Which way a one-time password went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,14 +81,32 @@ impl Identity {
         let (Route::Channel, Some(url)) = (route, &self.config.credential_webhook_url) else {
             return Ok(());
         };
+        let Some(secret) = &self.credential_secret else {
+            return Err(IdentityError::Conflict(
+                "the credential channel has no signing secret (identity.credential_webhook_secret_file); nothing was changed".into(),
+            ));
+        };
         let body = json!({"type": "trailmark.credential.one_time_password", "cause": cause,
                           "user_id": to.user_id, "printed_name": to.printed_name, "email": to.email,
                           "one_time_password": password,
-                          "note": "valid for one log-in, which must change it"});
+                          "note": "valid for one log-in, which must change it"})
+        .to_string();
+        // Standard Webhooks, as the hand-overs: the site's system takes a
+        // password only from Trailmark.
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).expect("the OS provides randomness");
+        let id = format!("cred_{}", hex::encode(nonce));
+        // Freshness on the wire is the system clock's, as for hand-overs.
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = webhook::signature(secret, &id, timestamp, body.as_bytes());
         let sent = self
             .http
             .post(url)
-            .json(&body)
+            .header("content-type", "application/json")
+            .header(webhook::ID, id.as_str())
+            .header(webhook::TIMESTAMP, timestamp.to_string())
+            .header(webhook::SIGNATURE, signature)
+            .body(body)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status);

@@ -122,6 +122,8 @@ pub struct Identity {
     /// The hash checked when there is no attempt to evaluate (unknown user,
     /// locked, no attempt left), so every answer costs one Argon2 check.
     decoy: Arc<tokio::sync::OnceCell<String>>,
+    /// Signs what goes to the credential channel (SIGNATURES.md §4.2).
+    credential_secret: Option<crate::webhook::Secret>,
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {
@@ -231,12 +233,21 @@ impl Identity {
             ca: ca.map(Arc::new),
             changes: Arc::new(tokio::sync::Mutex::new(())),
             decoy: Arc::new(tokio::sync::OnceCell::new()),
+            credential_secret: None,
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(5))
                 .build()
                 .expect("a plain HTTP client builds"),
             clock,
         })
+    }
+
+    /// The same service, signing what it sends to the credential channel
+    /// with `secret` (read from the data directory by the composition root).
+    #[must_use]
+    pub fn with_credential_secret(mut self, secret: Option<crate::webhook::Secret>) -> Identity {
+        self.credential_secret = secret;
+        self
     }
 
     /// The configured password rules.

@@ -6,7 +6,7 @@
 //! with any of the reference libraries, and we can check what they send.
 //!
 //! ```
-//! # use trailmark::integration::webhook::{self, Secret};
+//! # use trailmark::webhook::{self, Secret};
 //! # use axum::http::{HeaderMap, HeaderValue};
 //! let secret = Secret::generate();
 //! let body = br#"{"type":"course.completed"}"#;
