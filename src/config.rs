@@ -778,6 +778,22 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A configuration with every section at its default.
+    fn test_config() -> Config {
+        Config {
+            origin: "trailmark.test/cfg".into(),
+            listen: default_listen(),
+            database_url: None,
+            max_body_bytes: default_body(),
+            sequencer: SequencerConfig::default(),
+            identity: IdentityConfig::default(),
+            integration: IntegrationConfig::default(),
+            verify: VerifyConfig::default(),
+            transport: TransportConfig::default(),
+            console: ConsoleConfig::default(),
+        }
+    }
+
     #[test]
     fn passwords_never_survive_redaction() {
         assert_eq!(
@@ -792,18 +808,7 @@ mod tests {
     fn create_then_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::at(dir.path().join("d"));
-        let config = Config {
-            origin: "trailmark.test/cfg".into(),
-            listen: default_listen(),
-            database_url: None,
-            max_body_bytes: default_body(),
-            sequencer: SequencerConfig::default(),
-            identity: IdentityConfig::default(),
-            integration: IntegrationConfig::default(),
-            verify: VerifyConfig::default(),
-            transport: TransportConfig::default(),
-            console: ConsoleConfig::default(),
-        };
+        let config = test_config();
         let key = data.create(&config).unwrap();
         assert_eq!(data.config().unwrap(), config);
         assert_eq!(data.ledger_key(&config.origin).unwrap().seed(), key.seed());
@@ -838,18 +843,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::at(dir.path().join("d"));
-        let mut config = Config {
-            origin: "trailmark.test/cfg".into(),
-            listen: default_listen(),
-            database_url: None,
-            max_body_bytes: default_body(),
-            sequencer: SequencerConfig::default(),
-            identity: IdentityConfig::default(),
-            integration: IntegrationConfig::default(),
-            verify: VerifyConfig::default(),
-            console: ConsoleConfig::default(),
-            transport: TransportConfig::default(),
-        };
+        let mut config = test_config();
         config.integration.targets.insert(
             "lms".into(),
             TargetConfig {

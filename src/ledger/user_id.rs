@@ -59,18 +59,6 @@ impl fmt::Display for UserId {
     }
 }
 
-impl PartialEq<str> for UserId {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<UserId> for str {
-    fn eq(&self, other: &UserId) -> bool {
-        self == other.0
-    }
-}
-
 impl PartialEq<UserId> for &str {
     fn eq(&self, other: &UserId) -> bool {
         *self == other.0
